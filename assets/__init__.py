@@ -1,0 +1,1 @@
+"""The asset graph: one module per pipeline, each exposing ``defs``; thin wiring over distillery_assets."""

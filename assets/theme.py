@@ -1,0 +1,5 @@
+"""theme pipeline assets (being built)."""
+
+import dagster as dg
+
+defs = dg.Definitions()

@@ -1,0 +1,13 @@
+"""The single Dagster code location: every pipeline's definitions merged with the shared resources."""
+
+import dagster as dg
+
+from assets import corpus, poetry, theme
+from resources import build_resources
+
+defs = dg.Definitions.merge(
+    corpus.defs,
+    poetry.defs,
+    theme.defs,
+    dg.Definitions(resources=build_resources()),
+)

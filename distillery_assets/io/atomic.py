@@ -1,0 +1,77 @@
+"""Atomic file writes: write to a temporary sibling, fsync, then rename over the target.
+
+A reader (or a re-run after a crash) therefore sees either the old complete file or the new complete
+file, never a partial one. Temporary files carry a ``.tmp-`` prefix so a sweep can recognise leftovers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+TMP_PREFIX = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path, *, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success rename it onto ``target``.
+
+    Works for files and (``is_dir=True``) whole directories, e.g. a LoRA adapter folder. On any exception
+    the temporary is removed and ``target`` is left untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + target.name + "-", dir=target.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + "-", dir=target.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if is_dir:
+            if target.exists():
+                old = target.with_name(TMP_PREFIX + target.name + "-old")
+                shutil.rmtree(old, ignore_errors=True)
+                target.rename(old)
+                tmp.rename(target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(target)
+        else:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(target: Path, data: bytes) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)
+
+
+def atomic_write_text(target: Path, text: str, encoding: str = "utf-8") -> Path:
+    return atomic_write_bytes(target, text.encode(encoding))
+
+
+def atomic_write_jsonl(target: Path, records: Iterable[dict[str, Any]]) -> int:
+    """Write one JSON object per line (UTF-8, not ASCII-escaped); return the number of records."""
+    count = 0
+    with atomic_path(target) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += 1
+    return count

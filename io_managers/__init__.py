@@ -1,0 +1,1 @@
+"""How asset values reach disk under data/ (atomic, partition-aware, registered in the catalogue)."""
