@@ -1,0 +1,5 @@
+import sys
+
+from distillery_assets.catalog.cli import main
+
+sys.exit(main())

@@ -1,0 +1,96 @@
+"""Command line view of the catalogue (rich tables).
+
+    python -m distillery_assets.catalog lineage poet_gguf      # which files, from which inputs, made it
+    python -m distillery_assets.catalog artifacts [ASSET]      # newest artefact per asset/partition
+    python -m distillery_assets.catalog llm-usage              # calls, cache hits, tokens, cost
+    python -m distillery_assets.catalog runs                   # training / evaluation runs
+    python -m distillery_assets.catalog sql "select ..."       # anything else
+Options: ``--db PATH`` (default ``$DISTILLERY_DATA_DIR/catalog.duckdb``), ``--json`` (machine output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from distillery_assets.catalog.store import Catalog, CatalogError
+
+ARTIFACT_COLUMNS = "asset_key, partition, path, kind, bytes, record_count, left(sha256, 12) AS sha256, run_id, strftime(created_at, '%Y-%m-%d %H:%M:%S') AS created_at"
+
+
+def _table(title: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"{title} ({len(rows)} rows)", show_lines=False)
+    for name in rows[0].keys() if rows else ["(no rows)"]:
+        table.add_column(str(name), overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    return table
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m distillery_assets.catalog", description=__doc__.split("\n")[0])
+    parser.add_argument("--db", type=Path, default=None, help="catalogue file (default: data_dir()/catalog.duckdb)")
+    parser.add_argument("--json", action="store_true", help="print rows as JSON lines instead of a table")
+    sub = parser.add_subparsers(dest="command", required=True)
+    lineage = sub.add_parser("lineage", help="inputs behind the newest artefacts of ASSET, transitively")
+    lineage.add_argument("asset")
+    artifacts = sub.add_parser("artifacts", help="newest artefact per asset and partition")
+    artifacts.add_argument("asset", nargs="?")
+    artifacts.add_argument("--all", action="store_true", help="every version, not only the newest")
+    sub.add_parser("llm-usage", help="LLM calls, cache hits, tokens and cost per provider/model/tag")
+    sub.add_parser("runs", help="training and evaluation runs")
+    sql = sub.add_parser("sql", help="run one SQL statement")
+    sql.add_argument("statement")
+    return parser
+
+
+def _rows(args: argparse.Namespace, catalog: Catalog) -> tuple[str, list[dict[str, Any]]]:
+    if args.command == "lineage":
+        rows = catalog.lineage(args.asset)
+        if not args.json:
+            for row in rows:
+                row["input_sha256"] = (row["input_sha256"] or "")[:12]
+        return f"lineage of {args.asset}", rows
+    if args.command == "artifacts":
+        source = "artifacts" if args.all else "latest_artifacts"
+        sql = f"SELECT {ARTIFACT_COLUMNS} FROM {source}"
+        params: list[Any] = []
+        if args.asset:
+            sql += " WHERE asset_key = ?"
+            params.append(args.asset)
+        return "artifacts", catalog.query(sql + " ORDER BY asset_key, partition, id", params)
+    if args.command == "llm-usage":
+        return "LLM usage", catalog.query("SELECT * FROM llm_usage")
+    if args.command == "runs":
+        return "runs", catalog.query("SELECT id, kind, name, partition, run_id, params, metrics, created_at "
+                                     "FROM runs ORDER BY id")
+    return "sql", catalog.query(args.statement)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console()
+    catalog = Catalog(args.db) if args.db else Catalog()
+    if args.db is not None and not args.db.exists():
+        console.print(f"[red]no catalogue at {args.db}[/red]")
+        return 2
+    try:
+        title, rows = _rows(args, catalog)
+    except CatalogError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 1
+    if args.json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row, default=str) + "\n")
+    else:
+        console.print(_table(title, rows))
+    if args.command == "lineage" and not rows:
+        console.print(f"[yellow]no recorded inputs for asset {args.asset!r}[/yellow]", highlight=False)
+    return 0

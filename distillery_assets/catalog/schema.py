@@ -1,0 +1,118 @@
+"""DDL of the catalogue: four tables and the views that answer lineage and usage questions.
+
+Tables
+  artifacts        one row per registered file or directory (path relative to data_dir when inside it)
+  artifact_inputs  artifact id -> each input it was made from (path, sha256, asset key when known)
+  llm_calls        one row per LLM request (cache hits included), as reported by the LLM client
+  runs             training and evaluation runs: parameters in, metrics out
+Views
+  latest_artifacts the newest row per (asset_key, partition)
+  lineage          artifact -> input edges, each input resolved to the artifact row that produced it
+  llm_usage        calls, cache hits, errors, tokens and cost per provider / model / tag
+"""
+
+TABLES = """
+CREATE SEQUENCE IF NOT EXISTS artifact_id_seq START 1;
+CREATE TABLE IF NOT EXISTS artifacts (
+    id BIGINT PRIMARY KEY DEFAULT nextval('artifact_id_seq'),
+    asset_key VARCHAR NOT NULL,
+    partition VARCHAR,
+    path VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    bytes BIGINT NOT NULL,
+    files INTEGER NOT NULL,
+    record_count BIGINT,
+    run_id VARCHAR,
+    created_at TIMESTAMP NOT NULL,
+    metadata JSON
+);
+CREATE TABLE IF NOT EXISTS artifact_inputs (
+    artifact_id BIGINT NOT NULL,
+    input_path VARCHAR NOT NULL,
+    input_sha256 VARCHAR,
+    input_asset_key VARCHAR
+);
+CREATE SEQUENCE IF NOT EXISTS llm_call_id_seq START 1;
+CREATE TABLE IF NOT EXISTS llm_calls (
+    id BIGINT PRIMARY KEY DEFAULT nextval('llm_call_id_seq'),
+    request_key VARCHAR NOT NULL,
+    provider VARCHAR,
+    model VARCHAR,
+    tag VARCHAR,
+    ok BOOLEAN,
+    error VARCHAR,
+    finish_reason VARCHAR,
+    input_tokens BIGINT,
+    output_tokens BIGINT,
+    latency_s DOUBLE,
+    cost_usd DOUBLE,
+    cached BOOLEAN,
+    created_at TIMESTAMP NOT NULL,
+    run_id VARCHAR,
+    extra JSON
+);
+CREATE SEQUENCE IF NOT EXISTS run_id_seq START 1;
+CREATE TABLE IF NOT EXISTS runs (
+    id BIGINT PRIMARY KEY DEFAULT nextval('run_id_seq'),
+    kind VARCHAR NOT NULL,
+    name VARCHAR NOT NULL,
+    partition VARCHAR,
+    run_id VARCHAR,
+    params JSON,
+    metrics JSON,
+    created_at TIMESTAMP NOT NULL
+);
+"""
+
+VIEWS = """
+CREATE OR REPLACE VIEW latest_artifacts AS
+SELECT * FROM artifacts
+QUALIFY row_number() OVER (PARTITION BY asset_key, coalesce(partition, '') ORDER BY id DESC) = 1;
+
+CREATE OR REPLACE VIEW lineage AS
+SELECT a.id AS artifact_id, a.asset_key, a.partition, a.path, a.sha256,
+       i.input_path, i.input_sha256,
+       coalesce(i.input_asset_key, p.asset_key) AS input_asset_key,
+       p.partition AS input_partition,
+       p.id AS input_artifact_id
+FROM artifacts a
+JOIN artifact_inputs i ON i.artifact_id = a.id
+LEFT JOIN (
+    SELECT path, sha256, max(id) AS id FROM artifacts GROUP BY path, sha256
+) producer ON producer.path = i.input_path AND producer.sha256 = i.input_sha256
+LEFT JOIN artifacts p ON p.id = producer.id;
+
+CREATE OR REPLACE VIEW llm_usage AS
+SELECT provider, model, tag,
+       count(*) AS calls,
+       count(*) FILTER (WHERE cached) AS cached,
+       count(*) FILTER (WHERE NOT ok) AS errors,
+       coalesce(sum(input_tokens) FILTER (WHERE NOT cached), 0) AS input_tokens,
+       coalesce(sum(output_tokens) FILTER (WHERE NOT cached), 0) AS output_tokens,
+       round(coalesce(sum(cost_usd) FILTER (WHERE NOT cached), 0), 6) AS cost_usd,
+       round(avg(latency_s) FILTER (WHERE NOT cached), 3) AS avg_latency_s
+FROM llm_calls GROUP BY ALL ORDER BY provider, model, tag;
+"""
+
+# Every artefact that went into the newest artefact(s) of one asset, transitively.
+# Parameter: the asset key. depth 1 = direct inputs.
+LINEAGE_QUERY = """
+WITH RECURSIVE walk(depth, artifact_id, asset_key, partition, path, input_path, input_sha256,
+                    input_asset_key, input_partition, input_artifact_id) AS (
+    SELECT 1, l.artifact_id, l.asset_key, l.partition, l.path, l.input_path, l.input_sha256,
+           l.input_asset_key, l.input_partition, l.input_artifact_id
+    FROM lineage l JOIN latest_artifacts a ON a.id = l.artifact_id
+    WHERE a.asset_key = ?
+    UNION
+    SELECT w.depth + 1, l.artifact_id, l.asset_key, l.partition, l.path, l.input_path, l.input_sha256,
+           l.input_asset_key, l.input_partition, l.input_artifact_id
+    FROM walk w JOIN lineage l ON l.artifact_id = w.input_artifact_id
+    WHERE w.depth < 64
+)
+SELECT min(depth) AS depth, asset_key, partition, path, input_asset_key, input_partition, input_path,
+       input_sha256
+FROM walk
+GROUP BY ALL
+ORDER BY depth, asset_key, partition, input_asset_key, input_partition, input_path
+"""

@@ -1,0 +1,297 @@
+"""``Catalog``: the DuckDB catalogue of artefacts, LLM calls and training runs.
+
+DuckDB lets one process hold a database file for writing at a time, and Dagster's multiprocess
+executor runs every step in its own process. So every operation here opens its own connection inside
+an exclusive file lock on ``<db>.lock``, does its work in one transaction and closes the connection
+before the lock is released. A DuckDB lock error (a process outside this class holding the file, such
+as an interactive ``duckdb`` shell) is retried with backoff; after that the error says which file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from filelock import FileLock, Timeout
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from distillery_assets.catalog.hashing import Fingerprint, fingerprint
+from distillery_assets.catalog.schema import LINEAGE_QUERY, TABLES, VIEWS
+from distillery_assets.paths import data_dir
+
+LOCK_TIMEOUT_S = float(os.environ.get("DISTILLERY_CATALOG_LOCK_TIMEOUT_S", "300"))
+
+LLM_CALL_COLUMNS = (
+    "request_key", "provider", "model", "tag", "ok", "error", "finish_reason", "input_tokens",
+    "output_tokens", "latency_s", "cost_usd", "cached", "created_at", "run_id",
+)
+
+
+class CatalogError(RuntimeError):
+    """The catalogue could not be opened or a row could not be recorded; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    id: int
+    asset_key: str
+    partition: str | None
+    path: str  # as stored: relative to data_dir when inside it
+    kind: str
+    sha256: str
+    bytes: int
+    files: int
+    record_count: int | None
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """An input of an artefact: a path (file or dir), optionally the asset that produced it."""
+
+    path: Path | str
+    asset_key: str | None = None
+
+
+def _is_duckdb_lock_error(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _as_timestamp(value: Any, field: str) -> datetime:
+    if value is None:
+        return _utcnow()
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC).replace(tzinfo=None)
+    if isinstance(value, str):
+        try:
+            return _as_timestamp(datetime.fromisoformat(value), field)
+        except ValueError as exc:
+            raise ValueError(f"llm_calls field {field!r}: not an ISO timestamp: {value!r}") from exc
+    raise ValueError(f"llm_calls field {field!r}: unsupported timestamp type {type(value).__name__}")
+
+
+def _json(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, default=str, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"catalogue field {field!r} is not JSON-serialisable: {exc}") from exc
+
+
+class Catalog:
+    """One DuckDB file; safe to use from many processes at once (see module docstring)."""
+
+    def __init__(self, path: Path | str | None = None, *, root: Path | str | None = None):
+        self.path = Path(path) if path is not None else data_dir() / "catalog.duckdb"
+        self.root = Path(root).resolve() if root is not None else data_dir()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_S)
+        self._schema_ready = False
+
+    def __repr__(self) -> str:
+        return f"Catalog({str(self.path)!r})"
+
+    # -- connections ---------------------------------------------------------------------------
+    @retry(
+        retry=retry_if_exception(_is_duckdb_lock_error),
+        wait=wait_random_exponential(multiplier=0.05, max=2.0),
+        stop=stop_after_attempt(30),
+        reraise=True,
+    )
+    def _run(self, work):
+        """Run ``work(connection)`` in one transaction under the file lock; return its result."""
+        try:
+            with self._lock:
+                con = duckdb.connect(str(self.path))
+                try:
+                    if not self._schema_ready:
+                        con.execute(TABLES)
+                        con.execute(VIEWS)
+                        self._schema_ready = True
+                    con.execute("BEGIN TRANSACTION")
+                    try:
+                        result = work(con)
+                        con.execute("COMMIT")
+                    except BaseException:
+                        con.execute("ROLLBACK")
+                        raise
+                    return result
+                finally:
+                    con.close()
+        except Timeout as exc:
+            raise CatalogError(f"catalogue {self.path}: lock {self._lock.lock_file} busy for "
+                               f"{LOCK_TIMEOUT_S:.0f}s") from exc
+        except duckdb.Error as exc:
+            if _is_duckdb_lock_error(exc):
+                raise
+            raise CatalogError(f"catalogue {self.path}: {exc}") from exc
+
+    # -- paths ---------------------------------------------------------------------------------
+    def relative(self, path: Path | str) -> str:
+        """The stored form of a path: relative (posix) to data_dir when inside it, else absolute."""
+        resolved = Path(path)
+        if not resolved.is_absolute():
+            resolved = self.root / resolved
+        resolved = resolved.resolve()
+        try:
+            return resolved.relative_to(self.root).as_posix()
+        except ValueError:
+            return resolved.as_posix()
+
+    def absolute(self, stored: str) -> Path:
+        """Inverse of :meth:`relative`."""
+        path = Path(stored)
+        return path if path.is_absolute() else self.root / path
+
+    # -- artefacts -----------------------------------------------------------------------------
+    def record_artifact(
+        self,
+        *,
+        asset_key: str,
+        path: Path | str,
+        partition: str | None = None,
+        run_id: str | None = None,
+        record_count: int | None = None,
+        inputs: Iterable[Path | str | InputRef] = (),
+        metadata: Mapping[str, Any] | None = None,
+        fingerprint_: Fingerprint | None = None,
+    ) -> ArtifactRecord:
+        """Register a file or directory that already exists. sha256, bytes (and, for .jsonl, the
+        record count) are computed here. Recording the same asset/partition/path/sha256/run twice
+        returns the existing row instead of adding a duplicate."""
+        if not asset_key:
+            raise ValueError("record_artifact: asset_key is required")
+        abs_path = self.absolute(self.relative(path))
+        fp = fingerprint_ or fingerprint(abs_path)
+        stored = self.relative(abs_path)
+        count = record_count if record_count is not None else fp.record_count
+        input_rows = [self._input_row(ref) for ref in inputs]
+        meta_json = _json(dict(metadata) if metadata else None, "metadata")
+
+        def work(con: duckdb.DuckDBPyConnection) -> ArtifactRecord:
+            existing = con.execute(
+                "SELECT id FROM artifacts WHERE asset_key = ? AND partition IS NOT DISTINCT FROM ? "
+                "AND path = ? AND sha256 = ? AND run_id IS NOT DISTINCT FROM ? ORDER BY id DESC LIMIT 1",
+                [asset_key, partition, stored, fp.sha256, run_id],
+            ).fetchone()
+            if existing:
+                artifact_id = existing[0]
+            else:
+                artifact_id = con.execute(
+                    "INSERT INTO artifacts (asset_key, partition, path, kind, sha256, bytes, files, "
+                    "record_count, run_id, created_at, metadata) VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
+                    [asset_key, partition, stored, fp.kind, fp.sha256, fp.bytes, fp.files, count, run_id,
+                     _utcnow(), meta_json],
+                ).fetchone()[0]
+                if input_rows:
+                    con.executemany(
+                        "INSERT INTO artifact_inputs VALUES (?, ?, ?, ?)",
+                        [[artifact_id, *row] for row in input_rows],
+                    )
+            return ArtifactRecord(artifact_id, asset_key, partition, stored, fp.kind, fp.sha256, fp.bytes,
+                                  fp.files, count)
+
+        return self._run(work)
+
+    def _input_row(self, ref: Path | str | InputRef) -> tuple[str, str | None, str | None]:
+        if not isinstance(ref, InputRef):
+            ref = InputRef(ref)
+        stored = self.relative(ref.path)
+        abs_path = self.absolute(stored)
+        sha = fingerprint(abs_path).sha256 if abs_path.exists() else None
+        return stored, sha, ref.asset_key
+
+    def latest_artifacts(self, asset_key: str, partition: str | None = None) -> list[dict[str, Any]]:
+        """Newest row per partition of ``asset_key`` (only ``partition`` when given)."""
+        sql = "SELECT * FROM latest_artifacts WHERE asset_key = ?"
+        params: list[Any] = [asset_key]
+        if partition is not None:
+            sql += " AND partition = ?"
+            params.append(partition)
+        return self.query(sql + " ORDER BY partition", params)
+
+    def artifact_inputs(self, artifact_id: int) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM artifact_inputs WHERE artifact_id = ? ORDER BY input_path",
+                          [artifact_id])
+
+    def lineage(self, asset_key: str) -> list[dict[str, Any]]:
+        """Every (artefact <- input) edge behind the newest artefacts of ``asset_key``, transitively."""
+        return self.query(LINEAGE_QUERY, [asset_key])
+
+    # -- LLM calls -----------------------------------------------------------------------------
+    def record_llm_calls(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert rows as produced by the LLM client. Unknown keys are kept in the ``extra`` JSON
+        column rather than dropped. Returns the number of rows written."""
+        prepared = []
+        for index, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise ValueError(f"llm_calls row {index}: expected a mapping, got {type(row).__name__}")
+            if not row.get("request_key"):
+                raise ValueError(f"llm_calls row {index}: field 'request_key' is missing or empty")
+            values = [row.get(col) for col in LLM_CALL_COLUMNS]
+            values[LLM_CALL_COLUMNS.index("created_at")] = _as_timestamp(row.get("created_at"), "created_at")
+            extra = {k: v for k, v in row.items() if k not in LLM_CALL_COLUMNS}
+            prepared.append([*values, _json(extra or None, "extra")])
+        if not prepared:
+            return 0
+        columns = ", ".join((*LLM_CALL_COLUMNS, "extra"))
+        marks = ", ".join("?" * (len(LLM_CALL_COLUMNS) + 1))
+        self._run(lambda con: con.executemany(f"INSERT INTO llm_calls ({columns}) VALUES ({marks})", prepared))
+        return len(prepared)
+
+    # -- training / evaluation runs ------------------------------------------------------------
+    def record_run(
+        self,
+        *,
+        kind: str,
+        name: str,
+        partition: str | None = None,
+        run_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> int:
+        if not kind or not name:
+            raise ValueError("record_run: 'kind' and 'name' are required")
+        values = [kind, name, partition, run_id, _json(params, "params"), _json(metrics, "metrics"), _utcnow()]
+        return self._run(lambda con: con.execute(
+            "INSERT INTO runs (kind, name, partition, run_id, params, metrics, created_at) "
+            "VALUES (?,?,?,?,?,?,?) RETURNING id", values).fetchone()[0])
+
+    # -- reading -------------------------------------------------------------------------------
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """Run one SQL statement; rows as dicts."""
+        def work(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+            cursor = con.execute(sql, list(params) if params is not None else None)
+            if cursor.description is None:
+                return []
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+        return self._run(work)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A raw connection held under the lock, for bulk reads (keep it short: it blocks writers)."""
+        with self._lock:
+            con = duckdb.connect(str(self.path))
+            try:
+                if not self._schema_ready:
+                    con.execute(TABLES)
+                    con.execute(VIEWS)
+                    self._schema_ready = True
+                yield con
+            finally:
+                con.close()
