@@ -1,0 +1,41 @@
+"""Which ``.corpus`` files of a partition exist and which are still missing, read from its ``prompts.txt`` files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distillery_assets.corpus.layout import PROMPTS_FILE
+from distillery_assets.corpus.prompts_file import CorpusTask, Reject, parse_prompts_file
+
+
+@dataclass
+class PartitionPlan:
+    """The state of one partition directory: every leaf's prompts, split into done and missing."""
+
+    directory: Path
+    prompt_files: list[Path] = field(default_factory=list)
+    existing: list[CorpusTask] = field(default_factory=list)
+    pending: list[CorpusTask] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.existing) + len(self.pending)
+
+
+def scan_partition(directory: Path) -> PartitionPlan:
+    """Walk ``directory`` for ``prompts.txt`` files (sorted, so runs are repeatable) and classify each line.
+
+    A file counts as done when it exists: writes are atomic, so an existing ``.corpus`` is never partial.
+    """
+    plan = PartitionPlan(directory=directory)
+    if not directory.is_dir():
+        return plan
+    for prompts in sorted(directory.rglob(PROMPTS_FILE)):
+        plan.prompt_files.append(prompts)
+        tasks, rejects = parse_prompts_file(prompts)
+        plan.rejects.extend(rejects)
+        for task in tasks:
+            (plan.existing if task.path.exists() else plan.pending).append(task)
+    return plan

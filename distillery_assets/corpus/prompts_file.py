@@ -1,0 +1,80 @@
+"""Reading ``prompts.txt`` back: one ``"<file>.corpus <prompt>"`` line per document to generate.
+
+A bad line is rejected with its file and line number and a reason; the other lines still count. Names taken
+from the file become paths only through :func:`distillery_assets.paths.safe_child`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from distillery_assets.corpus.layout import CORPUS_SUFFIX
+from distillery_assets.paths import UnsafePathError, safe_child
+
+
+@dataclass(frozen=True)
+class CorpusTask:
+    """One document: where it goes, the prompt that produces it, and where that prompt was read."""
+
+    path: Path
+    file: str
+    prompt: str
+    source: str  # "<prompts.txt path> line <n>"
+
+
+@dataclass(frozen=True)
+class Reject:
+    source: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.reason}"
+
+
+def _check_name(name: str) -> str | None:
+    """Why ``name`` is not an acceptable ``.corpus`` file name, or None when it is."""
+    if "/" in name or "\\" in name:
+        return f"file name {name!r} contains a path separator (absolute or nested paths are not allowed)"
+    if not name.endswith(CORPUS_SUFFIX) or name == CORPUS_SUFFIX:
+        return f"file name {name!r} does not end in '{CORPUS_SUFFIX}'"
+    return None
+
+
+def parse_line(raw: str, leaf_dir: Path, source: str) -> CorpusTask | Reject:
+    """Parse one non-blank line of ``prompts.txt``."""
+    parts = raw.split(" ", 1)
+    if len(parts) != 2 or not parts[1].strip():
+        return Reject(source, "expected '<file>.corpus <prompt>' (no space after the file name)")
+    name, prompt = parts[0], parts[1].strip()
+    problem = _check_name(name)
+    if problem:
+        return Reject(source, problem)
+    try:
+        path = safe_child(leaf_dir, name, source=source)
+    except UnsafePathError as exc:
+        return Reject(source, str(exc).removeprefix(f"{source}: "))
+    return CorpusTask(path=path, file=name, prompt=prompt, source=source)
+
+
+def parse_prompts_file(path: Path) -> tuple[list[CorpusTask], list[Reject]]:
+    """All tasks of one ``prompts.txt`` (blank lines ignored) and every line rejected, with reasons."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        return [], [Reject(str(path), f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
+    tasks: list[CorpusTask] = []
+    rejects: list[Reject] = []
+    seen: dict[str, str] = {}
+    for line_no, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        source = f"{path} line {line_no}"
+        parsed = parse_line(raw.rstrip("\r"), path.parent, source)
+        if isinstance(parsed, CorpusTask):
+            if parsed.file in seen:
+                parsed = Reject(source, f"file name {parsed.file!r} already listed at {seen[parsed.file]}")
+            else:
+                seen[parsed.file] = f"line {line_no}"
+        (tasks if isinstance(parsed, CorpusTask) else rejects).append(parsed)
+    return tasks, rejects

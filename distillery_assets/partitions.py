@@ -1,0 +1,17 @@
+"""Every PartitionsDefinition of the code location, in one place.
+
+Partition keys come from the project's editable data files, so adding a story group or an encyclopedia
+category to ``data/config/corpus/prompt_tables.yaml`` adds the partition too.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from distillery_assets.corpus.tables import default_tables
+
+_corpus_tables = default_tables()
+
+# corpus: the five story word-count groups ("200-400w", ...) and the encyclopedia categories ("arts", ...)
+story_group_partitions = dg.StaticPartitionsDefinition(list(_corpus_tables.story_groups))
+encyclopedia_category_partitions = dg.StaticPartitionsDefinition(list(_corpus_tables.encyclopedia))

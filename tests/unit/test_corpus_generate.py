@@ -1,0 +1,137 @@
+"""Generating missing .corpus files through a batch client: what is written, skipped, failed, and resumed."""
+
+import os
+
+import pytest
+
+from distillery_assets.corpus import generate as gen
+from distillery_assets.corpus.plan import scan_partition
+from distillery_assets.corpus.quality import inspect_corpus, word_stats
+from distillery_assets.llm.types import LLMResult, Usage
+
+
+class FakeBatchClient:
+    """Implements the documented complete_batch contract: one result per request, in order."""
+
+    def __init__(self, fail_prompts=(), empty_prompts=()):
+        self.batches = []
+        self.fail_prompts = set(fail_prompts)
+        self.empty_prompts = set(empty_prompts)
+
+    def complete_batch(self, requests, label):
+        self.batches.append((label, list(requests)))
+        out = []
+        for i, req in enumerate(requests):
+            prompt = req.messages[-1].content
+            common = dict(provider="fake", model=req.model or "fake-default", request_key=f"k{i}",
+                          usage=Usage(input_tokens=10, output_tokens=20, cost_usd=0.001))
+            if prompt in self.fail_prompts:
+                out.append(LLMResult(ok=False, error="HTTP 500 from provider", **common))
+            else:
+                text = "" if prompt in self.empty_prompts else f"  Prose answering: {prompt}\n\n"
+                out.append(LLMResult(ok=True, text=text, finish_reason="stop", **common))
+        return out
+
+    @property
+    def prompts_sent(self):
+        return [r.messages[-1].content for _, batch in self.batches for r in batch]
+
+
+def make_partition(root, n=6):
+    leaf = root / "cat" / "sub"
+    leaf.mkdir(parents=True)
+    (leaf / "prompts.txt").write_text("".join(f"doc_{i}.corpus Prompt number {i}.\n" for i in range(n)))
+    return root / "cat"
+
+
+def test_requests_carry_fixed_system_prompt_and_settings(tmp_path):
+    part = make_partition(tmp_path, 2)
+    client = FakeBatchClient()
+    gen.generate_missing(scan_partition(part).pending, client, model="qwen/qwen-2.5-72b-instruct", tag="encyclopedia_corpus", label="L")
+    label, reqs = client.batches[0]
+    assert label == "L" and len(reqs) == 2
+    for r in reqs:
+        assert [m.role for m in r.messages] == ["system", "user"]
+        assert r.messages[0].content == gen.SYSTEM_PROMPT
+        assert (r.temperature, r.max_tokens, r.model, r.tag) == (0.8, 4096, "qwen/qwen-2.5-72b-instruct", "encyclopedia_corpus")
+
+
+def test_writes_stripped_text_with_trailing_newline_and_skips_existing(tmp_path):
+    part = make_partition(tmp_path, 4)
+    (part / "sub" / "doc_1.corpus").write_text("already here\n")
+    plan = scan_partition(part)
+    client = FakeBatchClient()
+    report = gen.generate_missing(plan.pending, client, chunk_size=2)
+    assert [o.task.file for o in report.generated] == ["doc_0.corpus", "doc_2.corpus", "doc_3.corpus"]
+    assert (part / "sub" / "doc_0.corpus").read_text() == "Prose answering: Prompt number 0.\n"
+    assert (part / "sub" / "doc_1.corpus").read_text() == "already here\n"
+    assert [len(b) for _, b in client.batches] == [2, 1]
+    assert report.totals() == {"requests": 3, "cache_hits": 0, "input_tokens": 30, "output_tokens": 60,
+                               "cost_usd": 0.003, "cost_unknown_for": 0}
+
+
+def test_failures_and_empty_answers_write_nothing_and_keep_reasons(tmp_path):
+    part = make_partition(tmp_path, 3)
+    client = FakeBatchClient(fail_prompts={"Prompt number 0."}, empty_prompts={"Prompt number 2."})
+    report = gen.generate_missing(scan_partition(part).pending, client)
+    assert [o.task.file for o in report.generated] == ["doc_1.corpus"]
+    reasons = {o.task.file: o.reason for o in report.failed}
+    assert reasons == {"doc_0.corpus": "HTTP 500 from provider", "doc_2.corpus": "the model returned no text"}
+    assert sorted(p.name for p in (part / "sub").iterdir()) == ["doc_1.corpus", "prompts.txt"]
+
+
+def test_killed_mid_batch_leaves_no_partial_file_and_resume_generates_exactly_the_rest(tmp_path, monkeypatch):
+    part = make_partition(tmp_path, 6)
+    real_replace = os.replace
+    renames = []
+
+    def dying_replace(src, dst):
+        if len(renames) == 3:  # the 4th file's rename: the process "dies" after its bytes hit the temp file
+            raise KeyboardInterrupt("killed")
+        renames.append(dst)
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", dying_replace)
+    with pytest.raises(KeyboardInterrupt):
+        gen.generate_missing(scan_partition(part).pending, FakeBatchClient(), chunk_size=2)
+    monkeypatch.setattr(os, "replace", real_replace)
+
+    files = sorted(p.name for p in (part / "sub").iterdir())
+    assert files == ["doc_0.corpus", "doc_1.corpus", "doc_2.corpus", "prompts.txt"]  # no temp, no partial doc_3
+    for name in files[:-1]:
+        assert inspect_corpus((part / "sub" / name).read_bytes())[1] == []
+
+    client = FakeBatchClient()
+    report = gen.generate_missing(scan_partition(part).pending, client)
+    assert client.prompts_sent == ["Prompt number 3.", "Prompt number 4.", "Prompt number 5."]
+    assert len(report.generated) == 3
+    assert scan_partition(part).pending == []
+
+
+def test_file_appearing_during_run_is_kept(tmp_path):
+    part = make_partition(tmp_path, 1)
+    pending = scan_partition(part).pending
+    (part / "sub" / "doc_0.corpus").write_text("written by another run\n")
+    report = gen.generate_missing(pending, FakeBatchClient())
+    assert report.outcomes[0].status == "skipped"
+    assert (part / "sub" / "doc_0.corpus").read_text() == "written by another run\n"
+
+
+def test_inspect_corpus_findings():
+    assert inspect_corpus(b"")[1][0].message == "empty"
+    assert inspect_corpus(b"  \n") == (0, [inspect_corpus(b"")[1][0]])
+    words, findings = inspect_corpus(b"\xff\xfe bad", "1-5")
+    assert findings[0].severity == "error" and "not UTF-8" in findings[0].message
+    words, findings = inspect_corpus("Here is a story about a cat.\n\nThe cat sat.\n".encode(), "1-100")
+    assert words == 10 and [f.message for f in findings] == ["meta commentary ('Here is')"]
+    _, findings = inspect_corpus(b"# Title\n\nThe cat sat on the mat all day long.\n", "1-5")
+    assert [f.message for f in findings] == ["markdown heading", "11 words, target 1-5"]
+    _, findings = inspect_corpus(b"The cat sat. Here, in the corner, it slept.\n", "1-100")
+    assert findings == []
+
+
+def test_word_stats():
+    assert word_stats([100, 300, 500], "200-400") == {
+        "files": 3, "min": 100, "median": 300, "max": 500, "target": "200-400", "below": 1, "within": 1, "above": 1
+    }
+    assert word_stats([]) == {"files": 0}

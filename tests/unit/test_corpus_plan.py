@@ -1,0 +1,96 @@
+"""prompts.txt parsing, bad-line rejection with file and line, and the missing/existing split."""
+
+from pathlib import Path
+
+import pytest
+
+from distillery_assets.corpus.layout import CorpusKind, corpus_root, partition_dir, stale_temp_files
+from distillery_assets.corpus.plan import scan_partition
+from distillery_assets.corpus.prompts_file import CorpusTask, Reject, parse_line, parse_prompts_file
+
+
+def test_parse_good_line(tmp_path):
+    task = parse_line("cats.corpus Write about cats. Aim for 10 words.", tmp_path, "p.txt line 1")
+    assert isinstance(task, CorpusTask)
+    assert task.path == tmp_path.resolve() / "cats.corpus"
+    assert task.prompt == "Write about cats. Aim for 10 words."
+
+
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        ("nospace.corpus", "no space after the file name"),
+        ("cats.txt Write about cats.", "does not end in '.corpus'"),
+        ("sub/cats.corpus Write.", "path separator"),
+        ("../cats.corpus Write.", "path separator"),
+        ("/etc/cats.corpus Write.", "path separator"),
+        ("..\\cats.corpus Write.", "path separator"),
+        ("~cats.corpus Write.", "absolute path"),
+        ("C:cats.corpus Write.", "absolute path"),
+        (".corpus Write.", "does not end in '.corpus'"),
+        ("cats.corpus    ", "no space after the file name"),
+    ],
+)
+def test_bad_lines_are_rejected_with_source_and_reason(tmp_path, line, reason):
+    got = parse_line(line, tmp_path, "x/prompts.txt line 7")
+    assert isinstance(got, Reject)
+    assert got.source == "x/prompts.txt line 7"
+    assert reason in got.reason
+
+
+def test_bad_lines_do_not_stop_the_rest(tmp_path):
+    leaf = tmp_path / "enc" / "cat" / "sub"
+    leaf.mkdir(parents=True)
+    prompts = leaf / "prompts.txt"
+    prompts.write_text(
+        "a.corpus First prompt.\n"
+        "broken-line-without-space\n"
+        "\n"
+        "../escape.corpus Sneaky.\n"
+        "b.corpus Second prompt.\n"
+        "a.corpus Duplicate name.\n"
+    )
+    tasks, rejects = parse_prompts_file(prompts)
+    assert [t.file for t in tasks] == ["a.corpus", "b.corpus"]
+    assert [r.source for r in rejects] == [f"{prompts} line 2", f"{prompts} line 4", f"{prompts} line 6"]
+    assert "already listed at line 1" in rejects[2].reason
+
+
+def test_non_utf8_prompts_file_is_rejected_whole(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_bytes(b"a.corpus caf\xe9\n")
+    tasks, rejects = parse_prompts_file(prompts)
+    assert tasks == [] and "not UTF-8" in rejects[0].reason and rejects[0].source == str(prompts)
+
+
+def test_scan_partition_splits_existing_and_pending_in_sorted_order(tmp_path):
+    for sub in ("zeta", "alpha"):
+        d = tmp_path / "cat" / sub
+        d.mkdir(parents=True)
+        (d / "prompts.txt").write_text(f"{sub}_1.corpus P1\n{sub}_2.corpus P2\nbad line\n")
+    (tmp_path / "cat" / "alpha" / "alpha_2.corpus").write_text("done\n")
+    plan = scan_partition(tmp_path / "cat")
+    assert [t.file for t in plan.pending] == ["alpha_1.corpus", "zeta_1.corpus", "zeta_2.corpus"]
+    assert [t.file for t in plan.existing] == ["alpha_2.corpus"]
+    assert len(plan.rejects) == 2 and plan.total == 4
+    assert scan_partition(tmp_path / "missing").prompt_files == []
+
+
+def test_corpus_root_env_and_override(data_dir, tmp_path, monkeypatch):
+    assert corpus_root() == data_dir / "corpus"
+    monkeypatch.setenv("DISTILLERY_CORPUS_ROOT", str(tmp_path / "theirs"))
+    assert corpus_root() == (tmp_path / "theirs").resolve()
+    assert corpus_root(tmp_path / "explicit") == (tmp_path / "explicit").resolve()
+    assert partition_dir(corpus_root(), CorpusKind.STORIES, "200-400w") == (tmp_path / "theirs" / "stories" / "200-400w").resolve()
+
+
+def test_stale_temp_files_are_found_only_when_old(tmp_path):
+    import os
+    import time
+
+    fresh = tmp_path / ".tmp-a.corpus-xyz"
+    old = tmp_path / ".tmp-b.corpus-abc"
+    fresh.write_text("x")
+    old.write_text("x")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    assert stale_temp_files(tmp_path) == [old]
