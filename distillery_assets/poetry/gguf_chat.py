@@ -1,0 +1,53 @@
+"""A GGUF file as a chat callable for :func:`~distillery_assets.poetry.session.run_session` (llama-cpp-python).
+
+Generation stops on the chat template's end-of-turn: llama-cpp-python formats messages with the template
+stored in the GGUF (``tokenizer.chat_template``) and stops on its EOS token; we also pass the template's
+end-of-turn string explicitly (``<|im_end|>`` for ChatML, ``<|eot_id|>`` for Llama 3, ``<end_of_turn>`` ...)
+so a file whose EOS differs from its end-of-turn still stops at the end of the reply.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distillery_assets.poetry.session import Reply
+from distillery_assets.poetry.settings import ModelSettings, Sampling
+
+END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "</s>")
+
+
+def end_of_turn_stops(chat_template: str | None, eos_token: str | None) -> list[str]:
+    """Stop strings for a chat template: the end-of-turn markers it uses, plus the EOS token."""
+    stops = [m for m in END_OF_TURN_MARKERS if chat_template and m in chat_template]
+    if eos_token and eos_token not in stops:
+        stops.append(eos_token)
+    return stops
+
+
+class GGUFChat:
+    """Loads a GGUF once; calling it runs one chat completion."""
+
+    def __init__(self, path: Path, settings: ModelSettings | None = None):
+        from llama_cpp import Llama  # heavy import, only when a model is really loaded
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {path}")
+        s = settings or ModelSettings()
+        self.path = path
+        self.llm = Llama(model_path=str(path), n_ctx=s.n_ctx, n_threads=s.n_threads, n_gpu_layers=s.n_gpu_layers,
+                         verbose=False)
+        meta = self.llm.metadata or {}
+        eos_id = self.llm.token_eos()
+        eos = self.llm.detokenize([eos_id], special=True).decode("utf-8", "ignore") if eos_id >= 0 else None
+        self.stops = end_of_turn_stops(meta.get("tokenizer.chat_template"), eos)
+
+    def __call__(self, messages: list[dict[str, str]], sampling: Sampling) -> Reply:
+        out = self.llm.create_chat_completion(
+            messages=messages, temperature=sampling.temperature, top_p=sampling.top_p,
+            repeat_penalty=sampling.repeat_penalty, max_tokens=sampling.max_tokens, stop=self.stops, seed=0)
+        choice = out["choices"][0]
+        return Reply(text=choice["message"]["content"] or "", finish_reason=choice.get("finish_reason"))
+
+    def close(self) -> None:
+        self.llm.close()
