@@ -6,9 +6,6 @@ from pathlib import Path
 import pytest
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "e2e: end-to-end materialization on the embedded defaults (slower)")
-
 
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch) -> Path:
