@@ -1,0 +1,40 @@
+"""Estimated cost per call: USD per million input / output tokens for models we are likely to use.
+
+Prices are list prices as published by the vendors (checked 2025); unknown models cost ``None``
+(unknown, not free). Local models cost 0. A provider that reports its own cost (fal/OpenRouter) wins.
+"""
+
+from __future__ import annotations
+
+PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "claude-sonnet-4-5": (3.00, 15.00),
+    "claude-haiku-4-5": (1.00, 5.00),
+    "claude-opus-4-1": (15.00, 75.00),
+    "qwen/qwen-2.5-72b-instruct": (0.12, 0.39),
+    "qwen/qwen3-235b-a22b": (0.13, 0.60),
+}
+
+
+def _lookup(model: str) -> tuple[float, float] | None:
+    name = model.lower()
+    if name in PRICES_PER_MTOK:
+        return PRICES_PER_MTOK[name]
+    # dated snapshots / router prefixes: "claude-sonnet-4-5-20250929", "openai/gpt-4o-mini"
+    for known in sorted(PRICES_PER_MTOK, key=len, reverse=True):
+        if name.startswith(known) or name.endswith("/" + known):
+            return PRICES_PER_MTOK[known]
+    return None
+
+
+def estimate_cost(provider: str, model: str, input_tokens: int, output_tokens: int) -> float | None:
+    if provider == "local":
+        return 0.0
+    price = _lookup(model)
+    if price is None:
+        return None
+    return round((input_tokens * price[0] + output_tokens * price[1]) / 1_000_000, 8)

@@ -1,0 +1,107 @@
+"""Provider ``openai``: the Chat Completions API through the official ``openai`` SDK, at any base URL
+(OpenAI, OpenRouter, LM Studio, vLLM, a llama.cpp server, or the fake server in distillery_assets.fakeapi).
+
+The SDK's own retries are switched off (``max_retries=0``): the client's retry policy owns them, so
+Retry-After, backoff and the usage row see every attempt. JSON requests ask for
+``response_format={"type": "json_schema", ...}``; a server that refuses that (400 mentioning
+response_format/json_schema) is asked with ``{"type": "json_object"}`` from then on, and the client still
+validates the answer against the schema.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from distillery_assets.llm.errors import ConfigError, ProviderError, RetryableError, parse_retry_after, retryable_status
+from distillery_assets.llm.providers.base import ProviderReply
+from distillery_assets.llm.types import ChatMessage
+
+DEFAULT_MODEL = "gpt-4o-mini"
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def __init__(self, *, api_key_env: str = "OPENAI_API_KEY", base_url: str | None = None,
+                 default_model: str | None = None, timeout_s: float = 120.0):
+        self.api_key_env = api_key_env
+        self.base_url = base_url
+        self.default_model = default_model or DEFAULT_MODEL
+        self.timeout_s = timeout_s
+        self._client = None
+        self._lock = threading.Lock()
+        self._json_schema_supported = True
+
+    def model_id(self, model: str | None) -> str:
+        return model or self.default_model
+
+    def _sdk(self):
+        with self._lock:
+            if self._client is None:
+                import openai
+
+                key = os.environ.get(self.api_key_env)
+                if not key:
+                    if not self.base_url:
+                        raise ConfigError(f"provider openai: environment variable {self.api_key_env} is not set")
+                    key = "not-needed"  # local servers (LM Studio, vLLM, llama.cpp) accept any key
+                self._client = openai.OpenAI(api_key=key, base_url=self.base_url, max_retries=0,
+                                             timeout=self.timeout_s)
+            return self._client
+
+    def call(self, messages: list[ChatMessage], *, model: str, temperature: float, max_tokens: int,
+             json_schema: dict[str, Any] | None, stop: list[str] | None, seed: int | None,
+             timeout_s: float) -> ProviderReply:
+        import openai
+
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "timeout": timeout_s,
+        }
+        if stop:
+            kwargs["stop"] = list(stop)
+        if seed is not None:
+            kwargs["seed"] = seed
+        client = self._sdk()
+        try:
+            if json_schema is not None and self._json_schema_supported:
+                try:
+                    resp = client.chat.completions.create(**kwargs, response_format={
+                        "type": "json_schema",
+                        "json_schema": {"name": "result", "schema": json_schema, "strict": False}})
+                except openai.BadRequestError as exc:
+                    text = str(exc).lower()
+                    if "response_format" not in text and "json_schema" not in text:
+                        raise
+                    self._json_schema_supported = False
+                    resp = client.chat.completions.create(**kwargs, response_format={"type": "json_object"})
+            elif json_schema is not None:
+                resp = client.chat.completions.create(**kwargs, response_format={"type": "json_object"})
+            else:
+                resp = client.chat.completions.create(**kwargs)
+        except openai.APITimeoutError as exc:
+            raise RetryableError(f"timeout after {timeout_s:g}s") from exc
+        except openai.APIConnectionError as exc:
+            raise RetryableError(f"connection error: {exc}") from exc
+        except openai.APIStatusError as exc:
+            message = f"HTTP {exc.status_code}: {exc.message}"
+            if retryable_status(exc.status_code):
+                raise RetryableError(message, parse_retry_after(exc.response.headers)) from exc
+            raise ProviderError(message) from exc
+        except openai.APIError as exc:  # e.g. a body that is not a chat completion
+            raise RetryableError(f"malformed response: {exc}") from exc
+        if isinstance(resp, str) or not getattr(resp, "choices", None):
+            raise RetryableError(f"malformed response: {str(resp)[:200]!r}")
+        choice = resp.choices[0]
+        usage = resp.usage
+        return ProviderReply(
+            text=choice.message.content or "",
+            finish_reason=choice.finish_reason,
+            input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        )

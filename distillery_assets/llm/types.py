@@ -1,0 +1,79 @@
+"""The one call shape shared by every provider: messages in, text or validated JSON out, usage recorded.
+
+``LLMRequest.key(provider, model)`` is the cache key: the sha256 of a canonical JSON rendering of
+everything that changes the answer (provider, resolved model, messages, temperature, max_tokens,
+json_schema, stop, seed). ``tag`` is deliberately left out: the same prompt asked by two assets is
+the same call and is paid for once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class LLMRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=512, ge=1)
+    model: str | None = None
+    json_schema: dict[str, Any] | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    tag: str = "untagged"
+
+    @field_validator("messages")
+    @classmethod
+    def _needs_a_user_turn(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        if not any(m.role == "user" for m in messages):
+            raise ValueError("an LLM request needs at least one user message")
+        return messages
+
+    def canonical(self, provider: str, model: str) -> str:
+        """The rendered request the cache key is computed from (stable key order, no whitespace)."""
+        body = {
+            "provider": provider,
+            "model": model,
+            "messages": [[m.role, m.content] for m in self.messages],
+            "temperature": round(float(self.temperature), 6),
+            "max_tokens": int(self.max_tokens),
+            "json_schema": self.json_schema,
+            "stop": list(self.stop) if self.stop else None,
+            "seed": self.seed,
+        }
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def key(self, provider: str, model: str) -> str:
+        return hashlib.sha256(self.canonical(provider, model).encode("utf-8")).hexdigest()
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float = 0.0
+    cost_usd: float | None = 0.0
+
+
+class LLMResult(BaseModel):
+    ok: bool
+    text: str | None = None
+    parsed: dict[str, Any] | None = None
+    error: str | None = None
+    finish_reason: str | None = None
+    cached: bool = False
+    provider: str
+    model: str
+    request_key: str
+    usage: Usage = Field(default_factory=Usage)
