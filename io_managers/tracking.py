@@ -1,0 +1,27 @@
+"""Which upstream artefacts each step has loaded, so its outputs can name them as inputs.
+
+Dagster runs a step's input loading and output handling in the same process (the multiprocess
+executor gives each step its own process; the in-process executor runs them one after another), so a
+process-local map keyed by (run id, step key) is enough. Entries are removed when read.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+from distillery_assets.catalog import InputRef
+
+_lock = threading.Lock()
+_loaded: dict[tuple[str, str], list[InputRef]] = defaultdict(list)
+
+
+def note_loaded(run_id: str, step_key: str, refs: list[InputRef]) -> None:
+    with _lock:
+        _loaded[(run_id, step_key)].extend(refs)
+
+
+def loaded_inputs(run_id: str, step_key: str) -> list[InputRef]:
+    """Inputs this step loaded so far (kept until the run's process exits; a step may have several outputs)."""
+    with _lock:
+        return list(_loaded.get((run_id, step_key), ()))

@@ -1,0 +1,146 @@
+"""DistilleryIOManager: values become catalogued files at stable paths; inputs come back as Paths."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from distillery_assets.catalog import Catalog
+from distillery_assets.io import atomic_write_text
+from distillery_assets.paths import data_dir
+from io_managers.files import DistilleryIOManager, jsonl_path
+from io_managers.register import register_files
+from resources.catalog import CatalogResource
+
+PARTS = dg.StaticPartitionsDefinition(["a", "b"])
+
+
+def _resources():
+    catalog = CatalogResource()
+    return {"catalog": catalog, "io_manager": DistilleryIOManager(catalog=catalog)}
+
+
+@dg.asset
+def raw_text() -> Path:
+    return atomic_write_text(data_dir() / "raw" / "text.txt", "hello\nworld\n")
+
+
+@dg.asset(partitions_def=PARTS)
+def records(context: dg.AssetExecutionContext, raw_text: Path) -> list[dict]:
+    lines = raw_text.read_text().split()
+    return [{"partition": context.partition_key, "word": w} for w in lines]
+
+
+@dg.asset
+def combined(records: dict[str, Path]) -> list[dict]:
+    return [{"partition": p, "lines": len(path.read_text().splitlines())} for p, path in sorted(records.items())]
+
+
+@dg.asset(deps=[combined])
+def summary(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
+    out = atomic_write_text(data_dir() / "summary" / "report.md", "# report\n")
+    meta = register_files(context, catalog.get(), [out])
+    return dg.MaterializeResult(metadata=meta)
+
+
+def test_list_of_dicts_written_as_partitioned_jsonl_and_loaded_as_dict(data_dir):
+    assert dg.materialize([raw_text], resources=_resources()).success
+    for p in ("a", "b"):
+        result = dg.materialize([raw_text, records], selection=[records], partition_key=p, resources=_resources())
+        assert result.success
+    path_a = data_dir / "records" / "a.jsonl"
+    assert [json.loads(line) for line in path_a.read_text().splitlines()] == [
+        {"partition": "a", "word": "hello"}, {"partition": "a", "word": "world"}]
+    assert jsonl_path(dg.AssetKey("records"), "b") == data_dir / "records" / "b.jsonl"
+
+    result = dg.materialize([raw_text, records, combined], selection=[combined], resources=_resources())
+    assert result.success
+    rows = [json.loads(x) for x in (data_dir / "combined" / "all.jsonl").read_text().splitlines()]
+    assert rows == [{"partition": "a", "lines": 2}, {"partition": "b", "lines": 2}]
+
+    mat = result.asset_materializations_for_node("combined")[0]
+    assert mat.metadata["records"].value == 2
+    assert mat.metadata["inputs"].value == ["records/a.jsonl", "records/b.jsonl"]
+
+    cat = Catalog()
+    rows = cat.query("select asset_key, partition, path, record_count from latest_artifacts order by asset_key, partition")
+    assert rows == [
+        {"asset_key": "combined", "partition": None, "path": "combined/all.jsonl", "record_count": 2},
+        {"asset_key": "raw_text", "partition": None, "path": "raw/text.txt", "record_count": None},
+        {"asset_key": "records", "partition": "a", "path": "records/a.jsonl", "record_count": 2},
+        {"asset_key": "records", "partition": "b", "path": "records/b.jsonl", "record_count": 2},
+    ]
+    lineage = cat.lineage("combined")
+    assert {(r["depth"], r["asset_key"], r["input_asset_key"], r["input_path"]) for r in lineage} == {
+        (1, "combined", "records", "records/a.jsonl"),
+        (1, "combined", "records", "records/b.jsonl"),
+        (2, "records", "raw_text", "raw/text.txt"),
+    }
+
+
+def test_materialize_result_assets_register_their_files_and_deps(data_dir):
+    assert dg.materialize([raw_text], resources=_resources()).success
+    for p in ("a", "b"):
+        assert dg.materialize([raw_text, records], selection=[records], partition_key=p, resources=_resources()).success
+    assert dg.materialize([raw_text, records, combined, summary], selection=[combined, summary],
+                          resources=_resources()).success
+    cat = Catalog()
+    row = cat.latest_artifact("summary", None)
+    assert row["path"] == "summary/report.md"
+    inputs = cat.artifact_inputs(row["id"])
+    assert [i["input_path"] for i in inputs] == ["combined/all.jsonl"]
+    assert "raw_text" in {r["input_asset_key"] for r in cat.lineage("summary")}
+
+
+def test_returned_path_outside_data_dir_is_refused(data_dir, tmp_path):
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text("x")
+
+    @dg.asset
+    def escapes() -> Path:
+        return outside
+
+    with pytest.raises(ValueError, match="outside the data directory"):
+        dg.materialize([escapes], resources=_resources())
+    assert Catalog().query("select count(*) n from artifacts") == [{"n": 0}]
+
+
+def test_non_dict_records_and_unknown_types_are_refused(data_dir):
+    @dg.asset
+    def bad_list() -> list:
+        return [{"ok": 1}, "not a dict"]
+
+    @dg.asset
+    def bad_type() -> int:
+        return 3
+
+    with pytest.raises(TypeError, match="item 1 of the returned list is str"):
+        dg.materialize([bad_list], resources=_resources())
+    assert not (data_dir / "bad_list" / "all.jsonl").exists()
+    with pytest.raises(TypeError, match="returned int"):
+        dg.materialize([bad_type], resources=_resources())
+
+
+def test_explicit_inputs_and_directory_artefacts(data_dir):
+    src = atomic_write_text(data_dir / "shipped" / "config.yaml", "lr: 0.1\n")
+
+    @dg.asset
+    def adapter(context: dg.AssetExecutionContext) -> dg.Output:
+        folder = data_dir / "models" / "adapter"
+        folder.mkdir(parents=True)
+        (folder / "weights.bin").write_bytes(b"\x00" * 10)
+        (folder / "config.json").write_text("{}")
+        return dg.Output(folder, metadata={"inputs": [str(src)]})
+
+    result = dg.materialize([adapter], resources=_resources())
+    mat = result.asset_materializations_for_node("adapter")[0]
+    assert mat.metadata["files"].value == 2 and mat.metadata["bytes"].value == 12
+    row = Catalog().latest_artifact("adapter", None)
+    assert row["kind"] == "dir"
+    assert [i["input_path"] for i in Catalog().artifact_inputs(row["id"])] == ["shipped/config.yaml"]
+
+
+def test_missing_upstream_names_asset_and_partition(data_dir):
+    with pytest.raises(FileNotFoundError, match="asset records partition 'a'.*materialize it first"):
+        dg.materialize([raw_text, records, combined], selection=[combined], resources=_resources())
