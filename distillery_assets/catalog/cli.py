@@ -77,14 +77,15 @@ def _rows(args: argparse.Namespace, catalog: Catalog) -> tuple[str, list[dict[st
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
+    errors = Console(stderr=True, soft_wrap=True)
     catalog = Catalog(args.db) if args.db else Catalog()
     if args.db is not None and not args.db.exists():
-        console.print(f"[red]no catalogue at {args.db}[/red]")
+        errors.print(f"no catalogue at {args.db}", style="red", markup=False)
         return 2
     try:
         title, rows = _rows(args, catalog)
     except CatalogError as exc:
-        console.print(f"[red]{exc}[/red]")
+        errors.print(str(exc), style="red", markup=False)
         return 1
     if args.json:
         for row in rows:
@@ -92,5 +93,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         console.print(_table(title, rows))
     if args.command == "lineage" and not rows:
-        console.print(f"[yellow]no recorded inputs for asset {args.asset!r}[/yellow]", highlight=False)
+        errors.print(f"no recorded inputs for asset {args.asset!r}", style="yellow", markup=False)
     return 0
