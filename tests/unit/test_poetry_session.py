@@ -1,0 +1,59 @@
+from distillery_assets.poetry.session import Reply, approved, run_session, session_markdown, session_prompts
+from distillery_assets.poetry.settings import PoetryConfig
+
+
+class Scripted:
+    """A chat callable that answers from a list and records what it was asked."""
+
+    def __init__(self, answers):
+        self.answers, self.calls = list(answers), []
+
+    def __call__(self, messages, sampling):
+        self.calls.append((messages, sampling))
+        return Reply(self.answers.pop(0), "stop")
+
+
+def _run(educator, poet, max_revisions=3):
+    cfg = PoetryConfig()
+    return cfg, run_session("Write a poem about winter light", educator=educator, poet=poet,
+                            prompts=session_prompts(cfg), sampling=cfg.inference.sampling,
+                            max_revisions=max_revisions, approval_phrases=cfg.inference.approval_phrases)
+
+
+def test_loop_ends_early_on_approval_phrase():
+    educator = Scripted(["BRIEF", "line 2 sags; cut it", "REV-BRIEF", "Yes: This poem has FOUND ITS SHAPE.", "NOTE"])
+    poet = Scripted(["DRAFT1", "DRAFT2"])
+    cfg, s = _run(educator, poet)
+    assert s["final_poem"] == "DRAFT2" and s["educator_note"] == "NOTE" and s["generation_brief"] == "BRIEF"
+    assert [r["draft"] for r in s["revision_history"]] == ["DRAFT1", "DRAFT2"]
+    assert s["metadata"]["approved_by"] == "found its shape" and s["metadata"]["critique_rounds"] == 2
+    assert s["metadata"]["revisions"] == 1
+    # poet is prompted with the brief, then the revision brief; each with the poet system prompt
+    assert poet.calls[0][0][1]["content"] == "BRIEF" and poet.calls[1][0][1]["content"] == "REV-BRIEF"
+    assert poet.calls[0][0][0]["content"] == cfg.poet_system
+    assert educator.calls[0][0][0]["content"] == cfg.persona_condensed
+    # the second critique sees the draft under review and last round's critique
+    second = educator.calls[3][0][1]["content"]
+    assert "DRAFT2" in second and "line 2 sags" in second
+    assert poet.calls[0][1] == cfg.inference.sampling.draft and poet.calls[1][1] == cfg.inference.sampling.revision
+    assert educator.answers == [] and poet.answers == []
+
+
+def test_loop_stops_after_max_revisions_without_approval():
+    educator = Scripted(["B", "c1", "rb1", "c2", "rb2", "NOTE"])
+    poet = Scripted(["d1", "d2", "d3"])
+    _, s = _run(educator, poet, max_revisions=2)
+    assert s["final_poem"] == "d3" and s["metadata"]["approved_by"] is None
+    assert s["metadata"]["critique_rounds"] == 2
+    assert [st["step"] for st in s["metadata"]["steps"]] == [
+        "brief", "draft", "critique 1", "revision brief 1", "revision 1", "critique 2", "revision brief 2",
+        "revision 2", "final note"]
+    md = session_markdown(s)
+    assert "**Final poem**" in md and "d3" in md and "final note=stop" in md
+
+
+def test_plain_string_replies_and_approval_helper():
+    _, s = _run(lambda m, p: "this is ready", lambda m, p: "poem")
+    assert s["metadata"]["critique_rounds"] == 1 and s["metadata"]["steps"][0]["finish_reason"] is None
+    assert approved("Nothing left to cut.", ["nothing left to cut"]) == "nothing left to cut"
+    assert approved("keep going", ["this is ready"]) is None
