@@ -1,0 +1,88 @@
+"""The theme pipeline's editable data files under ``data/config/theme/`` and their loaders.
+
+* ``theme_keywords.json`` 16 theme keyword sets (see :mod:`.keywords`)
+* ``personas.yaml``       persona system prompts, grouped
+* ``query_themes.txt``    topics for the generated questions, one per line
+* ``anachronisms.txt``    terms the 1969 persona must not use, one per line
+* ``books.json``          which ebooks to take, by category (see :mod:`.books`)
+
+Every loader raises :class:`ThemeConfigError` naming the file (and line or field) on bad input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+KEYWORDS_FILE = "theme_keywords.json"
+PERSONAS_FILE = "personas.yaml"
+QUERY_THEMES_FILE = "query_themes.txt"
+ANACHRONISMS_FILE = "anachronisms.txt"
+BOOKS_FILE = "books.json"
+
+
+class ThemeConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Persona:
+    name: str
+    group: str
+    prompt: str
+
+
+def load_personas(path: Path) -> list[Persona]:
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ThemeConfigError(f"{path}: cannot read personas: {exc}") from exc
+    groups = (raw or {}).get("groups")
+    if not isinstance(groups, dict) or not groups:
+        raise ThemeConfigError(f"{path}: field 'groups' must map group names to {{variant: prompt}}")
+    personas: list[Persona] = []
+    seen: set[str] = set()
+    for group, variants in groups.items():
+        if not isinstance(variants, dict) or not variants:
+            raise ThemeConfigError(f"{path}: groups.{group} must map variant names to prompts")
+        for name, prompt in variants.items():
+            if not isinstance(prompt, str) or len(prompt.strip()) < 20:
+                raise ThemeConfigError(f"{path}: groups.{group}.{name} needs a prompt of at least 20 characters")
+            if name in seen:
+                raise ThemeConfigError(f"{path}: groups.{group}.{name}: variant name used twice")
+            seen.add(name)
+            personas.append(Persona(name=str(name), group=str(group), prompt=" ".join(prompt.split())))
+    return personas
+
+
+def load_lines(path: Path, what: str) -> list[str]:
+    """Non-empty, non-comment lines; duplicates are an error naming both lines."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ThemeConfigError(f"{path}: cannot read {what}: {exc}") from exc
+    out: list[str] = []
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key = line.lower()
+        if key in first_line:
+            raise ThemeConfigError(f"{path} line {number}: {what} {line!r} repeats line {first_line[key]}")
+        first_line[key] = number
+        out.append(line)
+    if not out:
+        raise ThemeConfigError(f"{path}: no {what} found")
+    return out
+
+
+def file_digest(*paths: Path) -> str:
+    """Short hash of the files' bytes: changes when an editable config changes."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:12]
