@@ -1,0 +1,101 @@
+"""The poetry data half of the graph, materialized in process with a scripted LLM resource."""
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from assets import poetry
+from distillery_assets.io import read_jsonl
+
+GOOD_REPLY = ('I keep returning to "{quote}" in line 2: the verb carries the weight. The close explains too much; '
+              "end one line earlier and trust the image.")
+
+
+@dataclass
+class FakeResult:
+    ok: bool
+    text: str | None = None
+    error: str | None = None
+    finish_reason: str | None = "stop"
+
+
+class FakeClient:
+    def __init__(self, log):
+        self.log = log
+
+    def complete_batch(self, requests, label):
+        self.log.append((label, len(requests)))
+        out = []
+        for i, req in enumerate(requests):
+            user = req.messages[-1].content
+            if req.tag == "poetry_lessons" and i == 0:
+                out.append(FakeResult(False, error="provider error after 3 retries"))
+            elif req.tag == "poetry_bad_poems":
+                out.append(FakeResult(True, f"my heart of gold {i}\nwill never fall apart {i}"))
+            elif req.tag == "poetry_critiques" and i == 1:
+                out.append(FakeResult(True, "Let us delve into this poem. " + GOOD_REPLY.format(quote="x" * 8)))
+            elif req.tag in ("poetry_poet_pairs", "poetry_dialogues/revision"):
+                out.append(FakeResult(True, f"salt on the sill {i}\nthe kettle ticking its clock {user[:20]}"))
+            else:
+                out.append(FakeResult(True, GOOD_REPLY.format(quote=user.strip().split("\n")[0][:30] or "xxxxxx")))
+        return out
+
+
+class FakeLLM(dg.ConfigurableResource):
+    def get_client(self, context):
+        return FakeClient(CALLS)
+
+
+CALLS: list = []
+DATA_ASSETS = [poetry.poetry_good_poems, poetry.poetry_bad_poems, poetry.poetry_critiques, poetry.poetry_briefs,
+               poetry.poetry_comparisons, poetry.poetry_autopsies, poetry.poetry_dialogues, poetry.poetry_lessons,
+               poetry.poetry_poet_pairs, poetry.educator_dataset, poetry.poet_dataset]
+
+
+def test_data_half_materializes_with_gate_rejects_and_valid_splits(data_dir):
+    CALLS.clear()
+    result = dg.materialize(DATA_ASSETS + poetry.GATE_CHECKS + poetry.DATASET_CHECKS, resources={"llm": FakeLLM()})
+    assert result.success
+    gen = data_dir / "poetry" / "generated"
+    assert len(read_jsonl(gen / "good_poems.jsonl")) == 8
+    bad = read_jsonl(gen / "bad_poems.jsonl")
+    assert len(bad) == 6 and bad[0]["quality"] == "bad"
+    # the failed lesson call is a reject, not a record with an empty field
+    lessons = read_jsonl(gen / "lesson.jsonl")
+    assert len(lessons) == 4 and all(r["lesson"] for r in lessons)
+    assert "provider error" in read_jsonl(data_dir / "poetry" / "rejects" / "lesson.jsonl")[0]["reason"]
+    # the critique with an LLM-ism passes generation but is stopped by the gate, with its reason logged
+    gate_log = read_jsonl(data_dir / "poetry" / "rejects" / "quality_gate_educator.jsonl")
+    assert [r["_reject_reasons"] for r in gate_log] == [["llm_ism: 'delve into'"]]
+    train = read_jsonl(data_dir / "poetry" / "datasets" / "educator" / "train.jsonl")
+    valid = read_jsonl(data_dir / "poetry" / "datasets" / "educator" / "valid.jsonl")
+    # 8 critiques - 1 gated + 16 briefs + 4 comparisons + 4 autopsies + 4 dialogues + 4 lessons = 39
+    assert len(train) + len(valid) == 39 and len(valid) == 4
+    assert [m["role"] for m in train[0]["messages"]] == ["system", "user", "assistant"]
+    poet_train = read_jsonl(data_dir / "poetry" / "datasets" / "poet" / "train.jsonl")
+    assert poet_train[0]["messages"][0]["content"] == poetry.PoetryConfig().poet_system
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert len(checks) == 11 and all(checks.values()), checks
+    outputs = result.output_for_node("educator_dataset", "educator_train")
+    assert outputs == data_dir / "poetry" / "datasets" / "educator" / "train.jsonl"
+    assert ("poetry/dialogue/revision", 4) in CALLS and ("poetry/dialogue/follow_up", 4) in CALLS
+
+
+def test_user_bad_poems_skip_generation_and_bad_files_are_logged(data_dir, tmp_path, monkeypatch):
+    inputs = tmp_path / "inputs"
+    (inputs / "poetry" / "good").mkdir(parents=True)
+    (inputs / "poetry" / "bad").mkdir(parents=True)
+    (inputs / "poetry" / "good" / "a.txt").write_text("frost on the sill\n", encoding="utf-8")
+    (inputs / "poetry" / "good" / "empty.txt").write_text("", encoding="utf-8")
+    (inputs / "poetry" / "bad" / "b.jsonl").write_text('{"text": "roses are red"}\n{oops\n', encoding="utf-8")
+    monkeypatch.setenv("DISTILLERY_INPUTS_DIR", str(inputs))
+    CALLS.clear()
+    result = dg.materialize([poetry.poetry_good_poems, poetry.poetry_bad_poems], resources={"llm": FakeLLM()})
+    assert result.success and CALLS == []
+    assert read_jsonl(data_dir / "poetry" / "rejects" / "good_poems.jsonl") == [
+        {"source": "good/empty.txt", "reason": "empty file"}]
+    bad_rejects = read_jsonl(data_dir / "poetry" / "rejects" / "bad_poems.jsonl")
+    assert bad_rejects[0]["source"] == "bad/b.jsonl:2" and "malformed JSONL" in bad_rejects[0]["reason"]
+    mats = {m.asset_key.to_user_string(): m.metadata
+            for m in (e.event_specific_data.materialization for e in result.get_asset_materialization_events())}
+    assert mats["poetry_bad_poems"]["origin"].value == "inputs"
