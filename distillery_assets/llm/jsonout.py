@@ -29,6 +29,16 @@ def _candidates(text: str) -> list[str]:
     return out
 
 
+def schema_instruction(schema: dict[str, Any]) -> str:
+    """Prompt text for providers with no schema-constrained mode (fal router, plain json_object servers)."""
+    return ("Answer with one JSON object and nothing else. It must validate against this JSON Schema:\n"
+            + json.dumps(schema, sort_keys=True))
+
+
+def with_schema_instruction(system: str, schema: dict[str, Any]) -> str:
+    return (system + "\n\n" if system else "") + schema_instruction(schema)
+
+
 def check_schema(schema: dict[str, Any]) -> None:
     """Raise jsonschema.SchemaError when the request's schema itself is invalid."""
     jsonschema.validators.validator_for(schema).check_schema(schema)

@@ -18,6 +18,7 @@ DISTILLERY_LLM_RPM             requests per minute (0 = unlimited)              
 DISTILLERY_LLM_TPM             tokens per minute, prompt + completion (0 = unlimited)       0
 DISTILLERY_LLM_TIMEOUT_S       per-attempt timeout in seconds                               120
 DISTILLERY_LLM_MAX_ATTEMPTS    attempts per call on 429/5xx/timeout/connection errors       5
+DISTILLERY_LLM_BACKOFF_S       first retry delay in seconds (doubles, with jitter, to 60)  1.0
 DISTILLERY_LLM_JSON_REASKS     re-asks after a reply that is not schema-valid JSON          2
 DISTILLERY_LLM_GGUF            GGUF file for provider ``local``                             embedded
                                                                                             SmolLM2-135M-Instruct
@@ -58,6 +59,7 @@ class LLMSettings(BaseModel):
     timeout_s: float = Field(default=120.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=20)
     json_reasks: int = Field(default=2, ge=0, le=10)
+    backoff_s: float = Field(default=1.0, ge=0)
     gguf: str | None = None
     n_ctx: int = Field(default=4096, ge=256)
     n_threads: int | None = Field(default=None, ge=1)
@@ -122,6 +124,7 @@ def build_client(settings: LLMSettings | None = None, usage_sink: UsageSink | No
         cache_dir=data_dir() / "llm_cache" if settings.cache else None,
         concurrency=settings.effective_concurrency, rpm=settings.rpm or None, tpm=settings.tpm or None,
         timeout_s=settings.timeout_s, max_attempts=settings.max_attempts, json_reasks=settings.json_reasks,
+        backoff_initial_s=settings.backoff_s,
         usage_sink=usage_sink, progress=progress, run_id=run_id, logger=logger,
         scrubber=Scrubber([settings.key_env] if settings.key_env else []),
     )

@@ -3,7 +3,8 @@
 System turns are sent in ``system`` (Anthropic takes no system role in ``messages``); JSON requests use
 ``output_config={"format": {"type": "json_schema", "schema": ...}}`` (structured outputs) and the client
 still validates the reply. SDK retries are off (``max_retries=0``): the client's policy owns them.
-``seed`` has no Anthropic equivalent and is only part of the cache key.
+API version 2026-10-21 (sent by anthropic SDK 2.x) rejects ``temperature``/``top_p``/``top_k`` and the
+SDK no longer accepts them, so ``temperature`` and ``seed`` are only part of the cache key here.
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ class AnthropicProvider:
         kwargs: dict[str, Any] = {
             "model": model,
             "max_tokens": max_tokens,
-            "temperature": min(temperature, 1.0),  # Anthropic's range is 0..1
             "messages": [{"role": m.role, "content": m.content} for m in messages if m.role != "system"],
             "timeout": timeout_s,
         }

@@ -18,13 +18,13 @@ the result ``{"output": str, "usage": {...}, "error": ...}``.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from distillery_assets.llm.jsonout import with_schema_instruction
 from distillery_assets.llm.errors import ConfigError, ProviderError, RetryableError, parse_retry_after, retryable_status
 from distillery_assets.llm.providers.base import ProviderReply
 from distillery_assets.llm.types import ChatMessage
@@ -57,9 +57,7 @@ def render_prompt(messages: list[ChatMessage], json_schema: dict[str, Any] | Non
     """(system_prompt, prompt) for the router's single-turn body; later turns are rendered as a transcript."""
     system = "\n\n".join(m.content for m in messages if m.role == "system")
     if json_schema is not None:
-        system = (system + "\n\n" if system else "") + (
-            "Answer with one JSON object and nothing else. It must validate against this JSON Schema:\n"
-            + json.dumps(json_schema, sort_keys=True))
+        system = with_schema_instruction(system, json_schema)
     turns = [m for m in messages if m.role != "system"]
     if len(turns) == 1:
         return system, turns[0].content

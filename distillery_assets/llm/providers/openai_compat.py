@@ -14,6 +14,7 @@ import os
 import threading
 from typing import Any
 
+from distillery_assets.llm.jsonout import with_schema_instruction
 from distillery_assets.llm.errors import ConfigError, ProviderError, RetryableError, parse_retry_after, retryable_status
 from distillery_assets.llm.providers.base import ProviderReply
 from distillery_assets.llm.types import ChatMessage
@@ -51,6 +52,15 @@ class OpenAIProvider:
                                              timeout=self.timeout_s)
             return self._client
 
+    @staticmethod
+    def _json_object(client, kwargs: dict[str, Any], messages: list[ChatMessage], schema: dict[str, Any]):
+        """JSON mode without a schema: the schema goes into the system turn (which also says "JSON",
+        as OpenAI's json_object mode requires)."""
+        system = "\n\n".join(m.content for m in messages if m.role == "system")
+        rest = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
+        kwargs = {**kwargs, "messages": [{"role": "system", "content": with_schema_instruction(system, schema)}] + rest}
+        return client.chat.completions.create(**kwargs, response_format={"type": "json_object"})
+
     def call(self, messages: list[ChatMessage], *, model: str, temperature: float, max_tokens: int,
              json_schema: dict[str, Any] | None, stop: list[str] | None, seed: int | None,
              timeout_s: float) -> ProviderReply:
@@ -79,9 +89,9 @@ class OpenAIProvider:
                     if "response_format" not in text and "json_schema" not in text:
                         raise
                     self._json_schema_supported = False
-                    resp = client.chat.completions.create(**kwargs, response_format={"type": "json_object"})
+                    resp = self._json_object(client, kwargs, messages, json_schema)
             elif json_schema is not None:
-                resp = client.chat.completions.create(**kwargs, response_format={"type": "json_object"})
+                resp = self._json_object(client, kwargs, messages, json_schema)
             else:
                 resp = client.chat.completions.create(**kwargs)
         except openai.APITimeoutError as exc:

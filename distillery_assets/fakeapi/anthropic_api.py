@@ -1,0 +1,82 @@
+"""A fake Anthropic Messages API: POST /v1/messages (non-streaming), errors in Anthropic's shape."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from distillery_assets.fakeapi.replies import (MALFORMED, Reply, approx_tokens, default_reply, json_reply,
+                                               truncate_words)
+from distillery_assets.fakeapi.server import FakeAPIServer, Handler
+
+
+def _error(handler: Handler, status: int, kind: str, message: str, headers: dict | None = None) -> None:
+    handler.send_json(status, {"type": "error", "error": {"type": kind, "message": message}}, headers=headers)
+
+
+def _messages(fake: FakeAPIServer, handler: Handler, req: dict[str, Any]) -> None:
+    body = req["body"]
+    if not (handler.headers.get("x-api-key") or (handler.headers.get("Authorization") or "").startswith("Bearer ")):
+        return _error(handler, 401, "authentication_error", "x-api-key or Authorization: Bearer is required")
+    for name in ("temperature", "top_p", "top_k"):  # API version 2026-10-21 rejects sampling parameters
+        if name in body and handler.headers.get("anthropic-version", "") >= "2026-10-21":
+            return _error(handler, 400, "invalid_request_error", f"{name}: Extra inputs are not permitted")
+    if "max_tokens" not in body:
+        return _error(handler, 400, "invalid_request_error", "max_tokens: Field required")
+    if any(m.get("role") == "system" for m in body.get("messages", [])):
+        return _error(handler, 400, "invalid_request_error",
+                      "messages: Unexpected role \"system\". Use the top-level system parameter")
+    fault = fake.begin_call()
+    try:
+        kind = fault[0] if fault else None
+        if kind == "timeout":
+            time.sleep(float(fault[1]) if len(fault) > 1 else 30.0)
+        else:
+            fake.wait_latency()
+        if kind == "429":
+            return _error(handler, 429, "rate_limit_error", "Number of requests has exceeded your rate limit",
+                          headers={"retry-after": str(fault[1]) if len(fault) > 1 else "1"})
+        if kind == "500":
+            return _error(handler, 500, "api_error", "Internal server error")
+        if kind == "garbage":
+            return handler.send_raw(200, b"<html>502 Bad Gateway</html>", "application/json")
+        messages = list(body.get("messages") or [])
+        if body.get("system"):
+            messages = [{"role": "system", "content": body["system"]}] + messages
+        schema = ((body.get("output_config") or {}).get("format") or {}).get("schema")
+        if kind == "malformed":
+            text = MALFORMED
+        elif fake.reply is not None:
+            text = fake.reply(messages, body)
+        elif schema is not None:
+            text = json_reply(schema, messages)
+        else:
+            text = default_reply(messages, body)
+        stop = "end_turn"
+        if kind == "length" or approx_tokens(text) > int(body["max_tokens"]):
+            limit = max(1, approx_tokens(text) // 2) if kind == "length" else int(body["max_tokens"])
+            text, stop = truncate_words(text, min(limit, int(body["max_tokens"]))), "max_tokens"
+        handler.send_json(200, {
+            "id": f"msg_{uuid.uuid4().hex[:20]}", "type": "message", "role": "assistant",
+            "model": body.get("model") or fake.model, "content": [{"type": "text", "text": text}],
+            "stop_reason": stop, "stop_sequence": None,
+            "usage": {"input_tokens": sum(approx_tokens(str(m.get("content", ""))) for m in messages),
+                      "output_tokens": approx_tokens(text)}})
+    finally:
+        fake.end_call()
+
+
+class AnthropicServer(FakeAPIServer):
+    def __init__(self, **kwargs):
+        super().__init__({("POST", lambda p: p.rstrip("/") == "/v1/messages"): _messages}, **kwargs)
+
+    @property
+    def base_url(self) -> str:
+        """What to pass as the Anthropic SDK's ``base_url`` (it appends /v1/messages)."""
+        return self.origin
+
+
+def serve_anthropic(*, latency_s: float = 0.0, reply: Reply | None = None, script: list | None = None,
+                    model: str = "claude-sonnet-4-5", tls: bool = False) -> AnthropicServer:
+    return AnthropicServer(latency_s=latency_s, reply=reply, script=script, tls=tls, model=model)

@@ -1,0 +1,160 @@
+"""The threaded HTTP(S) server the fake APIs share: random free port on 127.0.0.1, keep-alive, request log."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from distillery_assets.fakeapi.replies import Reply, Script
+
+Route = Callable[["FakeAPIServer", "Handler", dict[str, Any]], None]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    allow_reuse_address = True
+    ssl_context: ssl.SSLContext | None = None
+
+    def finish_request(self, request, client_address):
+        if self.ssl_context is not None:  # TLS handshake in the worker thread, not the accept loop
+            request = self.ssl_context.wrap_socket(request, server_side=True)
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request, client_address):  # clients that hang up (timeouts) are expected
+        pass
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "distillery-fakeapi/1"
+
+    def log_message(self, format, *args):  # keep test output clean
+        pass
+
+    def _dispatch(self, method: str) -> None:
+        fake: FakeAPIServer = self.server.fake  # type: ignore[attr-defined]
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            return self.send_json(400, {"error": {"message": "request body is not JSON"}})
+        path = self.path.split("?", 1)[0]
+        fake.record(method, path, dict(self.headers), body)
+        for (m, matcher), route in fake.routes.items():
+            if m == method and matcher(path):
+                try:
+                    return route(fake, self, {"path": path, "body": body})
+                except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+                    self.close_connection = True
+                    return
+        self.send_json(404, {"error": {"message": f"no route for {method} {path}"}})
+
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def do_POST(self):
+        self._dispatch("POST")
+
+    def do_PUT(self):
+        self._dispatch("PUT")
+
+    def send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self.send_raw(status, json.dumps(payload).encode("utf-8"), "application/json", headers)
+
+    def send_raw(self, status: int, data: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class FakeAPIServer:
+    """Base for the three fakes. ``routes`` maps (method, path predicate) to a handler function."""
+
+    def __init__(self, routes: dict, *, latency_s: float = 0.0, reply: Reply | None = None,
+                 script: list | None = None, tls: bool = False, model: str = "fake-model"):
+        self.routes = routes
+        self.latency_s = latency_s
+        self.reply = reply
+        self.script = Script(script)
+        self.model = model
+        self.tls = tls
+        self.requests: list[dict[str, Any]] = []
+        self.request_count = 0  # calls to the API's generation endpoint
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self.cert_path: Path | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle
+    def __enter__(self) -> FakeAPIServer:
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
+        self._httpd.fake = self  # type: ignore[attr-defined]
+        if self.tls:
+            from distillery_assets.fakeapi.tls import self_signed_cert
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="fakeapi-tls-")
+            self.cert_path, key_path = self_signed_cert(Path(self._tmp.name))
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(self.cert_path, key_path)
+            self._httpd.ssl_context = context
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="fakeapi", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "server not started (use it as a context manager)"
+        return self._httpd.server_address[1]
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    # -- bookkeeping used by the routes
+    def record(self, method: str, path: str, headers: dict[str, str], body: Any) -> None:
+        with self._lock:
+            self.requests.append({"method": method, "path": path, "headers": headers, "body": body})
+
+    def begin_call(self) -> tuple | None:
+        """Count one generation call and return the fault scripted for it (or None)."""
+        with self._lock:
+            self.request_count += 1
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        return self.script.next()
+
+    def end_call(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def wait_latency(self) -> None:
+        if self.latency_s > 0:
+            time.sleep(self.latency_s)
