@@ -8,7 +8,7 @@ from pathlib import Path
 from distillery_assets.catalog import Catalog
 
 WORKERS = 8
-PER_WORKER = 10
+PER_WORKER = 6
 
 
 def _worker(worker: int, root: str) -> None:
