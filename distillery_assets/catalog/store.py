@@ -223,6 +223,12 @@ class Catalog:
             params.append(partition)
         return self.query(sql + " ORDER BY partition", params)
 
+    def latest_artifact(self, asset_key: str, partition: str | None) -> dict[str, Any] | None:
+        """Newest row of exactly this asset and partition (``None`` = unpartitioned), or None."""
+        rows = self.query("SELECT * FROM artifacts WHERE asset_key = ? AND partition IS NOT DISTINCT FROM ? "
+                          "ORDER BY id DESC LIMIT 1", [asset_key, partition])
+        return rows[0] if rows else None
+
     def artifact_inputs(self, artifact_id: int) -> list[dict[str, Any]]:
         return self.query("SELECT * FROM artifact_inputs WHERE artifact_id = ? ORDER BY input_path",
                           [artifact_id])
