@@ -71,8 +71,9 @@ class RateLimiter:
                     ticket = _Ticket(now, tokens)
                     self._window.append(ticket)
                     return ticket
+            wait = min(wait, 5.0)  # re-check often: settled tokens may free the budget sooner
             self.waited_s += wait
-            self._sleep(min(wait, 5.0))
+            self._sleep(wait)
 
     def settle(self, ticket: _Ticket | None, actual_tokens: int) -> None:
         if ticket is not None:

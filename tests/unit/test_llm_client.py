@@ -1,0 +1,175 @@
+"""LLMClient behaviour against an in-test provider double (no HTTP): retries, JSON, cache, batches, rows."""
+
+import logging
+
+import pytest
+
+from distillery_assets.llm import ChatMessage, LLMClient, LLMRequest
+from distillery_assets.llm.providers.base import ProviderReply
+from tests.unit.llm_doubles import ProviderError, RetryableError, ScriptedProvider
+
+SCHEMA = {"type": "object", "properties": {"title": {"type": "string"}, "score": {"type": "integer"}},
+          "required": ["title", "score"], "additionalProperties": False}
+
+
+def ask(text="hello", **kw):
+    return LLMRequest(messages=[ChatMessage(role="user", content=text)], **kw)
+
+
+class Sleeps(list):
+    def __call__(self, seconds):
+        self.append(seconds)
+
+
+def make(provider, tmp_path, **kw):
+    kw.setdefault("sleep", Sleeps())
+    return LLMClient(provider, cache_dir=tmp_path / "cache", backoff_initial_s=0.5, **kw)
+
+
+def test_retries_honour_retry_after_then_succeed(tmp_path):
+    provider = ScriptedProvider([RetryableError("HTTP 429", retry_after=7.0), RetryableError("HTTP 503"), "fine"])
+    sleeps = Sleeps()
+    client = make(provider, tmp_path, sleep=sleeps)
+    result = client.complete(ask())
+    assert result.ok and result.text == "fine"
+    assert len(provider.calls) == 3
+    assert 7.0 <= sleeps[0] <= 7.7          # Retry-After honoured (plus at most 10% jitter)
+    assert 0.5 <= sleeps[1] <= 1.5 + 0.5    # exponential backoff with jitter for the 503
+
+
+def test_backoff_grows_and_gives_up_with_the_reason(tmp_path):
+    provider = ScriptedProvider([RetryableError("HTTP 500: boom")] * 10)
+    sleeps = Sleeps()
+    client = make(provider, tmp_path, sleep=sleeps, max_attempts=4)
+    result = client.complete(ask())
+    assert not result.ok and "gave up after 4 attempts" in result.error and "HTTP 500: boom" in result.error
+    assert len(provider.calls) == 4 and len(sleeps) == 3
+    # jittered exponential: the third wait's floor (0.5*4) is above the first wait's ceiling (0.5+0.5)
+    assert sleeps[2] > sleeps[0]
+
+
+def test_non_retryable_error_fails_at_once(tmp_path):
+    provider = ScriptedProvider([ProviderError("HTTP 401: bad key")])
+    result = make(provider, tmp_path).complete(ask())
+    assert not result.ok and result.error == "provider error: HTTP 401: bad key"
+    assert len(provider.calls) == 1
+
+
+def test_invalid_json_is_reasked_with_the_raw_reply_and_reason(tmp_path):
+    provider = ScriptedProvider(['Sure! {"title": "x"', '```json\n{"title": "T", "score": 3}\n```'])
+    result = make(provider, tmp_path).complete(ask(json_schema=SCHEMA))
+    assert result.ok and result.parsed == {"title": "T", "score": 3}
+    second = provider.calls[1]
+    assert second[-2].role == "assistant" and second[-2].content == 'Sure! {"title": "x"'
+    assert second[-1].role == "user" and "not valid JSON" in second[-1].content
+    assert result.usage.input_tokens == 20 and result.usage.output_tokens == 10  # both asks counted
+
+
+def test_reask_is_bounded_and_keeps_the_raw_text(tmp_path):
+    provider = ScriptedProvider(['{"title": "T", "score": "high"}'] * 5)
+    result = make(provider, tmp_path, json_reasks=2).complete(ask(json_schema=SCHEMA))
+    assert not result.ok
+    assert len(provider.calls) == 3
+    assert "invalid JSON after 3 attempts" in result.error and "score" in result.error
+    assert '"high"' in result.error  # raw reply kept
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("*.json"))
+
+
+def test_length_truncation_rejects_json_without_reask_but_is_reported_for_text(tmp_path):
+    cut = ProviderReply(text='{"title": "T", "sco', finish_reason="length", input_tokens=4, output_tokens=16)
+    provider = ScriptedProvider([cut])
+    result = make(provider, tmp_path).complete(ask(json_schema=SCHEMA, max_tokens=16))
+    assert not result.ok and "finish_reason=length" in result.error and '"sco' in result.error
+    assert len(provider.calls) == 1
+    text_cut = ProviderReply(text="a story that stops mid", finish_reason="length", input_tokens=4, output_tokens=5)
+    result = make(ScriptedProvider([text_cut]), tmp_path).complete(ask("story", max_tokens=5))
+    assert result.ok and result.finish_reason == "length"
+
+
+def test_invalid_schema_in_request_is_rejected_before_any_call(tmp_path):
+    provider = ScriptedProvider()
+    result = make(provider, tmp_path).complete(ask(json_schema={"type": "no-such-type"}))
+    assert not result.ok and "invalid json_schema" in result.error and provider.calls == []
+
+
+def test_cache_hit_skips_the_provider_and_failures_are_not_cached(tmp_path):
+    provider = ScriptedProvider([ProviderError("HTTP 400"), "first answer"])
+    rows = []
+    client = make(provider, tmp_path, usage_sink=rows.extend)
+    assert not client.complete(ask()).ok
+    first = client.complete(ask())
+    again = make(ScriptedProvider([AssertionError("must not be called")]), tmp_path, usage_sink=rows.extend)
+    hit = again.complete(ask())
+    assert first.ok and not first.cached and hit.cached and hit.text == "first answer"
+    assert hit.request_key == first.request_key
+    assert [r["cached"] for r in rows] == [False, False, True]
+    assert rows[2]["input_tokens"] == 10 and rows[2]["cost_usd"] == 0.0
+
+
+def test_batch_keeps_order_and_every_item_ends_ok_or_rejected_once(tmp_path):
+    def default(messages):
+        n = int(messages[-1].content.split()[-1])
+        if n % 7 == 0:
+            raise ProviderError(f"refused {n}")
+        if n % 11 == 0:
+            raise RuntimeError(f"sdk bug {n}")  # not a ProviderError: must still become a rejection
+        return f"answer {n}"
+
+    provider = ScriptedProvider(default=default)
+    rows, lines = [], []
+    client = make(provider, tmp_path, usage_sink=rows.extend, progress=lines.append, concurrency=8)
+    requests = [ask(f"item {i}", tag="t") for i in range(60)] + [ask("item 1", tag="t")]  # one duplicate
+    results = client.complete_batch(requests, label="demo/batch", flush_every=7)
+    assert len(results) == 61
+    for i, result in enumerate(results[:60]):
+        if i % 7 == 0 or i % 11 == 0:
+            assert not result.ok and str(i) in result.error
+        else:
+            assert result.ok and result.text == f"answer {i}"
+    assert results[60].ok and results[60].text == "answer 1" and results[60].cached
+    assert len(rows) == 61 and sorted(r["request_key"] for r in rows) == sorted(r.request_key for r in results)
+    assert len(provider.calls) == 60  # the duplicate was served from the cache, not paid twice
+    assert lines[-1].done == 61 and lines[-1].failed == sum(not r.ok for r in results)
+    assert lines[-1].line().startswith("demo/batch: 61/61 done (1 cached, ")
+    assert len(lines) >= 10  # at least every 10%
+
+
+def test_usage_rows_have_the_catalogue_columns(tmp_path):
+    rows = []
+    client = make(ScriptedProvider(), tmp_path, usage_sink=rows.extend, run_id="run-1")
+    client.complete(ask(tag="story_corpus"))
+    assert set(rows[0]) == {"request_key", "provider", "model", "tag", "ok", "error", "finish_reason",
+                            "input_tokens", "output_tokens", "latency_s", "cost_usd", "cached", "created_at",
+                            "run_id"}
+    assert rows[0]["tag"] == "story_corpus" and rows[0]["run_id"] == "run-1" and rows[0]["latency_s"] >= 0
+
+
+def test_a_failing_sink_keeps_rows_until_it_works(tmp_path, caplog):
+    saved, broken = [], [True]
+
+    def sink(rows):
+        if broken[0]:
+            raise OSError("catalogue locked")
+        saved.extend(rows)
+
+    client = make(ScriptedProvider(), tmp_path, usage_sink=sink)
+    with caplog.at_level(logging.WARNING):
+        client.complete(ask("a"))
+    assert saved == [] and len(client.unsaved_rows) == 1 and "catalogue locked" in caplog.text
+    broken[0] = False
+    client.complete(ask("b"))
+    assert len(saved) == 2 and client.unsaved_rows == []
+
+
+def test_configuration_error_is_a_rejection_not_a_crash(tmp_path):
+    class Broken(ScriptedProvider):
+        def model_id(self, model):
+            raise FileNotFoundError("no GGUF at /x")
+
+    result = make(Broken(), tmp_path).complete(ask())
+    assert not result.ok and "no GGUF at /x" in result.error
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_batch_of_nothing(tmp_path, concurrency):
+    assert make(ScriptedProvider(), tmp_path, concurrency=concurrency).complete_batch([]) == []
