@@ -6,7 +6,8 @@ import pytest
 
 from distillery_assets.llm import ChatMessage, LLMClient, LLMRequest
 from distillery_assets.llm.providers.base import ProviderReply
-from tests.unit.llm_doubles import ProviderError, RetryableError, ScriptedProvider
+from distillery_assets.llm.errors import ProviderError, RetryableError
+from distillery_assets.llm.providers.scripted import ScriptedProvider
 
 SCHEMA = {"type": "object", "properties": {"title": {"type": "string"}, "score": {"type": "integer"}},
           "required": ["title", "score"], "additionalProperties": False}
