@@ -1,5 +1,351 @@
-"""theme pipeline assets (being built)."""
+"""Theme pipeline: Gutenberg books -> chunks -> keyword-filtered chunks -> persona ChatML -> train/val
+splits (-> theme LoRA -> GGUF through the shared fine-tune chain), plus the generator-model benchmark.
+
+Thin wiring: the work lives in ``distillery_assets.theme``; editable data in ``data/config/theme/``;
+outputs under ``data/theme/``. Each asset returns the Path it wrote (the IO manager catalogues it).
+"""
+
+
+import importlib.util
+import json
+import time
+from collections import Counter
+from pathlib import Path
 
 import dagster as dg
 
-defs = dg.Definitions()
+from distillery_assets.io import atomic_write_jsonl, atomic_write_text, iter_jsonl, read_jsonl
+from distillery_assets.paths import config_dir, data_dir, inputs_dir
+from distillery_assets.theme import books, chunking, keywords, modelbench, splits
+from distillery_assets.theme import config as theme_config
+from distillery_assets.theme.generate import ChatMLGenerator, GenerationSettings, GenSpec, rejects_log
+from distillery_assets.theme.validate import AnachronismMatcher, ExampleValidator, ValidatorSettings
+
+GROUP = "theme"
+
+
+def _out(name: str) -> Path:
+    folder = data_dir() / "theme"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
+
+
+def _cfg(name: str) -> Path:
+    return config_dir() / "theme" / name
+
+
+def _md_table(rows: list[tuple], head: tuple) -> dg.MetadataValue:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+# ------------------------------------------------------------------------------------------- books
+
+
+class BooksConfig(dg.Config):
+    source: str = "local"  # local | hf | mirror
+    local_dir: str | None = None  # default: data/inputs/gutenberg
+    mirror_url: str | None = None  # e.g. https://www.gutenberg.org
+    ids: list[int] | None = None  # default: every id in data/config/theme/books.json
+
+
+@dg.asset(group_name=GROUP, description="Project Gutenberg books, licence wrapper stripped, one JSONL record per book.")
+def gutenberg_books(context: dg.AssetExecutionContext, config: BooksConfig) -> dg.Output[Path]:
+    selection = books.load_selection(_cfg(theme_config.BOOKS_FILE))
+    if config.source == "local":
+        batch = books.from_local_dir(Path(config.local_dir) if config.local_dir else inputs_dir() / "gutenberg",
+                                     selection, config.ids)
+    elif config.source == "hf":
+        batch = books.from_hf_dataset(selection, config.ids)
+    elif config.source == "mirror":
+        if not config.mirror_url:
+            raise dg.Failure("source 'mirror' needs mirror_url")
+        batch = books.from_mirror(config.mirror_url, selection, config.ids)
+    else:
+        raise dg.Failure(f"unknown books source {config.source!r}; use local, hf or mirror")
+    for reject in batch.rejects:
+        context.log.error(f"book rejected: {reject.reason}")
+    for warning in batch.warnings:
+        context.log.warning(warning)
+    records = list(books.dedupe(batch.records))
+    if not records:
+        raise dg.Failure(f"no usable books (rejected: {[r.reason for r in batch.rejects]}, missing: {batch.missing})")
+    path = _out("gutenberg_books.jsonl")
+    atomic_write_jsonl(path, records)
+    atomic_write_jsonl(_out("gutenberg_books.rejects.jsonl"),
+                       [{"source": r.source, "id": r.book_id, "reason": r.reason} for r in batch.rejects])
+    return dg.Output(path, metadata={
+        "books": len(records),
+        "rejected": len(batch.rejects),
+        "not_available": dg.MetadataValue.json(batch.missing),
+        "characters": sum(r["length"] for r in records),
+        "books_table": _md_table([(r["id"], r["title"], r["author"], r["pub_year"], r["length"], r["category"])
+                                  for r in records], ("id", "title", "author", "year", "chars", "category")),
+        "rejects": _md_table([(r.book_id, r.reason) for r in batch.rejects], ("id", "reason")),
+        "warnings": dg.MetadataValue.json(batch.warnings[:50]),
+        "source": config.source,
+    })
+
+
+@dg.asset_check(asset=gutenberg_books, description="Book ids are unique and every book has text.")
+def gutenberg_books_valid(gutenberg_books: Path) -> dg.AssetCheckResult:
+    ids = Counter(r["id"] for r in read_jsonl(gutenberg_books))
+    empty = [r["id"] for r in read_jsonl(gutenberg_books) if not r["text"].strip()]
+    dupes = [i for i, n in ids.items() if n > 1]
+    return dg.AssetCheckResult(passed=not dupes and not empty, metadata={"duplicates": str(dupes), "empty": str(empty)})
+
+
+# ------------------------------------------------------------------------------------------ chunks
+
+
+class ChunkConfig(dg.Config):
+    chunk_size: int = 1024
+    overlap: int = 128
+    min_chunk_size: int = 256
+
+
+@dg.asset(group_name=GROUP, description="Paragraph chunks with stable ids '<book id>-<index>'.")
+def gutenberg_chunks(gutenberg_books: Path, config: ChunkConfig) -> dg.Output[Path]:
+    params = chunking.ChunkParams(config.chunk_size, config.overlap, config.min_chunk_size)
+    per_book: Counter = Counter()
+
+    def all_chunks():
+        for _, book in iter_jsonl(gutenberg_books, on_error="raise"):
+            for chunk in chunking.chunk_book(book, params):
+                per_book[book["id"]] += 1
+                yield chunk
+
+    path = _out("gutenberg_chunks.jsonl")
+    n = atomic_write_jsonl(path, all_chunks())
+    return dg.Output(path, metadata={
+        "chunks": n, "chunks_per_book": dg.MetadataValue.json({str(k): v for k, v in per_book.items()}),
+        "params": dg.MetadataValue.json(params.__dict__),
+    })
+
+
+@dg.asset_check(asset=gutenberg_chunks, description="Chunk ids are unique and lengths respect the minimum.")
+def gutenberg_chunks_valid(gutenberg_chunks: Path) -> dg.AssetCheckResult:
+    rows = read_jsonl(gutenberg_chunks)
+    ids = Counter(r["chunk_id"] for r in rows)
+    dupes = [i for i, n in ids.items() if n > 1]
+    short = [r["chunk_id"] for r in rows if r["length"] < 256]
+    return dg.AssetCheckResult(passed=bool(rows) and not dupes and not short,
+                               metadata={"chunks": len(rows), "duplicate_ids": str(dupes[:20]), "too_short": str(short[:20])})
+
+
+# ---------------------------------------------------------------------------- keyword-filtered chunks
+
+
+class ThemeFilterConfig(dg.Config):
+    min_matches: int = 2
+
+
+@dg.asset(group_name=GROUP, description="Chunks whose theme keyword total (distinct whole-word keywords per theme, summed) reaches min_matches.")
+def theme_chunks(context: dg.AssetExecutionContext, gutenberg_chunks: Path, config: ThemeFilterConfig) -> dg.Output[Path]:
+    sets = keywords.load_keyword_sets(_cfg(theme_config.KEYWORDS_FILE))
+    counter = keywords.KeywordCounter(sets)
+    rows = read_jsonl(gutenberg_chunks)
+    started = time.perf_counter()
+    counts = counter.count_many([r["text"] for r in rows])
+    elapsed = time.perf_counter() - started
+    kept, theme_hits = [], Counter()
+    for row, count in zip(rows, counts):
+        if count["total"] >= config.min_matches:
+            kept.append({**row, "keyword_counts": count})
+            theme_hits.update({t: 1 for t in sets if count[t]})
+    path = _out("theme_chunks.jsonl")
+    atomic_write_jsonl(path, kept)
+    megabytes = sum(len(r["text"].encode("utf-8")) for r in rows) / 1e6
+    context.log.info(f"keyword counting: {megabytes:.2f} MB in {elapsed:.3f}s")
+    return dg.Output(path, metadata={
+        "kept": len(kept), "total": len(rows), "kept_fraction": round(len(kept) / len(rows), 4) if rows else 0.0,
+        "min_matches": config.min_matches,
+        "histogram_of_totals": _md_table(list(keywords.histogram(c["total"] for c in counts).items()), ("total", "chunks")),
+        "top_themes": _md_table(theme_hits.most_common(16), ("theme", "kept chunks with >=1 keyword")),
+        "count_rate_mb_s": round(megabytes / elapsed, 1) if elapsed > 0 else 0.0,
+    })
+
+
+@dg.asset_check(asset=theme_chunks, description="Every kept chunk meets the threshold and its total equals the sum of its themes.")
+def theme_chunks_consistent(theme_chunks: Path) -> dg.AssetCheckResult:
+    rows = read_jsonl(theme_chunks)
+    bad = [r["chunk_id"] for r in rows
+           if r["keyword_counts"]["total"] != sum(v for k, v in r["keyword_counts"].items() if k != "total")]
+    return dg.AssetCheckResult(passed=bool(rows) and not bad, metadata={"kept": len(rows), "inconsistent": str(bad[:20])})
+
+
+# ------------------------------------------------------------------------------------------ ChatML
+
+
+class ChatMLConfig(dg.Config):
+    examples_per_chunk: int = 2
+    max_chunks: int | None = None
+    temperature: float = 0.8
+    max_tokens: int = 400
+    max_passage_chars: int = 1500
+    min_chunk_chars: int = 100
+    extra_reasks: int = 0  # on top of the LLM client's own JSON re-asks (DISTILLERY_LLM_JSON_REASKS)
+    seed: int = 42
+    batch_chunks: int = 4
+    model: str | None = None
+    min_response_chars: int = 50
+    max_response_chars: int = 500
+    min_theme_keywords: int = 2
+    near_duplicate_jaccard: float = 0.8
+
+
+def _llm_complete(context: dg.AssetExecutionContext):
+    from distillery_assets.llm import ChatMessage, LLMRequest
+
+    client = context.resources.llm.get_client(context)
+
+    def complete(specs: list[GenSpec], label: str):
+        requests = [LLMRequest(messages=[ChatMessage(**m) for m in s.messages], temperature=s.temperature,
+                               max_tokens=s.max_tokens, model=s.model, json_schema=s.json_schema, seed=s.seed,
+                               tag=s.tag) for s in specs]
+        return client.complete_batch(requests, label=label)
+
+    return complete
+
+
+def build_generator(config: ChatMLConfig, llm_target: str = "") -> ChatMLGenerator:
+    files = [_cfg(n) for n in (theme_config.PERSONAS_FILE, theme_config.QUERY_THEMES_FILE,
+                                theme_config.ANACHRONISMS_FILE, theme_config.KEYWORDS_FILE)]
+    settings = GenerationSettings(
+        examples_per_chunk=config.examples_per_chunk, temperature=config.temperature, max_tokens=config.max_tokens,
+        max_passage_chars=config.max_passage_chars, min_chunk_chars=config.min_chunk_chars,
+        max_reasks=config.extra_reasks, seed=config.seed, batch_chunks=config.batch_chunks, model=config.model)
+    validator = ExampleValidator(
+        keywords=keywords.KeywordCounter(keywords.load_keyword_sets(files[3])),
+        anachronisms=AnachronismMatcher(theme_config.load_lines(files[2], "anachronism")),
+        settings=ValidatorSettings(config.min_response_chars, config.max_response_chars,
+                                   config.min_theme_keywords, config.near_duplicate_jaccard))
+    # the journal belongs to one setup: generation settings, validator settings, config files, LLM target
+    fingerprint = settings.fingerprint(theme_config.file_digest(*files), json.dumps(validator.settings.__dict__), llm_target)
+    return ChatMLGenerator(theme_config.load_personas(files[0]),
+                           theme_config.load_lines(files[1], "query theme"), validator, settings,
+                           journal_path=_out("chatml_work") / fingerprint / "journal.jsonl")
+
+
+@dg.asset(group_name=GROUP, required_resource_keys={"llm", "catalog"},
+          description="Persona ChatML exchanges generated per kept chunk; resumable chunk by chunk.")
+def theme_chatml(context: dg.AssetExecutionContext, theme_chunks: Path, config: ChatMLConfig) -> dg.Output[Path]:
+    llm = context.resources.llm
+    generator = build_generator(config, llm_target=f"{llm.provider}|{llm.model}|{llm.base_url}|{llm.gguf}")
+    chunks = (row for _, row in iter_jsonl(theme_chunks, on_error="raise"))
+    selected, report = generator.run(chunks, _llm_complete(context), max_chunks=config.max_chunks, log=context.log.info)
+    stats = report.as_dict()
+    atomic_write_jsonl(_out("theme_chatml.rejects.jsonl"), rejects_log(generator.journal, selected))
+    atomic_write_text(_out("theme_chatml.stats.json"), json.dumps(stats, indent=2))
+    if report.chunks_failed:
+        raise dg.Failure(
+            f"{report.chunks_failed} chunks got no LLM reply ({report.failures[:3]}); the {len(generator.journal.entries)} "
+            f"finished chunks are checkpointed in {generator.journal.path}: materialize again to continue",
+            metadata={"stats": dg.MetadataValue.json(stats)})
+    examples = generator.examples(selected)
+    path = _out("theme_chatml.jsonl")
+    atomic_write_jsonl(path, examples)
+    context.resources.catalog.get().record_run(kind="generate", name="theme_chatml", partition=None,
+                                               run_id=context.run_id, params=config.model_dump(), metrics=stats)
+    preview = "\n\n".join(f"**{e['metadata']['persona']}** ({e['metadata']['chunk_id']})\n\nQ: {e['messages'][1]['content']}"
+                          f"\n\nA: {e['messages'][2]['content']}" for e in examples[:3])
+    return dg.Output(path, metadata={
+        "examples": len(examples), "chunks_processed": report.chunks_processed,
+        "chunks_resumed": report.chunks_resumed, "chunks_skipped_too_short": report.chunks_too_short,
+        "rejected_by_reason": dg.MetadataValue.json(stats["rejected_by_reason"]),
+        "persona_distribution": dg.MetadataValue.json(stats["persona_distribution"]),
+        "mean_response_chars": stats["mean_response_chars"],
+        "tokens": dg.MetadataValue.json({"input": report.input_tokens, "output": report.output_tokens}),
+        "stats": dg.MetadataValue.json(stats), "checkpoint": str(generator.journal.path),
+        "preview": dg.MetadataValue.md(preview or "(no examples kept)"),
+    })
+
+
+class SplitConfig(dg.Config):
+    train_ratio: float = 0.9
+    seed: int = 42
+
+
+@dg.multi_asset(group_name=GROUP, outs={"theme_chatml_train": dg.AssetOut(), "theme_chatml_val": dg.AssetOut()},
+                description="90/10 shuffle split (seed 42) of theme_chatml.")
+def theme_chatml_splits(theme_chatml: Path, config: SplitConfig):
+    train, val = splits.split_examples(read_jsonl(theme_chatml), config.train_ratio, config.seed)
+    for name, rows in (("theme_chatml_train", train), ("theme_chatml_val", val)):
+        path = _out(f"{name}.jsonl")
+        atomic_write_jsonl(path, rows)
+        yield dg.Output(path, output_name=name, metadata={
+            "examples": len(rows), "train_ratio": config.train_ratio, "seed": config.seed,
+            "personas": dg.MetadataValue.json(dict(Counter(r["metadata"]["persona"] for r in rows))),
+        })
+
+
+def _split_verdict(mine: list, other: list, name: str) -> dg.AssetCheckResult:
+    problems = splits.record_problems(mine, name)
+    shared = splits.overlap(mine, other)
+    return dg.AssetCheckResult(passed=bool(mine) and not problems and not shared, metadata={
+        "records": len(mine), "problems": dg.MetadataValue.json(problems[:20]), "in_both_splits": len(shared)})
+
+
+@dg.asset_check(asset="theme_chatml_train", additional_ins={"theme_chatml_val": dg.AssetIn("theme_chatml_val")},
+                description="system/user/assistant records with chunk ids; not empty; nothing also in val.")
+def theme_chatml_train_well_formed(theme_chatml_train: Path, theme_chatml_val: Path) -> dg.AssetCheckResult:
+    return _split_verdict(read_jsonl(theme_chatml_train), read_jsonl(theme_chatml_val), "theme_chatml_train")
+
+
+@dg.asset_check(asset="theme_chatml_val", additional_ins={"theme_chatml_train": dg.AssetIn("theme_chatml_train")},
+                description="system/user/assistant records with chunk ids; not empty; nothing also in train.")
+def theme_chatml_val_well_formed(theme_chatml_val: Path, theme_chatml_train: Path) -> dg.AssetCheckResult:
+    return _split_verdict(read_jsonl(theme_chatml_val), read_jsonl(theme_chatml_train), "theme_chatml_val")
+
+
+# -------------------------------------------------------------------------------------- model bench
+
+
+class ModelBenchConfig(dg.Config):
+    base_url: str = "http://localhost:1234/v1"
+    api_key_env: str | None = None
+    models: list[str] | None = None
+    models_filter: list[str] | None = None
+    evaluator_model: str | None = None
+    max_tokens: int = 512
+
+
+@dg.asset(group_name=GROUP, description="Speed (tok/s, TTFT, time per response, hours per 1,000) and 1-5 quality "
+          "of each model an OpenAI-compatible endpoint serves, on the real generator prompt.")
+def theme_model_benchmark(theme_chunks: Path, config: ModelBenchConfig) -> dg.Output[Path]:
+    generator = build_generator(ChatMLConfig(examples_per_chunk=1))
+    chunk = next(row for _, row in iter_jsonl(theme_chunks, on_error="raise"))
+    persona, topic = generator.plan(chunk)[0]
+    spec = generator.first_spec(chunk, persona, topic, 0)
+    settings = modelbench.BenchSettings(base_url=config.base_url, api_key_env=config.api_key_env, models=config.models,
+                                        models_filter=config.models_filter, evaluator_model=config.evaluator_model,
+                                        max_tokens=config.max_tokens)
+    result = modelbench.run_benchmark(settings, spec.messages)
+    if not any(r["ok"] for r in result["ranked"]):
+        raise dg.Failure(f"no model answered at {config.base_url}: {[r['error'] for r in result['ranked']]}")
+    path = _out("theme_model_benchmark.json")
+    atomic_write_text(path, json.dumps(result, indent=2, ensure_ascii=False))
+    return dg.Output(path, metadata={"ranking": dg.MetadataValue.md(modelbench.markdown_table(result)),
+                                     "models": len(result["ranked"]), "prompt_chunk": chunk["chunk_id"]})
+
+
+# ----------------------------------------------------------------------------------------- wiring
+
+
+def _finetune_assets() -> list:
+    """theme_lora / theme_gguf from the shared fine-tune chain, once that factory exists."""
+    if importlib.util.find_spec("assets.finetune") is None:
+        return []
+    from assets.finetune import finetune_chain
+
+    return list(finetune_chain(role="theme", train_asset="theme_chatml_train", val_asset="theme_chatml_val",
+                               group=GROUP, config_file="theme.yaml"))
+
+
+defs = dg.Definitions(
+    assets=[gutenberg_books, gutenberg_chunks, theme_chunks, theme_chatml, theme_chatml_splits,
+            theme_model_benchmark, *_finetune_assets()],
+    asset_checks=[gutenberg_books_valid, gutenberg_chunks_valid, theme_chunks_consistent,
+                  theme_chatml_train_well_formed, theme_chatml_val_well_formed],
+)
