@@ -1,5 +1,277 @@
-"""corpus pipeline assets (being built)."""
+"""Corpus pipeline: prompts.txt per leaf directory, then the missing .corpus files, per partition.
+
+One factory builds the chain for each half of the corpus:
+
+* ``story_prompts`` -> ``story_corpus`` (partitioned by ``story_group``),
+* ``encyclopedia_prompts`` -> ``encyclopedia_corpus`` (partitioned by ``encyclopedia_category``).
+
+Every asset has ``BackfillPolicy.single_run()`` and returns a ``MaterializeResult`` (files are written by
+the domain library, not handed to an IO manager), so a ``--partition-range`` or a UI backfill over several
+partitions runs as one run. The domain logic lives in :mod:`distillery_assets.corpus`.
+"""
+
+import statistics
 
 import dagster as dg
+from pydantic import Field
 
-defs = dg.Definitions()
+from distillery_assets.corpus.generate import DEFAULT_CHUNK, generate_missing
+from distillery_assets.corpus.layout import CorpusKind, corpus_root, partition_dir, stale_temp_files
+from distillery_assets.corpus.plan import PartitionPlan, scan_partition
+from distillery_assets.corpus.prompts import leaves_for, word_target_for, write_leaf
+from distillery_assets.corpus.quality import inspect_corpus, word_stats
+from distillery_assets.corpus.tables import default_tables
+from distillery_assets.partitions import encyclopedia_category_partitions, story_group_partitions  # noqa: F401
+from resources.catalog import CatalogResource
+from resources.llm import LLMResource
+
+_PREVIEW_CHARS = 1200
+
+
+class CorpusRootConfig(dg.Config):
+    corpus_root: str | None = Field(
+        default=None,
+        description="Corpus root directory; default $DISTILLERY_CORPUS_ROOT, else <data dir>/corpus.",
+    )
+
+
+class CorpusGenerateConfig(CorpusRootConfig):
+    limit: int | None = Field(
+        default=10, description="Most .corpus files to generate in this run (all partitions together); null = all."
+    )
+    dry_run: bool = Field(default=False, description="List the missing files without calling the LLM.")
+    model: str | None = Field(default=None, description="Model id; null = the LLM provider's default model.")
+    chunk_size: int = Field(
+        default=DEFAULT_CHUNK, description="Requests handed to the LLM client at once; files are written per chunk."
+    )
+
+
+def _rel(path, root) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _require_keys(context: dg.AssetExecutionContext) -> list[str]:
+    keys = list(context.partition_keys)
+    if not keys:
+        raise dg.Failure("the run selects no partitions (is the --partition-range given in partition order?)")
+    return keys
+
+
+def _scan(kind: CorpusKind, keys: list[str], root) -> dict[str, PartitionPlan]:
+    return {key: scan_partition(partition_dir(root, kind, key)) for key in keys}
+
+
+def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.PartitionsDefinition):
+    """The prompts asset, the corpus asset and their checks for one half of the corpus."""
+    prompts_name, corpus_name = f"{prefix}_prompts", f"{prefix}_corpus"
+
+    @dg.asset(
+        name=prompts_name,
+        group_name="corpus",
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"python"},
+        description="prompts.txt for every leaf directory of the partition, rendered from "
+        "data/config/corpus/prompt_tables.yaml; .corpus files beside them are never touched.",
+    )
+    def prompts_asset(
+        context: dg.AssetExecutionContext, config: CorpusRootConfig, catalog: CatalogResource
+    ) -> dg.MaterializeResult:
+        tables, root, cat = default_tables(), corpus_root(config.corpus_root), catalog.get()
+        _require_keys(context)
+        rows, first = [], None
+        for key in context.partition_keys:
+            for leaf in leaves_for(tables, kind, key):
+                written = write_leaf(root, leaf)
+                cat.record_artifact(asset_key=prompts_name, partition=key, path=written.path,
+                                    run_id=context.run_id, record_count=written.lines)
+                rows.append([key, _rel(written.path, root), written.lines, "yes" if written.changed else "no"])
+                first = first or written.path
+        context.log.info(f"wrote {len(rows)} prompts.txt files ({sum(r[2] for r in rows)} prompts) under {root}")
+        return dg.MaterializeResult(
+            metadata={
+                "corpus_root": dg.MetadataValue.path(str(root)),
+                "partitions": len(context.partition_keys),
+                "prompts_files": len(rows),
+                "prompts": sum(r[2] for r in rows),
+                "changed_files": sum(r[3] == "yes" for r in rows),
+                "files": dg.MetadataValue.md(_md_table(["partition", "prompts.txt", "prompts", "changed"], rows)),
+                "preview": dg.MetadataValue.md("```\n" + first.read_text(encoding="utf-8")[:_PREVIEW_CHARS] + "\n```"),
+            }
+        )
+
+    @dg.asset(
+        name=corpus_name,
+        group_name="corpus",
+        partitions_def=partitions_def,
+        deps=[prompts_asset],
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"python"},
+        description="The missing .corpus files of the partition, generated by the LLM resource (temperature 0.8, "
+        "up to 4096 tokens, plain prose) and written atomically; existing files are skipped.",
+    )
+    def corpus_asset(
+        context: dg.AssetExecutionContext, config: CorpusGenerateConfig, llm: LLMResource, catalog: CatalogResource
+    ) -> dg.MaterializeResult:
+        if config.limit is not None and config.limit < 1:
+            raise dg.Failure(f"config.limit must be at least 1 or null (got {config.limit}); use dry_run to list")
+        tables, root = default_tables(), corpus_root(config.corpus_root)
+        keys = _require_keys(context)
+        plans = _scan(kind, keys, root)
+        unscaffolded = [k for k, p in plans.items() if not p.prompt_files]
+        if unscaffolded:
+            raise dg.Failure(f"no prompts.txt under {root / kind.value} for {unscaffolded}: "
+                             f"materialize {prompts_name} for these partitions first")
+        for plan in plans.values():
+            for reject in plan.rejects:
+                context.log.warning(f"rejected {reject}")
+            for temp in stale_temp_files(plan.directory):
+                context.log.warning(f"removing leftover temporary file of a killed run: {temp}")
+                temp.unlink(missing_ok=True)
+        pending = [task for plan in plans.values() for task in plan.pending]
+        selected = pending if config.limit is None else pending[: config.limit]
+        base = {
+            "corpus_root": dg.MetadataValue.path(str(root)),
+            "partitions": len(keys),
+            "skipped_existing": sum(len(p.existing) for p in plans.values()),
+            "rejected_lines": sum(len(p.rejects) for p in plans.values()),
+            "rejects": dg.MetadataValue.json([str(r) for p in plans.values() for r in p.rejects][:200]),
+        }
+        if config.dry_run:
+            missing = [_rel(t.path, root) for t in pending]
+            context.log.info(f"dry run: {len(missing)} missing, {len(selected)} would be generated")
+            return dg.MaterializeResult(metadata={
+                **base, "dry_run": True, "missing": len(missing), "would_generate": len(selected),
+                "missing_files": dg.MetadataValue.md("\n".join(f"- {m}" for m in missing[:500]) or "(none)"),
+            })
+
+        client = llm.get_client(context)
+        report = generate_missing(
+            selected, client, model=config.model, tag=corpus_name,
+            label=f"{corpus_name}/{keys[0] if len(keys) == 1 else f'{keys[0]}...{keys[-1]}'}",
+            chunk_size=config.chunk_size,
+            on_chunk=lambda done, total: context.log.info(f"{corpus_name}: {done}/{total} requests answered"),
+        )
+        for outcome in report.failed:
+            context.log.error(f"FAILED {_rel(outcome.task.path, root)}: {outcome.reason}")
+
+        after = _scan(kind, keys, root)
+        cat = catalog.get()
+        per_partition = []
+        for key, plan in after.items():
+            cat.record_artifact(
+                asset_key=corpus_name, partition=key, path=plan.directory, run_id=context.run_id,
+                record_count=len(plan.existing), inputs=plan.prompt_files,
+                metadata={"generated": sum(o.task.path.is_relative_to(plan.directory) for o in report.generated)},
+            )
+            per_partition.append([key, len(plan.existing), len(plan.pending), word_target_for(tables, kind, key)])
+
+        generated = report.generated
+        words = {key: [o.words for o in generated if o.task.path.is_relative_to(after[key].directory)] for key in keys}
+        stats = {key: word_stats(counts, word_target_for(tables, kind, key)) for key, counts in words.items() if counts}
+        totals = report.totals()
+        cat.record_run(kind="generate", name=corpus_name, partition=",".join(keys), run_id=context.run_id,
+                       params={"limit": config.limit, "model": config.model}, metrics={
+                           **totals, "generated": len(generated), "failed": len(report.failed)})
+        preview = ""
+        if generated:
+            sample = generated[0].task
+            preview = f"**{_rel(sample.path, root)}**\n\n> {sample.prompt}\n\n" + sample.path.read_text(
+                encoding="utf-8")[:_PREVIEW_CHARS]
+        if report.failed and not generated:
+            raise dg.Failure(
+                f"all {len(report.failed)} requests failed; first: {report.failed[0].reason}",
+                metadata={"failed": dg.MetadataValue.json({_rel(o.task.path, root): o.reason for o in report.failed})},
+            )
+        all_words = [o.words for o in generated]
+        return dg.MaterializeResult(metadata={
+            **base,
+            "dry_run": False,
+            "generated": len(generated),
+            "failed": len(report.failed),
+            "failures": dg.MetadataValue.json({_rel(o.task.path, root): o.reason for o in report.failed}),
+            "truncated_at_max_tokens": sum(o.truncated for o in generated),
+            "still_missing": sum(len(p.pending) for p in after.values()),
+            "words_median": float(statistics.median(all_words)) if all_words else 0.0,
+            "words_per_file": dg.MetadataValue.json(stats),
+            "by_partition": dg.MetadataValue.md(
+                _md_table(["partition", "present", "missing", "word target"], per_partition)),
+            "llm_requests": totals["requests"],
+            "llm_cache_hits": totals["cache_hits"],
+            "input_tokens": totals["input_tokens"],
+            "output_tokens": totals["output_tokens"],
+            "estimated_cost_usd": totals["cost_usd"],
+            "preview": dg.MetadataValue.md(preview or "(nothing generated)"),
+        })
+
+    @dg.asset_check(asset=prompts_asset, name="every_line_parses",
+                    description="Every line of every prompts.txt (all partitions on disk) is '<file>.corpus <prompt>' "
+                    "with a safe file name.")
+    def prompts_parse_check(config: CorpusRootConfig) -> dg.AssetCheckResult:
+        root = corpus_root(config.corpus_root)
+        plans = _scan(kind, partitions_def.get_partition_keys(), root)
+        rejects = [str(r) for p in plans.values() for r in p.rejects]
+        empty = [k for k, p in plans.items() if not p.prompt_files]
+        return dg.AssetCheckResult(
+            passed=not rejects and not empty,
+            metadata={"prompts": sum(p.total for p in plans.values()), "rejected": len(rejects),
+                      "partitions_without_prompts": dg.MetadataValue.json(empty),
+                      "rejects": dg.MetadataValue.json(rejects[:100])},
+        )
+
+    @dg.asset_check(asset=corpus_asset, name="files_are_prose",
+                    description="Each .corpus on disk (all partitions) is non-empty UTF-8 (error); markdown "
+                    "headings or meta commentary such as 'Here is' are warnings.")
+    def prose_check(config: CorpusRootConfig) -> dg.AssetCheckResult:
+        return _inspect(partitions_def, kind, corpus_root(config.corpus_root), with_target=False)
+
+    @dg.asset_check(asset=corpus_asset, name="word_counts_on_target",
+                    description="Word count of each .corpus on disk (all partitions) against its target range "
+                    "(warning).")
+    def word_count_check(config: CorpusRootConfig) -> dg.AssetCheckResult:
+        return _inspect(partitions_def, kind, corpus_root(config.corpus_root), with_target=True)
+
+    return [prompts_asset, corpus_asset], [prompts_parse_check, prose_check, word_count_check]
+
+
+def _inspect(partitions_def: dg.PartitionsDefinition, kind: CorpusKind, root, *, with_target: bool) -> dg.AssetCheckResult:
+    tables = default_tables()
+    errors, warnings, counts = {}, {}, []
+    for key, plan in _scan(kind, partitions_def.get_partition_keys(), root).items():
+        target = word_target_for(tables, kind, key)
+        for task in plan.existing:
+            words, findings = inspect_corpus(task.path.read_bytes(), target)
+            counts.append(words)
+            for f in findings:
+                if (f.code == "word_count") != with_target:
+                    continue
+                (errors if f.severity == "error" else warnings).setdefault(_rel(task.path, root), []).append(f.message)
+    severity = dg.AssetCheckSeverity.ERROR if errors else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(
+        passed=not errors and not warnings,
+        severity=severity,
+        metadata={"files_checked": len(counts), "errors": len(errors), "warnings": len(warnings),
+                  "findings": dg.MetadataValue.json(dict(list({**warnings, **errors}.items())[:100]))},
+    )
+
+
+_story_assets, _story_checks = build_corpus_chain(CorpusKind.STORIES, "story", story_group_partitions)
+_encyclopedia_assets, _encyclopedia_checks = build_corpus_chain(
+    CorpusKind.ENCYCLOPEDIA, "encyclopedia", encyclopedia_category_partitions
+)
+story_prompts, story_corpus = _story_assets
+encyclopedia_prompts, encyclopedia_corpus = _encyclopedia_assets
+
+defs = dg.Definitions(
+    assets=[*_story_assets, *_encyclopedia_assets],
+    asset_checks=[*_story_checks, *_encyclopedia_checks],
+)

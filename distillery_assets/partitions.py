@@ -12,6 +12,7 @@ from distillery_assets.corpus.tables import default_tables
 
 _corpus_tables = default_tables()
 
-# corpus: the five story word-count groups ("200-400w", ...) and the encyclopedia categories ("arts", ...)
+# corpus: the story word-count groups in table order (shortest first: "200-400w" ... "1800-2500w"), and the
+# encyclopedia categories sorted by name, so that the range "arts...technology" covers every category.
 story_group_partitions = dg.StaticPartitionsDefinition(list(_corpus_tables.story_groups))
-encyclopedia_category_partitions = dg.StaticPartitionsDefinition(list(_corpus_tables.encyclopedia))
+encyclopedia_category_partitions = dg.StaticPartitionsDefinition(sorted(_corpus_tables.encyclopedia))

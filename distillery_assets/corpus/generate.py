@@ -16,7 +16,7 @@ from typing import Protocol
 from distillery_assets.corpus.prompts_file import CorpusTask
 from distillery_assets.corpus.quality import word_count
 from distillery_assets.io import atomic_write_text
-from distillery_assets.llm.types import ChatMessage, LLMRequest, LLMResult
+from distillery_assets.llm import ChatMessage, LLMRequest, LLMResult
 
 SYSTEM_PROMPT = (
     "You write passages for a text corpus that will teach a language model to write well. "

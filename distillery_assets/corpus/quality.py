@@ -34,6 +34,7 @@ def parse_word_target(target: str) -> tuple[int, int]:
 @dataclass(frozen=True)
 class Finding:
     severity: str  # "error" | "warn"
+    code: str  # "encoding" | "empty" | "heading" | "meta" | "word_count"
     message: str
 
 
@@ -42,22 +43,22 @@ def inspect_corpus(data: bytes, word_target: str | None = None) -> tuple[int, li
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return 0, [Finding("error", f"not UTF-8 ({exc.reason} at byte {exc.start})")]
+        return 0, [Finding("error", "encoding", f"not UTF-8 ({exc.reason} at byte {exc.start})")]
     if not text.strip():
-        return 0, [Finding("error", "empty")]
+        return 0, [Finding("error", "empty", "empty")]
     findings = []
     words = word_count(text)
     if _HEADING.search(text):
-        findings.append(Finding("warn", "markdown heading"))
+        findings.append(Finding("warn", "heading", "markdown heading"))
     lines = [line for line in text.strip().splitlines() if line.strip()]
     edges = "\n".join(lines[:1] + lines[-1:])
     meta = _META.search(edges)
     if meta:
-        findings.append(Finding("warn", f"meta commentary ({meta.group(1).strip()!r})"))
+        findings.append(Finding("warn", "meta", f"meta commentary ({meta.group(1).strip()!r})"))
     if word_target:
         low, high = parse_word_target(word_target)
         if not low <= words <= high:
-            findings.append(Finding("warn", f"{words} words, target {word_target}"))
+            findings.append(Finding("warn", "word_count", f"{words} words, target {word_target}"))
     return words, findings
 
 

@@ -44,6 +44,14 @@ def _check_word_target(value: str) -> str:
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _one_line(cls, value):
+        # every text ends up on one line of prompts.txt: a line break would split a prompt in two
+        if isinstance(value, str) and ("\n" in value or "\r" in value):
+            raise ValueError("must be a single line (no line breaks)")
+        return value
+
 
 class StoryPrompt(_Strict):
     file: str

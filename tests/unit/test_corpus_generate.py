@@ -7,7 +7,7 @@ import pytest
 from distillery_assets.corpus import generate as gen
 from distillery_assets.corpus.plan import scan_partition
 from distillery_assets.corpus.quality import inspect_corpus, word_stats
-from distillery_assets.llm.types import LLMResult, Usage
+from distillery_assets.llm import LLMResult, Usage
 
 
 class FakeBatchClient:

@@ -106,6 +106,7 @@ def test_adding_a_category_is_all_it_takes(tmp_path):
         (lambda r: r["encyclopedia"]["science"].append("../etc"), "encyclopedia"),
         (lambda r: r["article_angles"][0].update(template="no placeholder"), "article_angles.0.template"),
         (lambda r: r["story_groups"]["200-400w"].update(word_target="lots"), "word_target"),
+        (lambda r: r["story_groups"]["200-400w"].update(style="Line one.\nLine two."), "style: Value error, must be a single line"),
     ],
 )
 def test_bad_tables_name_file_and_field(tmp_path, mutate, fragment):

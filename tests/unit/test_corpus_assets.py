@@ -1,0 +1,104 @@
+"""Dagster wiring of the corpus assets, with a tiny in-test LLM resource (the documented get_client/complete_batch
+contract); the real LLM resource and local model are exercised in tests/e2e/test_corpus_e2e.py."""
+
+import dagster as dg
+import pytest
+
+from assets import corpus
+from distillery_assets.llm import LLMResult, Usage
+from resources.catalog import CatalogResource
+
+from .test_corpus_prompts import REFERENCE, reference_prompts
+
+
+class _Client:
+    def __init__(self, calls):
+        self.calls = calls
+
+    def complete_batch(self, requests, label):
+        self.calls.extend(r.messages[-1].content for r in requests)
+        return [
+            LLMResult(ok=True, text=f"A plain passage of prose about item {len(self.calls)}-{i}.", provider="fake",
+                      model=r.model or "fake", request_key=f"k{i}", usage=Usage(input_tokens=3, output_tokens=7))
+            for i, r in enumerate(requests)
+        ]
+
+
+class FakeLLM(dg.ConfigurableResource):
+    def get_client(self, context):
+        return _Client(CALLS)
+
+
+CALLS: list[str] = []
+
+
+def run(selection, *, partition=None, start=None, end=None, config=None, checks=()):
+    tags = {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end} if start else None
+    return dg.materialize(
+        [*selection, *checks],
+        partition_key=partition,
+        tags=tags,
+        resources={"llm": FakeLLM(), "catalog": CatalogResource()},
+        run_config={"ops": {a.key.path[-1]: {"config": config} for a in selection if config and "corpus" in a.key.path[-1] and "prompts" not in a.key.path[-1]}},
+        raise_on_error=False,
+    )
+
+
+def meta(result, key):
+    return {k: v.value for k, v in result.asset_materializations_for_node(key)[0].metadata.items()}
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="../shared/reference not beside the checkout")
+def test_all_prompts_partitions_reproduce_the_reference_layout(data_dir):
+    stories = run([corpus.story_prompts], start="200-400w", end="1800-2500w")
+    encyclopedia = run([corpus.encyclopedia_prompts], start="arts", end="technology")
+    assert stories.success and encyclopedia.success
+    assert len(stories.get_asset_materialization_events()) == 5
+    assert len(encyclopedia.get_asset_materialization_events()) == 8
+    root = data_dir / "corpus"
+    found = {str(p.parent.relative_to(root)): p.read_text() for p in root.rglob("prompts.txt")}
+    assert found == reference_prompts()
+    assert sum(len(t.splitlines()) for t in found.values()) == 850
+
+
+def test_corpus_asset_dry_run_limit_resume_rejects_and_checks(data_dir):
+    CALLS.clear()
+    assert run([corpus.encyclopedia_prompts], partition="mathematics").success
+    leaf = data_dir / "corpus" / "encyclopedia" / "mathematics" / "algebra" / "prompts.txt"
+    leaf.write_text(leaf.read_text() + "no_space_here\n../escape.corpus Sneaky.\nnotes.txt Wrong suffix.\n")
+
+    dry = run([corpus.encyclopedia_corpus], partition="mathematics", config={"dry_run": True})
+    assert dry.success and CALLS == []
+    assert meta(dry, "encyclopedia_corpus")["would_generate"] == 10
+    assert meta(dry, "encyclopedia_corpus")["missing"] == 100
+    assert meta(dry, "encyclopedia_corpus")["rejected_lines"] == 3
+
+    parse_check, prose_check, words_check = corpus._encyclopedia_checks
+    check_only = dg.materialize([corpus.encyclopedia_prompts, parse_check], selection=dg.AssetSelection.checks(parse_check),
+                                resources={"catalog": CatalogResource()})
+    [parsed] = check_only.get_asset_check_evaluations()
+    assert parsed.passed is False and parsed.metadata["rejected"].value == 3  # the three bad lines
+    assert "algebra/prompts.txt line 6" in parsed.metadata["rejects"].value[0]
+
+    first = run([corpus.encyclopedia_corpus], partition="mathematics", config={"limit": 3},
+                checks=[prose_check, words_check])
+    m = meta(first, "encyclopedia_corpus")
+    assert (m["generated"], m["failed"], m["still_missing"], m["skipped_existing"]) == (3, 0, 97, 0)
+    made = sorted(p.name for p in (data_dir / "corpus" / "encyclopedia" / "mathematics").rglob("*.corpus"))
+    assert made == ["algebra_history.corpus", "algebra_introduction.corpus", "algebra_key_concepts.corpus"]
+    assert len(CALLS) == 3 and all(c.endswith("Aim for 800-1200 words.") for c in CALLS)
+    evals = {e.asset_check_key.name: e for e in first.get_asset_check_evaluations()}
+    assert evals["files_are_prose"].passed is True
+    assert evals["word_counts_on_target"].passed is False  # fake texts are far below 800 words
+
+    second = run([corpus.encyclopedia_corpus], partition="mathematics", config={"limit": 3})
+    m = meta(second, "encyclopedia_corpus")
+    assert (m["generated"], m["skipped_existing"], m["still_missing"]) == (3, 3, 94)
+    assert len(CALLS) == 6 and len(set(CALLS)) == 6
+
+
+def test_corpus_asset_without_prompts_fails_clearly(data_dir):
+    result = run([corpus.story_corpus], partition="200-400w")
+    assert not result.success
+    failure = result.failure_data_for_node("story_corpus")
+    assert "materialize story_prompts" in failure.error.message
