@@ -81,12 +81,13 @@ def _result(fake: "FalQueueServer", job: dict[str, Any]) -> dict[str, Any]:
     else:
         text = default_reply(messages, body)
     max_tokens = int(body.get("max_tokens") or 1 << 30)
-    if kind == "length" or approx_tokens(text) > max_tokens:
-        limit = max(1, approx_tokens(text) // 2) if kind == "length" else max_tokens
-        text = truncate_words(text, min(limit, max_tokens))
-        max_tokens = approx_tokens(text)
+    completion_tokens = approx_tokens(text)
+    if kind == "length" or completion_tokens > max_tokens:
+        # cut off: the text stops early and the router bills the whole max_tokens budget
+        limit = max(1, completion_tokens // 2) if kind == "length" else max_tokens
+        text, completion_tokens = truncate_words(text, min(limit, max_tokens)), max_tokens
     usage = {"prompt_tokens": approx_tokens(body.get("prompt", "")) + approx_tokens(body.get("system_prompt", "")),
-             "completion_tokens": approx_tokens(text) if kind != "length" else max_tokens}
+             "completion_tokens": completion_tokens}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     usage["cost"] = round(usage["total_tokens"] * 1e-6, 8)
     return {"output": text, "reasoning": None, "partial": False, "error": None, "usage": usage}

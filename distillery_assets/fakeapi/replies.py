@@ -12,7 +12,7 @@ from typing import Any
 Reply = Callable[[list[dict[str, Any]], dict[str, Any]], str]
 _WORDS = ("amber river lantern quiet orchard copper meadow signal harbor velvet ember summit willow "
           "cobalt thistle marble canyon falcon saffron tide").split()
-FAULTS = {"429", "500", "timeout", "malformed", "length", "garbage"}
+FAULTS = {"ok", "429", "500", "timeout", "malformed", "length", "garbage"}
 
 
 def _digest(text: str) -> bytes:
@@ -89,7 +89,7 @@ def truncate_words(text: str, max_tokens: int) -> str:
 class Script:
     """Faults injected in order, one per API call: ("429", retry_after), ("500",), ("timeout", seconds),
     ("malformed",) a reply that is not valid JSON, ("length",) a truncated reply, ("garbage",) a body that
-    is not JSON at all. After the script runs out every call is answered normally."""
+    is not JSON at all, ("ok",) a normal answer. After the script runs out every call is answered normally."""
 
     def __init__(self, items: Iterable[Any] | None):
         self._items: list[tuple] = []

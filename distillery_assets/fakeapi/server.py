@@ -48,7 +48,7 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             return self.send_json(400, {"error": {"message": "request body is not JSON"}})
         path = self.path.split("?", 1)[0]
-        fake.record(method, path, dict(self.headers), body)
+        fake.record(method, path, {k.lower(): v for k, v in self.headers.items()}, body)
         for (m, matcher), route in fake.routes.items():
             if m == method and matcher(path):
                 try:

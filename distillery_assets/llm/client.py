@@ -24,7 +24,7 @@ import jsonschema
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from distillery_assets.llm.cache import ResponseCache
-from distillery_assets.llm.errors import ProviderError, RetryableError
+from distillery_assets.llm.errors import ConfigError, ProviderError, RetryableError
 from distillery_assets.llm.jsonout import JSONReplyError, check_schema, parse_json_reply
 from distillery_assets.llm.limits import RateLimiter, estimate_tokens
 from distillery_assets.llm.pricing import estimate_cost
@@ -85,7 +85,10 @@ class LLMClient:
 
     # ------------------------------------------------------------------ public API
     def complete(self, request: LLMRequest) -> LLMResult:
-        result, row = self._run(request)
+        try:
+            result, row = self._run(request)
+        except Exception as exc:  # never raise for one request: it ends rejected, with the reason
+            result, row = self._unexpected(request, exc)
         self._flush([row])
         return result
 
@@ -173,6 +176,9 @@ class LLMClient:
                 return out
             except ProviderError as exc:
                 out.error = f"provider error: {exc}"
+                return out
+            except ConfigError as exc:
+                out.error = f"configuration: {exc}"
                 return out
             out.input_tokens += reply.input_tokens
             out.output_tokens += reply.output_tokens

@@ -78,6 +78,8 @@ class AnthropicProvider:
             if retryable_status(exc.status_code) or exc.status_code == 529:
                 raise RetryableError(message, parse_retry_after(exc.response.headers)) from exc
             raise ProviderError(message) from exc
+        except ValueError as exc:  # a 200 whose body is not JSON (proxy error pages and the like)
+            raise RetryableError(f"malformed response body: {exc}") from exc
         except anthropic.APIError as exc:
             raise RetryableError(f"malformed response: {exc}") from exc
         if isinstance(resp, str) or not hasattr(resp, "content"):

@@ -103,6 +103,8 @@ class OpenAIProvider:
             if retryable_status(exc.status_code):
                 raise RetryableError(message, parse_retry_after(exc.response.headers)) from exc
             raise ProviderError(message) from exc
+        except ValueError as exc:  # a 200 whose body is not JSON (proxy error pages and the like)
+            raise RetryableError(f"malformed response body: {exc}") from exc
         except openai.APIError as exc:  # e.g. a body that is not a chat completion
             raise RetryableError(f"malformed response: {exc}") from exc
         if isinstance(resp, str) or not getattr(resp, "choices", None):
