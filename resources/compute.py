@@ -1,0 +1,212 @@
+"""``ComputeResource``: where a GPU step runs. One step function (``distillery_assets.training.steps.STEPS``),
+two places:
+
+* ``local``  calls ``STEPS[name](spec, data_dir())`` in this process (CPU here, CUDA when present).
+* ``modal``  uploads ``inputs`` (paths relative to data_dir) to a Modal Volume, calls the deployed
+  function ``run_step`` of the app in ``resources/modal_app.py`` (which runs ``STEPS[name](spec, /vol)``
+  on a GPU and commits the volume), then downloads ``outputs`` back under data_dir(), atomically.
+
+Chosen by ``DISTILLERY_COMPUTE_BACKEND`` (default ``local``); never by falling back after an error.
+Modal credentials come from MODAL_TOKEN_ID / MODAL_TOKEN_SECRET or ``~/.modal.toml`` and are only
+checked for presence here; their values are never logged or stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import dagster as dg
+
+from distillery_assets.io import atomic_path
+from distillery_assets.paths import data_dir, safe_child
+
+log = logging.getLogger(__name__)
+
+DEFAULT_APP = "distillery-gpu"
+DEFAULT_VOLUME = "distillery-data"
+DEFAULT_GPU = "A10G"
+DEFAULT_TIMEOUT_S = 4 * 3600
+
+
+class ComputeBackendError(RuntimeError):
+    """A step could not be run on the chosen backend; the message says what to fix."""
+
+
+def _rel_paths(paths: Sequence[str | Path], what: str) -> list[str]:
+    rels = []
+    for index, rel in enumerate(paths):
+        safe_child(data_dir(), str(rel), source=f"run_step {what}[{index}]")  # refuses ../, absolute paths
+        rels.append(PurePosixPath(str(rel)).as_posix())
+    return rels
+
+
+def _check_json(value: Any, what: str) -> None:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"run_step: {what} must be JSON-serialisable ({exc})") from exc
+
+
+def modal_credentials_present() -> bool:
+    """True when Modal has a token id and secret (env or ~/.modal.toml). Values are not returned."""
+    if os.environ.get("MODAL_TOKEN_ID") and os.environ.get("MODAL_TOKEN_SECRET"):
+        return True
+    try:
+        from modal.config import config
+        return bool(config.get("token_id") and config.get("token_secret"))
+    except Exception:  # an unreadable ~/.modal.toml is the same as none for this check
+        return False
+
+
+class ModalStepRunner:
+    """Moves files between data_dir and a Modal Volume and calls the deployed step function.
+
+    ``volume`` and ``function`` are a ``modal.Volume`` and a ``modal.Function`` (or objects with the
+    same methods: ``batch_upload``, ``listdir``, ``read_file``; ``remote``)."""
+
+    def __init__(self, volume: Any, function: Any, root: Path):
+        self.volume, self.function, self.root = volume, function, Path(root)
+
+    def upload(self, rels: Sequence[str]) -> None:
+        if not rels:
+            return
+        with self.volume.batch_upload(force=True) as batch:
+            for rel in rels:
+                local = safe_child(self.root, rel, source="run_step inputs")
+                if local.is_dir():
+                    batch.put_directory(str(local), f"/{rel}")
+                elif local.is_file():
+                    batch.put_file(str(local), f"/{rel}")
+                else:
+                    raise FileNotFoundError(f"run_step input {rel!r} does not exist under {self.root}")
+
+    def call(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return self.function.remote(name, spec)
+
+    def download(self, rels: Sequence[str]) -> list[Path]:
+        from modal.volume import FileEntryType
+
+        written = []
+        for rel in rels:
+            entries = [e for e in self.volume.listdir(f"/{rel}", recursive=True) if e.type == FileEntryType.FILE]
+            if not entries:
+                raise ComputeBackendError(f"run_step output {rel!r} was not found on the Modal volume")
+            target = safe_child(self.root, rel, source="run_step outputs")
+            names = [PurePosixPath(e.path.strip("/")) for e in entries]
+            if len(entries) == 1 and names[0].as_posix() == rel.strip("/"):
+                with atomic_path(target) as tmp:
+                    self._fetch(entries[0].path, tmp)
+            else:
+                with atomic_path(target, is_dir=True) as tmp:
+                    for entry, name in zip(entries, names, strict=True):
+                        dest = safe_child(tmp, name.relative_to(rel.strip("/")).as_posix(),
+                                          source=f"Modal volume listing of {rel}")
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        self._fetch(entry.path, dest)
+            written.append(target)
+        return written
+
+    def _fetch(self, remote: str, dest: Path) -> None:
+        with open(dest, "wb") as fh:
+            for chunk in self.volume.read_file(remote):
+                fh.write(chunk)
+
+
+class ComputeResource(dg.ConfigurableResource):
+    """Where GPU steps run. Env vars: DISTILLERY_COMPUTE_BACKEND (local|modal), DISTILLERY_MODAL_GPU,
+    DISTILLERY_MODAL_APP, DISTILLERY_MODAL_VOLUME, DISTILLERY_COMPUTE_TIMEOUT_S, MODAL_ENVIRONMENT."""
+
+    backend: Literal["local", "modal"] = "local"
+    gpu: str = DEFAULT_GPU
+    timeout_s: int = DEFAULT_TIMEOUT_S
+    modal_app: str = DEFAULT_APP
+    modal_function: str = "run_step"
+    volume: str = DEFAULT_VOLUME
+    modal_environment: str | None = None
+
+    @classmethod
+    def from_env(cls) -> ComputeResource:
+        backend = os.environ.get("DISTILLERY_COMPUTE_BACKEND", "local").strip().lower() or "local"
+        if backend not in ("local", "modal"):
+            raise ValueError(f"DISTILLERY_COMPUTE_BACKEND must be 'local' or 'modal', not {backend!r}")
+        return cls(
+            backend=backend,
+            gpu=os.environ.get("DISTILLERY_MODAL_GPU", DEFAULT_GPU),
+            timeout_s=int(os.environ.get("DISTILLERY_COMPUTE_TIMEOUT_S", DEFAULT_TIMEOUT_S)),
+            modal_app=os.environ.get("DISTILLERY_MODAL_APP", DEFAULT_APP),
+            volume=os.environ.get("DISTILLERY_MODAL_VOLUME", DEFAULT_VOLUME),
+            modal_environment=os.environ.get("MODAL_ENVIRONMENT") or None,
+        )
+
+    def run_step(
+        self,
+        name: str,
+        spec: dict[str, Any],
+        inputs: Sequence[str | Path] = (),
+        outputs: Sequence[str | Path] = (),
+    ) -> dict[str, Any]:
+        """Run ``STEPS[name](spec, root)`` on the configured backend and return its metrics dict.
+        ``inputs``/``outputs`` are paths relative to data_dir(); outputs must exist afterwards."""
+        _check_json(spec, "spec")
+        ins, outs = _rel_paths(inputs, "inputs"), _rel_paths(outputs, "outputs")
+        root = data_dir()
+        missing = [rel for rel in ins if not (root / rel).exists()]
+        if missing:
+            raise FileNotFoundError(f"run_step {name!r}: inputs missing under {root}: {', '.join(missing)}")
+        log.info("run_step %s on %s (inputs=%s outputs=%s)", name, self.backend, ins, outs)
+        if self.backend == "local":
+            result = self._run_local(name, spec, root)
+        else:
+            result = self._run_modal(name, spec, ins, outs, root)
+        if not isinstance(result, dict):
+            raise ComputeBackendError(f"run_step {name!r} returned {type(result).__name__}, expected a dict")
+        _check_json(result, f"the result of step {name!r}")
+        absent = [rel for rel in outs if not (root / rel).exists()]
+        if absent:
+            raise ComputeBackendError(f"run_step {name!r} finished but did not produce: {', '.join(absent)}")
+        return result
+
+    def _run_local(self, name: str, spec: dict[str, Any], root: Path) -> dict[str, Any]:
+        from distillery_assets.training.steps import STEPS
+
+        if name not in STEPS:
+            raise ValueError(f"run_step: unknown step {name!r}; known steps: {', '.join(sorted(STEPS))}")
+        return STEPS[name](spec, root)
+
+    def modal_runner(self) -> ModalStepRunner:
+        """Handles on the Modal Volume and deployed function (lazy: no network until used)."""
+        if not modal_credentials_present():
+            raise ComputeBackendError(
+                "DISTILLERY_COMPUTE_BACKEND=modal but no Modal credentials were found: set MODAL_TOKEN_ID "
+                "and MODAL_TOKEN_SECRET (or run `modal token new`), or use DISTILLERY_COMPUTE_BACKEND=local")
+        import modal
+
+        volume = modal.Volume.from_name(self.volume, create_if_missing=True,
+                                        environment_name=self.modal_environment)
+        function = modal.Function.from_name(self.modal_app, self.modal_function,
+                                            environment_name=self.modal_environment)
+        function = function.with_options(gpu=self.gpu, timeout=self.timeout_s)
+        return ModalStepRunner(volume, function, data_dir())
+
+    def _run_modal(self, name: str, spec: dict[str, Any], ins: list[str], outs: list[str],
+                   root: Path) -> dict[str, Any]:
+        runner = self.modal_runner()
+        import modal.exception
+
+        try:
+            runner.upload(ins)
+            result = runner.call(name, spec)
+            runner.download(outs)
+        except modal.exception.NotFoundError as exc:
+            raise ComputeBackendError(
+                f"Modal: {exc}. Deploy the app first: `modal deploy resources/modal_app.py` "
+                f"(app {self.modal_app!r}, volume {self.volume!r})") from exc
+        except modal.exception.AuthError as exc:
+            raise ComputeBackendError("Modal rejected the credentials (MODAL_TOKEN_ID / MODAL_TOKEN_SECRET); "
+                                      "run `modal token new`") from exc
+        return result

