@@ -130,7 +130,7 @@ def stream_completion(http: httpx.Client, settings: BenchSettings, model: str,
         model, True, ttft_s=round(first - start, 4), total_s=round(end - start, 4), output_tokens=tokens,
         tokens_source="usage" if usage_tokens is not None else "stream_chunks",
         tokens_per_s=round(tokens / generation, 2) if generation > 0 else None,
-        hours_per_1000=round((end - start) * 1000 / 3600, 3), response_chars=len(text), response=text,
+        hours_per_1000=round((end - start) * 1000 / 3600, 5), response_chars=len(text), response=text,
     )
 
 
