@@ -64,6 +64,7 @@ def chat_check(gguf_file: Path, messages: list[dict[str, str]], *, max_tokens: i
         llm.close()
     choice = out["choices"][0]
     return {
+        "messages": messages,
         "prompt": messages[-1]["content"],
         "reply": choice["message"]["content"],
         "finish_reason": choice["finish_reason"],

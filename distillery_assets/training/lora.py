@@ -222,7 +222,7 @@ def train_lora(
             for batch in batches:
                 nll, _ = _token_nll(model, batch)
                 (nll / max(group_tokens, 1)).backward()
-                group_nll += float(nll)
+                group_nll += float(nll.detach())
                 tokens_seen += int(batch["attention_mask"].sum())
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
