@@ -1,0 +1,42 @@
+"""LLMResource inside a real Dagster run: progress in the run log, usage rows in the catalogue with run_id."""
+
+import dagster as dg
+
+from distillery_assets.fakeapi import serve_openai_compat
+from distillery_assets.llm import ChatMessage, LLMRequest
+from resources.catalog import CatalogResource
+from resources.llm import LLMResource
+
+
+@dg.asset
+def greetings(context: dg.AssetExecutionContext, llm: LLMResource) -> list[str]:
+    client = llm.get_client(context)
+    requests = [LLMRequest(messages=[ChatMessage(role="user", content=f"greet {i}")], max_tokens=20, tag="greetings")
+                for i in range(12)]
+    return [r.text for r in client.complete_batch(requests, label="greetings/demo")]
+
+
+def test_resource_logs_progress_and_records_usage(data_dir, monkeypatch):
+    monkeypatch.setenv("DISTILLERY_LLM_PROVIDER", "openai")
+    monkeypatch.setenv("DISTILLERY_LLM_CONCURRENCY", "4")
+    catalog = CatalogResource()
+    with serve_openai_compat(latency_s=0.02) as srv, dg.instance_for_test() as instance:
+        monkeypatch.setenv("DISTILLERY_LLM_BASE_URL", srv.base_url)
+        llm = LLMResource.from_env(catalog=catalog)
+        assert llm.provider == "openai" and llm.base_url == srv.base_url and llm.api_key_env is None
+        first = dg.materialize([greetings], resources={"llm": llm}, instance=instance)
+        second = dg.materialize([greetings], resources={"llm": llm}, instance=instance)
+        assert srv.request_count == 12  # the second run was served from the cache
+        logs = [e.message for e in instance.all_logs(first.run_id) if e.message]
+    assert first.success and second.success
+    assert first.output_for_node("greetings") == second.output_for_node("greetings")
+    assert any(m.startswith("greetings/demo: 12/12 done (0 cached, 0 failed)") for m in logs)
+    rows = catalog.get().query("select run_id, cached, count(*) as n, sum(input_tokens) as tokens "
+                               "from llm_calls where tag = 'greetings' group by run_id, cached order by cached")
+    assert [(r["run_id"], r["cached"], r["n"]) for r in rows] == [(first.run_id, False, 12), (second.run_id, True, 12)]
+    assert rows[0]["tokens"] == rows[1]["tokens"] > 0
+
+
+def test_get_client_without_context_or_catalogue(data_dir):
+    client = LLMResource(provider="local").get_client()
+    assert client.usage_sink is None and client.run_id is None and client.concurrency == 1
