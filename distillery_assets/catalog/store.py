@@ -26,6 +26,9 @@ from distillery_assets.catalog.hashing import Fingerprint, fingerprint
 from distillery_assets.catalog.schema import LINEAGE_QUERY, TABLES, VIEWS
 from distillery_assets.paths import data_dir
 
+# (database path, inode) pairs whose schema this process has already created or checked.
+_SCHEMA_READY: set[tuple[str, int]] = set()
+
 LOCK_TIMEOUT_S = float(os.environ.get("DISTILLERY_CATALOG_LOCK_TIMEOUT_S", "300"))
 
 LLM_CALL_COLUMNS = (
@@ -99,7 +102,6 @@ class Catalog:
         self.root = Path(root).resolve() if root is not None else data_dir()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_S)
-        self._schema_ready = False
 
     def __repr__(self) -> str:
         return f"Catalog({str(self.path)!r})"
@@ -115,12 +117,8 @@ class Catalog:
         """Run ``work(connection)`` in one transaction under the file lock; return its result."""
         try:
             with self._lock:
-                con = duckdb.connect(str(self.path))
+                con = self._open()
                 try:
-                    if not self._schema_ready:
-                        con.execute(TABLES)
-                        con.execute(VIEWS)
-                        self._schema_ready = True
                     con.execute("BEGIN TRANSACTION")
                     try:
                         result = work(con)
@@ -138,6 +136,20 @@ class Catalog:
             if _is_duckdb_lock_error(exc):
                 raise
             raise CatalogError(f"catalogue {self.path}: {exc}") from exc
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        """Connect (caller holds the lock) and make sure the schema exists, once per file per process."""
+        con = duckdb.connect(str(self.path))
+        try:
+            marker = (str(self.path.resolve()), self.path.stat().st_ino)
+            if marker not in _SCHEMA_READY:
+                con.execute(TABLES)
+                con.execute(VIEWS)
+                _SCHEMA_READY.add(marker)
+        except BaseException:
+            con.close()
+            raise
+        return con
 
     # -- paths ---------------------------------------------------------------------------------
     def relative(self, path: Path | str) -> str:
@@ -292,12 +304,8 @@ class Catalog:
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A raw connection held under the lock, for bulk reads (keep it short: it blocks writers)."""
         with self._lock:
-            con = duckdb.connect(str(self.path))
+            con = self._open()
             try:
-                if not self._schema_ready:
-                    con.execute(TABLES)
-                    con.execute(VIEWS)
-                    self._schema_ready = True
                 yield con
             finally:
                 con.close()

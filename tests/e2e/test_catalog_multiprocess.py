@@ -2,7 +2,10 @@
 the catalogue at the same time through DistilleryIOManager and CatalogResource; then a fan-in step
 loads all 8 files. Every row must be there and the lineage must name all 8 inputs."""
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -76,3 +79,10 @@ def test_multiprocess_run_loses_no_catalogue_row(data_dir, tmp_path, monkeypatch
     assert sorted(r["input_asset_key"] for r in lineage) == [f"shard_{i}" for i in range(SHARDS)]
     gathered_rows = (data_dir / "gathered" / "all.jsonl").read_text().splitlines()
     assert len(gathered_rows) == SHARDS
+
+    # The CLI answers the lineage question from another process, against the same file.
+    proc = subprocess.run([sys.executable, "-m", "distillery_assets.catalog", "--json", "lineage", "gathered"],
+                          cwd=repo_root(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    cli_rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert sorted(r["input_path"] for r in cli_rows) == [f"shard_{i}/all.jsonl" for i in range(SHARDS)]

@@ -144,3 +144,24 @@ def test_explicit_inputs_and_directory_artefacts(data_dir):
 def test_missing_upstream_names_asset_and_partition(data_dir):
     with pytest.raises(FileNotFoundError, match="asset records partition 'a'.*materialize it first"):
         dg.materialize([raw_text, records, combined], selection=[combined], resources=_resources())
+
+
+RANGE_PARTS = dg.StaticPartitionsDefinition(["p1", "p2", "p3"])
+RANGE_TAGS = {"dagster/asset_partition_range_start": "p1", "dagster/asset_partition_range_end": "p3"}
+
+
+def test_single_run_over_a_partition_range_writes_each_partition(data_dir):
+    @dg.asset(partitions_def=RANGE_PARTS, backfill_policy=dg.BackfillPolicy.single_run())
+    def ranged(context: dg.AssetExecutionContext) -> dict:
+        return {key: [{"key": key}] for key in context.partition_keys}
+
+    @dg.asset(partitions_def=RANGE_PARTS, backfill_policy=dg.BackfillPolicy.single_run())
+    def ranged_wrong(context: dg.AssetExecutionContext) -> list:
+        return [{"key": "all at once"}]
+
+    assert dg.materialize([ranged], tags=RANGE_TAGS, resources=_resources()).success
+    for key in ("p1", "p2", "p3"):
+        assert json.loads((data_dir / "ranged" / f"{key}.jsonl").read_text()) == {"key": key}
+    assert [r["partition"] for r in Catalog().latest_artifacts("ranged")] == ["p1", "p2", "p3"]
+    with pytest.raises(TypeError, match="covers 3 partitions; return a dict partition key"):
+        dg.materialize([ranged_wrong], tags=RANGE_TAGS, resources=_resources())
