@@ -164,6 +164,13 @@ class DistilleryIOManager(dg.ConfigurableIOManager):
         where = f"asset {name}" + (f" partition {partition!r}" if partition is not None else "")
         row = catalog.latest_artifact(name, partition)
         if row is not None:
+            siblings = catalog.query(
+                "SELECT count(DISTINCT path) AS n FROM artifacts WHERE asset_key = ? AND partition IS NOT "
+                "DISTINCT FROM ? AND run_id IS NOT DISTINCT FROM ?", [name, partition, row["run_id"]])[0]["n"]
+            if siblings > 1:
+                raise ValueError(f"{where}: its newest run wrote {siblings} files, so there is no single Path to "
+                                 f"load; declare it with deps=[...] and read its files, or have it return one "
+                                 f"Path (a file or a directory)")
             path = catalog.absolute(row["path"])
             if not path.exists():
                 raise FileNotFoundError(f"{where}: catalogued file {path} is missing; re-materialize it")

@@ -165,3 +165,19 @@ def test_single_run_over_a_partition_range_writes_each_partition(data_dir):
     assert [r["partition"] for r in Catalog().latest_artifacts("ranged")] == ["p1", "p2", "p3"]
     with pytest.raises(TypeError, match="covers 3 partitions; return a dict partition key"):
         dg.materialize([ranged_wrong], tags=RANGE_TAGS, resources=_resources())
+
+
+def test_loading_an_asset_that_wrote_several_files_asks_for_deps(data_dir):
+    @dg.asset
+    def many(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
+        paths = [atomic_write_text(data_dir / "many" / f"{i}.txt", str(i)) for i in range(3)]
+        return dg.MaterializeResult(metadata=register_files(context, catalog.get(), paths))
+
+    @dg.asset
+    def reader(many: Path) -> list[dict]:
+        return []
+
+    result = dg.materialize([many], resources=_resources())
+    assert result.asset_materializations_for_node("many")[0].metadata["files"].value == 3
+    with pytest.raises(ValueError, match="asset many: its newest run wrote 3 files.*deps="):
+        dg.materialize([many, reader], selection=[reader], resources=_resources())
