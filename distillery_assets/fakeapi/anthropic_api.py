@@ -78,5 +78,5 @@ class AnthropicServer(FakeAPIServer):
 
 
 def serve_anthropic(*, latency_s: float = 0.0, reply: Reply | None = None, script: list | None = None,
-                    model: str = "claude-sonnet-4-5", tls: bool = False) -> AnthropicServer:
-    return AnthropicServer(latency_s=latency_s, reply=reply, script=script, tls=tls, model=model)
+                    model: str = "claude-sonnet-4-5", tls: bool = False, port: int = 0) -> AnthropicServer:
+    return AnthropicServer(latency_s=latency_s, reply=reply, script=script, tls=tls, port=port, model=model)

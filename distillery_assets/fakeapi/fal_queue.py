@@ -110,5 +110,5 @@ class FalQueueServer(FakeAPIServer):
 
 
 def serve_fal_queue(*, latency_s: float = 0.0, reply: Reply | None = None, script: list | None = None,
-                    tls: bool = True) -> FalQueueServer:
-    return FalQueueServer(latency_s=latency_s, reply=reply, script=script, tls=tls)
+                    tls: bool = True, port: int = 0) -> FalQueueServer:
+    return FalQueueServer(latency_s=latency_s, reply=reply, script=script, tls=tls, port=port)

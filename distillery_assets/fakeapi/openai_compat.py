@@ -125,7 +125,7 @@ class OpenAICompatServer(FakeAPIServer):
 
 def serve_openai_compat(*, latency_s: float = 0.0, reply: Reply | None = None, script: list | None = None,
                         json_schema_supported: bool = True, token_delay_s: float = 0.0,
-                        model: str = "fake-model", tls: bool = False) -> OpenAICompatServer:
+                        model: str = "fake-model", tls: bool = False, port: int = 0) -> OpenAICompatServer:
     """Context manager: ``with serve_openai_compat(...) as srv: OpenAI(base_url=srv.base_url, ...)``."""
-    return OpenAICompatServer(latency_s=latency_s, reply=reply, script=script, tls=tls, model=model,
+    return OpenAICompatServer(latency_s=latency_s, reply=reply, script=script, tls=tls, port=port, model=model,
                               json_schema_supported=json_schema_supported, token_delay_s=token_delay_s)

@@ -35,6 +35,7 @@ class _Server(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "distillery-fakeapi/1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes; no 40 ms Nagle stalls
 
     def log_message(self, format, *args):  # keep test output clean
         pass
@@ -84,8 +85,9 @@ class FakeAPIServer:
     """Base for the three fakes. ``routes`` maps (method, path predicate) to a handler function."""
 
     def __init__(self, routes: dict, *, latency_s: float = 0.0, reply: Reply | None = None,
-                 script: list | None = None, tls: bool = False, model: str = "fake-model"):
+                 script: list | None = None, tls: bool = False, model: str = "fake-model", port: int = 0):
         self.routes = routes
+        self._port = port  # 0 = a random free port
         self.latency_s = latency_s
         self.reply = reply
         self.script = Script(script)
@@ -103,7 +105,7 @@ class FakeAPIServer:
 
     # -- lifecycle
     def __enter__(self) -> FakeAPIServer:
-        self._httpd = _Server(("127.0.0.1", 0), Handler)
+        self._httpd = _Server(("127.0.0.1", self._port), Handler)
         self._httpd.fake = self  # type: ignore[attr-defined]
         if self.tls:
             from distillery_assets.fakeapi.tls import self_signed_cert
