@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -122,7 +122,11 @@ class LLMClient:
         if requests:
             with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests)),
                                     thread_name_prefix="llm") as pool:
-                list(pool.map(one, range(len(requests))))
+                pending = {pool.submit(one, i) for i in range(len(requests))}
+                while pending:  # a slow batch still reports at least every `every_s` seconds
+                    _, pending = wait(pending, timeout=tracker.every_s)
+                    if pending:
+                        tracker.heartbeat()
         self._flush(pending_rows)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:  # cannot happen unless the pool itself broke; never hand back a short list

@@ -44,6 +44,16 @@ class ProgressTracker:
         elapsed = max(self._clock() - self._start, 1e-9)
         return Progress(self.label, self.done, self.total, self.ok, self.failed, self.cached, self.done / elapsed)
 
+    def heartbeat(self) -> None:
+        """Emit the current counts if nothing was emitted for ``every_s`` (called by a waiting batch)."""
+        with self._lock:
+            due = self._clock() - self._last_emit >= self.every_s
+            if due:
+                self._last_emit = self._clock()
+                snap = self.snapshot()
+        if due and self.callback is not None:
+            self.callback(snap)
+
     def record(self, ok: bool, cached: bool) -> None:
         with self._lock:
             self.ok += ok

@@ -174,3 +174,26 @@ def test_configuration_error_is_a_rejection_not_a_crash(tmp_path):
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_batch_of_nothing(tmp_path, concurrency):
     assert make(ScriptedProvider(), tmp_path, concurrency=concurrency).complete_batch([]) == []
+
+
+def test_progress_fires_every_tenth_and_on_heartbeat():
+    from distillery_assets.llm.progress import ProgressTracker
+
+    now = [0.0]
+    seen = []
+    tracker = ProgressTracker("corpus/x", 40, seen.append, clock=lambda: now[0])
+    for _ in range(8):
+        tracker.record(ok=True, cached=False)
+    assert [p.done for p in seen] == [4, 8]  # every 10% of 40
+    now[0] = 5.0
+    tracker.heartbeat()
+    assert len(seen) == 2  # not yet 10 s since the last line
+    now[0] = 16.0
+    tracker.heartbeat()
+    assert seen[-1].done == 8 and seen[-1].rate == 0.5
+    assert seen[-1].line() == "corpus/x: 8/40 done (0 cached, 0 failed) 0.5 req/s"
+    tracker.record(ok=False, cached=True)  # 9/40: neither a new tenth nor 10 s since the last line
+    assert len(seen) == 3
+    now[0] = 27.0
+    tracker.record(ok=True, cached=False)  # 10/40, 11 s after the last line
+    assert seen[-1].done == 10 and (seen[-1].failed, seen[-1].cached) == (1, 1)
