@@ -197,3 +197,19 @@ def test_progress_fires_every_tenth_and_on_heartbeat():
     now[0] = 27.0
     tracker.record(ok=True, cached=False)  # 10/40, 11 s after the last line
     assert seen[-1].done == 10 and (seen[-1].failed, seen[-1].cached) == (1, 1)
+
+
+def test_rpm_limit_spaces_provider_calls(tmp_path):
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    provider = ScriptedProvider()
+    stamps = []
+    original = provider.call
+    provider.call = lambda *a, **k: stamps.append(now[0]) or original(*a, **k)
+    client = LLMClient(provider, cache_dir=None, rpm=2, clock=lambda: now[0], sleep=sleep, concurrency=1)
+    results = client.complete_batch([ask(f"q{i}") for i in range(5)])
+    assert all(r.ok for r in results)
+    assert stamps == [0.0, 0.0, 60.0, 60.0, 120.0]
