@@ -1,6 +1,7 @@
 """Command line view of the catalogue (rich tables).
 
     python -m distillery_assets.catalog lineage poet_gguf      # which files, from which inputs, made it
+    python -m distillery_assets.catalog derived theme/books/1.txt  # what was made from a file or asset
     python -m distillery_assets.catalog artifacts [ASSET]      # newest artefact per asset/partition
     python -m distillery_assets.catalog llm-usage              # calls, cache hits, tokens, cost
     python -m distillery_assets.catalog runs                   # training / evaluation runs
@@ -41,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     lineage = sub.add_parser("lineage", help="inputs behind the newest artefacts of ASSET, transitively")
     lineage.add_argument("asset")
+    derived = sub.add_parser("derived", help="artefacts made from an asset or a file, transitively")
+    derived.add_argument("source", help="asset key or path (relative to the data directory)")
     artifacts = sub.add_parser("artifacts", help="newest artefact per asset and partition")
     artifacts.add_argument("asset", nargs="?")
     artifacts.add_argument("--all", action="store_true", help="every version, not only the newest")
@@ -58,6 +61,8 @@ def _rows(args: argparse.Namespace, catalog: Catalog) -> tuple[str, list[dict[st
             for row in rows:
                 row["input_sha256"] = (row["input_sha256"] or "")[:12]
         return f"lineage of {args.asset}", rows
+    if args.command == "derived":
+        return f"made from {args.source}", catalog.derived_from(args.source)
     if args.command == "artifacts":
         source = "artifacts" if args.all else "latest_artifacts"
         sql = f"SELECT {ARTIFACT_COLUMNS} FROM {source}"

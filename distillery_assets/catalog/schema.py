@@ -116,3 +116,21 @@ FROM walk
 GROUP BY ALL
 ORDER BY depth, asset_key, partition, input_asset_key, input_partition, input_path
 """
+
+# Everything made from one asset's artefacts or one input path, transitively (the reverse of lineage).
+# Parameters: the asset key, the stored path.
+DERIVED_QUERY = """
+WITH RECURSIVE walk(depth, artifact_id, asset_key, partition, path, input_asset_key, input_path) AS (
+    SELECT 1, l.artifact_id, l.asset_key, l.partition, l.path, l.input_asset_key, l.input_path
+    FROM lineage l
+    WHERE l.input_asset_key = ? OR l.input_path = ?
+    UNION
+    SELECT w.depth + 1, l.artifact_id, l.asset_key, l.partition, l.path, l.input_asset_key, l.input_path
+    FROM walk w JOIN lineage l ON l.input_artifact_id = w.artifact_id
+    WHERE w.depth < 64
+)
+SELECT min(depth) AS depth, asset_key, partition, path, input_asset_key, input_path
+FROM walk
+GROUP BY ALL
+ORDER BY depth, asset_key, partition, path, input_path
+"""

@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from distillery_assets.catalog.hashing import Fingerprint, fingerprint
-from distillery_assets.catalog.schema import LINEAGE_QUERY, TABLES, VIEWS
+from distillery_assets.catalog.schema import DERIVED_QUERY, LINEAGE_QUERY, TABLES, VIEWS
 from distillery_assets.paths import data_dir
 
 # (database path, inode) pairs whose schema this process has already created or checked.
@@ -124,7 +124,8 @@ class Catalog:
                         result = work(con)
                         con.execute("COMMIT")
                     except BaseException:
-                        con.execute("ROLLBACK")
+                        with contextlib.suppress(duckdb.Error):
+                            con.execute("ROLLBACK")
                         raise
                     return result
                 finally:
@@ -248,6 +249,11 @@ class Catalog:
     def lineage(self, asset_key: str) -> list[dict[str, Any]]:
         """Every (artefact <- input) edge behind the newest artefacts of ``asset_key``, transitively."""
         return self.query(LINEAGE_QUERY, [asset_key])
+
+    def derived_from(self, source: str) -> list[dict[str, Any]]:
+        """Everything made, transitively, from ``source``: an asset key or a path (stored form, e.g.
+        ``theme/books/1.txt``, or an absolute path outside data_dir)."""
+        return self.query(DERIVED_QUERY, [source, self.relative(source)])
 
     # -- LLM calls -----------------------------------------------------------------------------
     def record_llm_calls(self, rows: Sequence[Mapping[str, Any]]) -> int:

@@ -32,6 +32,7 @@ def test_json_output_for_each_command(data_dir, capsys):
     expectations = {
         ("artifacts",): lambda rows: {r["asset_key"] for r in rows} == {"raw", "poet_gguf"},
         ("artifacts", "raw"): lambda rows: [r["path"] for r in rows] == ["a.txt"],
+        ("derived", "a.txt"): lambda rows: [r["asset_key"] for r in rows] == ["poet_gguf"],
         ("llm-usage",): lambda rows: rows[0]["input_tokens"] == 7 and rows[0]["calls"] == 1,
         ("runs",): lambda rows: json.loads(rows[0]["metrics"]) == {"perplexity": 12.5},
         ("sql", "select count(*) as n from artifacts"): lambda rows: rows == [{"n": 2}],

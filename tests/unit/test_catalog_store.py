@@ -85,6 +85,11 @@ def test_recursive_lineage_walks_inputs_by_path_and_sha(data_dir):
     }
     assert [r["input_partition"] for r in rows if r["input_asset_key"] == "splits"] == ["train"]
 
+    derived = {(r["depth"], r["asset_key"]) for r in cat.derived_from("theme/book.txt")}
+    assert derived == {(1, "chunks"), (2, "splits"), (3, "poet_lora"), (4, "poet_gguf")}
+    assert {r["asset_key"] for r in cat.derived_from("splits")} == {"poet_lora", "poet_gguf"}
+    assert {r["asset_key"] for r in cat.derived_from(str(book))} == {"chunks", "splits", "poet_lora", "poet_gguf"}
+
 
 def test_lineage_does_not_follow_an_input_whose_content_changed(data_dir):
     cat = Catalog()
