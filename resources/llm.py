@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from distillery_assets.llm import LLMClient, LLMSettings, build_client
+from distillery_assets.llm import ConfigError, LLMClient, LLMSettings, build_client
 from resources.catalog import CatalogResource
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,10 @@ class LLMResource(dg.ConfigurableResource):
         return cls(**settings.model_dump(), catalog=catalog)
 
     def settings(self) -> LLMSettings:
-        return LLMSettings.model_validate({name: getattr(self, name) for name in LLMSettings.model_fields})
+        try:
+            return LLMSettings.model_validate({name: getattr(self, name) for name in LLMSettings.model_fields})
+        except ValueError as exc:
+            raise ConfigError(f"invalid LLMResource configuration: {exc}") from exc
 
     def get_client(self, context: Any | None = None) -> LLMClient:
         logger = getattr(context, "log", None) or log

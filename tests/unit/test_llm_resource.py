@@ -40,3 +40,12 @@ def test_resource_logs_progress_and_records_usage(data_dir, monkeypatch):
 def test_get_client_without_context_or_catalogue(data_dir):
     client = LLMResource(provider="local").get_client()
     assert client.usage_sink is None and client.run_id is None and client.concurrency == 1
+
+
+def test_bad_resource_config_names_the_problem(data_dir):
+    import pytest
+
+    from distillery_assets.llm import ConfigError
+
+    with pytest.raises(ConfigError, match="provider"):
+        LLMResource(provider="gemini").get_client()
