@@ -10,6 +10,7 @@ answers it had already received stay in the LLM cache, so the next run pays for 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -25,7 +26,8 @@ SYSTEM_PROMPT = (
 )
 TEMPERATURE = 0.8
 MAX_TOKENS = 4096
-DEFAULT_CHUNK = 64
+DEFAULT_CHUNK = 256
+WRITER_THREADS = 8
 
 
 class BatchClient(Protocol):
@@ -113,18 +115,37 @@ def generate_missing(
     label: str = "corpus",
     chunk_size: int = DEFAULT_CHUNK,
     on_chunk: Callable[[int, int], None] | None = None,
+    writers: int = WRITER_THREADS,
 ) -> GenerationReport:
-    """Ask the client for every task's text and write each answer to its ``.corpus`` file."""
+    """Ask the client for every task's text and write each answer to its ``.corpus`` file.
+
+    Chunks are pipelined: while one chunk's answers are written (in a small thread pool, since each atomic
+    write waits on an fsync), the next chunk's requests are already in flight.
+    """
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
+    chunks = [list(tasks[start : start + chunk_size]) for start in range(0, len(tasks), chunk_size)]
     report = GenerationReport()
-    for start in range(0, len(tasks), chunk_size):
-        chunk = tasks[start : start + chunk_size]
-        requests = [build_request(task, model=model, tag=tag) for task in chunk]
-        results = client.complete_batch(requests, label=label)
+    if not chunks:
+        return report
+
+    def ask(chunk: list[CorpusTask]) -> list[LLMResult]:
+        results = client.complete_batch([build_request(t, model=model, tag=tag) for t in chunk], label=label)
         if len(results) != len(chunk):
             raise RuntimeError(f"LLM client returned {len(results)} results for {len(chunk)} requests")
-        report.outcomes.extend(_outcome(task, result) for task, result in zip(chunk, results))
-        if on_chunk:
-            on_chunk(start + len(chunk), len(tasks))
+        return results
+
+    done = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="corpus-ask") as asker, ThreadPoolExecutor(
+        max_workers=max(1, writers), thread_name_prefix="corpus-write"
+    ) as writer:
+        in_flight = asker.submit(ask, chunks[0])
+        for index, chunk in enumerate(chunks):
+            results = in_flight.result()
+            if index + 1 < len(chunks):
+                in_flight = asker.submit(ask, chunks[index + 1])
+            report.outcomes.extend(writer.map(_outcome, chunk, results))
+            done += len(chunk)
+            if on_chunk:
+                on_chunk(done, len(tasks))
     return report
