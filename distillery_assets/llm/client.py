@@ -172,7 +172,7 @@ class LLMClient:
             except jsonschema.SchemaError as exc:
                 out.error = f"invalid json_schema in the request: {exc.message}"
                 return out
-        for attempt in range(1 + (self.json_reasks if schema is not None else 0)):
+        for _ask_number in range(1 + (self.json_reasks if schema is not None else 0)):
             try:
                 reply = self._call_with_retries(messages, request, model)
             except RetryableError as exc:
