@@ -262,16 +262,22 @@ def theme_chatml(context: dg.AssetExecutionContext, theme_chunks: Path, config: 
     })
 
 
+# The splits also list the chain's earlier assets as deps (transitive lineage, nothing is loaded from them)
+# so that `--select '+theme_chatml_val'` (one layer upstream) takes the whole chain from the books on.
 class SplitConfig(dg.Config):
     train_ratio: float = 0.9
     seed: int = 42
 
 
-@dg.multi_asset(group_name=GROUP, outs={"theme_chatml_train": dg.AssetOut(), "theme_chatml_val": dg.AssetOut()},
+@dg.multi_asset(group_name=GROUP, outs={"theme_chatml_train": dg.AssetOut(is_required=False),
+                                        "theme_chatml_val": dg.AssetOut(is_required=False)},
+                can_subset=True, deps=[gutenberg_books, gutenberg_chunks, theme_chunks],
                 description="90/10 shuffle split (seed 42) of theme_chatml.")
-def theme_chatml_splits(theme_chatml: Path, config: SplitConfig):
+def theme_chatml_splits(context: dg.AssetExecutionContext, theme_chatml: Path, config: SplitConfig):
     train, val = splits.split_examples(read_jsonl(theme_chatml), config.train_ratio, config.seed)
     for name, rows in (("theme_chatml_train", train), ("theme_chatml_val", val)):
+        if name not in context.op_execution_context.selected_output_names:
+            continue
         path = _out(f"{name}.jsonl")
         atomic_write_jsonl(path, rows)
         yield dg.Output(path, output_name=name, metadata={
@@ -280,23 +286,26 @@ def theme_chatml_splits(theme_chatml: Path, config: SplitConfig):
         })
 
 
-def _split_verdict(mine: list, other: list, name: str) -> dg.AssetCheckResult:
-    problems = splits.record_problems(mine, name)
-    shared = splits.overlap(mine, other)
-    return dg.AssetCheckResult(passed=bool(mine) and not problems and not shared, metadata={
-        "records": len(mine), "problems": dg.MetadataValue.json(problems[:20]), "in_both_splits": len(shared)})
+def _split_verdict(mine: Path, name: str, sibling: str) -> dg.AssetCheckResult:
+    rows = read_jsonl(mine)
+    problems = splits.record_problems(rows, name)
+    other = _out(f"{sibling}.jsonl")  # written by the same split step; absent when only one side was selected
+    shared = splits.overlap(rows, read_jsonl(other)) if other.exists() else set()
+    return dg.AssetCheckResult(passed=bool(rows) and not problems and not shared, metadata={
+        "records": len(rows), "problems": dg.MetadataValue.json(problems[:20]), "in_both_splits": len(shared),
+        "sibling_compared": other.exists()})
 
 
-@dg.asset_check(asset="theme_chatml_train", additional_ins={"theme_chatml_val": dg.AssetIn("theme_chatml_val")},
-                description="system/user/assistant records with chunk ids; not empty; nothing also in val.")
-def theme_chatml_train_well_formed(theme_chatml_train: Path, theme_chatml_val: Path) -> dg.AssetCheckResult:
-    return _split_verdict(read_jsonl(theme_chatml_train), read_jsonl(theme_chatml_val), "theme_chatml_train")
+@dg.asset_check(asset="theme_chatml_train", description="system/user/assistant records with chunk ids; not empty; "
+                "nothing also in the val split.")
+def theme_chatml_train_well_formed(theme_chatml_train: Path) -> dg.AssetCheckResult:
+    return _split_verdict(theme_chatml_train, "theme_chatml_train", "theme_chatml_val")
 
 
-@dg.asset_check(asset="theme_chatml_val", additional_ins={"theme_chatml_train": dg.AssetIn("theme_chatml_train")},
-                description="system/user/assistant records with chunk ids; not empty; nothing also in train.")
-def theme_chatml_val_well_formed(theme_chatml_val: Path, theme_chatml_train: Path) -> dg.AssetCheckResult:
-    return _split_verdict(read_jsonl(theme_chatml_val), read_jsonl(theme_chatml_train), "theme_chatml_val")
+@dg.asset_check(asset="theme_chatml_val", description="system/user/assistant records with chunk ids; not empty; "
+                "nothing also in the train split.")
+def theme_chatml_val_well_formed(theme_chatml_val: Path) -> dg.AssetCheckResult:
+    return _split_verdict(theme_chatml_val, "theme_chatml_val", "theme_chatml_train")
 
 
 # -------------------------------------------------------------------------------------- model bench
