@@ -3,6 +3,7 @@
     python -m distillery_assets.catalog lineage poet_gguf      # which files, from which inputs, made it
     python -m distillery_assets.catalog derived theme/books/1.txt  # what was made from a file or asset
     python -m distillery_assets.catalog artifacts [ASSET]      # newest artefact per asset/partition
+    python -m distillery_assets.catalog verify [ASSET]         # files still match their catalogued sha256?
     python -m distillery_assets.catalog llm-usage              # calls, cache hits, tokens, cost
     python -m distillery_assets.catalog runs                   # training / evaluation runs
     python -m distillery_assets.catalog sql "select ..."       # anything else
@@ -47,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     artifacts = sub.add_parser("artifacts", help="newest artefact per asset and partition")
     artifacts.add_argument("asset", nargs="?")
     artifacts.add_argument("--all", action="store_true", help="every version, not only the newest")
+    verify = sub.add_parser("verify", help="re-hash the newest artefacts; exit 1 if any is missing or changed")
+    verify.add_argument("asset", nargs="?")
     sub.add_parser("llm-usage", help="LLM calls, cache hits, tokens and cost per provider/model/tag")
     sub.add_parser("runs", help="training and evaluation runs")
     sql = sub.add_parser("sql", help="run one SQL statement")
@@ -71,6 +74,8 @@ def _rows(args: argparse.Namespace, catalog: Catalog) -> tuple[str, list[dict[st
             sql += " WHERE asset_key = ?"
             params.append(args.asset)
         return "artifacts", catalog.query(sql + " ORDER BY asset_key, partition, id", params)
+    if args.command == "verify":
+        return "verification", catalog.verify(args.asset)
     if args.command == "llm-usage":
         return "LLM usage", catalog.query("SELECT * FROM llm_usage")
     if args.command == "runs":
@@ -97,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(json.dumps(row, default=str) + "\n")
     else:
         console.print(_table(title, rows))
+    if args.command == "verify" and any(row["status"] != "ok" for row in rows):
+        return 1
     if args.command == "lineage" and not rows:
         errors.print(f"no recorded inputs for asset {args.asset!r}", style="yellow", markup=False)
     return 0

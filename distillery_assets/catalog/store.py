@@ -250,6 +250,22 @@ class Catalog:
         """Every (artefact <- input) edge behind the newest artefacts of ``asset_key``, transitively."""
         return self.query(LINEAGE_QUERY, [asset_key])
 
+    def verify(self, asset_key: str | None = None) -> list[dict[str, Any]]:
+        """Re-hash the newest artefact of every (asset, partition) -- or of one asset -- and compare with
+        the catalogue. Each row: asset_key, partition, path, status ("ok" | "missing" | "changed")."""
+        rows = self.latest_artifacts(asset_key) if asset_key else self.query(
+            "SELECT * FROM latest_artifacts ORDER BY asset_key, partition")
+        report = []
+        for row in rows:
+            path = self.absolute(row["path"])
+            if not path.exists():
+                status = "missing"
+            else:
+                status = "ok" if fingerprint(path).sha256 == row["sha256"] else "changed"
+            report.append({"asset_key": row["asset_key"], "partition": row["partition"], "path": row["path"],
+                           "status": status})
+        return report
+
     def derived_from(self, source: str) -> list[dict[str, Any]]:
         """Everything made, transitively, from ``source``: an asset key or a path (stored form, e.g.
         ``theme/books/1.txt``, or an absolute path outside data_dir)."""
