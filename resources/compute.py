@@ -13,6 +13,7 @@ checked for presence here; their values are never logged or stored.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 import dagster as dg
 
+from distillery_assets.catalog import fingerprint
 from distillery_assets.io import atomic_path
 from distillery_assets.paths import data_dir, safe_child
 
@@ -31,6 +33,7 @@ DEFAULT_APP = "distillery-gpu"
 DEFAULT_VOLUME = "distillery-data"
 DEFAULT_GPU = "A10G"
 DEFAULT_TIMEOUT_S = 4 * 3600
+UPLOAD_MANIFEST = ".distillery/uploads.json"  # on the volume: input path -> sha256 of what was uploaded
 
 
 class ComputeBackendError(RuntimeError):
@@ -72,18 +75,44 @@ class ModalStepRunner:
     def __init__(self, volume: Any, function: Any, root: Path):
         self.volume, self.function, self.root = volume, function, Path(root)
 
-    def upload(self, rels: Sequence[str]) -> None:
+    def upload(self, rels: Sequence[str]) -> list[str]:
+        """Upload inputs not already on the volume with the same content (by sha256, tracked in
+        ``UPLOAD_MANIFEST`` on the volume). Returns the paths actually sent."""
         if not rels:
-            return
+            return []
+        manifest = self._read_manifest()
+        wanted: dict[str, tuple[Path, str]] = {}
+        for rel in rels:
+            local = safe_child(self.root, rel, source="run_step inputs")
+            if not local.exists():
+                raise FileNotFoundError(f"run_step input {rel!r} does not exist under {self.root}")
+            sha = fingerprint(local).sha256
+            if manifest.get(rel) != sha:
+                wanted[rel] = (local, sha)
+        if not wanted:
+            return []
         with self.volume.batch_upload(force=True) as batch:
-            for rel in rels:
-                local = safe_child(self.root, rel, source="run_step inputs")
+            for rel, (local, sha) in wanted.items():
                 if local.is_dir():
                     batch.put_directory(str(local), f"/{rel}")
-                elif local.is_file():
-                    batch.put_file(str(local), f"/{rel}")
                 else:
-                    raise FileNotFoundError(f"run_step input {rel!r} does not exist under {self.root}")
+                    batch.put_file(str(local), f"/{rel}")
+                manifest[rel] = sha
+            batch.put_file(io.BytesIO(json.dumps(manifest, indent=1, sort_keys=True).encode()),
+                           f"/{UPLOAD_MANIFEST}")
+        return list(wanted)
+
+    def _read_manifest(self) -> dict[str, str]:
+        try:
+            data = b"".join(self.volume.read_file(f"/{UPLOAD_MANIFEST}"))
+        except FileNotFoundError:
+            return {}
+        try:
+            manifest = json.loads(data)
+        except ValueError:
+            log.warning("ignoring unreadable upload manifest %s on the Modal volume", UPLOAD_MANIFEST)
+            return {}
+        return manifest if isinstance(manifest, dict) else {}
 
     def call(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         return self.function.remote(name, spec)
@@ -199,7 +228,9 @@ class ComputeResource(dg.ConfigurableResource):
         import modal.exception
 
         try:
-            runner.upload(ins)
+            sent = runner.upload(ins)
+            log.info("Modal volume %s: uploaded %d of %d inputs (the rest were unchanged)",
+                     self.volume, len(sent), len(ins))
             result = runner.call(name, spec)
             runner.download(outs)
         except modal.exception.NotFoundError as exc:

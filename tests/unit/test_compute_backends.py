@@ -102,7 +102,8 @@ class FakeVolume:
 
         class Batch:
             def put_file(self, local, remote):
-                volume.files[remote.lstrip("/")] = Path(local).read_bytes()
+                data = local.read() if hasattr(local, "read") else Path(local).read_bytes()
+                volume.files[remote.lstrip("/")] = data
                 volume.uploads.append(remote)
 
             def put_directory(self, local, remote):
@@ -118,6 +119,8 @@ class FakeVolume:
                 for k, v in sorted(self.files.items()) if k == key or k.startswith(key + "/")]
 
     def read_file(self, path):
+        if path.strip("/") not in self.files:
+            raise FileNotFoundError(path)
         data = self.files[path.strip("/")]
         yield data[:3]
         yield data[3:]
@@ -154,7 +157,7 @@ def test_modal_round_trip_uploads_inputs_runs_step_downloads_outputs(concat_step
     out = compute.run_step("concat", SPEC, inputs=inputs, outputs=["out/joined.txt", "out/adapter"])
 
     assert out == {"chars": 11, "root_name": "vol"}
-    assert volume.uploads == ["/in/one.txt", "/in/two.txt"]
+    assert volume.uploads == ["/in/one.txt", "/in/two.txt", "/.distillery/uploads.json"]
     assert function.calls == [("concat", SPEC)]
     assert (data_dir / "out" / "joined.txt").read_text() == "hello world"
     adapter = data_dir / "out" / "adapter"
@@ -169,3 +172,18 @@ def test_modal_missing_output_on_volume_is_named(concat_step, inputs, data_dir, 
     monkeypatch.setattr(ComputeResource, "modal_runner", lambda self: ModalStepRunner(volume, function, data_dir))
     with pytest.raises(ComputeBackendError, match="'out/never' was not found on the Modal volume"):
         ComputeResource(backend="modal").run_step("concat", SPEC, inputs=inputs, outputs=["out/never"])
+
+
+def test_modal_reupload_sends_only_changed_inputs(concat_step, inputs, data_dir, tmp_path, monkeypatch):
+    volume = FakeVolume()
+    function = FakeFunction(volume, tmp_path / "vol")
+    monkeypatch.setattr(ComputeResource, "modal_runner", lambda self: ModalStepRunner(volume, function, data_dir))
+    compute = ComputeResource(backend="modal")
+    compute.run_step("concat", SPEC, inputs=inputs, outputs=["out/joined.txt"])
+    volume.uploads.clear()
+    compute.run_step("concat", SPEC, inputs=inputs, outputs=["out/joined.txt"])
+    assert volume.uploads == []  # nothing changed, nothing sent
+    (data_dir / "in" / "two.txt").write_text("there")
+    compute.run_step("concat", SPEC, inputs=inputs, outputs=["out/joined.txt"])
+    assert volume.uploads == ["/in/two.txt", "/.distillery/uploads.json"]
+    assert (data_dir / "out" / "joined.txt").read_text() == "hello there"
