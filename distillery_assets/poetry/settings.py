@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -49,6 +49,8 @@ class Volumes(_Strict):
     max_tokens: int = Field(gt=0)
     poem_max_tokens: int = Field(gt=0)
     temperature: float = Field(ge=0, le=2)
+    educator_persona: Literal["full", "condensed"] = "full"  # system prompt when generating teaching data
+    include_banned_list: bool = True  # append the "never say" list to that system prompt
 
 
 class DatasetSettings(_Strict):

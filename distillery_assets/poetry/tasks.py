@@ -68,9 +68,14 @@ class ResultLike(Protocol):
 
 
 def educator_system(cfg: PoetryConfig) -> str:
-    """System prompt for generating teaching data: the full persona plus the banned-phrase list."""
+    """System prompt for generating teaching data: the persona (full or condensed, per profile), plus the
+    banned-phrase list when the profile asks for it."""
+    vol = cfg.pipeline.volumes
+    persona = cfg.persona if vol.educator_persona == "full" else cfg.persona_condensed
+    if not vol.include_banned_list:
+        return persona
     never = render(cfg.prompts.never_say, name="never_say", banned="; ".join(cfg.banned_phrases))
-    return f"{cfg.persona}\n\n{never}"
+    return f"{persona}\n\n{never}"
 
 
 def _take(items: Sequence, n: int) -> list:

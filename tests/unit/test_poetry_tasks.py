@@ -25,13 +25,17 @@ def test_render_fills_literally_and_names_unknown_placeholders():
         tasks.render("{draft}", name="t1", poem="p")
 
 
-def test_critique_specs_alternate_good_and_bad_and_carry_persona():
+def test_critique_specs_alternate_good_and_bad_and_carry_persona(monkeypatch):
     cfg = PoetryConfig()
     specs = tasks.critique_specs(cfg, _poems("good", 3), _poems("bad", 1), n=4)
     assert [s.key for s in specs] == ["good:0", "bad:0", "good:1", "good:2"]
     assert "{braces}" in specs[0].user  # poem text inserted literally
-    assert specs[0].system.startswith(cfg.persona[:20]) and "delve into" in specs[0].system
+    # small profile: the condensed persona alone (a 135M model parrots long system prompts)
+    assert specs[0].system == cfg.persona_condensed
     assert specs[0].messages()[0]["role"] == "system" and specs[0].max_tokens == cfg.pipeline.volumes.max_tokens
+    monkeypatch.setenv("DISTILLERY_POETRY_PROFILE", "full")
+    full = tasks.critique_specs(PoetryConfig(), _poems("good", 1), [], n=1)[0]
+    assert full.system.startswith(cfg.persona[:40]) and "delve into" in full.system and full.max_tokens == 1024
 
 
 def test_comparisons_alternate_which_side_is_good():
