@@ -12,6 +12,11 @@ from pathlib import Path
 
 _CHUNK = 1 << 20
 RECORD_SUFFIXES = (".jsonl",)
+# In-process memo: (path, inode, size, mtime_ns, ctime_ns, count_lines) -> result, so a large input (a
+# base model folder) recorded by several artefacts of one step is read once. An atomic rewrite (new inode)
+# or any edit that changes size or timestamps misses the memo.
+_MEMO: dict[tuple, tuple[str, int, int | None]] = {}
+_MEMO_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,16 @@ class Fingerprint:
 
 
 def _hash_file(path: Path, count_lines: bool) -> tuple[str, int, int | None]:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, count_lines)
+    if key not in _MEMO:
+        if len(_MEMO) >= _MEMO_MAX:
+            _MEMO.clear()
+        _MEMO[key] = _read_and_hash(path, count_lines)
+    return _MEMO[key]
+
+
+def _read_and_hash(path: Path, count_lines: bool) -> tuple[str, int, int | None]:
     digest = hashlib.sha256()
     size = 0
     lines = 0
