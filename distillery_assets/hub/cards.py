@@ -90,6 +90,10 @@ model = PeftModel.from_pretrained(base, "{{ repo_id }}")
 tokenizer = AutoTokenizer.from_pretrained("{{ base_model }}")
 ```
 {%- endif %}
+{%- if extra_markdown %}
+
+{{ extra_markdown }}
+{%- endif %}
 
 ## Limitations
 
@@ -168,6 +172,7 @@ class ModelCardInfo(BaseModel):
     system_prompt: str | None = None
     n_ctx: int = 2048
     run_id: str | None = None
+    extra_markdown: str | None = None  # further sections (loss table, plots, chat check), placed before Limitations
     limitations: str = (
         "A small fine-tune on synthetic, LLM-generated data: it imitates the style of its training set and "
         "can state wrong facts with confidence. Review its output before relying on it."
@@ -234,7 +239,7 @@ def render_model_card(info: ModelCardInfo) -> str:
         system_prompt=info.system_prompt,
         system_prompt_shell=_shell_quote(info.system_prompt or ""),
         system_prompt_py=json.dumps(info.system_prompt or ""),
-        n_ctx=info.n_ctx, limitations=info.limitations,
+        n_ctx=info.n_ctx, limitations=info.limitations, extra_markdown=info.extra_markdown,
     )
     return str(card)
 

@@ -29,6 +29,13 @@ def test_model_card_metadata_and_sections():
     assert "llama-cli -m poet-Q4_K_M.gguf -cnv -p 'You'\"'\"'re a poet | brief'" in text
     assert 'Llama.from_pretrained(repo_id="me/poet-gguf", filename="poet-Q4_K_M.gguf"' in text
     assert "run `abc123`" in text
+    assert "## Loss" not in text
+
+
+def test_extra_sections_go_before_limitations():
+    text = render_model_card(_model(extra_markdown="## Loss\n\n| epoch | loss |\n|---|---|\n| 1 | 2.0 |"))
+    assert text.index("## Loss") < text.index("## Limitations")
+    assert "| 1 | 2.0 |" in text
 
 
 def test_adapter_card_without_metrics_says_so():
