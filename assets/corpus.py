@@ -15,7 +15,7 @@ import statistics
 import dagster as dg
 from pydantic import Field
 
-from distillery_assets.corpus.generate import DEFAULT_CHUNK, generate_missing
+from distillery_assets.corpus.generate import DEFAULT_CHUNK, MAX_TOKENS, generate_missing
 from distillery_assets.corpus.layout import CorpusKind, corpus_root, partition_dir, stale_temp_files
 from distillery_assets.corpus.plan import PartitionPlan, scan_partition
 from distillery_assets.corpus.prompts import leaves_for, word_target_for, write_leaf
@@ -41,6 +41,7 @@ class CorpusGenerateConfig(CorpusRootConfig):
     )
     dry_run: bool = Field(default=False, description="List the missing files without calling the LLM.")
     model: str | None = Field(default=None, description="Model id; null = the LLM provider's default model.")
+    max_tokens: int = Field(default=MAX_TOKENS, description="Most tokens per document (a cap on cost and time).")
     chunk_size: int = Field(
         default=DEFAULT_CHUNK, description="Requests handed to the LLM client at once; files are written per chunk."
     )
@@ -158,7 +159,7 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
         report = generate_missing(
             selected, client, model=config.model, tag=corpus_name,
             label=f"{corpus_name}/{keys[0] if len(keys) == 1 else f'{keys[0]}...{keys[-1]}'}",
-            chunk_size=config.chunk_size,
+            chunk_size=config.chunk_size, max_tokens=config.max_tokens,
             on_chunk=lambda done, total: context.log.info(f"{corpus_name}: {done}/{total} requests answered"),
         )
         for outcome in report.failed:
@@ -180,7 +181,8 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
         stats = {key: word_stats(counts, word_target_for(tables, kind, key)) for key, counts in words.items() if counts}
         totals = report.totals()
         cat.record_run(kind="generate", name=corpus_name, partition=",".join(keys), run_id=context.run_id,
-                       params={"limit": config.limit, "model": config.model}, metrics={
+                       params={"limit": config.limit, "model": config.model, "max_tokens": config.max_tokens},
+                       metrics={
                            **totals, "generated": len(generated), "failed": len(report.failed)})
         preview = ""
         if generated:

@@ -34,11 +34,11 @@ class BatchClient(Protocol):
     def complete_batch(self, requests: Sequence[LLMRequest], label: str) -> list[LLMResult]: ...
 
 
-def build_request(task: CorpusTask, *, model: str | None, tag: str) -> LLMRequest:
+def build_request(task: CorpusTask, *, model: str | None, tag: str, max_tokens: int = MAX_TOKENS) -> LLMRequest:
     return LLMRequest(
         messages=[ChatMessage(role="system", content=SYSTEM_PROMPT), ChatMessage(role="user", content=task.prompt)],
         temperature=TEMPERATURE,
-        max_tokens=MAX_TOKENS,
+        max_tokens=max_tokens,
         model=model,
         tag=tag,
     )
@@ -116,6 +116,7 @@ def generate_missing(
     chunk_size: int = DEFAULT_CHUNK,
     on_chunk: Callable[[int, int], None] | None = None,
     writers: int = WRITER_THREADS,
+    max_tokens: int = MAX_TOKENS,
 ) -> GenerationReport:
     """Ask the client for every task's text and write each answer to its ``.corpus`` file.
 
@@ -130,7 +131,9 @@ def generate_missing(
         return report
 
     def ask(chunk: list[CorpusTask]) -> list[LLMResult]:
-        results = client.complete_batch([build_request(t, model=model, tag=tag) for t in chunk], label=label)
+        results = client.complete_batch(
+            [build_request(t, model=model, tag=tag, max_tokens=max_tokens) for t in chunk], label=label
+        )
         if len(results) != len(chunk):
             raise RuntimeError(f"LLM client returned {len(results)} results for {len(chunk)} requests")
         return results
