@@ -161,6 +161,7 @@ def finetune_chain(role: str, *, train_asset: str, val_asset: str, group: str, c
             "ppl_merged": result["ppl_merged"],
             "ppl_gguf": result["ppl_gguf"],
             "ppl_degradation_pct": round(100 * result["ppl_degradation"], 2),
+            **({"ppl_f16_gguf": result["ppl_intermediate_gguf"]} if result.get("ppl_intermediate_gguf") else {}),
             "chat_finish_reason": str(chat.get("finish_reason")),
             "chat_reply": dg.MetadataValue.md(f"**{chat.get('prompt', '')}**\n\n{chat.get('reply', '')}"),
             "stage_seconds": dg.MetadataValue.json({k: round(v, 1) for k, v in result["timings"].items()}),

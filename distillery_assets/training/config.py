@@ -57,6 +57,7 @@ class ExportSettings(_Strict):
     merge_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_ppl_degradation: float = Field(default=0.05, ge=0.0)
     ppl_max_examples: int | None = Field(default=None, gt=0)
+    ppl_f16: bool = Field(default=False, description="also score the f16 GGUF: separates conversion from quantization error")
 
 
 class TrainConfig(_Strict):

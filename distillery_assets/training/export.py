@@ -123,6 +123,12 @@ def export_gguf(
         intermediate_bytes = intermediate.stat().st_size
         timings["convert_s"] = time.perf_counter() - t
 
+        ppl_f16 = None
+        if ex.ppl_f16:
+            t = time.perf_counter()
+            ppl_f16 = gguf_perplexity(intermediate, val.examples, threads=threads)
+            timings["ppl_f16_s"] = time.perf_counter() - t
+
         t = time.perf_counter()
         with atomic_path(final) as tmp:
             quantize_gguf(intermediate, tmp, ex.quant, threads=threads)
@@ -157,6 +163,7 @@ def export_gguf(
         "gguf_bytes": info["bytes"],
         "ppl_merged": merged_ppl,
         "ppl_gguf": gguf_ppl,
+        "ppl_intermediate_gguf": ppl_f16,
         "ppl_degradation": degradation,
         "ppl_degradation_ok": degradation <= ex.max_ppl_degradation,
         "ppl_examples": len(val.examples),
