@@ -231,15 +231,33 @@ DATASET_CHECKS = [_dataset_check(k, role) for role in ("educator", "poet") for k
 
 # ---- fine-tunes (built by the shared factory) and sample sessions ------------------------------------------
 
+# Each GGUF also lists the data assets it descends from as (non-loading) deps: true lineage, and it makes
+# `--select '+poet_gguf'` (one layer upstream in Dagster's syntax) take the whole chain from an empty data dir.
+LINEAGE_DEPS = {
+    "educator_gguf": ["poetry_good_poems", "poetry_bad_poems", *[a for t, a in TASK_ASSETS.items() if t != "poet_pair"],
+                      "base_model"],
+    "poet_gguf": ["poetry_briefs", "poetry_poet_pairs", "base_model"],
+}
+
+
+def _with_lineage(spec: dg.AssetSpec) -> dg.AssetSpec:
+    extra = LINEAGE_DEPS.get(spec.key.to_user_string())
+    if not extra:
+        return spec
+    have = {d.asset_key for d in spec.deps}
+    return spec.merge_attributes(deps=[dg.AssetKey(k) for k in extra if dg.AssetKey(k) not in have])
+
+
 def _finetune_assets() -> list:
     from assets.finetune import finetune_chain
 
-    return [
+    chain = [
         *finetune_chain("educator", train_asset="educator_train", val_asset="educator_val", group=GROUP,
                         config_file="educator.yaml"),
         *finetune_chain("poet", train_asset="poet_train", val_asset="poet_val", group=GROUP,
                         config_file="poet.yaml"),
     ]
+    return dg.map_asset_specs(_with_lineage, chain)
 
 
 @dg.asset(group_name=GROUP, description="A few tutor sessions (brief, drafts, critiques, final note) run on the exported GGUF files.")
