@@ -124,14 +124,15 @@ def gutenberg_chunks(gutenberg_books: Path, config: ChunkConfig) -> dg.Output[Pa
     })
 
 
-@dg.asset_check(asset=gutenberg_chunks, description="Chunk ids are unique and lengths respect the minimum.")
+@dg.asset_check(asset=gutenberg_chunks, description="Chunk ids are unique, stable (<book id>-<index>) and lengths true.")
 def gutenberg_chunks_valid(gutenberg_chunks: Path) -> dg.AssetCheckResult:
     rows = read_jsonl(gutenberg_chunks)
     ids = Counter(r["chunk_id"] for r in rows)
     dupes = [i for i, n in ids.items() if n > 1]
-    short = [r["chunk_id"] for r in rows if r["length"] < 256]
-    return dg.AssetCheckResult(passed=bool(rows) and not dupes and not short,
-                               metadata={"chunks": len(rows), "duplicate_ids": str(dupes[:20]), "too_short": str(short[:20])})
+    bad = [r["chunk_id"] for r in rows if not r["text"].strip() or r["length"] != len(r["text"])
+           or r["chunk_id"] != f"{r['source_id']}-{r['index']}"]
+    return dg.AssetCheckResult(passed=bool(rows) and not dupes and not bad,
+                               metadata={"chunks": len(rows), "duplicate_ids": str(dupes[:20]), "malformed": str(bad[:20])})
 
 
 # ---------------------------------------------------------------------------- keyword-filtered chunks
@@ -145,23 +146,38 @@ class ThemeFilterConfig(dg.Config):
 def theme_chunks(context: dg.AssetExecutionContext, gutenberg_chunks: Path, config: ThemeFilterConfig) -> dg.Output[Path]:
     sets = keywords.load_keyword_sets(_cfg(theme_config.KEYWORDS_FILE))
     counter = keywords.KeywordCounter(sets)
-    rows = read_jsonl(gutenberg_chunks)
-    started = time.perf_counter()
-    counts = counter.count_many([r["text"] for r in rows])
-    elapsed = time.perf_counter() - started
-    kept, theme_hits = [], Counter()
-    for row, count in zip(rows, counts):
-        if count["total"] >= config.min_matches:
-            kept.append({**row, "keyword_counts": count})
-            theme_hits.update({t: 1 for t in sets if count[t]})
+    totals: list[int] = []
+    theme_hits: Counter = Counter()
+    elapsed, megabytes = 0.0, 0.0
+
+    def kept_rows():  # streamed in batches so a full-size corpus never sits in memory at once
+        batch: list[dict] = []
+        for _, row in iter_jsonl(gutenberg_chunks, on_error="raise"):
+            batch.append(row)
+            if len(batch) == 8192:
+                yield from flush(batch)
+                batch = []
+        yield from flush(batch)
+
+    def flush(batch: list[dict]):
+        nonlocal elapsed, megabytes
+        started = time.perf_counter()
+        counts = counter.count_many([r["text"] for r in batch])
+        elapsed += time.perf_counter() - started
+        megabytes += sum(len(r["text"].encode("utf-8")) for r in batch) / 1e6
+        for row, count in zip(batch, counts):
+            totals.append(count["total"])
+            if count["total"] >= config.min_matches:
+                theme_hits.update({t: 1 for t in sets if count[t]})
+                yield {**row, "keyword_counts": count}
+
     path = _out("theme_chunks.jsonl")
-    atomic_write_jsonl(path, kept)
-    megabytes = sum(len(r["text"].encode("utf-8")) for r in rows) / 1e6
+    n_kept = atomic_write_jsonl(path, kept_rows())
     context.log.info(f"keyword counting: {megabytes:.2f} MB in {elapsed:.3f}s")
     return dg.Output(path, metadata={
-        "kept": len(kept), "total": len(rows), "kept_fraction": round(len(kept) / len(rows), 4) if rows else 0.0,
+        "kept": n_kept, "total": len(totals), "kept_fraction": round(n_kept / len(totals), 4) if totals else 0.0,
         "min_matches": config.min_matches,
-        "histogram_of_totals": _md_table(list(keywords.histogram(c["total"] for c in counts).items()), ("total", "chunks")),
+        "histogram_of_totals": _md_table(list(keywords.histogram(totals).items()), ("total", "chunks")),
         "top_themes": _md_table(theme_hits.most_common(16), ("theme", "kept chunks with >=1 keyword")),
         "count_rate_mb_s": round(megabytes / elapsed, 1) if elapsed > 0 else 0.0,
     })
