@@ -10,8 +10,6 @@ the domain library, not handed to an IO manager), so a ``--partition-range`` or 
 partitions runs as one run. The domain logic lives in :mod:`distillery_assets.corpus`.
 """
 
-import statistics
-
 import dagster as dg
 from pydantic import Field
 
@@ -19,13 +17,13 @@ from distillery_assets.corpus.generate import DEFAULT_CHUNK, MAX_TOKENS, generat
 from distillery_assets.corpus.layout import CorpusKind, corpus_root, partition_dir, stale_temp_files
 from distillery_assets.corpus.plan import PartitionPlan, scan_partition
 from distillery_assets.corpus.prompts import leaves_for, word_target_for, write_leaf
-from distillery_assets.corpus.quality import inspect_corpus, word_stats
+from distillery_assets.corpus.quality import inspect_corpus
+from distillery_assets.corpus.summary import PREVIEW_CHARS, rejects_summary, relative, run_summary
 from distillery_assets.corpus.tables import default_tables
 from distillery_assets.partitions import encyclopedia_category_partitions, story_group_partitions  # noqa: F401
 from resources.catalog import CatalogResource
 from resources.llm import LLMResource
 
-_PREVIEW_CHARS = 1200
 
 
 class CorpusRootConfig(dg.Config):
@@ -47,13 +45,6 @@ class CorpusGenerateConfig(CorpusRootConfig):
     )
 
 
-def _rel(path, root) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)
-
-
 def _md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
@@ -65,6 +56,50 @@ def _require_keys(context: dg.AssetExecutionContext) -> list[str]:
     if not keys:
         raise dg.Failure("the run selects no partitions (is the --partition-range given in partition order?)")
     return keys
+
+
+def _plan_run(context, kind: CorpusKind, keys: list[str], root, prompts_name: str) -> dict[str, PartitionPlan]:
+    """Read the partitions' prompts.txt files; log every rejected line; sweep temp files of killed runs."""
+    plans = _scan(kind, keys, root)
+    unscaffolded = [k for k, p in plans.items() if not p.prompt_files]
+    if unscaffolded:
+        raise dg.Failure(f"no prompts.txt under {root / kind.value} for {unscaffolded}: "
+                         f"materialize {prompts_name} for these partitions first")
+    for plan in plans.values():
+        for reject in plan.rejects:
+            context.log.warning(f"rejected {reject}")
+        for temp in stale_temp_files(plan.directory):
+            context.log.warning(f"removing leftover temporary file of a killed run: {temp}")
+            temp.unlink(missing_ok=True)
+    return plans
+
+
+def _dry_run(context, asset_name: str, plans: dict[str, PartitionPlan], root, would_generate: int):
+    """One observation per partition listing its missing files; nothing is called, nothing materialized."""
+    context.log.info(f"dry run: {sum(len(p.pending) for p in plans.values())} missing, "
+                     f"{would_generate} would be generated with this limit")
+    for key, plan in plans.items():
+        missing = [relative(t.path, root) for t in plan.pending]
+        yield dg.AssetObservation(asset_key=asset_name, partition=key, metadata={
+            "dry_run": True, "missing": len(missing), "present": len(plan.existing),
+            "would_generate_this_run": would_generate, "rejected_lines": len(plan.rejects),
+            "rejects": dg.MetadataValue.json([str(r) for r in plan.rejects][:200]),
+            "missing_files": dg.MetadataValue.md("\n".join(f"- {m}" for m in missing[:500]) or "(none)"),
+        })
+
+
+def _record(catalog: CatalogResource, context, asset_name: str, after: dict[str, PartitionPlan], summary: dict,
+            config: CorpusGenerateConfig) -> None:
+    """Each partition directory as an artefact (inputs: its prompts.txt files) and the run's usage."""
+    cat = catalog.get()
+    generated_now = {row[0]: row[3] for row in summary["by_partition"]}
+    for key, plan in after.items():
+        cat.record_artifact(asset_key=asset_name, partition=key, path=plan.directory, run_id=context.run_id,
+                            record_count=len(plan.existing), inputs=plan.prompt_files,
+                            metadata={"generated": generated_now[key], "missing": len(plan.pending)})
+    cat.record_run(kind="generate", name=asset_name, partition=",".join(after), run_id=context.run_id,
+                   params={"limit": config.limit, "model": config.model, "max_tokens": config.max_tokens},
+                   metrics={**summary["usage"], "generated": summary["generated"], "failed": summary["failed"]})
 
 
 def _scan(kind: CorpusKind, keys: list[str], root) -> dict[str, PartitionPlan]:
@@ -95,7 +130,7 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
                 written = write_leaf(root, leaf)
                 cat.record_artifact(asset_key=prompts_name, partition=key, path=written.path,
                                     run_id=context.run_id, record_count=written.lines)
-                rows.append([key, _rel(written.path, root), written.lines, "yes" if written.changed else "no"])
+                rows.append([key, relative(written.path, root), written.lines, "yes" if written.changed else "no"])
                 first = first or written.path
         context.log.info(f"wrote {len(rows)} prompts.txt files ({sum(r[2] for r in rows)} prompts) under {root}")
         return dg.MaterializeResult(
@@ -106,7 +141,7 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
                 "prompts": sum(r[2] for r in rows),
                 "changed_files": sum(r[3] == "yes" for r in rows),
                 "files": dg.MetadataValue.md(_md_table(["partition", "prompts.txt", "prompts", "changed"], rows)),
-                "preview": dg.MetadataValue.md("```\n" + first.read_text(encoding="utf-8")[:_PREVIEW_CHARS] + "\n```"),
+                "preview": dg.MetadataValue.md("```\n" + first.read_text(encoding="utf-8")[:PREVIEW_CHARS] + "\n```"),
             }
         )
 
@@ -116,103 +151,60 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
         partitions_def=partitions_def,
         deps=[prompts_asset],
         backfill_policy=dg.BackfillPolicy.single_run(),
+        output_required=False,  # a dry run observes, it does not materialize
         kinds={"python"},
         description="The missing .corpus files of the partition, generated by the LLM resource (temperature 0.8, "
         "up to 4096 tokens, plain prose) and written atomically; existing files are skipped.",
     )
     def corpus_asset(
         context: dg.AssetExecutionContext, config: CorpusGenerateConfig, llm: LLMResource, catalog: CatalogResource
-    ) -> dg.MaterializeResult:
+    ):
         if config.limit is not None and config.limit < 1:
             raise dg.Failure(f"config.limit must be at least 1 or null (got {config.limit}); use dry_run to list")
-        tables, root = default_tables(), corpus_root(config.corpus_root)
-        keys = _require_keys(context)
-        plans = _scan(kind, keys, root)
-        unscaffolded = [k for k, p in plans.items() if not p.prompt_files]
-        if unscaffolded:
-            raise dg.Failure(f"no prompts.txt under {root / kind.value} for {unscaffolded}: "
-                             f"materialize {prompts_name} for these partitions first")
-        for plan in plans.values():
-            for reject in plan.rejects:
-                context.log.warning(f"rejected {reject}")
-            for temp in stale_temp_files(plan.directory):
-                context.log.warning(f"removing leftover temporary file of a killed run: {temp}")
-                temp.unlink(missing_ok=True)
+        tables, root, keys = default_tables(), corpus_root(config.corpus_root), _require_keys(context)
+        plans = _plan_run(context, kind, keys, root, prompts_name)
         pending = [task for plan in plans.values() for task in plan.pending]
         selected = pending if config.limit is None else pending[: config.limit]
-        base = {
-            "corpus_root": dg.MetadataValue.path(str(root)),
-            "partitions": len(keys),
-            "skipped_existing": sum(len(p.existing) for p in plans.values()),
-            "rejected_lines": sum(len(p.rejects) for p in plans.values()),
-            "rejects": dg.MetadataValue.json([str(r) for p in plans.values() for r in p.rejects][:200]),
-        }
         if config.dry_run:
-            missing = [_rel(t.path, root) for t in pending]
-            context.log.info(f"dry run: {len(missing)} missing, {len(selected)} would be generated")
-            return dg.MaterializeResult(metadata={
-                **base, "dry_run": True, "missing": len(missing), "would_generate": len(selected),
-                "missing_files": dg.MetadataValue.md("\n".join(f"- {m}" for m in missing[:500]) or "(none)"),
-            })
+            yield from _dry_run(context, corpus_name, plans, root, len(selected))
+            return
 
-        client = llm.get_client(context)
         report = generate_missing(
-            selected, client, model=config.model, tag=corpus_name,
+            selected, llm.get_client(context), model=config.model, tag=corpus_name,
             label=f"{corpus_name}/{keys[0] if len(keys) == 1 else f'{keys[0]}...{keys[-1]}'}",
             chunk_size=config.chunk_size, max_tokens=config.max_tokens,
             on_chunk=lambda done, total: context.log.info(f"{corpus_name}: {done}/{total} requests answered"),
         )
         for outcome in report.failed:
-            context.log.error(f"FAILED {_rel(outcome.task.path, root)}: {outcome.reason}")
-
+            context.log.error(f"FAILED {relative(outcome.task.path, root)}: {outcome.reason}")
         after = _scan(kind, keys, root)
-        cat = catalog.get()
-        per_partition = []
-        for key, plan in after.items():
-            cat.record_artifact(
-                asset_key=corpus_name, partition=key, path=plan.directory, run_id=context.run_id,
-                record_count=len(plan.existing), inputs=plan.prompt_files,
-                metadata={"generated": sum(o.task.path.is_relative_to(plan.directory) for o in report.generated)},
-            )
-            per_partition.append([key, len(plan.existing), len(plan.pending), word_target_for(tables, kind, key)])
-
-        generated = report.generated
-        words = {key: [o.words for o in generated if o.task.path.is_relative_to(after[key].directory)] for key in keys}
-        stats = {key: word_stats(counts, word_target_for(tables, kind, key)) for key, counts in words.items() if counts}
-        totals = report.totals()
-        cat.record_run(kind="generate", name=corpus_name, partition=",".join(keys), run_id=context.run_id,
-                       params={"limit": config.limit, "model": config.model, "max_tokens": config.max_tokens},
-                       metrics={
-                           **totals, "generated": len(generated), "failed": len(report.failed)})
-        preview = ""
-        if generated:
-            sample = generated[0].task
-            preview = f"**{_rel(sample.path, root)}**\n\n> {sample.prompt}\n\n" + sample.path.read_text(
-                encoding="utf-8")[:_PREVIEW_CHARS]
-        if report.failed and not generated:
-            raise dg.Failure(
-                f"all {len(report.failed)} requests failed; first: {report.failed[0].reason}",
-                metadata={"failed": dg.MetadataValue.json({_rel(o.task.path, root): o.reason for o in report.failed})},
-            )
-        all_words = [o.words for o in generated]
-        return dg.MaterializeResult(metadata={
-            **base,
-            "dry_run": False,
-            "generated": len(generated),
-            "failed": len(report.failed),
-            "failures": dg.MetadataValue.json({_rel(o.task.path, root): o.reason for o in report.failed}),
-            "truncated_at_max_tokens": sum(o.truncated for o in generated),
-            "still_missing": sum(len(p.pending) for p in after.values()),
-            "words_median": float(statistics.median(all_words)) if all_words else 0.0,
-            "words_per_file": dg.MetadataValue.json(stats),
-            "by_partition": dg.MetadataValue.md(
-                _md_table(["partition", "present", "missing", "word target"], per_partition)),
-            "llm_requests": totals["requests"],
-            "llm_cache_hits": totals["cache_hits"],
-            "input_tokens": totals["input_tokens"],
-            "output_tokens": totals["output_tokens"],
-            "estimated_cost_usd": totals["cost_usd"],
-            "preview": dg.MetadataValue.md(preview or "(nothing generated)"),
+        summary = run_summary(report, after, {k: word_target_for(tables, kind, k) for k in keys}, root)
+        _record(catalog, context, corpus_name, after, summary, config)
+        if report.failed and not report.generated:
+            raise dg.Failure(f"all {len(report.failed)} requests failed; first: {report.failed[0].reason}",
+                             metadata={"failures": dg.MetadataValue.json(summary["failures"])})
+        usage = summary["usage"]
+        yield dg.MaterializeResult(metadata={
+            "corpus_root": dg.MetadataValue.path(str(root)),
+            "partitions": len(keys),
+            "generated": summary["generated"],
+            "skipped_existing": sum(len(p.existing) for p in plans.values()),
+            "failed": summary["failed"],
+            "failures": dg.MetadataValue.json(summary["failures"]),
+            "still_missing": summary["still_missing"],
+            "rejected_lines": sum(len(p.rejects) for p in plans.values()),
+            "rejects": dg.MetadataValue.json(rejects_summary(plans)),
+            "truncated_at_max_tokens": summary["truncated_at_max_tokens"],
+            "words_median": summary["words_median"],
+            "words_per_file": dg.MetadataValue.json(summary["words_per_file"]),
+            "by_partition": dg.MetadataValue.md(_md_table(
+                ["partition", "present", "missing", "generated now", "word target"], summary["by_partition"])),
+            "llm_requests": usage["requests"],
+            "llm_cache_hits": usage["cache_hits"],
+            "input_tokens": usage["input_tokens"],
+            "output_tokens": usage["output_tokens"],
+            "estimated_cost_usd": usage["cost_usd"],
+            "preview": dg.MetadataValue.md(summary["preview"] or "(nothing generated)"),
         })
 
     @dg.asset_check(asset=prompts_asset, name="every_line_parses",
@@ -256,7 +248,7 @@ def _inspect(partitions_def: dg.PartitionsDefinition, kind: CorpusKind, root, *,
             for f in findings:
                 if (f.code == "word_count") != with_target:
                     continue
-                (errors if f.severity == "error" else warnings).setdefault(_rel(task.path, root), []).append(f.message)
+                (errors if f.severity == "error" else warnings).setdefault(relative(task.path, root), []).append(f.message)
     severity = dg.AssetCheckSeverity.ERROR if errors else dg.AssetCheckSeverity.WARN
     return dg.AssetCheckResult(
         passed=not errors and not warnings,

@@ -68,10 +68,11 @@ def test_corpus_asset_dry_run_limit_resume_rejects_and_checks(data_dir):
     leaf.write_text(leaf.read_text() + "no_space_here\n../escape.corpus Sneaky.\nnotes.txt Wrong suffix.\n")
 
     dry = run([corpus.encyclopedia_corpus], partition="mathematics", config={"dry_run": True})
-    assert dry.success and CALLS == []
-    assert meta(dry, "encyclopedia_corpus")["would_generate"] == 10
-    assert meta(dry, "encyclopedia_corpus")["missing"] == 100
-    assert meta(dry, "encyclopedia_corpus")["rejected_lines"] == 3
+    assert dry.success and CALLS == [] and dry.get_asset_materialization_events() == []
+    [observed] = dry.asset_observations_for_node("encyclopedia_corpus")
+    listed = {k: v.value for k, v in observed.metadata.items()}
+    assert (listed["missing"], listed["would_generate_this_run"], listed["rejected_lines"]) == (100, 10, 3)
+    assert "- encyclopedia/mathematics/algebra/algebra_introduction.corpus" in listed["missing_files"]
 
     parse_check, prose_check, words_check = corpus._encyclopedia_checks
     check_only = dg.materialize([corpus.encyclopedia_prompts, parse_check], selection=dg.AssetSelection.checks(parse_check),

@@ -138,3 +138,18 @@ def test_word_stats():
         "files": 3, "min": 100, "median": 300, "max": 500, "target": "200-400", "below": 1, "within": 1, "above": 1
     }
     assert word_stats([]) == {"files": 0}
+
+
+def test_run_summary_counts_words_per_partition_against_target(tmp_path):
+    from distillery_assets.corpus.summary import run_summary
+
+    part = make_partition(tmp_path, 3)
+    client = FakeBatchClient(fail_prompts={"Prompt number 2."})
+    report = gen.generate_missing(scan_partition(part).pending, client)
+    summary = run_summary(report, {"cat": scan_partition(part)}, {"cat": "4-5"}, tmp_path)
+    assert (summary["generated"], summary["failed"], summary["still_missing"]) == (2, 1, 1)
+    assert summary["failures"] == {"cat/sub/doc_2.corpus": "HTTP 500 from provider"}
+    assert summary["words_per_file"]["cat"] == {"files": 2, "min": 5, "median": 5, "max": 5, "target": "4-5",
+                                                "below": 0, "within": 2, "above": 0}
+    assert summary["by_partition"] == [["cat", 2, 1, 2, "4-5"]]
+    assert summary["preview"].startswith("**cat/sub/doc_0.corpus**\n\n> Prompt number 0.\n\nProse answering")
