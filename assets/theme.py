@@ -16,10 +16,10 @@ import dagster as dg
 
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, iter_jsonl, read_jsonl
 from distillery_assets.paths import config_dir, data_dir, inputs_dir
-from distillery_assets.theme import books, chunking, keywords, modelbench, splits
+from distillery_assets.theme import books, chunking, keywords, modelbench, setup, splits
 from distillery_assets.theme import config as theme_config
 from distillery_assets.theme.generate import ChatMLGenerator, GenerationSettings, GenSpec, rejects_log
-from distillery_assets.theme.validate import AnachronismMatcher, ExampleValidator, ValidatorSettings
+from distillery_assets.theme.validate import ValidatorSettings
 
 GROUP = "theme"
 
@@ -226,22 +226,13 @@ def _llm_complete(context: dg.AssetExecutionContext):
 
 
 def build_generator(config: ChatMLConfig, llm_target: str = "") -> ChatMLGenerator:
-    files = [_cfg(n) for n in (theme_config.PERSONAS_FILE, theme_config.QUERY_THEMES_FILE,
-                                theme_config.ANACHRONISMS_FILE, theme_config.KEYWORDS_FILE)]
     settings = GenerationSettings(
         examples_per_chunk=config.examples_per_chunk, temperature=config.temperature, max_tokens=config.max_tokens,
         max_passage_chars=config.max_passage_chars, min_chunk_chars=config.min_chunk_chars,
         max_reasks=config.extra_reasks, seed=config.seed, batch_chunks=config.batch_chunks, model=config.model)
-    validator = ExampleValidator(
-        keywords=keywords.KeywordCounter(keywords.load_keyword_sets(files[3])),
-        anachronisms=AnachronismMatcher(theme_config.load_lines(files[2], "anachronism")),
-        settings=ValidatorSettings(config.min_response_chars, config.max_response_chars,
-                                   config.min_theme_keywords, config.near_duplicate_jaccard))
-    # the journal belongs to one setup: generation settings, validator settings, config files, LLM target
-    fingerprint = settings.fingerprint(theme_config.file_digest(*files), json.dumps(validator.settings.__dict__), llm_target)
-    return ChatMLGenerator(theme_config.load_personas(files[0]),
-                           theme_config.load_lines(files[1], "query theme"), validator, settings,
-                           journal_path=_out("chatml_work") / fingerprint / "journal.jsonl")
+    checks = ValidatorSettings(config.min_response_chars, config.max_response_chars, config.min_theme_keywords,
+                               config.near_duplicate_jaccard)
+    return setup.build_generator(config_dir() / "theme", _out("chatml_work"), settings, checks, llm_target)
 
 
 @dg.asset(group_name=GROUP, required_resource_keys={"llm", "catalog"},

@@ -13,27 +13,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distillery_assets.paths import config_dir, inputs_dir  # noqa: E402
-from distillery_assets.theme import books, chunking, config, keywords, modelbench  # noqa: E402
-from distillery_assets.theme.generate import ChatMLGenerator, GenerationSettings  # noqa: E402
-from distillery_assets.theme.validate import AnachronismMatcher, ExampleValidator  # noqa: E402
+from distillery_assets.theme import books, chunking, modelbench  # noqa: E402
+from distillery_assets.theme.generate import GenerationSettings  # noqa: E402
+from distillery_assets.theme.setup import build_generator  # noqa: E402
 
 
 def sample_prompt(book_id: int = 624, chunk_index: int = 40) -> list[dict[str, str]]:
-    cfg = config_dir() / "theme"
+    """The real generator prompt for one chunk of a shipped sample book."""
     batch = books.from_local_dir(inputs_dir() / "gutenberg", books.BookSelection(categories={"x": [book_id]}))
-    chunk = [c for c in chunking.chunk_book(batch.records[0])][chunk_index]
-    validator = ExampleValidator(keywords.KeywordCounter(keywords.load_keyword_sets(cfg / config.KEYWORDS_FILE)),
-                                 AnachronismMatcher([]))
-    gen = ChatMLGenerator(config.load_personas(cfg / config.PERSONAS_FILE),
-                          config.load_lines(cfg / config.QUERY_THEMES_FILE, "query theme"), validator,
-                          GenerationSettings(examples_per_chunk=1), journal_path=Path("/nonexistent/journal.jsonl"))
-    persona, topic = gen.plan(chunk)[0]
-    return gen.first_spec(chunk, persona, topic, 0).messages
+    chunk = list(chunking.chunk_book(batch.records[0]))[chunk_index]
+    with tempfile.TemporaryDirectory() as work:
+        gen = build_generator(config_dir() / "theme", Path(work), GenerationSettings(examples_per_chunk=1))
+        persona, topic = gen.plan(chunk)[0]
+        return gen.first_spec(chunk, persona, topic, 0).messages
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -173,3 +173,21 @@ def test_split_ratio_seed_and_no_overlap():
     assert splits.record_problems(train[:1], "train") and not splits.record_problems(
         [{"messages": [{"role": r, "content": "x"} for r in ("system", "user", "assistant")],
           "metadata": {"chunk_id": "1-1"}}], "t")
+
+
+def test_journal_location_follows_the_setup(tmp_path):
+    import shutil
+
+    from distillery_assets.theme.setup import build_generator
+    from distillery_assets.theme.validate import ValidatorSettings
+
+    base = build_generator(CFG, tmp_path, GenerationSettings(batch_chunks=4)).journal.path
+    assert build_generator(CFG, tmp_path, GenerationSettings(batch_chunks=1)).journal.path == base
+    assert build_generator(CFG, tmp_path, GenerationSettings(examples_per_chunk=3)).journal.path != base
+    assert build_generator(CFG, tmp_path, GenerationSettings(), ValidatorSettings(min_theme_keywords=1)).journal.path != base
+    assert build_generator(CFG, tmp_path, GenerationSettings(), llm_target="openai|x").journal.path != base
+    edited = tmp_path / "cfg"
+    shutil.copytree(CFG, edited)
+    with open(edited / "query_themes.txt", "a") as fh:
+        fh.write("a brand new topic\n")
+    assert build_generator(edited, tmp_path, GenerationSettings()).journal.path != base
