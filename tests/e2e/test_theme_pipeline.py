@@ -80,14 +80,14 @@ def _check_chain(data_dir: Path, chunks_expected: int, examples_per_chunk: int) 
 
 def test_local_provider_then_rerun_resumes(data_dir):
     env = _env(data_dir, DISTILLERY_LLM_PROVIDER="local")
-    ops = {"theme_chatml": {"config": {"max_chunks": 2, "examples_per_chunk": 1, "max_tokens": 160, "max_passage_chars": 500}}}
+    ops = {"theme_chatml": {"config": {"max_chunks": 1, "examples_per_chunk": 1, "max_tokens": 160, "max_passage_chars": 400}}}
     _materialize(env, ops)
-    stats = _check_chain(data_dir, 2, 1)
-    assert stats["chunks_processed"] == 2 and stats["llm_calls"] == 2
+    stats = _check_chain(data_dir, 1, 1)
+    assert stats["chunks_processed"] == 1 and stats["llm_calls"] == 1
     first = (data_dir / "theme" / "theme_chatml.jsonl").read_bytes()
     _materialize(env, ops)
     again = json.loads((data_dir / "theme" / "theme_chatml.stats.json").read_text())
-    assert again["chunks_resumed_from_checkpoint"] == 2 and again["llm_calls"] == 0
+    assert again["chunks_resumed_from_checkpoint"] == 1 and again["llm_calls"] == 0
     assert (data_dir / "theme" / "theme_chatml.jsonl").read_bytes() == first
 
 
@@ -126,7 +126,7 @@ def llama_server(tmp_path):
 def test_real_openai_compatible_server_and_model_benchmark(data_dir, llama_server):
     base, model = llama_server
     env = _env(data_dir, DISTILLERY_LLM_PROVIDER="openai", DISTILLERY_LLM_BASE_URL=base, DISTILLERY_LLM_MODEL=model)
-    ops = {"theme_chatml": {"config": {"max_chunks": 1, "examples_per_chunk": 2, "max_tokens": 160, "max_passage_chars": 500}}}
+    ops = {"theme_chatml": {"config": {"max_chunks": 1, "examples_per_chunk": 2, "max_tokens": 160, "max_passage_chars": 400}}}
     _materialize(env, ops)
     stats = _check_chain(data_dir, 1, 2)
     assert stats["llm_calls"] == 2 and stats["output_tokens"] > 0
