@@ -32,6 +32,7 @@ _START = re.compile(r"\*\*\*\s*START OF (?:THIS|THE) PROJECT GUTENBERG E-?BOOK\b
 _END = re.compile(r"^[^\n]*?\*\*\*\s*END OF (?:THIS|THE) PROJECT GUTENBERG E-?BOOK", re.I | re.M)
 # Master files without markers end with "End of Project Gutenberg's <title>" or "End of the Project ...".
 _LEGACY_END = re.compile(r"^\s*End of (?:the )?Project Gutenberg'?s?\b", re.I | re.M)
+_CREDIT = re.compile(r"\s*(?:Produced by|E-text prepared by|Transcribed (?:by|from)|This e-?text was prepared by)\b", re.I)
 _YEAR = re.compile(
     r"(?:copyright|published|first edition|first printed|printed)\b[^0-9\n]{0,25}(1[4-9]\d\d|20\d\d)", re.I
 )
@@ -135,7 +136,16 @@ def strip_gutenberg(text: str) -> Stripped:
         warning = "no START marker; kept everything before the footer"
     elif not end:
         warning = "no END marker; kept everything after the header"
-    return Stripped(text=text[body_start:body_end].strip("\n"), header=header, warning=warning)
+    body = text[body_start:body_end].strip()
+    # older files also close with "End of the Project Gutenberg EBook of ..." just before the END marker,
+    # and open with a transcriber's credit paragraph ("Produced by ...")
+    tail = _LEGACY_END.search(body, max(0, len(body) - 600))
+    if tail:
+        body = body[: tail.start()].rstrip()
+    first, sep, rest = body.partition("\n\n")
+    if _CREDIT.match(first) and rest.strip():
+        body = rest.strip()
+    return Stripped(text=body, header=header, warning=warning)
 
 
 def header_fields(header: str) -> dict[str, str]:

@@ -133,3 +133,10 @@ def test_selection_file_errors(tmp_path):
 def test_unsafe_ids_cannot_make_paths(tmp_path):
     assert books.dedupe([{"id": 1}, {"id": 1}, {"id": 2}]).__next__()["id"] == 1
     assert Path(books.safe_child(tmp_path, "pg1.txt")).parent == tmp_path.resolve()
+
+
+def test_credit_paragraph_and_old_closing_line_removed():
+    body = ("Produced by A. Volunteer and the Online Team\n\n\n\nTHE TITLE\n\nText of the book.\n\n\n"
+            "End of the Project Gutenberg EBook of The Title, by Someone\n")
+    out = books.strip_gutenberg(wrapped("THIS", body=body))
+    assert out.text == "THE TITLE\n\nText of the book."
