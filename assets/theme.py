@@ -1,10 +1,20 @@
 """Theme pipeline: Gutenberg books -> chunks -> keyword-filtered chunks -> persona ChatML -> train/val
 splits (-> theme LoRA -> GGUF through the shared fine-tune chain), plus the generator-model benchmark.
 
-Thin wiring: the work lives in ``distillery_assets.theme``; editable data in ``data/config/theme/``;
-outputs under ``data/theme/``. Each asset returns the Path it wrote (the IO manager catalogues it).
-"""
+Thin wiring: the work lives in ``distillery_assets.theme``; editable data in ``data/config/theme/``
+(books.json, theme_keywords.json, personas.yaml, query_themes.txt, anachronisms.txt); outputs under
+``data/theme/``. Each asset returns the Path it wrote (the IO manager catalogues it).
 
+Offline run on the shipped sample books (LLM provider from DISTILLERY_LLM_*, default ``local`` SmolLM2):
+
+    dagster asset materialize -m distillery_assets.definitions --select '+theme_chatml_val' \
+        --config-json '{"ops": {"theme_chatml": {"config": {"max_chunks": 4, "examples_per_chunk": 1}}}}'
+
+Against LM Studio / llama.cpp server: DISTILLERY_LLM_PROVIDER=openai DISTILLERY_LLM_BASE_URL=http://localhost:1234/v1
+DISTILLERY_LLM_MODEL=<id>. Killing theme_chatml and materializing again continues after the last finished
+chunk (checkpoint journal under data/theme/chatml_work/<setup fingerprint>/). Model benchmark:
+``--select theme_model_benchmark`` with ``base_url`` config, or ``python benchmarks/theme_models.py``.
+"""
 
 import importlib.util
 import json
