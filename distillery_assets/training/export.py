@@ -111,7 +111,11 @@ def export_gguf(
         timings["merge_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        merged_ppl = torch_perplexity(merged, val.examples, pad_id=tokenizer.pad_token_id or eot_id)
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        merged_ppl = torch_perplexity(merged.to(device), val.examples, pad_id=tokenizer.pad_token_id or eot_id,
+                                      device=device)
         del merged
         timings["ppl_merged_s"] = time.perf_counter() - t
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,7 @@ def export_gguf_step(spec: dict[str, Any], root: Path) -> dict[str, Any]:
         return {**done, "reused": True}
     base = resolve_base(cfg.base_model, Path(root))
     metrics = export_gguf(cfg, base, adapter_dir, val, out_dir, chat_messages=chat_messages,
-                          threads=cfg.threads or 2)
+                          threads=cfg.threads or os.cpu_count() or 2)
     metrics["fingerprint"] = fingerprint
     metrics["gguf_path"] = str(final.relative_to(Path(root).resolve()))
     atomic_write_text(record, json.dumps(metrics, indent=2))
