@@ -24,7 +24,7 @@ from distillery_assets.training.export import gguf_file_name
 from distillery_assets.training.report import loss_table_md, model_card, save_loss_plot
 
 BASE_GROUP = "models"
-CHAT_PROBE = "Introduce yourself in one sentence."
+CHAT_PROBE = "Introduce yourself in one sentence."  # used only when no validation record is usable
 
 
 class FinetuneConfig(dg.Config):
@@ -70,16 +70,17 @@ def _ran_on(compute: Any, device: str) -> str:
     return f"{where} {'GPU' if device == 'cuda' else 'CPU'}"
 
 
-def _chat_messages(train_file: Path) -> list[dict[str, str]]:
-    """A chat probe in the role's own voice: the first training record's system prompt + a short question."""
+def _chat_messages(val_file: Path) -> list[dict[str, str]]:
+    """The chat probe: the first usable validation conversation up to (not including) its last reply."""
     from distillery_assets.io import iter_jsonl
+    from distillery_assets.training.chat_data import validate_messages
 
-    for _, record in iter_jsonl(train_file, on_error="yield"):
+    for _, record in iter_jsonl(val_file, on_error="yield"):
         if isinstance(record, dict):
-            for msg in record.get("messages") or []:
-                if isinstance(msg, dict) and msg.get("role") == "system" and isinstance(msg.get("content"), str):
-                    return [{"role": "system", "content": msg["content"]}, {"role": "user", "content": CHAT_PROBE}]
-            break
+            try:
+                return validate_messages(record)[:-1]
+            except ValueError:
+                continue
     return [{"role": "user", "content": CHAT_PROBE}]
 
 
@@ -128,21 +129,20 @@ def finetune_chain(role: str, *, train_asset: str, val_asset: str, group: str, c
         })
 
     @dg.asset(name=gguf_key, group_name=group, kinds={"gguf"},
-              ins={"adapter": dg.AssetIn(lora_key), "val": dg.AssetIn(val_asset), "train": dg.AssetIn(train_asset)},
+              ins={"adapter": dg.AssetIn(lora_key), "val": dg.AssetIn(val_asset)},
               required_resource_keys={"compute", "catalog"},
               description=f"{role} model: adapter merged into the full-precision base, GGUF f16, quantized.")
-    def gguf(context: dg.AssetExecutionContext, config: FinetuneConfig, adapter: Path, val: Path,
-             train: Path) -> dg.Output:
+    def gguf(context: dg.AssetExecutionContext, config: FinetuneConfig, adapter: Path, val: Path) -> dg.Output:
         cfg = _load_cfg(config_file, config.profile)
         name = gguf_file_name(cfg.base_model, role, cfg.export.quant)
         spec = {"config": cfg.model_dump(), "adapter_dir": _rel(adapter), "val": _rel(val), "out_dir": gguf_rel,
-                "chat_messages": _chat_messages(train)}
+                "chat_messages": _chat_messages(val), "chat_max_tokens": cfg.max_seq}
         inputs = [_rel(adapter), _rel(val)] + ([EMBEDDED_BASE_RELDIR] if cfg.base_model == "embedded" else [])
         outputs = [f"{gguf_rel}/{name}", f"{gguf_rel}/{Path(name).stem}.json"]
         result = context.resources.compute.run_step("export_gguf", spec, inputs=inputs, outputs=outputs)
         if result["ppl_degradation"] > cfg.export.max_ppl_degradation:
             context.log.warning(f"{name}: perplexity {100 * result['ppl_degradation']:+.1f}% vs the merged model")
-        ran_on = _ran_on(context.resources.compute, "cuda" if cfg.needs_cuda else "cpu")
+        ran_on = _ran_on(context.resources.compute, result.get("device", "cpu"))
         if not result.get("reused"):
             context.resources.catalog.get().record_run(
                 kind="export", name=gguf_key, run_id=context.run_id, params=cfg.export.model_dump(),
@@ -220,8 +220,10 @@ def finetune_chain(role: str, *, train_asset: str, val_asset: str, group: str, c
         cfg = _load_cfg(config_file, config.profile)
         path = data_dir() / gguf_rel / gguf_file_name(cfg.base_model, role, cfg.export.quant)
         m = _metrics(path.with_suffix(".json"))
-        messages = (m.get("chat") or {}).get("messages") or [{"role": "user", "content": CHAT_PROBE}]
-        reply = run_chat(path, messages, threads=cfg.threads or 2)
+        recorded = m.get("chat") or {}
+        messages = recorded.get("messages") or [{"role": "user", "content": CHAT_PROBE}]
+        reply = run_chat(path, messages, max_tokens=recorded.get("max_tokens") or cfg.max_seq,
+                         threads=cfg.threads or 2)
         return dg.AssetCheckResult(passed=reply["finish_reason"] == "stop", metadata={
             "finish_reason": str(reply["finish_reason"]), "completion_tokens": reply["completion_tokens"],
             "reply": dg.MetadataValue.md(reply["reply"] or "(empty)")})

@@ -81,6 +81,7 @@ def export_gguf(
     out_dir: Path,
     *,
     chat_messages: list[dict[str, str]] | None = None,
+    chat_max_tokens: int = 256,
     threads: int = 2,
 ) -> dict[str, Any]:
     """Merge, convert, quantize, measure; return metrics. The GGUF lands in ``out_dir``."""
@@ -153,7 +154,7 @@ def export_gguf(
     chat = None
     if chat_messages:
         t = time.perf_counter()
-        chat = chat_check(final, chat_messages, threads=threads)
+        chat = chat_check(final, chat_messages, max_tokens=chat_max_tokens, threads=threads)
         timings["chat_s"] = time.perf_counter() - t
 
     return {
@@ -171,6 +172,7 @@ def export_gguf(
         "ppl_degradation": degradation,
         "ppl_degradation_ok": degradation <= ex.max_ppl_degradation,
         "ppl_examples": len(val.examples),
+        "device": device,
         "chat": chat,
         "timings": timings,
     }

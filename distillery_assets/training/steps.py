@@ -13,7 +13,8 @@ spec for ``train_lora``::
 spec for ``export_gguf``::
 
     {"config": ..., "adapter_dir": "models/lora/poet", "val": "...", "out_dir": "models/gguf/poet",
-     "chat_messages": [{"role": "system", ...}, {"role": "user", ...}]}   # optional
+     "chat_messages": [{"role": "system", ...}, {"role": "user", ...}],   # optional chat check
+     "chat_max_tokens": 512}                                               # optional, default max_seq
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def export_gguf_step(spec: dict[str, Any], root: Path) -> dict[str, Any]:
     chat_messages = spec.get("chat_messages")
     fingerprint = hashlib.sha256(
         json.dumps([trained.get("fingerprint"), cfg.export.model_dump(), cfg.max_seq, _sha256(val),
-                    chat_messages], sort_keys=True).encode()
+                    chat_messages, spec.get("chat_max_tokens")], sort_keys=True).encode()
     ).hexdigest()[:16]
     final = out_dir / gguf_file_name(cfg.base_model, cfg.role, cfg.export.quant)
     record = final.with_suffix(".json")
@@ -109,6 +110,7 @@ def export_gguf_step(spec: dict[str, Any], root: Path) -> dict[str, Any]:
         return {**done, "reused": True}
     base = resolve_base(cfg.base_model, Path(root))
     metrics = export_gguf(cfg, base, adapter_dir, val, out_dir, chat_messages=chat_messages,
+                          chat_max_tokens=int(spec.get("chat_max_tokens") or cfg.max_seq),
                           threads=cfg.threads or os.cpu_count() or 2)
     metrics["fingerprint"] = fingerprint
     metrics["gguf_path"] = str(final.relative_to(Path(root).resolve()))

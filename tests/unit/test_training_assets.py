@@ -1,0 +1,55 @@
+"""The fine-tune factory's shape: keys, dependencies, checks, and one shared base_model for many roles."""
+
+import json
+
+import dagster as dg
+
+from assets.finetune import _chat_messages, base_model, finetune_chain
+
+
+def _chains():
+    return [*finetune_chain("educator", train_asset="educator_train", val_asset="educator_val", group="poetry",
+                            config_file="educator.yaml"),
+            *finetune_chain("poet", train_asset="poet_train", val_asset="poet_val", group="poetry",
+                            config_file="poet.yaml")]
+
+
+def test_each_role_gets_lora_gguf_upload_and_three_checks_sharing_one_base():
+    @dg.asset(name="educator_train")
+    def et(): ...
+
+    @dg.asset(name="educator_val")
+    def ev(): ...
+
+    @dg.asset(name="poet_train")
+    def pt(): ...
+
+    @dg.asset(name="poet_val")
+    def pv(): ...
+
+    from resources.catalog import CatalogResource
+    from resources.compute import ComputeResource
+    from resources.hub import HubResource
+
+    defs = dg.Definitions(assets=[base_model, et, ev, pt, pv, *_chains()],
+                          resources={"compute": ComputeResource(), "catalog": CatalogResource(), "hub": HubResource()})
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    for role in ("educator", "poet"):
+        assert {f"{role}_lora", f"{role}_gguf", f"{role}_gguf_upload"} <= keys
+        parents = {k.to_user_string() for k in graph.get(dg.AssetKey(f"{role}_lora")).parent_keys}
+        assert parents == {f"{role}_train", f"{role}_val", "base_model"}
+        assert {k.to_user_string() for k in graph.get(dg.AssetKey(f"{role}_gguf_upload")).parent_keys} >= {
+            f"{role}_gguf"}
+    checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
+    assert ("poet_lora", "trained_val_loss_below_base") in checks
+    assert ("poet_gguf", "ppl_degradation_within_limit") in checks
+    assert ("educator_gguf", "chat_reply_ends_on_end_of_turn") in checks
+
+
+def test_chat_probe_is_the_first_valid_validation_conversation_without_its_reply(tmp_path):
+    val = tmp_path / "val.jsonl"
+    good = {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
+                         {"role": "assistant", "content": "A"}]}
+    val.write_text("{broken\n" + json.dumps({"messages": []}) + "\n" + json.dumps(good) + "\n")
+    assert _chat_messages(val) == good["messages"][:2]
