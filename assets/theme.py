@@ -26,7 +26,7 @@ import dagster as dg
 
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, iter_jsonl, read_jsonl
 from distillery_assets.paths import config_dir, data_dir, inputs_dir
-from distillery_assets.theme import books, chunking, keywords, modelbench, setup, splits
+from distillery_assets.theme import books, chunking, keywords, modelbench, plots, setup, splits
 from distillery_assets.theme import config as theme_config
 from distillery_assets.theme.generate import ChatMLGenerator, GenerationSettings, GenSpec, rejects_log
 from distillery_assets.theme.validate import ValidatorSettings
@@ -184,10 +184,14 @@ def theme_chunks(context: dg.AssetExecutionContext, gutenberg_chunks: Path, conf
     path = _out("theme_chunks.jsonl")
     n_kept = atomic_write_jsonl(path, kept_rows())
     context.log.info(f"keyword counting: {megabytes:.2f} MB in {elapsed:.3f}s")
+    hist = keywords.histogram(totals)
+    plot_path = _out("theme_chunks_totals.png")
+    plot_md = plots.save_png(plots.totals_histogram_png(hist, config.min_matches), plot_path, "keyword totals")
     return dg.Output(path, metadata={
         "kept": n_kept, "total": len(totals), "kept_fraction": round(n_kept / len(totals), 4) if totals else 0.0,
         "min_matches": config.min_matches,
-        "histogram_of_totals": _md_table(list(keywords.histogram(totals).items()), ("total", "chunks")),
+        "histogram_of_totals": _md_table(list(hist.items()), ("total", "chunks")),
+        "histogram_plot": dg.MetadataValue.md(plot_md), "histogram_png": dg.MetadataValue.path(str(plot_path)),
         "top_themes": _md_table(theme_hits.most_common(16), ("theme", "kept chunks with >=1 keyword")),
         "count_rate_mb_s": round(megabytes / elapsed, 1) if elapsed > 0 else 0.0,
     })

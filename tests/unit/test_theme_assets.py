@@ -49,6 +49,7 @@ def test_bad_books_named_good_books_chunked_and_filtered(data_dir, tmp_path):
     assert kept_meta["kept"].value == len(kept) and kept_meta["total"].value == len(chunks) > len(kept) > 0
     assert all(k["keyword_counts"]["total"] >= 3 for k in kept)
     assert "| total | chunks |" in kept_meta["histogram_of_totals"].value
+    assert (data_dir / "theme" / "theme_chunks_totals.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_all_books_bad_fails_clearly(data_dir, tmp_path):
