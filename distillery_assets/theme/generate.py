@@ -182,10 +182,6 @@ class ChatMLGenerator:
         self.settings = settings
         self.journal = ChunkJournal(journal_path)
         self.tag = tag
-        # rebuild the duplicate-question memory exactly as an uninterrupted run would have it
-        for entry in self.journal.entries.values():
-            for example in entry.get("examples", []):
-                self.validator.questions.add(example["messages"][1]["content"])
 
     # ---------------------------------------------------------------------------------------- specs
     def plan(self, chunk: dict[str, Any]) -> list[tuple[Persona, str]]:
@@ -236,6 +232,11 @@ class ChatMLGenerator:
             else:
                 todo.append(chunk)
         report.chunks_selected = len(selected)
+        # rebuild the duplicate-question memory from the finished chunks of this selection, in order, as an
+        # uninterrupted run would have it (entries of chunks no longer selected play no part)
+        for chunk_id in selected:
+            for example in self.journal.entries.get(chunk_id, {}).get("examples", []):
+                self.validator.questions.add(example["messages"][1]["content"])
         if report.chunks_resumed:
             log(f"resuming: {report.chunks_resumed} chunks already finished in {self.journal.path}")
         done_now = 0

@@ -191,3 +191,20 @@ def test_journal_location_follows_the_setup(tmp_path):
     with open(edited / "query_themes.txt", "a") as fh:
         fh.write("a brand new topic\n")
     assert build_generator(edited, tmp_path, GenerationSettings()).journal.path != base
+
+
+def test_duplicate_memory_only_from_selected_chunks(tmp_path):
+    class SameQuestion(FakeLLM):
+        def __call__(self, specs, label):
+            out = super().__call__(specs, label)
+            for r in out:
+                r.parsed = {**r.parsed, "user": "What is the one true question?"} if r.parsed else r.parsed
+            return out
+
+    data = chunks(3)
+    make(tmp_path, examples_per_chunk=1).run(data[2:], SameQuestion())  # chunk 5-2 done first, on its own
+    gen = make(tmp_path, examples_per_chunk=1)
+    sel, report = gen.run(data[:2], SameQuestion())  # 5-2 is not selected now: its question must not count
+    kept = gen.examples(sel)
+    assert [e["metadata"]["chunk_id"] for e in kept] == ["5-0"]
+    assert report.rejected["duplicate_question"] == 1  # 5-1 repeats 5-0, not 5-2
