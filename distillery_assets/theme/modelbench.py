@@ -153,9 +153,14 @@ def rate(http: httpx.Client, settings: BenchSettings, task: str, output: str) ->
             "messages": [{"role": "user", "content": EVALUATOR_PROMPT.format(task=task[:1500], output=output)}],
             "response_format": {"type": "json_schema",
                                 "json_schema": {"name": "rating", "schema": RATING_SCHEMA}}}
-    response = http.post(settings.base_url.rstrip("/") + "/chat/completions", json=body, headers=_headers(settings))
+    url = settings.base_url.rstrip("/") + "/chat/completions"
+    response = http.post(url, json=body, headers=_headers(settings))
+    if response.status_code != 200 and "response_format" in response.text:
+        # servers without json_schema support (llama.cpp's server answers 500 to it): plain JSON mode
+        body["response_format"] = {"type": "json_object"}
+        response = http.post(url, json=body, headers=_headers(settings))
     if response.status_code != 200:
-        return None, f"evaluator HTTP {response.status_code}"
+        return None, f"evaluator HTTP {response.status_code}: {response.text[:160]}"
     content = response.json()["choices"][0]["message"].get("content") or ""
     return parse_rating(content)
 

@@ -54,3 +54,10 @@ def test_api_key_read_from_named_env_var_at_call_time(monkeypatch):
     monkeypatch.setenv("MY_BENCH_KEY", "sk-test")
     assert modelbench._headers(settings) == {"Authorization": "Bearer sk-test"}
     assert "sk-test" not in repr(settings)
+
+
+def test_evaluator_falls_back_to_json_object_mode():
+    with fakeapi.serve_openai_compat(reply=reply, model="fake-gen", json_schema_supported=False) as srv:
+        result = modelbench.run_benchmark(
+            modelbench.BenchSettings(base_url=srv.base_url, evaluator_model="fake-judge"), MESSAGES)
+    assert result["ranked"][0]["rating"] == 4.0
