@@ -5,7 +5,7 @@ One factory builds the chain for each half of the corpus:
 * ``story_prompts`` -> ``story_corpus`` (partitioned by ``story_group``),
 * ``encyclopedia_prompts`` -> ``encyclopedia_corpus`` (partitioned by ``encyclopedia_category``).
 
-Every asset has ``BackfillPolicy.single_run()`` and returns a ``MaterializeResult`` (files are written by
+Every asset has ``BackfillPolicy.single_run()`` and reports a ``MaterializeResult`` (files are written by
 the domain library, not handed to an IO manager), so a ``--partition-range`` or a UI backfill over several
 partitions runs as one run. The domain logic lives in :mod:`distillery_assets.corpus`.
 """
@@ -20,10 +20,9 @@ from distillery_assets.corpus.prompts import leaves_for, word_target_for, write_
 from distillery_assets.corpus.quality import inspect_corpus
 from distillery_assets.corpus.summary import PREVIEW_CHARS, rejects_summary, relative, run_summary
 from distillery_assets.corpus.tables import default_tables
-from distillery_assets.partitions import encyclopedia_category_partitions, story_group_partitions  # noqa: F401
+from distillery_assets.partitions import encyclopedia_category_partitions, story_group_partitions
 from resources.catalog import CatalogResource
 from resources.llm import LLMResource
-
 
 
 class CorpusRootConfig(dg.Config):

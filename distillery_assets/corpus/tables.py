@@ -24,6 +24,10 @@ _CORPUS_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.corpus$")
 _WORD_TARGET = re.compile(r"^(\d+)-(\d+)$")
 
 
+def _repeated(items: list[str]) -> list[str]:
+    return sorted({item for item in items if items.count(item) > 1})
+
+
 class PromptTablesError(ValueError):
     """The prompt tables file is missing or malformed; the message names the file and the field."""
 
@@ -113,8 +117,7 @@ class PromptTables(_Strict):
     def _groups(cls, value: dict[str, StoryGroup]) -> dict[str, StoryGroup]:
         for name, group in value.items():
             _check_slug(name, "story group")
-            files = [p.file for p in group.prompts]
-            dupes = sorted({f for f in files if files.count(f) > 1})
+            dupes = _repeated([p.file for p in group.prompts])
             if dupes:
                 raise ValueError(f"story group {name!r} repeats file names {dupes}")
         return value
@@ -122,8 +125,7 @@ class PromptTables(_Strict):
     @field_validator("article_angles")
     @classmethod
     def _angles(cls, value: list[ArticleAngle]) -> list[ArticleAngle]:
-        slugs = [a.slug for a in value]
-        dupes = sorted({s for s in slugs if slugs.count(s) > 1})
+        dupes = _repeated([a.slug for a in value])
         if dupes:
             raise ValueError(f"article angles repeat slugs {dupes}")
         return value
@@ -137,13 +139,10 @@ class PromptTables(_Strict):
                 raise ValueError(f"category {category!r} has no subcategories")
             for sub in subcategories:
                 _check_slug(sub, f"subcategory of {category!r}")
-            dupes = sorted({s for s in subcategories if subcategories.count(s) > 1})
+            dupes = _repeated(subcategories)
             if dupes:
                 raise ValueError(f"category {category!r} repeats subcategories {dupes}")
         return value
-
-    def story_word_target(self, group: str) -> str:
-        return self.story_groups[group].word_target
 
 
 def default_tables_path() -> Path:

@@ -104,6 +104,8 @@ def test_adding_a_category_is_all_it_takes(tmp_path):
         (lambda r: r["story_groups"]["200-400w"]["prompts"][0].update(file="../evil.corpus"), "story_groups.200-400w.prompts.0.file"),
         (lambda r: r["story_groups"]["200-400w"]["prompts"][0].update(file="kitten.txt"), "must be a plain name ending in '.corpus'"),
         (lambda r: r["encyclopedia"]["science"].append("../etc"), "encyclopedia"),
+        (lambda r: r["encyclopedia"]["science"].append("physics"), "repeats subcategories ['physics']"),
+        (lambda r: r["story_groups"]["200-400w"]["prompts"][1].update(file="lost_kitten.corpus"), "repeats file names"),
         (lambda r: r["article_angles"][0].update(template="no placeholder"), "article_angles.0.template"),
         (lambda r: r["story_groups"]["200-400w"].update(word_target="lots"), "word_target"),
         (lambda r: r["story_groups"]["200-400w"].update(style="Line one.\nLine two."), "style: Value error, must be a single line"),
