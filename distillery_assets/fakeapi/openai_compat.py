@@ -1,7 +1,7 @@
 """A fake OpenAI-compatible server: POST /v1/chat/completions (JSON or SSE stream), GET /v1/models.
 
 ``json_schema_supported=False`` makes it refuse ``response_format: json_schema`` with a 400, as some
-OpenAI-compatible servers do, so the client's fallback to ``json_object`` can be exercised.
+OpenAI-compatible servers do (``json_schema_refusal_status=500`` answers as llama-cpp-python's server does), so the client's fallback to ``json_object`` can be exercised.
 ``token_delay_s`` spaces streamed tokens (time-to-first-token = latency_s).
 """
 
@@ -30,7 +30,7 @@ def _chat(fake: FakeAPIServer, handler: Handler, req: dict[str, Any]) -> None:
     body = req["body"]
     fmt_type = (body.get("response_format") or {}).get("type")
     if fmt_type == "json_schema" and not getattr(fake, "json_schema_supported", True):
-        return handler.send_json(400, {"error": {
+        return handler.send_json(getattr(fake, "json_schema_refusal_status", 400), {"error": {
             "message": "response_format type 'json_schema' is not supported by this server",
             "type": "invalid_request_error", "param": "response_format", "code": None}})
     fault = fake.begin_call()
@@ -111,10 +111,12 @@ def _models(fake: FakeAPIServer, handler: Handler, req: dict[str, Any]) -> None:
 
 
 class OpenAICompatServer(FakeAPIServer):
-    def __init__(self, *, json_schema_supported: bool = True, token_delay_s: float = 0.0, **kwargs):
+    def __init__(self, *, json_schema_supported: bool = True, json_schema_refusal_status: int = 400,
+                 token_delay_s: float = 0.0, **kwargs):
         super().__init__({("POST", lambda p: p.rstrip("/") == "/v1/chat/completions"): _chat,
                           ("GET", lambda p: p.rstrip("/") == "/v1/models"): _models}, **kwargs)
         self.json_schema_supported = json_schema_supported
+        self.json_schema_refusal_status = json_schema_refusal_status
         self.token_delay_s = token_delay_s
 
     @property
@@ -124,8 +126,10 @@ class OpenAICompatServer(FakeAPIServer):
 
 
 def serve_openai_compat(*, latency_s: float = 0.0, reply: Reply | None = None, script: list | None = None,
-                        json_schema_supported: bool = True, token_delay_s: float = 0.0,
+                        json_schema_supported: bool = True, json_schema_refusal_status: int = 400,
+                        token_delay_s: float = 0.0,
                         model: str = "fake-model", tls: bool = False, port: int = 0) -> OpenAICompatServer:
     """Context manager: ``with serve_openai_compat(...) as srv: OpenAI(base_url=srv.base_url, ...)``."""
     return OpenAICompatServer(latency_s=latency_s, reply=reply, script=script, tls=tls, port=port, model=model,
-                              json_schema_supported=json_schema_supported, token_delay_s=token_delay_s)
+                              json_schema_supported=json_schema_supported,
+                              json_schema_refusal_status=json_schema_refusal_status, token_delay_s=token_delay_s)

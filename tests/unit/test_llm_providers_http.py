@@ -78,8 +78,9 @@ def test_openai_malformed_json_is_reasked_and_length_is_rejected(tmp_path, monke
     assert not cut.ok and cut.finish_reason == "length" and "finish_reason=length" in cut.error
 
 
-def test_openai_falls_back_to_json_object_when_json_schema_is_refused(tmp_path, monkeypatch):
-    with serve_openai_compat(json_schema_supported=False) as srv:
+@pytest.mark.parametrize("refusal_status", [400, 500])  # 500: what llama-cpp-python's server answers
+def test_openai_falls_back_to_json_object_when_json_schema_is_refused(tmp_path, monkeypatch, refusal_status):
+    with serve_openai_compat(json_schema_supported=False, json_schema_refusal_status=refusal_status) as srv:
         c = client("openai", srv.base_url, tmp_path, monkeypatch)
         first, second = c.complete(ask(json_schema=SCHEMA)), c.complete(ask("b", json_schema=SCHEMA))
         formats = [r["body"].get("response_format", {}).get("type") for r in srv.requests]

@@ -3,8 +3,8 @@
 
 The SDK's own retries are switched off (``max_retries=0``): the client's retry policy owns them, so
 Retry-After, backoff and the usage row see every attempt. JSON requests ask for
-``response_format={"type": "json_schema", ...}``; a server that refuses that (400 mentioning
-response_format/json_schema) is asked with ``{"type": "json_object"}`` from then on, and the client still
+``response_format={"type": "json_schema", ...}``; a server that refuses that (a 400, or the 500 that
+llama-cpp-python's server answers, mentioning response_format/json_schema) is asked with ``{"type": "json_object"}`` from then on, and the client still
 validates the answer against the schema.
 """
 
@@ -84,7 +84,8 @@ class OpenAIProvider:
                     resp = client.chat.completions.create(**kwargs, response_format={
                         "type": "json_schema",
                         "json_schema": {"name": "result", "schema": json_schema, "strict": False}})
-                except openai.BadRequestError as exc:
+                except (openai.BadRequestError, openai.InternalServerError) as exc:
+                    # llama-cpp-python 0.3.x's server answers an unsupported json_schema with a 500.
                     text = str(exc).lower()
                     if "response_format" not in text and "json_schema" not in text:
                         raise
