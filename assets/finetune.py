@@ -88,7 +88,12 @@ def finetune_chain(role: str, *, train_asset: str, val_asset: str, group: str, c
                    ) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
     """``<role>_lora``, ``<role>_gguf``, ``<role>_gguf_upload`` and their checks."""
     lora_key, gguf_key, upload_key = f"{role}_lora", f"{role}_gguf", f"{role}_gguf_upload"
-    adapter_rel, gguf_rel = f"models/lora/{role}", f"models/gguf/{role}"
+
+    def adapter_rel(cfg: TrainConfig) -> str:  # one folder per profile: switching profiles keeps both runs
+        return f"models/lora/{role}/{cfg.profile}"
+
+    def gguf_rel(cfg: TrainConfig) -> str:
+        return f"models/gguf/{role}/{cfg.profile}"
 
     @dg.asset(name=lora_key, group_name=group, kinds={"pytorch"},
               ins={"train": dg.AssetIn(train_asset), "val": dg.AssetIn(val_asset)}, deps=[base_model],
@@ -97,16 +102,16 @@ def finetune_chain(role: str, *, train_asset: str, val_asset: str, group: str, c
     def lora(context: dg.AssetExecutionContext, config: FinetuneConfig, train: Path, val: Path) -> dg.Output:
         cfg = _load_cfg(config_file, config.profile)
         inputs = [_rel(train), _rel(val)] + ([EMBEDDED_BASE_RELDIR] if cfg.base_model == "embedded" else [])
-        spec = {"config": cfg.model_dump(), "train": _rel(train), "val": _rel(val), "adapter_dir": adapter_rel}
+        spec = {"config": cfg.model_dump(), "train": _rel(train), "val": _rel(val), "adapter_dir": adapter_rel(cfg)}
         context.log.info(f"training {role} LoRA, profile {cfg.profile} (${PROFILE_ENV}), base {cfg.base_model}")
-        metrics = context.resources.compute.run_step("train_lora", spec, inputs=inputs, outputs=[adapter_rel])
+        metrics = context.resources.compute.run_step("train_lora", spec, inputs=inputs, outputs=[adapter_rel(cfg)])
         ran_on = _ran_on(context.resources.compute, metrics.get("device", "cpu"))
         if not metrics.get("reused"):
             context.resources.catalog.get().record_run(
                 kind="train", name=lora_key, run_id=context.run_id, params=cfg.model_dump(),
                 metrics={k: v for k, v in metrics.items() if k != "rejects"} | {"ran_on": ran_on})
-        folder = data_dir() / adapter_rel
-        plot_path, plot_md = save_loss_plot(metrics, folder.parent / f"{role}_loss.png")
+        folder = data_dir() / adapter_rel(cfg)
+        plot_path, plot_md = save_loss_plot(metrics, folder.parent / f"{cfg.profile}_loss.png")
         return dg.Output(folder, metadata={
             "profile": cfg.profile,
             "base_model": cfg.base_model,
@@ -135,10 +140,10 @@ def finetune_chain(role: str, *, train_asset: str, val_asset: str, group: str, c
     def gguf(context: dg.AssetExecutionContext, config: FinetuneConfig, adapter: Path, val: Path) -> dg.Output:
         cfg = _load_cfg(config_file, config.profile)
         name = gguf_file_name(cfg.base_model, role, cfg.export.quant)
-        spec = {"config": cfg.model_dump(), "adapter_dir": _rel(adapter), "val": _rel(val), "out_dir": gguf_rel,
+        spec = {"config": cfg.model_dump(), "adapter_dir": _rel(adapter), "val": _rel(val), "out_dir": gguf_rel(cfg),
                 "chat_messages": _chat_messages(val), "chat_max_tokens": cfg.max_seq}
         inputs = [_rel(adapter), _rel(val)] + ([EMBEDDED_BASE_RELDIR] if cfg.base_model == "embedded" else [])
-        outputs = [f"{gguf_rel}/{name}", f"{gguf_rel}/{Path(name).stem}.json"]
+        outputs = [f"{gguf_rel(cfg)}/{name}", f"{gguf_rel(cfg)}/{Path(name).stem}.json"]
         result = context.resources.compute.run_step("export_gguf", spec, inputs=inputs, outputs=outputs)
         if result["ppl_degradation"] > cfg.export.max_ppl_degradation:
             context.log.warning(f"{name}: perplexity {100 * result['ppl_degradation']:+.1f}% vs the merged model")
@@ -148,7 +153,7 @@ def finetune_chain(role: str, *, train_asset: str, val_asset: str, group: str, c
                 kind="export", name=gguf_key, run_id=context.run_id, params=cfg.export.model_dump(),
                 metrics=result | {"ran_on": ran_on})
         info, chat = result["gguf"], result.get("chat") or {}
-        return dg.Output(data_dir() / gguf_rel / name, metadata={
+        return dg.Output(data_dir() / gguf_rel(cfg) / name, metadata={
             "file": name,
             "ran_on": ran_on,
             "reused_finished_run": bool(result.get("reused")),
@@ -196,8 +201,8 @@ def finetune_chain(role: str, *, train_asset: str, val_asset: str, group: str, c
 
     @dg.asset_check(asset=lora, name="trained_val_loss_below_base",
                     description="Validation loss after training is lower than the untouched base model's.")
-    def loss_check() -> dg.AssetCheckResult:
-        m = _metrics(data_dir() / adapter_rel / "training_metrics.json")
+    def loss_check(config: FinetuneConfig) -> dg.AssetCheckResult:
+        m = _metrics(data_dir() / adapter_rel(_load_cfg(config_file, config.profile)) / "training_metrics.json")
         return dg.AssetCheckResult(passed=m["val_loss"] < m["base_val_loss"], metadata={
             "base_val_loss": m["base_val_loss"], "trained_val_loss": m["val_loss"]})
 
@@ -205,7 +210,7 @@ def finetune_chain(role: str, *, train_asset: str, val_asset: str, group: str, c
                     description="Perplexity of the quantized GGUF is within the configured limit of the merged model's.")
     def ppl_check(config: FinetuneConfig) -> dg.AssetCheckResult:
         cfg = _load_cfg(config_file, config.profile)
-        m = _metrics(data_dir() / gguf_rel / Path(gguf_file_name(cfg.base_model, role, cfg.export.quant)).with_suffix(".json"))
+        m = _metrics(data_dir() / gguf_rel(cfg) / Path(gguf_file_name(cfg.base_model, role, cfg.export.quant)).with_suffix(".json"))
         return dg.AssetCheckResult(passed=m["ppl_degradation"] <= cfg.export.max_ppl_degradation,
                                    severity=dg.AssetCheckSeverity.WARN, metadata={
                                        "ppl_merged": m["ppl_merged"], "ppl_gguf": m["ppl_gguf"],
@@ -218,7 +223,7 @@ def finetune_chain(role: str, *, train_asset: str, val_asset: str, group: str, c
         from distillery_assets.training.export import chat_check as run_chat
 
         cfg = _load_cfg(config_file, config.profile)
-        path = data_dir() / gguf_rel / gguf_file_name(cfg.base_model, role, cfg.export.quant)
+        path = data_dir() / gguf_rel(cfg) / gguf_file_name(cfg.base_model, role, cfg.export.quant)
         m = _metrics(path.with_suffix(".json"))
         recorded = m.get("chat") or {}
         messages = recorded.get("messages") or [{"role": "user", "content": CHAT_PROBE}]

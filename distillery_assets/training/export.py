@@ -57,7 +57,8 @@ def chat_check(gguf_file: Path, messages: list[dict[str, str]], *, max_tokens: i
     """One greedy chat reply from the GGUF through llama.cpp's own chat template handling."""
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(gguf_file), n_ctx=2048, n_threads=threads, verbose=False, seed=0)
+    n_ctx = max(2048, 2 * max_tokens + 256)  # prompt (<= max_seq in training) + reply
+    llm = Llama(model_path=str(gguf_file), n_ctx=n_ctx, n_threads=threads, verbose=False, seed=0)
     try:
         out = llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=0.0)
     finally:
