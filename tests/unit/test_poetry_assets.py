@@ -1,11 +1,31 @@
 """The poetry data half of the graph, materialized in process with a scripted LLM resource."""
 
+import shutil
 from dataclasses import dataclass
 
 import dagster as dg
+import pytest
+import yaml
 
 from assets import poetry
 from distillery_assets.io import read_jsonl
+from distillery_assets.paths import config_dir
+
+VOLUMES = {"good_poems": 8, "bad_poems": 6, "critiques": 8, "briefs": 16, "comparisons": 4, "autopsies": 4,
+           "dialogues": 4, "lessons": 5, "poet_pairs": 16}
+
+
+@pytest.fixture(autouse=True)
+def known_volumes(tmp_path, monkeypatch):
+    """The test's own copy of the configs, with the volumes the assertions below count on."""
+    dest = tmp_path / "config"
+    shutil.copytree(config_dir(), dest)
+    pipeline = dest / "poetry" / "pipeline.yaml"
+    cfg = yaml.safe_load(pipeline.read_text())
+    cfg["profiles"]["small"].update(VOLUMES)
+    pipeline.write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("DISTILLERY_CONFIG_DIR", str(dest))
+    monkeypatch.delenv("DISTILLERY_POETRY_PROFILE", raising=False)
 
 GOOD_REPLY = ('I keep returning to "{quote}" in line 2: the verb carries the weight. The close explains too much; '
               "end one line earlier and trust the image.")

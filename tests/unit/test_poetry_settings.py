@@ -1,3 +1,4 @@
+import re
 import shutil
 
 import pytest
@@ -32,7 +33,9 @@ def test_profile_env_override(cfg_copy, monkeypatch):
 
 def test_bad_field_names_file_and_field(cfg_copy):
     p = cfg_copy / "pipeline.yaml"
-    p.write_text(p.read_text().replace("critiques: 8", "critiques: -1"))
+    text, n = re.subn(r"(?m)^(    critiques:) \d+", r"\1 -1", p.read_text(), count=1)
+    assert n == 1
+    p.write_text(text)
     with pytest.raises(PoetryConfigError, match=r"pipeline.yaml: .*profiles\.small\.critiques"):
         _ = PoetryConfig(cfg_copy).pipeline
 
