@@ -160,8 +160,10 @@ GATE_CHECKS = [_gate_check(task, name) for task, name in TASK_ASSETS.items()]
 
 # ---- datasets ----------------------------------------------------------------------------------------------
 
-def _dataset_outputs(role: str, task_files: dict[str, Path]):
+def _dataset_outputs(context: dg.AssetExecutionContext, role: str, task_files: dict[str, Path]):
+    """Both split files are always written together (one seeded split); only the selected outputs are yielded."""
     ds = build_role_dataset(PoetryConfig(), role, task_files)
+    selected = context.selected_output_names
     common = {
         "per_task": dg.MetadataValue.json(ds.per_task),
         "gate_reject_reasons": dg.MetadataValue.json(ds.reject_reasons),
@@ -171,34 +173,39 @@ def _dataset_outputs(role: str, task_files: dict[str, Path]):
     preview = dg.MetadataValue.md("\n\n".join(
         f"**user:** {ex['messages'][1]['content'][:300]}\n\n**assistant:** {ex['messages'][2]['content'][:400]}"
         for ex in ds.train[:2]))
-    yield dg.Output(ds.train_path, output_name=f"{role}_train",
-                    metadata={"examples": len(ds.train), "path": dg.MetadataValue.path(str(ds.train_path)),
-                              "preview": preview, **common})
-    yield dg.Output(ds.valid_path, output_name=f"{role}_val",
-                    metadata={"examples": len(ds.valid), "path": dg.MetadataValue.path(str(ds.valid_path)), **common})
+    if f"{role}_train" in selected:
+        yield dg.Output(ds.train_path, output_name=f"{role}_train",
+                        metadata={"examples": len(ds.train), "path": dg.MetadataValue.path(str(ds.train_path)),
+                                  "preview": preview, **common})
+    if f"{role}_val" in selected:
+        yield dg.Output(ds.valid_path, output_name=f"{role}_val",
+                        metadata={"examples": len(ds.valid), "path": dg.MetadataValue.path(str(ds.valid_path)),
+                                  **common})
 
 
 @dg.multi_asset(
     name="educator_dataset", group_name=GROUP,
-    outs={"educator_train": dg.AssetOut(description="Educator ChatML training split (JSONL)."),
-          "educator_val": dg.AssetOut(description="Educator ChatML validation split (JSONL).")},
+    outs={"educator_train": dg.AssetOut(description="Educator ChatML training split (JSONL).", is_required=False),
+          "educator_val": dg.AssetOut(description="Educator ChatML validation split (JSONL).", is_required=False)},
+    can_subset=True,
     description="Quality-gated T1..T6 records as ChatML (condensed persona as system), seeded 90/10 split.",
 )
-def educator_dataset(poetry_critiques: Path, poetry_briefs: Path, poetry_comparisons: Path, poetry_autopsies: Path,
+def educator_dataset(context: dg.AssetExecutionContext, poetry_critiques: Path, poetry_briefs: Path, poetry_comparisons: Path, poetry_autopsies: Path,
                      poetry_dialogues: Path, poetry_lessons: Path):
-    yield from _dataset_outputs("educator", {
+    yield from _dataset_outputs(context, "educator", {
         "critique": poetry_critiques, "brief": poetry_briefs, "comparison": poetry_comparisons,
         "autopsy": poetry_autopsies, "dialogue": poetry_dialogues, "lesson": poetry_lessons})
 
 
 @dg.multi_asset(
     name="poet_dataset", group_name=GROUP,
-    outs={"poet_train": dg.AssetOut(description="Poet ChatML training split (brief -> poem)."),
-          "poet_val": dg.AssetOut(description="Poet ChatML validation split.")},
+    outs={"poet_train": dg.AssetOut(description="Poet ChatML training split (brief -> poem).", is_required=False),
+          "poet_val": dg.AssetOut(description="Poet ChatML validation split.", is_required=False)},
+    can_subset=True,
     description="Quality-gated brief -> poem pairs as ChatML, seeded 90/10 split.",
 )
-def poet_dataset(poetry_poet_pairs: Path):
-    yield from _dataset_outputs("poet", {"poet_pair": poetry_poet_pairs})
+def poet_dataset(context: dg.AssetExecutionContext, poetry_poet_pairs: Path):
+    yield from _dataset_outputs(context, "poet", {"poet_pair": poetry_poet_pairs})
 
 
 def _dataset_check(split_key: str, role: str) -> dg.AssetChecksDefinition:
@@ -235,8 +242,8 @@ DATASET_CHECKS = [_dataset_check(k, role) for role in ("educator", "poet") for k
 # `--select '+poet_gguf'` (one layer upstream in Dagster's syntax) take the whole chain from an empty data dir.
 LINEAGE_DEPS = {
     "educator_gguf": ["poetry_good_poems", "poetry_bad_poems", *[a for t, a in TASK_ASSETS.items() if t != "poet_pair"],
-                      "base_model"],
-    "poet_gguf": ["poetry_briefs", "poetry_poet_pairs", "base_model"],
+                      "educator_train", "base_model"],
+    "poet_gguf": ["poetry_briefs", "poetry_poet_pairs", "poet_train", "base_model"],
 }
 
 
