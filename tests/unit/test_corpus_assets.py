@@ -1,6 +1,9 @@
 """Dagster wiring of the corpus assets, with a tiny in-test LLM resource (the documented get_client/complete_batch
 contract); the real LLM resource and local model are exercised in tests/e2e/test_corpus_e2e.py."""
 
+import os
+import time
+
 import dagster as dg
 import pytest
 
@@ -81,8 +84,12 @@ def test_corpus_asset_dry_run_limit_resume_rejects_and_checks(data_dir):
     assert parsed.passed is False and parsed.metadata["rejected"].value == 3  # the three bad lines
     assert "algebra/prompts.txt line 6" in parsed.metadata["rejects"].value[0]
 
+    leftover = leaf.parent / ".tmp-algebra_history.corpus-k1ll3d"  # what a SIGKILLed write leaves behind
+    leftover.write_text("half a docu")
+    os.utime(leftover, (time.time() - 3600, time.time() - 3600))
     first = run([corpus.encyclopedia_corpus], partition="mathematics", config={"limit": 3},
                 checks=[prose_check, words_check])
+    assert not leftover.exists()
     m = meta(first, "encyclopedia_corpus")
     assert (m["generated"], m["failed"], m["still_missing"], m["skipped_existing"]) == (3, 0, 97, 0)
     made = sorted(p.name for p in (data_dir / "corpus" / "encyclopedia" / "mathematics").rglob("*.corpus"))
