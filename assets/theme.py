@@ -16,13 +16,14 @@ chunk (checkpoint journal under data/theme/chatml_work/<setup fingerprint>/). Mo
 ``--select theme_model_benchmark`` with ``base_url`` config, or ``python benchmarks/theme_models.py``.
 """
 
-import importlib.util
 import json
 import time
 from collections import Counter
 from pathlib import Path
 
 import dagster as dg
+
+from assets.finetune import finetune_chain
 
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, iter_jsonl, read_jsonl
 from distillery_assets.paths import config_dir, data_dir, inputs_dir
@@ -363,19 +364,13 @@ def theme_model_benchmark(theme_chunks: Path, config: ModelBenchConfig) -> dg.Ou
 # ----------------------------------------------------------------------------------------- wiring
 
 
-def _finetune_assets() -> list:
-    """theme_lora / theme_gguf from the shared fine-tune chain, once that factory exists."""
-    if importlib.util.find_spec("assets.finetune") is None:
-        return []
-    from assets.finetune import finetune_chain
-
-    return list(finetune_chain(role="theme", train_asset="theme_chatml_train", val_asset="theme_chatml_val",
-                               group=GROUP, config_file="theme.yaml"))
-
+# theme_lora / theme_gguf / theme_gguf_upload: the shared fine-tune chain (assets/finetune.py).
+theme_finetune = finetune_chain(role="theme", train_asset="theme_chatml_train", val_asset="theme_chatml_val",
+                                group=GROUP, config_file="theme.yaml")
 
 defs = dg.Definitions(
     assets=[gutenberg_books, gutenberg_chunks, theme_chunks, theme_chatml, theme_chatml_splits,
-            theme_model_benchmark, *_finetune_assets()],
+            theme_model_benchmark, *theme_finetune],
     asset_checks=[gutenberg_books_valid, gutenberg_chunks_valid, theme_chunks_consistent,
                   theme_chatml_train_well_formed, theme_chatml_val_well_formed],
 )

@@ -2,11 +2,12 @@
 
 import dagster as dg
 
-from assets import corpus, poetry, theme
+from assets import corpus, finetune, poetry, theme
 from resources import build_resources
 
 defs = dg.Definitions.merge(
     corpus.defs,
+    finetune.defs,
     poetry.defs,
     theme.defs,
     dg.Definitions(resources=build_resources()),

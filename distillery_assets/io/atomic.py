@@ -29,10 +29,12 @@ def atomic_path(target: Path, *, is_dir: bool = False) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + target.name + "-", dir=target.parent))
+        tmp.chmod(0o755)  # mkdtemp makes 0700; a model folder should read like any other
     else:
         fd, name = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + "-", dir=target.parent)
         os.close(fd)
         tmp = Path(name)
+        tmp.chmod(0o644)  # mkstemp makes 0600; artefacts should read like any other file
     try:
         yield tmp
         if is_dir:
