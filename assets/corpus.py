@@ -122,9 +122,9 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
         context: dg.AssetExecutionContext, config: CorpusRootConfig, catalog: CatalogResource
     ) -> dg.MaterializeResult:
         tables, root, cat = default_tables(), corpus_root(config.corpus_root), catalog.get()
-        _require_keys(context)
+        keys = _require_keys(context)
         rows, first = [], None
-        for key in context.partition_keys:
+        for key in keys:
             for leaf in leaves_for(tables, kind, key):
                 written = write_leaf(root, leaf)
                 cat.record_artifact(asset_key=prompts_name, partition=key, path=written.path,
@@ -135,7 +135,7 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
         return dg.MaterializeResult(
             metadata={
                 "corpus_root": dg.MetadataValue.path(str(root)),
-                "partitions": len(context.partition_keys),
+                "partitions": len(keys),
                 "prompts_files": len(rows),
                 "prompts": sum(r[2] for r in rows),
                 "changed_files": sum(r[3] == "yes" for r in rows),
@@ -168,8 +168,9 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
             yield from _dry_run(context, corpus_name, plans, root, len(selected))
             return
 
+        client = llm.get_client(context) if selected else None  # a finished set needs no client, no model
         report = generate_missing(
-            selected, llm.get_client(context), model=config.model, tag=corpus_name,
+            selected, client, model=config.model, tag=corpus_name,
             label=f"{corpus_name}/{keys[0] if len(keys) == 1 else f'{keys[0]}...{keys[-1]}'}",
             chunk_size=config.chunk_size, max_tokens=config.max_tokens,
             on_chunk=lambda done, total: context.log.info(f"{corpus_name}: {done}/{total} requests answered"),

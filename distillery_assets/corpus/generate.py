@@ -108,7 +108,7 @@ def _outcome(task: CorpusTask, result: LLMResult) -> FileOutcome:
 
 def generate_missing(
     tasks: Sequence[CorpusTask],
-    client: BatchClient,
+    client: BatchClient | None,
     *,
     model: str | None = None,
     tag: str = "corpus",
@@ -118,7 +118,8 @@ def generate_missing(
     writers: int = WRITER_THREADS,
     max_tokens: int = MAX_TOKENS,
 ) -> GenerationReport:
-    """Ask the client for every task's text and write each answer to its ``.corpus`` file.
+    """Ask the client for every task's text and write each answer to its ``.corpus`` file (with no tasks the
+    client is not needed and may be None).
 
     Chunks are pipelined: while one chunk's answers are written (in a small thread pool, since each atomic
     write waits on an fsync), the next chunk's requests are already in flight.
@@ -129,6 +130,8 @@ def generate_missing(
     report = GenerationReport()
     if not chunks:
         return report
+    if client is None:
+        raise ValueError(f"{len(tasks)} documents to generate but no LLM client given")
 
     def ask(chunk: list[CorpusTask]) -> list[LLMResult]:
         results = client.complete_batch(
