@@ -42,7 +42,8 @@ def cli_env(data_dir, tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
     env = {**os.environ, "DISTILLERY_DATA_DIR": str(data_dir), "DISTILLERY_CONFIG_DIR": str(config),
-           "DAGSTER_HOME": str(home), "DISTILLERY_LLM_PROVIDER": "local", "DAGSTER_TELEMETRY_DISABLED": "1"}
+           "DAGSTER_HOME": str(home), "DISTILLERY_LLM_PROVIDER": "local", "DAGSTER_TELEMETRY_DISABLED": "1",
+           "DISTILLERY_LLM_N_THREADS": "1"}  # one thread: llama.cpp threads spin when the cores are shared
     env.pop("DISTILLERY_CORPUS_ROOT", None)
     return env
 
