@@ -19,6 +19,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -88,10 +89,21 @@ def main(argv=None) -> int:
     parser.add_argument("--latency", type=float, default=0.2, help="server latency per request, seconds")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--chunk-size", type=int, default=None, help="default: the platform default")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary working folder")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="corpus-bench-"))
     os.environ["DISTILLERY_DATA_DIR"] = str(work / "data")
+    try:
+        return _run(args, work)
+    finally:
+        if args.keep:
+            print(f"working folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args, work: Path) -> int:
 
     from distillery_assets.catalog import Catalog
     from distillery_assets.corpus.generate import DEFAULT_CHUNK, generate_missing
@@ -107,7 +119,7 @@ def main(argv=None) -> int:
     encyclopedia = root / CorpusKind.ENCYCLOPEDIA.value
     tasks = scan_partition(encyclopedia).pending[: args.docs]
     if len(tasks) < args.docs:
-        parser.error(f"only {len(tasks)} prompts available")
+        raise SystemExit(f"only {len(tasks)} prompts available")
     n, lat, conc = len(tasks), args.latency, args.concurrency
 
     with server_process(lat) as srv:
