@@ -25,6 +25,7 @@ from distillery_assets.poetry.settings import PoetryConfig
 from distillery_assets.poetry.tasks import PromptSpec
 
 GROUP = "poetry"
+MODEL_POOL = "local_model"  # dagster.yaml: steps that load a model share this pool (the local LLM runs in process)
 
 
 def _complete(context: dg.AssetExecutionContext, llm):
@@ -68,7 +69,7 @@ def poetry_good_poems(context: dg.AssetExecutionContext) -> dg.Output:
     return _result(out)
 
 
-@dg.asset(group_name=GROUP, required_resource_keys={"llm"},
+@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL,
           description="Cliché-laden drafts: the user's (data/inputs/poetry/bad) or, when none, written by the LLM.")
 def poetry_bad_poems(context: dg.AssetExecutionContext) -> dg.Output:
     out, origin = generate.bad_poems(PoetryConfig(), _complete(context, context.resources.llm))
@@ -81,46 +82,46 @@ def poetry_bad_poems(context: dg.AssetExecutionContext) -> dg.Output:
 
 # ---- teaching data, one asset per task -------------------------------------------------------------------
 
-@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, description="T1 workshop critiques of good and bad poems.")
+@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL, description="T1 workshop critiques of good and bad poems.")
 def poetry_critiques(context: dg.AssetExecutionContext, poetry_good_poems: Path, poetry_bad_poems: Path) -> dg.Output:
     out = generate.critiques(PoetryConfig(), _complete(context, context.resources.llm),
                              generate.read_poems(poetry_good_poems), generate.read_poems(poetry_bad_poems))
     return _result(out)
 
 
-@dg.asset(group_name=GROUP, required_resource_keys={"llm"},
+@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL,
           description="T2 generation briefs for the user requests in data/inputs/poetry/requests.txt.")
 def poetry_briefs(context: dg.AssetExecutionContext) -> dg.Output:
     return _result(generate.briefs(PoetryConfig(), _complete(context, context.resources.llm)))
 
 
-@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, description="T3 comparisons of a good and a bad poem (order alternates).")
+@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL, description="T3 comparisons of a good and a bad poem (order alternates).")
 def poetry_comparisons(context: dg.AssetExecutionContext, poetry_good_poems: Path, poetry_bad_poems: Path) -> dg.Output:
     out = generate.comparisons(PoetryConfig(), _complete(context, context.resources.llm),
                                generate.read_poems(poetry_good_poems), generate.read_poems(poetry_bad_poems))
     return _result(out)
 
 
-@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, description="T4 cliché autopsies of bad poems.")
+@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL, description="T4 cliché autopsies of bad poems.")
 def poetry_autopsies(context: dg.AssetExecutionContext, poetry_bad_poems: Path) -> dg.Output:
     out = generate.autopsies(PoetryConfig(), _complete(context, context.resources.llm),
                              generate.read_poems(poetry_bad_poems))
     return _result(out)
 
 
-@dg.asset(group_name=GROUP, required_resource_keys={"llm"},
+@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL,
           description="T5 revision dialogues: a student's revision of a critiqued poem, then the educator's follow-up.")
 def poetry_dialogues(context: dg.AssetExecutionContext, poetry_critiques: Path) -> dg.Output:
     out = generate.dialogues(PoetryConfig(), _complete(context, context.resources.llm), read_jsonl(poetry_critiques))
     return _result(out)
 
 
-@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, description="T6 craft lessons answering the questions in prompts.yaml.")
+@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL, description="T6 craft lessons answering the questions in prompts.yaml.")
 def poetry_lessons(context: dg.AssetExecutionContext) -> dg.Output:
     return _result(generate.lessons(PoetryConfig(), _complete(context, context.resources.llm)))
 
 
-@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, description="Brief -> poem pairs for the poet model.")
+@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL, description="Brief -> poem pairs for the poet model.")
 def poetry_poet_pairs(context: dg.AssetExecutionContext, poetry_briefs: Path) -> dg.Output:
     out = generate.poet_pairs(PoetryConfig(), _complete(context, context.resources.llm), read_jsonl(poetry_briefs))
     return _result(out)
@@ -267,7 +268,7 @@ def _finetune_assets() -> list:
     return dg.map_asset_specs(_with_lineage, chain)
 
 
-@dg.asset(group_name=GROUP, description="A few tutor sessions (brief, drafts, critiques, final note) run on the exported GGUF files.")
+@dg.asset(group_name=GROUP, pool=MODEL_POOL, description="A few tutor sessions (brief, drafts, critiques, final note) run on the exported GGUF files.")
 def poetry_sample_sessions(context: dg.AssetExecutionContext, educator_gguf: Path, poet_gguf: Path) -> dg.Output:
     from distillery_assets.poetry.tutor import run_sessions
 
