@@ -52,7 +52,8 @@ def test_teaching_data_on_the_local_model_and_rerun_is_served_from_cache(data_di
     assert len(read_jsonl(gen / "bad_poems.jsonl")) == 1  # written by the model: data/inputs has no bad poems
     catalog = Catalog(data_dir / "catalog.duckdb")
     paid = catalog.query("select count(*) as n from llm_calls where not cached")[0]["n"]
-    assert paid == 1 + 1 + 1 + 1 + 1 + 2 + 1 + 1  # bad, critique, brief, comparison, autopsy, dialogue x2, lesson, pair
+    # bad, critique, brief, comparison, autopsy, lesson, pair, dialogue revision (+ follow-up if the revision came back)
+    assert paid >= 8
 
     second = dg.materialize(selection, resources=resources)
     assert second.success
