@@ -5,8 +5,6 @@ from pathlib import Path
 
 import pytest
 
-
-
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch) -> Path:
     """A fresh DISTILLERY_DATA_DIR for the test; the catalogue and LLM cache live under it too."""

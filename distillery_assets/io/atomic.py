@@ -19,11 +19,13 @@ TMP_PREFIX = ".tmp-"
 
 
 @contextlib.contextmanager
-def atomic_path(target: Path, *, is_dir: bool = False) -> Iterator[Path]:
+def atomic_path(target: Path, *, is_dir: bool = False, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success rename it onto ``target``.
 
     Works for files and (``is_dir=True``) whole directories, e.g. a LoRA adapter folder. On any exception
-    the temporary is removed and ``target`` is left untouched.
+    the temporary is removed and ``target`` is left untouched. ``durable=False`` skips the fsync: the rename
+    still guarantees no reader or killed process sees a partial file, only a power loss could; use it for
+    re-creatable entries written on a hot path (the LLM response cache).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -47,8 +49,9 @@ def atomic_path(target: Path, *, is_dir: bool = False) -> Iterator[Path]:
             else:
                 tmp.rename(target)
         else:
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
+            if durable:
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
             os.replace(tmp, target)
     except BaseException:
         if tmp.is_dir():
@@ -58,14 +61,14 @@ def atomic_path(target: Path, *, is_dir: bool = False) -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(target: Path, data: bytes) -> Path:
-    with atomic_path(target) as tmp:
+def atomic_write_bytes(target: Path, data: bytes, *, durable: bool = True) -> Path:
+    with atomic_path(target, durable=durable) as tmp:
         tmp.write_bytes(data)
     return Path(target)
 
 
-def atomic_write_text(target: Path, text: str, encoding: str = "utf-8") -> Path:
-    return atomic_write_bytes(target, text.encode(encoding))
+def atomic_write_text(target: Path, text: str, encoding: str = "utf-8", *, durable: bool = True) -> Path:
+    return atomic_write_bytes(target, text.encode(encoding), durable=durable)
 
 
 def atomic_write_jsonl(target: Path, records: Iterable[dict[str, Any]]) -> int:

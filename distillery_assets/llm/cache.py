@@ -29,4 +29,5 @@ class ResponseCache:
             return None
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
-        atomic_write_text(self.path(key), json.dumps(entry, ensure_ascii=False, sort_keys=True))
+        # No fsync: an entry can always be asked for again, and this runs once per answer on the hot path.
+        atomic_write_text(self.path(key), json.dumps(entry, ensure_ascii=False, sort_keys=True), durable=False)
