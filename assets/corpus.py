@@ -13,6 +13,7 @@ partitions runs as one run. The domain logic lives in :mod:`distillery_assets.co
 import dagster as dg
 from pydantic import Field
 
+from assets.pools import LOCAL_MODEL_POOL
 from distillery_assets.corpus.generate import DEFAULT_CHUNK, MAX_TOKENS, generate_missing
 from distillery_assets.corpus.layout import CorpusKind, corpus_root, partition_dir, stale_temp_files
 from distillery_assets.corpus.plan import PartitionPlan, scan_partition
@@ -147,6 +148,7 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
     @dg.asset(
         name=corpus_name,
         group_name="corpus",
+        pool=LOCAL_MODEL_POOL,
         partitions_def=partitions_def,
         deps=[prompts_asset],
         backfill_policy=dg.BackfillPolicy.single_run(),

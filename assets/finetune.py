@@ -17,6 +17,8 @@ from typing import Any
 
 import dagster as dg
 
+from assets.pools import LOCAL_MODEL_POOL
+
 from distillery_assets.paths import config_dir, data_dir, safe_child
 from distillery_assets.training.base_model import EMBEDDED_BASE_RELDIR, build_embedded_base, embedded_base_dir
 from distillery_assets.training.config import PROFILE_ENV, TrainConfig, load_train_config
@@ -34,7 +36,7 @@ class FinetuneConfig(dg.Config):
     """Hub repository for the GGUF upload; empty: ``distillery-<role>-gguf`` under the token's namespace."""
 
 
-@dg.asset(group_name=BASE_GROUP, kinds={"pytorch"},
+@dg.asset(group_name=BASE_GROUP, kinds={"pytorch"}, pool=LOCAL_MODEL_POOL,
           description="Full-precision SmolLM2-135M-Instruct checkpoint, de-quantized once from the bundled GGUF; "
                       "the offline base for every LoRA (real runs name a Hugging Face model id instead).")
 def base_model(context: dg.AssetExecutionContext) -> dg.Output:
@@ -95,7 +97,7 @@ def finetune_chain(role: str, *, train_asset: str, val_asset: str, group: str, c
     def gguf_rel(cfg: TrainConfig) -> str:
         return f"models/gguf/{role}/{cfg.profile}"
 
-    @dg.asset(name=lora_key, group_name=group, kinds={"pytorch"},
+    @dg.asset(name=lora_key, group_name=group, kinds={"pytorch"}, pool=LOCAL_MODEL_POOL,
               ins={"train": dg.AssetIn(train_asset), "val": dg.AssetIn(val_asset)}, deps=[base_model],
               required_resource_keys={"compute", "catalog"},
               description=f"LoRA adapter for the {role} role (settings: data/config/training/{config_file}).")
@@ -133,7 +135,7 @@ def finetune_chain(role: str, *, train_asset: str, val_asset: str, group: str, c
             "inputs": [str(train), str(val)],
         })
 
-    @dg.asset(name=gguf_key, group_name=group, kinds={"gguf"},
+    @dg.asset(name=gguf_key, group_name=group, kinds={"gguf"}, pool=LOCAL_MODEL_POOL,
               ins={"adapter": dg.AssetIn(lora_key), "val": dg.AssetIn(val_asset)},
               required_resource_keys={"compute", "catalog"},
               description=f"{role} model: adapter merged into the full-precision base, GGUF f16, quantized.")

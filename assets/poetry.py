@@ -13,6 +13,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.pools import LOCAL_MODEL_POOL
+
 from distillery_assets.embedded import smollm2_gguf_path
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, read_jsonl
 from distillery_assets.poetry import chatml, generate
@@ -25,7 +27,7 @@ from distillery_assets.poetry.settings import PoetryConfig
 from distillery_assets.poetry.tasks import PromptSpec
 
 GROUP = "poetry"
-MODEL_POOL = "local_model"  # dagster.yaml: steps that load a model share this pool (the local LLM runs in process)
+MODEL_POOL = LOCAL_MODEL_POOL  # the local LLM runs in process
 
 
 def _complete(context: dg.AssetExecutionContext, llm):

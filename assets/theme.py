@@ -24,6 +24,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.finetune import finetune_chain
+from assets.pools import LOCAL_MODEL_POOL
 
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, iter_jsonl, read_jsonl
 from distillery_assets.paths import config_dir, data_dir, inputs_dir
@@ -250,7 +251,7 @@ def build_generator(config: ChatMLConfig, llm_target: str = "") -> ChatMLGenerat
     return setup.build_generator(config_dir() / "theme", _out("chatml_work"), settings, checks, llm_target)
 
 
-@dg.asset(group_name=GROUP, required_resource_keys={"llm", "catalog"},
+@dg.asset(group_name=GROUP, required_resource_keys={"llm", "catalog"}, pool=LOCAL_MODEL_POOL,
           description="Persona ChatML exchanges generated per kept chunk; resumable chunk by chunk.")
 def theme_chatml(context: dg.AssetExecutionContext, theme_chunks: Path, config: ChatMLConfig) -> dg.Output[Path]:
     llm = context.resources.llm

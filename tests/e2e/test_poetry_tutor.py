@@ -18,7 +18,7 @@ def test_cli_runs_brief_draft_and_a_critique_round_ending_on_end_of_turn(data_di
     proc = subprocess.run(
         [sys.executable, "-m", "distillery_assets.poetry.tutor", "Write a poem about winter light",
          "--educator", gguf, "--poet", gguf, "--max-revisions", "1", "--json", str(out)],
-        cwd=repo_root(), capture_output=True, text=True, timeout=300, env={**os.environ})
+        cwd=repo_root(), capture_output=True, text=True, timeout=600, env={**os.environ})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "**Final poem**" in proc.stdout and "**Critique 1**" in proc.stdout
     session = json.loads(out.read_text(encoding="utf-8").splitlines()[0])
