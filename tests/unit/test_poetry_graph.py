@@ -3,11 +3,9 @@
 import dagster as dg
 import pytest
 
-pytest.importorskip("assets.finetune")
+from dagster._core.definitions.asset_selection import AssetSelection
 
-from dagster._core.definitions.asset_selection import AssetSelection  # noqa: E402
-
-from assets import finetune, poetry  # noqa: E402
+from assets import finetune, poetry
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ import pytest
 from assets import theme
 from distillery_assets.paths import repo_root
 
-pytest.importorskip("io_managers.files")
-
 
 def _resources():
     from io_managers.files import DistilleryIOManager

@@ -4,9 +4,8 @@ import json
 
 import pytest
 
+from distillery_assets.fakeapi import openai_compat as fakeapi
 from distillery_assets.theme import modelbench
-
-fakeapi = pytest.importorskip("distillery_assets.fakeapi.openai_compat")
 
 MESSAGES = [{"role": "system", "content": "persona"}, {"role": "user", "content": "passage and topic"}]
 
