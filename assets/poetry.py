@@ -6,13 +6,13 @@ Volumes come from ``data/config/poetry/pipeline.yaml`` (profile ``small`` offlin
 """
 
 
-import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
 
+from assets.finetune import finetune_chain
 from assets.pools import LOCAL_MODEL_POOL
 
 from distillery_assets.embedded import smollm2_gguf_path
@@ -259,8 +259,6 @@ def _with_lineage(spec: dg.AssetSpec) -> dg.AssetSpec:
 
 
 def _finetune_assets() -> list:
-    from assets.finetune import finetune_chain
-
     chain = [
         *finetune_chain("educator", train_asset="educator_train", val_asset="educator_val", group=GROUP,
                         config_file="educator.yaml"),
@@ -293,11 +291,8 @@ def poetry_sample_sessions(context: dg.AssetExecutionContext, educator_gguf: Pat
 
 def build_defs() -> dg.Definitions:
     assets = [poetry_good_poems, poetry_bad_poems, poetry_critiques, poetry_briefs, poetry_comparisons,
-              poetry_autopsies, poetry_dialogues, poetry_lessons, poetry_poet_pairs, educator_dataset, poet_dataset]
-    # The fine-tune factory (assets/finetune.py) is built by another area; until it exists the data half of
-    # the graph still loads, and the GGUF-dependent sample sessions are left out.
-    if importlib.util.find_spec("assets.finetune") is not None:
-        assets += [*_finetune_assets(), poetry_sample_sessions]
+              poetry_autopsies, poetry_dialogues, poetry_lessons, poetry_poet_pairs, educator_dataset, poet_dataset,
+              *_finetune_assets(), poetry_sample_sessions]
     return dg.Definitions(assets=assets, asset_checks=[*GATE_CHECKS, *DATASET_CHECKS])
 
 
