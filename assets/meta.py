@@ -1,0 +1,56 @@
+"""Metadata helpers every asset module uses: one markdown table, one preview, one record table.
+
+Thin ``MetadataValue`` wrappers around ``distillery_assets.markdown`` (which stays Dagster-free).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from distillery_assets.markdown import chat_preview, md_table, text_block
+
+
+def table_md(rows: Iterable[Sequence[Any]], head: Sequence[str], *, align: str | None = None,
+             digits: int = 4) -> dg.MetadataValue:
+    """A markdown table entry (rendered inline in the asset's metadata)."""
+    return dg.MetadataValue.md(md_table(list(rows), head, align=align, digits=digits))
+
+
+def text_md(text: str | None, limit: int = 1200) -> dg.MetadataValue:
+    """Text with its line breaks kept (poems, prompts, replies)."""
+    return dg.MetadataValue.md(text_block(text, limit))
+
+
+def chat_md(examples: Sequence[dict], n: int = 2, limit: int = 600) -> dg.MetadataValue:
+    """The first ChatML examples, turn by turn."""
+    return dg.MetadataValue.md(chat_preview(examples, n=n, limit=limit))
+
+
+def records_table(records: Sequence[Mapping[str, Any]], columns: Sequence[str], n: int = 10,
+                  limit: int = 200) -> dg.TableMetadataValue:
+    """The first ``n`` records as a Dagster table (strings clipped to ``limit`` characters)."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(name=c, type="string") for c in columns])
+    rows = []
+    for rec in records[:n]:
+        data = {}
+        for c in columns:
+            value = rec.get(c)
+            text = value if isinstance(value, str) else ("" if value is None else str(value))
+            data[c] = text if len(text) <= limit else text[: limit - 1] + "…"
+        rows.append(dg.TableRecord(data))
+    return dg.MetadataValue.table(records=rows, schema=schema)
+
+
+def size_mb(path: Path) -> float:
+    """Size of a file or folder in MB, rounded to 2 places."""
+    path = Path(path)
+    total = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return round(total / 1e6, 2)
+
+
+def path_md(path: Path | str) -> dg.MetadataValue:
+    return dg.MetadataValue.path(str(path))
