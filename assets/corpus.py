@@ -13,6 +13,7 @@ partitions runs as one run. The domain logic lives in :mod:`distillery_assets.co
 import dagster as dg
 from pydantic import Field
 
+from assets.meta import table_md
 from assets.pools import LOCAL_MODEL_POOL
 from distillery_assets.corpus.generate import DEFAULT_CHUNK, MAX_TOKENS, generate_missing
 from distillery_assets.corpus.layout import CorpusKind, corpus_root, partition_dir, stale_temp_files
@@ -43,12 +44,6 @@ class CorpusGenerateConfig(CorpusRootConfig):
     chunk_size: int = Field(
         default=DEFAULT_CHUNK, description="Requests handed to the LLM client at once; files are written per chunk."
     )
-
-
-def _md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _require_keys(context: dg.AssetExecutionContext) -> list[str]:
@@ -140,7 +135,7 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
                 "prompts_files": len(rows),
                 "prompts": sum(r[2] for r in rows),
                 "changed_files": sum(r[3] == "yes" for r in rows),
-                "files": dg.MetadataValue.md(_md_table(["partition", "prompts.txt", "prompts", "changed"], rows)),
+                "files": table_md(rows, ["partition", "prompts.txt", "prompts", "changed"], align="llrl"),
                 "preview": dg.MetadataValue.md("```\n" + first.read_text(encoding="utf-8")[:PREVIEW_CHARS] + "\n```"),
             }
         )
@@ -199,8 +194,9 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
             "truncated_at_max_tokens": summary["truncated_at_max_tokens"],
             "words_median": summary["words_median"],
             "words_per_file": dg.MetadataValue.json(summary["words_per_file"]),
-            "by_partition": dg.MetadataValue.md(_md_table(
-                ["partition", "present", "missing", "generated now", "word target"], summary["by_partition"])),
+            "by_partition": table_md(summary["by_partition"],
+                                     ["partition", "present", "missing", "generated now", "word target"],
+                                     align="lrrrl"),
             "llm_requests": usage["requests"],
             "llm_cache_hits": usage["cache_hits"],
             "input_tokens": usage["input_tokens"],

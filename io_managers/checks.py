@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from assets.meta import table_md
 from resources.catalog import CatalogResource
 
 
@@ -22,14 +23,14 @@ def catalogued_files_check(asset: dg.AssetsDefinition | dg.AssetKey | str) -> dg
     def _check(catalog: CatalogResource) -> dg.AssetCheckResult:
         rows = catalog.get().verify(name)
         bad = [r for r in rows if r["status"] != "ok"]
-        table = "| partition | path | status |\n|---|---|---|\n" + "\n".join(
-            f"| {r['partition'] or ''} | {r['path']} | {r['status']} |" for r in bad[:50])
+        table = table_md([(r["partition"], r["path"], r["status"]) for r in bad[:50]],
+                         ("partition", "path", "status"))
         return dg.AssetCheckResult(
             passed=bool(rows) and not bad,
             severity=dg.AssetCheckSeverity.ERROR,
             metadata={"checked": len(rows), "missing": sum(r["status"] == "missing" for r in rows),
                       "changed": sum(r["status"] == "changed" for r in rows),
-                      **({"problems": dg.MetadataValue.md(table)} if bad else {})},
+                      **({"problems": table} if bad else {})},
             description=None if rows else f"no artefact of {name} is in the catalogue",
         )
 

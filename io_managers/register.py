@@ -14,6 +14,7 @@ from typing import Any
 
 import dagster as dg
 
+from assets.meta import table_md
 from distillery_assets.catalog import ArtifactRecord, Catalog, InputRef
 from distillery_assets.paths import data_dir
 from io_managers.tracking import loaded_inputs
@@ -45,14 +46,11 @@ def record_metadata(records: list[ArtifactRecord], catalog: Catalog) -> dict[str
         if rec.record_count is not None:
             meta["records"] = rec.record_count
         return meta
-    table = "| path | bytes | records | sha256 |\n|---|---:|---:|---|\n" + "\n".join(
-        f"| {r.path} | {r.bytes} | {'' if r.record_count is None else r.record_count} | {r.sha256[:12]} |"
-        for r in records
-    )
     return {
         "files": len(records),
         "bytes": sum(r.bytes for r in records),
-        "files_table": dg.MetadataValue.md(table),
+        "files_table": table_md([(r.path, r.bytes, r.record_count, r.sha256[:12]) for r in records],
+                                ("path", "bytes", "records", "sha256"), align="lrrl"),
         "catalog_artifact_ids": dg.MetadataValue.json([r.id for r in records]),
     }
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from distillery_assets.markdown import clip, md_table
+
 RATING_SCHEMA = {
     "type": "object",
     "properties": {"rating": {"type": "number"}, "reasoning": {"type": "string"}},
@@ -198,11 +200,12 @@ def run_benchmark(settings: BenchSettings, messages: list[dict[str, str]],
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    head = "| Rank | Model | Tok/s | TTFT s | Time s | h / 1000 resp | Rating | Note |\n|---|---|---|---|---|---|---|---|"
+    """The ranking as a markdown table (through the shared :func:`distillery_assets.markdown.md_table`)."""
     rows = []
     for r in result["ranked"]:
         rating = f"{r['rating']:.1f}/5" if r.get("rating") is not None else "n/a"
-        note = (r.get("error") or r.get("rating_reason") or "").replace("|", "/")[:80]
-        rows.append(f"| {r['rank']} | {r['model']} | {r['tokens_per_s'] or '-'} | {r['ttft_s'] or '-'} | "
-                    f"{r['total_s'] or '-'} | {r['hours_per_1000'] or '-'} | {rating} | {note} |")
-    return "\n".join([head, *rows])
+        note = clip(r.get("error") or r.get("rating_reason") or "", 80)
+        rows.append([r["rank"], r["model"], r["tokens_per_s"] or "-", r["ttft_s"] or "-", r["total_s"] or "-",
+                     r["hours_per_1000"] or "-", rating, note])
+    return md_table(rows, ["Rank", "Model", "Tok/s", "TTFT s", "Time s", "h / 1000 resp", "Rating", "Note"],
+                    align="rlrrrrrl")
