@@ -17,17 +17,17 @@ chunk (checkpoint journal under data/theme/chatml_work/<setup fingerprint>/). Mo
 """
 
 import json
-import time
 from collections import Counter
 from pathlib import Path
 
 import dagster as dg
 
 from assets.finetune import finetune_chain
+from assets.meta import table_md
 from assets.pools import LOCAL_MODEL_POOL
 
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, iter_jsonl, read_jsonl
-from distillery_assets.paths import config_dir, data_dir, inputs_dir
+from distillery_assets.paths import config_dir, data_dir
 from distillery_assets.theme import books, chunking, keywords, modelbench, plots, setup, splits
 from distillery_assets.theme import config as theme_config
 from distillery_assets.theme.generate import ChatMLGenerator, GenerationSettings, GenSpec, rejects_log
@@ -46,12 +46,6 @@ def _cfg(name: str) -> Path:
     return config_dir() / "theme" / name
 
 
-def _md_table(rows: list[tuple], head: tuple) -> dg.MetadataValue:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows]
-    return dg.MetadataValue.md("\n".join(lines))
-
-
 # ------------------------------------------------------------------------------------------- books
 
 
@@ -65,17 +59,11 @@ class BooksConfig(dg.Config):
 @dg.asset(group_name=GROUP, description="Project Gutenberg books, licence wrapper stripped, one JSONL record per book.")
 def gutenberg_books(context: dg.AssetExecutionContext, config: BooksConfig) -> dg.Output[Path]:
     selection = books.load_selection(_cfg(theme_config.BOOKS_FILE))
-    if config.source == "local":
-        batch = books.from_local_dir(Path(config.local_dir) if config.local_dir else inputs_dir() / "gutenberg",
-                                     selection, config.ids)
-    elif config.source == "hf":
-        batch = books.from_hf_dataset(selection, config.ids)
-    elif config.source == "mirror":
-        if not config.mirror_url:
-            raise dg.Failure("source 'mirror' needs mirror_url")
-        batch = books.from_mirror(config.mirror_url, selection, config.ids)
-    else:
-        raise dg.Failure(f"unknown books source {config.source!r}; use local, hf or mirror")
+    try:
+        batch = books.load_books(config.source, selection, config.ids, local_dir=config.local_dir,
+                                 mirror_url=config.mirror_url)
+    except books.BookError as exc:
+        raise dg.Failure(str(exc)) from exc
     for reject in batch.rejects:
         context.log.error(f"book rejected: {reject.reason}")
     for warning in batch.warnings:
@@ -92,9 +80,9 @@ def gutenberg_books(context: dg.AssetExecutionContext, config: BooksConfig) -> d
         "rejected": len(batch.rejects),
         "not_available": dg.MetadataValue.json(batch.missing),
         "characters": sum(r["length"] for r in records),
-        "books_table": _md_table([(r["id"], r["title"], r["author"], r["pub_year"], r["length"], r["category"])
-                                  for r in records], ("id", "title", "author", "year", "chars", "category")),
-        "rejects": _md_table([(r.book_id, r.reason) for r in batch.rejects], ("id", "reason")),
+        "books_table": table_md([(r["id"], r["title"], r["author"], r["pub_year"], r["length"], r["category"])
+                                 for r in records], ("id", "title", "author", "year", "chars", "category")),
+        "rejects": table_md([(r.book_id, r.reason) for r in batch.rejects], ("id", "reason")),
         "warnings": dg.MetadataValue.json(batch.warnings[:50]),
         "source": config.source,
     })
@@ -121,15 +109,9 @@ class ChunkConfig(dg.Config):
 def gutenberg_chunks(gutenberg_books: Path, config: ChunkConfig) -> dg.Output[Path]:
     params = chunking.ChunkParams(config.chunk_size, config.overlap, config.min_chunk_size)
     per_book: Counter = Counter()
-
-    def all_chunks():
-        for _, book in iter_jsonl(gutenberg_books, on_error="raise"):
-            for chunk in chunking.chunk_book(book, params):
-                per_book[book["id"]] += 1
-                yield chunk
-
+    book_rows = (book for _, book in iter_jsonl(gutenberg_books, on_error="raise"))
     path = _out("gutenberg_chunks.jsonl")
-    n = atomic_write_jsonl(path, all_chunks())
+    n = atomic_write_jsonl(path, chunking.chunk_books(book_rows, params, per_book))
     return dg.Output(path, metadata={
         "chunks": n, "chunks_per_book": dg.MetadataValue.json({str(k): v for k, v in per_book.items()}),
         "params": dg.MetadataValue.json(params.__dict__),
@@ -157,45 +139,21 @@ class ThemeFilterConfig(dg.Config):
 @dg.asset(group_name=GROUP, description="Chunks whose theme keyword total (distinct whole-word keywords per theme, summed) reaches min_matches.")
 def theme_chunks(context: dg.AssetExecutionContext, gutenberg_chunks: Path, config: ThemeFilterConfig) -> dg.Output[Path]:
     sets = keywords.load_keyword_sets(_cfg(theme_config.KEYWORDS_FILE))
-    counter = keywords.KeywordCounter(sets)
-    totals: list[int] = []
-    theme_hits: Counter = Counter()
-    elapsed, megabytes = 0.0, 0.0
-
-    def kept_rows():  # streamed in batches so a full-size corpus never sits in memory at once
-        batch: list[dict] = []
-        for _, row in iter_jsonl(gutenberg_chunks, on_error="raise"):
-            batch.append(row)
-            if len(batch) == 8192:
-                yield from flush(batch)
-                batch = []
-        yield from flush(batch)
-
-    def flush(batch: list[dict]):
-        nonlocal elapsed, megabytes
-        started = time.perf_counter()
-        counts = counter.count_many([r["text"] for r in batch])
-        elapsed += time.perf_counter() - started
-        megabytes += sum(len(r["text"].encode("utf-8")) for r in batch) / 1e6
-        for row, count in zip(batch, counts):
-            totals.append(count["total"])
-            if count["total"] >= config.min_matches:
-                theme_hits.update({t: 1 for t in sets if count[t]})
-                yield {**row, "keyword_counts": count}
-
+    kept = keywords.ChunkFilter(keywords.KeywordCounter(sets), config.min_matches)
     path = _out("theme_chunks.jsonl")
-    n_kept = atomic_write_jsonl(path, kept_rows())
-    context.log.info(f"keyword counting: {megabytes:.2f} MB in {elapsed:.3f}s")
-    hist = keywords.histogram(totals)
+    n_kept = atomic_write_jsonl(path, kept.kept(row for _, row in iter_jsonl(gutenberg_chunks, on_error="raise")))
+    context.log.info(f"keyword counting: {kept.megabytes:.2f} MB in {kept.seconds:.3f}s")
+    totals, hist = kept.totals, keywords.histogram(kept.totals)
     plot_path = _out("theme_chunks_totals.png")
     plot_md = plots.save_png(plots.totals_histogram_png(hist, config.min_matches), plot_path, "keyword totals")
     return dg.Output(path, metadata={
         "kept": n_kept, "total": len(totals), "kept_fraction": round(n_kept / len(totals), 4) if totals else 0.0,
         "min_matches": config.min_matches,
-        "histogram_of_totals": _md_table(list(hist.items()), ("total", "chunks")),
+        "histogram_of_totals": table_md(list(hist.items()), ("total", "chunks"), align="rr"),
         "histogram_plot": dg.MetadataValue.md(plot_md), "histogram_png": dg.MetadataValue.path(str(plot_path)),
-        "top_themes": _md_table(theme_hits.most_common(16), ("theme", "kept chunks with >=1 keyword")),
-        "count_rate_mb_s": round(megabytes / elapsed, 1) if elapsed > 0 else 0.0,
+        "top_themes": table_md(kept.theme_hits.most_common(16), ("theme", "kept chunks with >=1 keyword"),
+                               align="lr"),
+        "count_rate_mb_s": kept.rate_mb_s,
     })
 
 

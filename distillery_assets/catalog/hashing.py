@@ -10,7 +10,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-_CHUNK = 1 << 20
+from distillery_assets.io.hashing import iter_blocks
+
 RECORD_SUFFIXES = (".jsonl",)
 # In-process memo: (path, inode, size, mtime_ns, ctime_ns, count_lines) -> result, so a large input (a
 # base model folder) recorded by several artefacts of one step is read once. An atomic rewrite (new inode)
@@ -43,13 +44,12 @@ def _read_and_hash(path: Path, count_lines: bool) -> tuple[str, int, int | None]
     size = 0
     lines = 0
     last = b"\n"
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-            if count_lines:
-                lines += chunk.count(b"\n")
-                last = chunk[-1:]
+    for chunk in iter_blocks(path):
+        digest.update(chunk)
+        size += len(chunk)
+        if count_lines:
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
     if count_lines and size and last != b"\n":
         lines += 1  # final record without a trailing newline
     return digest.hexdigest(), size, (lines if count_lines else None)

@@ -11,9 +11,9 @@ import re
 from functools import cache
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from distillery_assets.io.yamlfile import ConfigFileError, read_yaml, validate_yaml
 from distillery_assets.paths import config_dir
 
 TABLES_RELPATH = Path("corpus") / "prompt_tables.yaml"
@@ -28,7 +28,7 @@ def _repeated(items: list[str]) -> list[str]:
     return sorted({item for item in items if items.count(item) > 1})
 
 
-class PromptTablesError(ValueError):
+class PromptTablesError(ConfigFileError):
     """The prompt tables file is missing or malformed; the message names the file and the field."""
 
 
@@ -152,21 +152,10 @@ def default_tables_path() -> Path:
 def load_tables(path: Path | None = None) -> PromptTables:
     """Read and validate the prompt tables; errors name the file and the offending field."""
     path = Path(path) if path is not None else default_tables_path()
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise PromptTablesError(f"{path}: prompt tables file not found") from exc
-    except yaml.YAMLError as exc:
-        raise PromptTablesError(f"{path}: not valid YAML: {exc}") from exc
+    raw = read_yaml(path, error=PromptTablesError, what="prompt tables file")
     if not isinstance(raw, dict):
         raise PromptTablesError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    try:
-        return PromptTables.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
-        )
-        raise PromptTablesError(f"{path}: {problems}") from exc
+    return validate_yaml(raw, PromptTables, path=path, error=PromptTablesError)
 
 
 @cache

@@ -1,20 +1,34 @@
-"""The one sha256 helper for files and text (the catalogue's fingerprints use the same streaming read)."""
+"""The one sha256 helper for files and text, and the one streaming block reader behind it (the catalogue's
+fingerprints read files through :func:`iter_blocks` too)."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
-_CHUNK = 1 << 20
+BLOCK = 1 << 20
+
+
+def iter_blocks(path: str | Path, size: int = BLOCK) -> Iterator[bytes]:
+    """A file's bytes in blocks of ``size`` (1 MiB by default), never the whole file in memory."""
+    with open(path, "rb") as fh:
+        while block := fh.read(size):
+            yield block
+
+
+def sha256_files(*paths: str | Path) -> str:
+    """Hex sha256 of the files' bytes read one after another (one file: its plain sha256)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        for block in iter_blocks(path):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks (never the whole file in memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    return sha256_files(path)
 
 
 def sha256_text(text: str) -> str:

@@ -4,6 +4,7 @@ the field in every error.
     load_yaml(path)                       -> the parsed document (any YAML value)
     load_yaml(path, Model)                -> Model instance
     load_yaml(path, Model, prefix="profiles.full")   # field paths in errors start with the prefix
+    parse_yaml(text, path=path)           -> parse text already read from path (errors name path)
     validate_yaml(raw, Model, path=path)  -> validate an already-read (sub)document the same way
 
 Each pipeline raises its own error type (a subclass of ``ConfigFileError`` or any exception class taking
@@ -45,6 +46,11 @@ def read_yaml(path: str | Path, *, error: type[Exception] = ConfigFileError, wha
         raise error(f"{path}: not UTF-8 ({exc})") from exc
     except OSError as exc:
         raise error(f"{path}: cannot read {what}: {exc}") from exc
+    return parse_yaml(text, path=path, error=error)
+
+
+def parse_yaml(text: str, *, path: str | Path, error: type[Exception] = ConfigFileError) -> Any:
+    """Parse YAML text already read from ``path`` (for callers that check the text first)."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -20,15 +20,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from distillery_assets.io.yamlfile import ConfigFileError, parse_yaml, validate_yaml
 from distillery_assets.paths import config_dir
 
 PROFILE_ENV = "DISTILLERY_POETRY_PROFILE"
 
 
-class PoetryConfigError(ValueError):
+class PoetryConfigError(ConfigFileError):
     """A poetry config file is missing or invalid; the message names the file and field."""
 
 
@@ -57,8 +57,7 @@ class DatasetSettings(_Strict):
     seed: int = 42
     valid_fraction: float = Field(0.1, gt=0, lt=1)
     max_samples: int = Field(0, ge=0)
-    educator_max_seq: int = Field(1024, gt=0)
-    poet_max_seq: int = Field(512, gt=0)
+    # token lengths are checked against each role's training max_seq (data/config/training/<role>.yaml)
     max_over_length_fraction: float = Field(0.2, ge=0, le=1)
 
 
@@ -154,15 +153,10 @@ def _read_text(path: Path) -> str:
 
 
 def _read_yaml(path: Path, model: type[BaseModel]) -> Any:
-    try:
-        raw = yaml.safe_load(_read_text(path))
-    except yaml.YAMLError as exc:
-        raise PoetryConfigError(f"{path}: invalid YAML: {exc}") from exc
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise PoetryConfigError(f"{path}: {problems}") from exc
+    """A YAML file through the shared loader: missing, empty and unparsable files, and bad fields, raise
+    :class:`PoetryConfigError` naming the file (and field)."""
+    return validate_yaml(parse_yaml(_read_text(path), path=path, error=PoetryConfigError), model, path=path,
+                         error=PoetryConfigError)
 
 
 def read_phrase_list(path: Path) -> list[str]:

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from distillery_assets.io import JsonlError, iter_jsonl
-from distillery_assets.paths import safe_child
+from distillery_assets.paths import inputs_dir, safe_child
 
+SOURCES = ("local", "hf", "mirror")
 HF_DATASET = "manu/project_gutenberg"
 MIRROR_LAYOUTS = ("cache/epub/{id}/pg{id}.txt", "files/{id}/{id}-0.txt", "files/{id}/{id}.txt")
 
@@ -317,6 +318,22 @@ def from_mirror(base_url: str, selection: BookSelection, ids: Iterable[int] | No
             batch.missing.append(int(book_id))
             batch.warnings.append(f"book {book_id}: not found on mirror ({'; '.join(tried)})")
     return batch
+
+
+def load_books(source: str, selection: BookSelection, ids: Iterable[int] | None = None, *,
+               local_dir: Path | str | None = None, mirror_url: str | None = None) -> BookBatch:
+    """The books of ``selection`` (or just ``ids``) from one of :data:`SOURCES`: ``local`` reads ``local_dir``
+    (default ``inputs_dir()/gutenberg``), ``hf`` streams the Hub dataset, ``mirror`` fetches from
+    ``mirror_url``. An unknown source or a mirror without a URL raises :class:`BookError`."""
+    if source == "local":
+        return from_local_dir(Path(local_dir) if local_dir else inputs_dir() / "gutenberg", selection, ids)
+    if source == "hf":
+        return from_hf_dataset(selection, ids)
+    if source == "mirror":
+        if not mirror_url:
+            raise BookError("source 'mirror' needs mirror_url")
+        return from_mirror(mirror_url, selection, ids)
+    raise BookError(f"unknown books source {source!r}; use {', '.join(SOURCES[:-1])} or {SOURCES[-1]}")
 
 
 def dedupe(records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -10,7 +10,8 @@ The index counts every chunk made, dropped ones included, so ids do not shift wh
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,3 +95,13 @@ def chunk_book(book: dict[str, Any], params: ChunkParams = ChunkParams()) -> Ite
             "text": text,
             "length": len(text),
         }
+
+
+def chunk_books(books: Iterable[dict[str, Any]], params: ChunkParams = ChunkParams(),
+                per_book: Counter | None = None) -> Iterator[dict[str, Any]]:
+    """Chunk records of every book in turn, streamed; ``per_book`` (when given) counts chunks per book id."""
+    for book in books:
+        for chunk in chunk_book(book, params):
+            if per_book is not None:
+                per_book[book["id"]] += 1
+            yield chunk

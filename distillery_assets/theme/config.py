@@ -11,11 +11,11 @@ Every loader raises :class:`ThemeConfigError` naming the file (and line or field
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from distillery_assets.io.hashing import sha256_files
+from distillery_assets.io.yamlfile import ConfigFileError, read_yaml
 
 KEYWORDS_FILE = "theme_keywords.json"
 PERSONAS_FILE = "personas.yaml"
@@ -24,8 +24,8 @@ ANACHRONISMS_FILE = "anachronisms.txt"
 BOOKS_FILE = "books.json"
 
 
-class ThemeConfigError(ValueError):
-    pass
+class ThemeConfigError(ConfigFileError):
+    """A theme config file is missing or invalid; the message names the file and the line or field."""
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,8 @@ class Persona:
 
 
 def load_personas(path: Path) -> list[Persona]:
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ThemeConfigError(f"{path}: cannot read personas: {exc}") from exc
-    groups = (raw or {}).get("groups")
+    raw = read_yaml(path, error=ThemeConfigError, what="personas file")
+    groups = raw.get("groups") if isinstance(raw, dict) else None
     if not isinstance(groups, dict) or not groups:
         raise ThemeConfigError(f"{path}: field 'groups' must map group names to {{variant: prompt}}")
     personas: list[Persona] = []
@@ -82,7 +79,4 @@ def load_lines(path: Path, what: str) -> list[str]:
 
 def file_digest(*paths: Path) -> str:
     """Short hash of the files' bytes: changes when an editable config changes."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(Path(path).read_bytes())
-    return digest.hexdigest()[:12]
+    return sha256_files(*paths)[:12]

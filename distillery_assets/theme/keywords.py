@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +192,44 @@ def _python_boundaries(buffer: bytes, frm: int, to: int) -> bool:
     left_ok = _is_word(word[0]) != (bool(left) and _is_word(left))
     right_ok = _is_word(word[-1]) != (bool(right) and _is_word(right))
     return left_ok and right_ok
+
+
+class ChunkFilter:
+    """Keeps the chunk rows whose keyword total reaches ``min_matches``, counting them in batches of
+    ``batch_rows`` so a full-size corpus never sits in memory at once. While :meth:`kept` streams, it records
+    every row's total, how many kept rows hit each theme, and the counting time and megabytes scanned."""
+
+    def __init__(self, counter: KeywordCounter, min_matches: int, batch_rows: int = 8192):
+        self.counter, self.min_matches, self.batch_rows = counter, min_matches, batch_rows
+        self.totals: list[int] = []
+        self.theme_hits: Counter = Counter()
+        self.seconds = 0.0
+        self.megabytes = 0.0
+
+    def kept(self, rows: Iterable[dict]) -> Iterator[dict]:
+        """The kept rows, each with its ``keyword_counts`` added."""
+        batch: list[dict] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) == self.batch_rows:
+                yield from self._flush(batch)
+                batch = []
+        yield from self._flush(batch)
+
+    def _flush(self, batch: list[dict]) -> Iterator[dict]:
+        started = time.perf_counter()
+        counts = self.counter.count_many([r["text"] for r in batch])
+        self.seconds += time.perf_counter() - started
+        self.megabytes += sum(len(r["text"].encode("utf-8")) for r in batch) / 1e6
+        for row, count in zip(batch, counts, strict=True):
+            self.totals.append(count["total"])
+            if count["total"] >= self.min_matches:
+                self.theme_hits.update({t: 1 for t in self.counter.themes if count[t]})
+                yield {**row, "keyword_counts": count}
+
+    @property
+    def rate_mb_s(self) -> float:
+        return round(self.megabytes / self.seconds, 1) if self.seconds > 0 else 0.0
 
 
 def histogram(totals: Iterable[int], cap: int = 10) -> dict[str, int]:

@@ -140,3 +140,16 @@ def test_credit_paragraph_and_old_closing_line_removed():
             "End of the Project Gutenberg EBook of The Title, by Someone\n")
     out = books.strip_gutenberg(wrapped("THIS", body=body))
     assert out.text == "THE TITLE\n\nText of the book."
+
+
+def test_load_books_dispatches_on_source_and_names_bad_sources(tmp_path, monkeypatch):
+    (tmp_path / "gutenberg").mkdir()
+    (tmp_path / "gutenberg" / "pg1.txt").write_text(wrapped(), encoding="utf-8")
+    monkeypatch.setenv("DISTILLERY_INPUTS_DIR", str(tmp_path))
+    batch = books.load_books("local", SEL, [1, 2])  # default folder: inputs_dir()/gutenberg
+    assert [r["id"] for r in batch.records] == [1] and batch.missing == [2]
+    assert [r["id"] for r in books.load_books("local", SEL, [1], local_dir=tmp_path / "gutenberg").records] == [1]
+    with pytest.raises(books.BookError, match="source 'mirror' needs mirror_url"):
+        books.load_books("mirror", SEL, [1])
+    with pytest.raises(books.BookError, match="unknown books source 'ftp'; use local, hf or mirror"):
+        books.load_books("ftp", SEL, [1])

@@ -1,6 +1,7 @@
 """Chunking and keyword counting (fast counter == the seed's regex loop)."""
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -107,3 +108,27 @@ def test_bad_keyword_file_names_file(tmp_path):
 
 def test_histogram():
     assert keywords.histogram([0, 1, 1, 12, 10], cap=10) == {"0": 1, "1": 2, ">=10": 2}
+
+
+def test_chunk_books_streams_every_book_and_counts_per_book():
+    params = chunking.ChunkParams(chunk_size=300, overlap=0, min_chunk_size=10)
+    book_list = [{"id": 1, "text": "\n\n".join(["word " * 40] * 5)}, {"id": 2, "text": "short words here"}]
+    per_book: Counter = Counter()
+    chunks = list(chunking.chunk_books(iter(book_list), params, per_book))
+    assert chunks == [c for b in book_list for c in chunking.chunk_book(b, params)]
+    assert per_book == {1: sum(c["source_id"] == 1 for c in chunks), 2: 1} and per_book[1] > 1
+
+
+def test_chunk_filter_keeps_the_same_rows_as_counting_each_one():
+    sets = keywords.load_keyword_sets(KEYWORDS_FILE)
+    counter = keywords.KeywordCounter(sets)
+    words = [w for ws in sets.values() for w in ws]
+    rows = [{"chunk_id": f"c{i}", "text": " ".join(words[i * 3:i * 3 + (i % 4)]) + " plain filler"} for i in range(40)]
+    kept_filter = keywords.ChunkFilter(counter, min_matches=2, batch_rows=7)  # several batches and a remainder
+    kept = list(kept_filter.kept(iter(rows)))
+    expected = [{**r, "keyword_counts": counter.count(r["text"])} for r in rows
+                if counter.count(r["text"])["total"] >= 2]
+    assert kept == expected and 0 < len(kept) < len(rows)
+    assert kept_filter.totals == [counter.count(r["text"])["total"] for r in rows]
+    assert sum(kept_filter.theme_hits.values()) == sum(sum(1 for t in sets if k["keyword_counts"][t]) for k in kept)
+    assert kept_filter.megabytes > 0 and kept_filter.rate_mb_s >= 0
