@@ -3,25 +3,40 @@
 Per request: resolve the model -> request key -> cache hit? (answer without touching the provider) ->
 rate limiter -> provider call with retries (tenacity: exponential backoff + jitter, Retry-After honoured)
 -> JSON parse + schema validation with a bounded re-ask -> cache the success -> one usage row.
-Every request ends as ``ok=True`` or ``ok=False`` with a reason; ``complete_batch`` keeps input order and
-never raises for one bad item. Identical requests in flight at once are made only once (the second waits
-and is served from the cache). Errors, logs and rows pass through the secret scrubber.
+Every request ends as ``ok=True`` or ``ok=False`` with a reason; nothing raises for one bad item.
+Identical requests in flight at once are made only once (the second waits and is served from the cache).
+Errors, logs and rows pass through the secret scrubber.
+
+The core is asyncio: each client owns one event loop on a daemon thread, where every request is a
+coroutine (providers with an async SDK, ``acall``, run there directly; a sync ``call`` runs in a small thread
+pool sized to the concurrency). Concurrency is a semaphore around provider attempts, so a cache hit never
+waits for a slot. Callers stay synchronous:
+
+* ``complete(request)`` one answer;
+* ``stream(requests, label)`` yields ``(index, result)`` as each answer arrives (the LLM task runner writes
+  each record the moment it exists);
+* ``complete_batch(requests, label)`` the results in input order.
+
+Usage rows go to the sink in batches from one writer thread, so a slow catalogue never stalls requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from distillery_assets.llm.cache import ResponseCache
 from distillery_assets.llm.errors import ConfigError, ProviderError, RetryableError
@@ -37,6 +52,7 @@ UsageSink = Callable[[list[dict[str, Any]]], None]
 RAW_IN_ERROR_CHARS = 600
 REASK_TEXT = ("Your previous reply could not be used: {reason}. Reply again with exactly one JSON object that "
               "satisfies the requested schema, and no other text.")
+_DONE = object()
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +67,7 @@ class _Outcome:
         self.finish_reason: str | None = None
         self.input_tokens = 0
         self.output_tokens = 0
+        self.attempts = 0
         self.reported_cost: float | None = None
         self.all_costs_reported = True
 
@@ -77,64 +94,126 @@ class LLMClient:
         self.scrub = scrubber or Scrubber()
         self._sleep, self._clock = sleep, clock
         self.log = logger or log
-        self._inflight: dict[str, list] = {}
-        self._inflight_guard = threading.Lock()
         self._rows_lock = threading.Lock()
         self.unsaved_rows: list[dict[str, Any]] = []
         self.provider_calls = 0  # attempts that reached the provider (for tests and metadata)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_guard = threading.Lock()
+        self._key_locks: dict[str, list] = {}  # touched only on the loop thread
+        self._slots: asyncio.Semaphore | None = None
+        self._sync_pool: ThreadPoolExecutor | None = None
+        self._sink_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-usage")
 
     # ------------------------------------------------------------------ public API
     def complete(self, request: LLMRequest) -> LLMResult:
-        try:
-            result, row = self._run(request)
-        except Exception as exc:  # never raise for one request: it ends rejected, with the reason
-            result, row = self._unexpected(request, exc)
+        result, row = self._submit(self._guarded(request)).result()
         self._flush([row])
         return result
 
     def complete_batch(self, requests: Sequence[LLMRequest], label: str | None = None,
                        flush_every: int = 50, flush_every_s: float = 10.0) -> list[LLMResult]:
         requests = list(requests)
-        label = label or (requests[0].tag if requests else "batch")
-        tracker = ProgressTracker(label, len(requests), self.progress, clock=self._clock)
         results: list[LLMResult | None] = [None] * len(requests)
-        pending_rows: list[dict[str, Any]] = []
-        last_flush = [self._clock()]
-        rows_guard = threading.Lock()
-
-        def one(index: int) -> None:
-            try:
-                result, row = self._run(requests[index])
-            except Exception as exc:  # a bug or an unexpected SDK error must not lose the item
-                result, row = self._unexpected(requests[index], exc)
+        for index, result in self.stream(requests, label, flush_every=flush_every, flush_every_s=flush_every_s):
             results[index] = result
-            tracker.record(result.ok, result.cached)
-            with rows_guard:
-                pending_rows.append(row)
-                due = len(pending_rows) >= flush_every or self._clock() - last_flush[0] >= flush_every_s
-                batch = pending_rows[:] if due else []
-                if due:
-                    pending_rows.clear()
-                    last_flush[0] = self._clock()
-            if batch:
-                self._flush(batch)
-
-        if requests:
-            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests)),
-                                    thread_name_prefix="llm") as pool:
-                pending = {pool.submit(one, i) for i in range(len(requests))}
-                while pending:  # a slow batch still reports at least every `every_s` seconds
-                    _, pending = wait(pending, timeout=tracker.every_s)
-                    if pending:
-                        tracker.heartbeat()
-        self._flush(pending_rows)
         missing = [i for i, r in enumerate(results) if r is None]
-        if missing:  # cannot happen unless the pool itself broke; never hand back a short list
+        if missing:  # cannot happen unless the loop itself broke; never hand back a short list
             raise RuntimeError(f"{label}: no result for request(s) {missing}")
         return results  # type: ignore[return-value]
 
+    def stream(self, requests: Sequence[LLMRequest], label: str | None = None, *, flush_every: int = 50,
+               flush_every_s: float = 10.0) -> Iterator[tuple[int, LLMResult]]:
+        """``(index, result)`` for every request, in the order answers arrive. Closing the iterator early
+        cancels what is still in flight (answers already received stay in the cache)."""
+        requests = list(requests)
+        if not requests:
+            return
+        label = label or requests[0].tag
+        tracker = ProgressTracker(label, len(requests), self.progress, clock=self._clock)
+        out: queue.Queue = queue.Queue()
+        job = self._submit(self._batch(requests, tracker, out, flush_every, flush_every_s))
+        received = 0
+        try:
+            while received < len(requests):
+                try:
+                    item = out.get(timeout=tracker.every_s)
+                except queue.Empty:  # a slow batch still reports at least every `every_s` seconds
+                    tracker.heartbeat()
+                    if job.done() and out.empty():
+                        job.result()  # re-raise a broken batch instead of waiting forever
+                        raise RuntimeError(f"{label}: the batch ended with {received}/{len(requests)} results")
+                    continue
+                if item is _DONE:
+                    break
+                received += 1
+                yield item
+            job.result()
+        finally:
+            if not job.done():
+                job.cancel()
+
+    # ------------------------------------------------------------------ event loop plumbing
+    def _submit(self, coro) -> Future:
+        with self._loop_guard:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="llm-loop", daemon=True).start()
+                self._loop = loop
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    async def _batch(self, requests: list[LLMRequest], tracker: ProgressTracker, out: queue.Queue,
+                     flush_every: int, flush_every_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        pending_rows: list[dict[str, Any]] = []
+        flushes: list[asyncio.Future] = []
+        last_flush = self._clock()
+
+        async def one(index: int) -> None:
+            nonlocal last_flush
+            result, row = await self._guarded(requests[index])
+            tracker.record(result.ok, result.cached)
+            pending_rows.append(row)
+            if len(pending_rows) >= flush_every or self._clock() - last_flush >= flush_every_s:
+                batch = pending_rows[:]
+                pending_rows.clear()
+                last_flush = self._clock()
+                flushes.append(loop.run_in_executor(self._sink_pool, self._flush, batch))
+            out.put((index, result))
+
+        tasks = [asyncio.ensure_future(one(i)) for i in range(len(requests))]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            if pending_rows:
+                flushes.append(loop.run_in_executor(self._sink_pool, self._flush, pending_rows[:]))
+            if flushes:
+                await asyncio.gather(*flushes, return_exceptions=True)
+            out.put(_DONE)
+
+    async def _asleep(self, seconds: float) -> None:
+        if self._sleep is time.sleep:
+            await asyncio.sleep(seconds)
+        else:  # an injected clock/sleep (tests): call it, then let other coroutines run
+            self._sleep(seconds)
+            await asyncio.sleep(0)
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.concurrency)
+        return self._slots
+
     # ------------------------------------------------------------------ one request
-    def _run(self, request: LLMRequest) -> tuple[LLMResult, dict[str, Any]]:
+    async def _guarded(self, request: LLMRequest) -> tuple[LLMResult, dict[str, Any]]:
+        try:
+            return await self._run(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or an unexpected SDK error must not lose the item
+            return self._unexpected(request, exc)
+
+    async def _run(self, request: LLMRequest) -> tuple[LLMResult, dict[str, Any]]:
         started = self._clock()
         provider = self.provider.name
         try:
@@ -145,14 +224,14 @@ class LLMClient:
             out.error = f"configuration: {exc}"
             return self._finish(request, provider, model, request.key(provider, model), out, started, cached=False)
         key = request.key(provider, model)
-        with self._key_lock(key):
+        async with self._key_lock(key):
             entry = self.cache.get(key) if self.cache else None
             if entry is not None:
                 out = _Outcome()
                 out.text, out.parsed, out.finish_reason = entry.get("text"), entry.get("parsed"), entry.get("finish_reason")
                 out.input_tokens, out.output_tokens = entry.get("input_tokens", 0), entry.get("output_tokens", 0)
                 return self._finish(request, provider, model, key, out, started, cached=True)
-            out = self._ask(request, model)
+            out = await self._ask(request, model)
             if out.error is None and self.cache is not None:
                 self.cache.put(key, {
                     "request_key": key, "provider": provider, "model": model, "tag": request.tag,
@@ -162,7 +241,7 @@ class LLMClient:
                 })
         return self._finish(request, provider, model, key, out, started, cached=False)
 
-    def _ask(self, request: LLMRequest, model: str) -> _Outcome:
+    async def _ask(self, request: LLMRequest, model: str) -> _Outcome:
         out = _Outcome()
         messages = list(request.messages)
         schema = request.json_schema
@@ -172,9 +251,10 @@ class LLMClient:
             except jsonschema.SchemaError as exc:
                 out.error = f"invalid json_schema in the request: {exc.message}"
                 return out
+        reason = ""
         for _ask_number in range(1 + (self.json_reasks if schema is not None else 0)):
             try:
-                reply = self._call_with_retries(messages, request, model)
+                reply = await self._call_with_retries(messages, request, model, out)
             except RetryableError as exc:
                 out.error = f"gave up after {self.max_attempts} attempts: {exc}"
                 return out
@@ -205,23 +285,35 @@ class LLMClient:
                 messages = messages + [ChatMessage(role="assistant", content=reply.text),
                                        ChatMessage(role="user", content=REASK_TEXT.format(reason=reason))]
         out.error = (f"invalid JSON after {1 + self.json_reasks} attempts: {reason}; "
-                     f"raw reply: {out.text[:RAW_IN_ERROR_CHARS]!r}")
+                     f"raw reply: {(out.text or '')[:RAW_IN_ERROR_CHARS]!r}")
         return out
 
-    def _call_with_retries(self, messages: list[ChatMessage], request: LLMRequest, model: str) -> ProviderReply:
+    async def _call_with_retries(self, messages: list[ChatMessage], request: LLMRequest, model: str,
+                                 out: _Outcome) -> ProviderReply:
         estimate = sum(estimate_tokens(m.content) for m in messages) + request.max_tokens
-        retrying = Retrying(stop=stop_after_attempt(self.max_attempts), wait=self._wait,
-                            retry=retry_if_exception_type(RetryableError), sleep=self._sleep,
-                            before_sleep=self._log_retry, reraise=True)
-        for attempt in retrying:
+        retrying = AsyncRetrying(stop=stop_after_attempt(self.max_attempts), wait=self._wait,
+                                 retry=retry_if_exception_type(RetryableError), sleep=self._asleep,
+                                 before_sleep=self._log_retry, reraise=True)
+        kwargs = dict(model=model, temperature=request.temperature, max_tokens=request.max_tokens,
+                      json_schema=request.json_schema, stop=request.stop, seed=request.seed, timeout_s=self.timeout_s)
+        async for attempt in retrying:
             with attempt:
-                ticket = self.limiter.acquire(estimate)
-                self.provider_calls += 1
-                reply = self.provider.call(messages, model=model, temperature=request.temperature,
-                                           max_tokens=request.max_tokens, json_schema=request.json_schema,
-                                           stop=request.stop, seed=request.seed, timeout_s=self.timeout_s)
-                self.limiter.settle(ticket, reply.input_tokens + reply.output_tokens)
+                async with self._semaphore():
+                    ticket = await self.limiter.aacquire(estimate, self._asleep)
+                    self.provider_calls += 1
+                    out.attempts += 1
+                    reply = await self._provider_call(messages, kwargs)
+                    self.limiter.settle(ticket, reply.input_tokens + reply.output_tokens)
         return reply
+
+    async def _provider_call(self, messages: list[ChatMessage], kwargs: dict[str, Any]) -> ProviderReply:
+        acall = getattr(self.provider, "acall", None)
+        if acall is not None:
+            return await acall(messages, **kwargs)
+        if self._sync_pool is None:
+            self._sync_pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="llm-call")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._sync_pool, partial(self.provider.call, messages, **kwargs))
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -251,8 +343,9 @@ class LLMClient:
         error = self.scrub(out.error)
         result = LLMResult(ok=error is None, text=out.text, parsed=out.parsed, error=error,
                            finish_reason=out.finish_reason, cached=cached, provider=provider, model=model,
-                           request_key=key, usage=Usage(input_tokens=out.input_tokens, output_tokens=out.output_tokens,
-                                                        latency_s=round(latency, 4), cost_usd=cost))
+                           request_key=key, attempts=out.attempts,
+                           usage=Usage(input_tokens=out.input_tokens, output_tokens=out.output_tokens,
+                                       latency_s=round(latency, 4), cost_usd=cost))
         row = {
             "request_key": key, "provider": provider, "model": model, "tag": request.tag, "ok": result.ok,
             "error": error, "finish_reason": out.finish_reason, "input_tokens": out.input_tokens,
@@ -286,22 +379,20 @@ class LLMClient:
                                             "they are kept and retried with the next ones"))
 
     def _key_lock(self, key: str):
-        client = self
+        locks = self._key_locks
 
         class _Hold:
-            def __enter__(self_inner):
-                with client._inflight_guard:
-                    entry = client._inflight.setdefault(key, [threading.Lock(), 0])
-                    entry[1] += 1
+            async def __aenter__(self_inner):
+                entry = locks.setdefault(key, [asyncio.Lock(), 0])
+                entry[1] += 1
                 self_inner.entry = entry
-                entry[0].acquire()
+                await entry[0].acquire()
 
-            def __exit__(self_inner, *exc_info):
+            async def __aexit__(self_inner, *exc_info):
                 self_inner.entry[0].release()
-                with client._inflight_guard:
-                    self_inner.entry[1] -= 1
-                    if self_inner.entry[1] == 0:
-                        client._inflight.pop(key, None)
+                self_inner.entry[1] -= 1
+                if self_inner.entry[1] == 0:
+                    locks.pop(key, None)
 
         return _Hold()
 

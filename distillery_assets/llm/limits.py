@@ -60,20 +60,37 @@ class RateLimiter:
                     waits.append(self._window[-1].at + WINDOW_S - now)
         return max(waits)
 
+    def _take(self, tokens: int) -> tuple[_Ticket | None, float]:
+        """A ticket if one more request fits now, else how long to wait before asking again."""
+        with self._lock:
+            now = self._clock()
+            wait = self._wait_needed(now, tokens)
+            if wait <= 0:
+                ticket = _Ticket(now, tokens)
+                self._window.append(ticket)
+                return ticket, 0.0
+        wait = min(wait, 5.0)  # re-check often: settled tokens may free the budget sooner
+        self.waited_s += wait
+        return None, wait
+
     def acquire(self, tokens: int = 0) -> _Ticket | None:
         if not self.rpm and not self.tpm:
             return None
         while True:
-            with self._lock:
-                now = self._clock()
-                wait = self._wait_needed(now, tokens)
-                if wait <= 0:
-                    ticket = _Ticket(now, tokens)
-                    self._window.append(ticket)
-                    return ticket
-            wait = min(wait, 5.0)  # re-check often: settled tokens may free the budget sooner
-            self.waited_s += wait
+            ticket, wait = self._take(tokens)
+            if ticket is not None:
+                return ticket
             self._sleep(wait)
+
+    async def aacquire(self, tokens: int = 0, sleep=None) -> _Ticket | None:
+        """``acquire`` for the client's event loop: waits with ``await sleep(seconds)`` instead of blocking."""
+        if not self.rpm and not self.tpm:
+            return None
+        while True:
+            ticket, wait = self._take(tokens)
+            if ticket is not None:
+                return ticket
+            await sleep(wait)
 
     def settle(self, ticket: _Ticket | None, actual_tokens: int) -> None:
         if ticket is not None:

@@ -76,4 +76,5 @@ class LLMResult(BaseModel):
     provider: str
     model: str
     request_key: str
+    attempts: int = 0  # provider calls this answer took (retries and JSON re-asks included; 0 = from the cache)
     usage: Usage = Field(default_factory=Usage)

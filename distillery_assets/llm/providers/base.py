@@ -18,6 +18,10 @@ class ProviderReply:
 
 
 class Provider(Protocol):
+    """A provider implements ``call`` (blocking; the client runs it in a thread pool sized to its
+    concurrency) or ``acall`` (the same signature, async; run on the client's event loop). Both: ``acall``
+    wins."""
+
     name: str
 
     def model_id(self, model: str | None) -> str:

@@ -1,7 +1,8 @@
 """Provider ``openai``: the Chat Completions API through the official ``openai`` SDK, at any base URL
 (OpenAI, OpenRouter, LM Studio, vLLM, a llama.cpp server, or the fake server in distillery_assets.fakeapi).
 
-The SDK's own retries are switched off (``max_retries=0``): the client's retry policy owns them, so
+Calls are async (``openai.AsyncOpenAI``, one HTTP connection pool per client event loop), so hundreds of
+requests in flight cost one thread. The SDK's own retries are switched off (``max_retries=0``): the client's retry policy owns them, so
 Retry-After, backoff and the usage row see every attempt. JSON requests ask for
 ``response_format={"type": "json_schema", ...}``; a server that refuses that (a 400, or the 500 that
 llama-cpp-python's server answers, mentioning response_format/json_schema) is asked with ``{"type": "json_object"}`` from then on, and the client still
@@ -32,6 +33,7 @@ class OpenAIProvider:
         self.default_model = default_model or DEFAULT_MODEL
         self.timeout_s = timeout_s
         self._client = None
+        self._client_loop = None
         self._lock = threading.Lock()
         self._json_schema_supported = True
 
@@ -39,8 +41,12 @@ class OpenAIProvider:
         return model or self.default_model
 
     def _sdk(self):
+        """The AsyncOpenAI client of the running event loop (an httpx pool belongs to one loop)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
         with self._lock:
-            if self._client is None:
+            if self._client is None or self._client_loop is not loop:
                 import openai
 
                 key = os.environ.get(self.api_key_env)
@@ -48,20 +54,21 @@ class OpenAIProvider:
                     if not self.base_url:
                         raise ConfigError(f"provider openai: environment variable {self.api_key_env} is not set")
                     key = "not-needed"  # local servers (LM Studio, vLLM, llama.cpp) accept any key
-                self._client = openai.OpenAI(api_key=key, base_url=self.base_url, max_retries=0,
-                                             timeout=self.timeout_s)
+                self._client = openai.AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=0,
+                                                  timeout=self.timeout_s)
+                self._client_loop = loop
             return self._client
 
     @staticmethod
-    def _json_object(client, kwargs: dict[str, Any], messages: list[ChatMessage], schema: dict[str, Any]):
+    async def _json_object(client, kwargs: dict[str, Any], messages: list[ChatMessage], schema: dict[str, Any]):
         """JSON mode without a schema: the schema goes into the system turn (which also says "JSON",
         as OpenAI's json_object mode requires)."""
         system = "\n\n".join(m.content for m in messages if m.role == "system")
         rest = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
         kwargs = {**kwargs, "messages": [{"role": "system", "content": with_schema_instruction(system, schema)}] + rest}
-        return client.chat.completions.create(**kwargs, response_format={"type": "json_object"})
+        return await client.chat.completions.create(**kwargs, response_format={"type": "json_object"})
 
-    def call(self, messages: list[ChatMessage], *, model: str, temperature: float, max_tokens: int,
+    async def acall(self, messages: list[ChatMessage], *, model: str, temperature: float, max_tokens: int,
              json_schema: dict[str, Any] | None, stop: list[str] | None, seed: int | None,
              timeout_s: float) -> ProviderReply:
         import openai
@@ -81,7 +88,7 @@ class OpenAIProvider:
         try:
             if json_schema is not None and self._json_schema_supported:
                 try:
-                    resp = client.chat.completions.create(**kwargs, response_format={
+                    resp = await client.chat.completions.create(**kwargs, response_format={
                         "type": "json_schema",
                         "json_schema": {"name": "result", "schema": json_schema, "strict": False}})
                 except (openai.BadRequestError, openai.InternalServerError) as exc:
@@ -90,11 +97,11 @@ class OpenAIProvider:
                     if "response_format" not in text and "json_schema" not in text:
                         raise
                     self._json_schema_supported = False
-                    resp = self._json_object(client, kwargs, messages, json_schema)
+                    resp = await self._json_object(client, kwargs, messages, json_schema)
             elif json_schema is not None:
-                resp = self._json_object(client, kwargs, messages, json_schema)
+                resp = await self._json_object(client, kwargs, messages, json_schema)
             else:
-                resp = client.chat.completions.create(**kwargs)
+                resp = await client.chat.completions.create(**kwargs)
         except openai.APITimeoutError as exc:
             raise RetryableError(f"timeout after {timeout_s:g}s") from exc
         except openai.APIConnectionError as exc:
