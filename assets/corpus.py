@@ -15,7 +15,7 @@ from pydantic import Field
 
 from assets.meta import table_md
 from assets.pools import LOCAL_MODEL_POOL
-from distillery_assets.corpus.generate import DEFAULT_CHUNK, MAX_TOKENS, generate_missing
+from distillery_assets.corpus.generate import MAX_TOKENS, generate_missing
 from distillery_assets.corpus.layout import CorpusKind, corpus_root, partition_dir, stale_temp_files
 from distillery_assets.corpus.plan import PartitionPlan, scan_partition
 from distillery_assets.corpus.prompts import leaves_for, word_target_for, write_leaf
@@ -41,9 +41,6 @@ class CorpusGenerateConfig(CorpusRootConfig):
     dry_run: bool = Field(default=False, description="List the missing files without calling the LLM.")
     model: str | None = Field(default=None, description="Model id; null = the LLM provider's default model.")
     max_tokens: int = Field(default=MAX_TOKENS, description="Most tokens per document (a cap on cost and time).")
-    chunk_size: int = Field(
-        default=DEFAULT_CHUNK, description="Requests handed to the LLM client at once; files are written per chunk."
-    )
 
 
 def _require_keys(context: dg.AssetExecutionContext) -> list[str]:
@@ -169,8 +166,7 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
         report = generate_missing(
             selected, client, model=config.model, tag=corpus_name,
             label=f"{corpus_name}/{keys[0] if len(keys) == 1 else f'{keys[0]}...{keys[-1]}'}",
-            chunk_size=config.chunk_size, max_tokens=config.max_tokens,
-            on_chunk=lambda done, total: context.log.info(f"{corpus_name}: {done}/{total} requests answered"),
+            max_tokens=config.max_tokens,
         )
         for outcome in report.failed:
             context.log.error(f"FAILED {relative(outcome.task.path, root)}: {outcome.reason}")
@@ -199,6 +195,7 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
                                      align="lrrrl"),
             "llm_requests": usage["requests"],
             "llm_cache_hits": usage["cache_hits"],
+            "llm_provider_calls": usage["provider_calls"],
             "input_tokens": usage["input_tokens"],
             "output_tokens": usage["output_tokens"],
             "estimated_cost_usd": usage["cost_usd"],

@@ -1,23 +1,24 @@
-"""Missing ``.corpus`` files turned into LLM requests, answered concurrently, written atomically.
+"""Missing ``.corpus`` files as one LLM task: a prompt per file, the answer written the moment it arrives.
 
-The client is anything with ``complete_batch(requests, label=...) -> list[LLMResult]`` (order preserved,
-one result per request, never raising for one bad item): in the platform that is the LLM resource's client,
-which owns concurrency, rate limits, retries and the response cache. Requests go out in chunks so a long run
-writes its files as it goes; a run killed mid-way leaves complete files only (atomic writes), and the
-answers it had already received stay in the LLM cache, so the next run pays for none of them again.
+``CorpusWriting`` is the task (plain-text response; ``prompt`` builds the request, ``parse`` keeps a
+non-empty answer). :func:`generate_missing` runs it through the LLM task runner, which streams answers
+from the client (the LLM resource's client owns concurrency, limits, retries and the response cache) and
+writes each file atomically as its answer arrives, so a run killed mid-way has on disk exactly what it was
+paid for, with complete files only, and the next run asks only for the files still missing (the answers
+already received are in the cache).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
 
 from distillery_assets.corpus.prompts_file import CorpusTask
 from distillery_assets.corpus.quality import word_count
 from distillery_assets.io import atomic_write_text
 from distillery_assets.llm import ChatMessage, LLMRequest, LLMResult
+from distillery_assets.llm.task import LLMTask, Reject, run_task
 
 SYSTEM_PROMPT = (
     "You write passages for a text corpus that will teach a language model to write well. "
@@ -26,12 +27,6 @@ SYSTEM_PROMPT = (
 )
 TEMPERATURE = 0.8
 MAX_TOKENS = 4096
-DEFAULT_CHUNK = 256
-WRITER_THREADS = 8
-
-
-class BatchClient(Protocol):
-    def complete_batch(self, requests: Sequence[LLMRequest], label: str) -> list[LLMResult]: ...
 
 
 def build_request(task: CorpusTask, *, model: str | None, tag: str, max_tokens: int = MAX_TOKENS) -> LLMRequest:
@@ -42,6 +37,26 @@ def build_request(task: CorpusTask, *, model: str | None, tag: str, max_tokens: 
         model=model,
         tag=tag,
     )
+
+
+class CorpusWriting(LLMTask[CorpusTask]):
+    """One ``.corpus`` file per row: the prompt from prompts.txt in, the passage out."""
+
+    name = "corpus"
+    ordered = False  # files are independent: write each one as soon as its answer arrives
+
+    def __init__(self, *, model: str | None = None, tag: str = "corpus", max_tokens: int = MAX_TOKENS):
+        self.model, self.tag, self.max_tokens = model, tag, max_tokens
+
+    def key(self, row: CorpusTask) -> str:
+        return str(row.path)
+
+    def prompt(self, row: CorpusTask) -> LLMRequest:
+        return build_request(row, model=self.model, tag=self.tag, max_tokens=self.max_tokens)
+
+    def parse(self, row: CorpusTask, result: LLMResult) -> str | Reject:
+        text = (result.text or "").strip()
+        return text if text else Reject(self.key(row), "the model returned no text")
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,7 @@ class FileOutcome:
 @dataclass
 class GenerationReport:
     outcomes: list[FileOutcome] = field(default_factory=list)
+    usage: dict = field(default_factory=dict)  # the task run's usage (requests, cache hits, provider calls, ...)
 
     def with_status(self, status: str) -> list[FileOutcome]:
         return [o for o in self.outcomes if o.status == status]
@@ -78,6 +94,7 @@ class GenerationReport:
         return {
             "requests": len(self.outcomes),
             "cache_hits": sum(o.cached for o in self.outcomes),
+            "provider_calls": self.usage.get("provider_calls", 0),
             "input_tokens": sum(o.input_tokens for o in self.outcomes),
             "output_tokens": sum(o.output_tokens for o in self.outcomes),
             "cost_usd": round(sum(c for c in costs if c), 6),
@@ -85,73 +102,46 @@ class GenerationReport:
         }
 
 
-def _outcome(task: CorpusTask, result: LLMResult) -> FileOutcome:
-    usage = dict(
-        cached=result.cached,
-        input_tokens=result.usage.input_tokens,
-        output_tokens=result.usage.output_tokens,
-        cost_usd=0.0 if result.cached else result.usage.cost_usd,
-        model=result.model,
-    )
-    if not result.ok:
-        return FileOutcome(task, "failed", reason=result.error or "unknown error", **usage)
-    text = (result.text or "").strip()
-    if not text:
-        return FileOutcome(task, "failed", reason="the model returned no text", **usage)
-    if task.path.exists():  # written by a concurrent run since we planned: keep theirs
-        return FileOutcome(task, "skipped", reason="appeared during the run", **usage)
-    atomic_write_text(task.path, text + "\n")
-    return FileOutcome(
-        task, "generated", words=word_count(text), truncated=result.finish_reason == "length", **usage
-    )
+def _usage(result: LLMResult) -> dict:
+    return dict(cached=result.cached, input_tokens=result.usage.input_tokens,
+                output_tokens=result.usage.output_tokens,
+                cost_usd=0.0 if result.cached else result.usage.cost_usd, model=result.model)
 
 
 def generate_missing(
     tasks: Sequence[CorpusTask],
-    client: BatchClient | None,
+    client,
     *,
     model: str | None = None,
     tag: str = "corpus",
     label: str = "corpus",
-    chunk_size: int = DEFAULT_CHUNK,
-    on_chunk: Callable[[int, int], None] | None = None,
-    writers: int = WRITER_THREADS,
     max_tokens: int = MAX_TOKENS,
 ) -> GenerationReport:
-    """Ask the client for every task's text and write each answer to its ``.corpus`` file (with no tasks the
-    client is not needed and may be None).
-
-    Chunks are pipelined: while one chunk's answers are written (in a small thread pool, since each atomic
-    write waits on an fsync), the next chunk's requests are already in flight.
-    """
-    if chunk_size < 1:
-        raise ValueError("chunk_size must be at least 1")
-    chunks = [list(tasks[start : start + chunk_size]) for start in range(0, len(tasks), chunk_size)]
+    """Ask for every task's text and write each answer to its ``.corpus`` file as it arrives (with no tasks
+    the client is not needed and may be None)."""
     report = GenerationReport()
-    if not chunks:
+    tasks = list(tasks)
+    if not tasks:
         return report
     if client is None:
         raise ValueError(f"{len(tasks)} documents to generate but no LLM client given")
+    writing = CorpusWriting(model=model, tag=tag, max_tokens=max_tokens)
+    by_key = {writing.key(t): t for t in tasks}
+    outcomes: dict[str, FileOutcome] = {}
 
-    def ask(chunk: list[CorpusTask]) -> list[LLMResult]:
-        results = client.complete_batch(
-            [build_request(t, model=model, tag=tag, max_tokens=max_tokens) for t in chunk], label=label
-        )
-        if len(results) != len(chunk):
-            raise RuntimeError(f"LLM client returned {len(results)} results for {len(chunk)} requests")
-        return results
+    def write(row: CorpusTask, text: str, result: LLMResult) -> None:
+        key = writing.key(row)
+        if row.path.exists():  # written by a concurrent run since we planned: keep theirs
+            outcomes[key] = FileOutcome(row, "skipped", reason="appeared during the run", **_usage(result))
+            return
+        atomic_write_text(row.path, text + "\n")
+        outcomes[key] = FileOutcome(row, "generated", words=word_count(text),
+                                    truncated=result.finish_reason == "length", **_usage(result))
 
-    done = 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="corpus-ask") as asker, ThreadPoolExecutor(
-        max_workers=max(1, writers), thread_name_prefix="corpus-write"
-    ) as writer:
-        in_flight = asker.submit(ask, chunks[0])
-        for index, chunk in enumerate(chunks):
-            results = in_flight.result()
-            if index + 1 < len(chunks):
-                in_flight = asker.submit(ask, chunks[index + 1])
-            report.outcomes.extend(writer.map(_outcome, chunk, results))
-            done += len(chunk)
-            if on_chunk:
-                on_chunk(done, len(tasks))
+    run = run_task(writing, tasks, client, label=label, on_record=write)
+    for item in [*run.rejects, *run.failures]:
+        outcomes[item.key] = FileOutcome(by_key[item.key], "failed", reason=item.reason,
+                                         **_usage(run.results[item.key]))
+    report.outcomes = [outcomes[writing.key(t)] for t in tasks]
+    report.usage = run.usage.as_dict()
     return report
