@@ -1,6 +1,8 @@
 """Command line view of the catalogue (rich tables).
 
-    python -m distillery_assets.catalog lineage poet_gguf      # which files, from which inputs, made it
+    python -m distillery_assets.catalog lineage poet_gguf      # which files, from which inputs, made it,
+                                                               # down to the edited files (path + sha256)
+    python -m distillery_assets.catalog lineage --sources poet_gguf  # only those edited files
     python -m distillery_assets.catalog derived theme/books/1.txt  # what was made from a file or asset
     python -m distillery_assets.catalog artifacts [ASSET]      # newest artefact per asset/partition
     python -m distillery_assets.catalog verify [ASSET]         # files still match their catalogued sha256?
@@ -8,12 +10,14 @@
     python -m distillery_assets.catalog runs                   # training / evaluation runs
     python -m distillery_assets.catalog sql "select ..."       # anything else
 Options: ``--db PATH`` (default ``$DISTILLERY_DATA_DIR/catalog.duckdb``), ``--json`` (machine output).
+Piped output is not wrapped to 80 columns (tables keep their natural width; ``$COLUMNS`` still wins).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from distillery_assets.catalog.sources import SOURCE_PREFIX, is_source_key
 from distillery_assets.catalog.store import Catalog, CatalogError
 
 ARTIFACT_COLUMNS = "asset_key, partition, path, kind, bytes, record_count, left(sha256, 12) AS sha256, run_id, strftime(created_at, '%Y-%m-%d %H:%M:%S') AS created_at"
@@ -41,8 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--db", type=Path, default=None, help="catalogue file (default: data_dir()/catalog.duckdb)")
     parser.add_argument("--json", action="store_true", help="print rows as JSON lines instead of a table")
     sub = parser.add_subparsers(dest="command", required=True)
-    lineage = sub.add_parser("lineage", help="inputs behind the newest artefacts of ASSET, transitively")
+    lineage = sub.add_parser("lineage", help="inputs behind the newest artefacts of ASSET, transitively, down to "
+                                             "the edited files (sources)")
     lineage.add_argument("asset")
+    lineage.add_argument("--sources", action="store_true",
+                         help="only the edited files reached: path, full sha256, bytes, who read them, changed since?")
     derived = sub.add_parser("derived", help="artefacts made from an asset or a file, transitively")
     derived.add_argument("source", help="asset key or path (relative to the data directory)")
     artifacts = sub.add_parser("artifacts", help="newest artefact per asset and partition")
@@ -57,13 +65,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _lineage_tables(args: argparse.Namespace, catalog: Catalog) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The edges (unless ``--sources``), then the edited files they reach. In a table an edge to a source
+    shows ``source`` and the file's path under its folder (``inputs/...``, ``config/...``), and the sources
+    table gives each file's whole sha256; ``--json`` rows keep the stored paths."""
+    sources = catalog.lineage_sources(args.asset)
+    sources_title = f"edited files behind {args.asset}"
+    if not args.json:  # the key already is the file's path under its folder; the stored path is in --json
+        sources = [{"file": r["source"][len(SOURCE_PREFIX):], "sha256": r["sha256"], "bytes": r["bytes"],
+                    "read_by": r["read_by"], "now": r["now"]} for r in sources]
+    if args.sources:
+        return [(sources_title, sources)]
+    rows = catalog.lineage(args.asset)
+    if args.json:
+        return [(f"lineage of {args.asset}", rows)]
+    for row in rows:
+        row["input_sha256"] = (row["input_sha256"] or "")[:12]
+        if is_source_key(row["input_asset_key"]):
+            row["input_asset_key"], row["input_path"] = "source", row["input_asset_key"][len(SOURCE_PREFIX):]
+    return [(f"lineage of {args.asset}", rows), (sources_title, sources)] if sources else [
+        (f"lineage of {args.asset}", rows)]
+
+
 def _rows(args: argparse.Namespace, catalog: Catalog) -> tuple[str, list[dict[str, Any]]]:
-    if args.command == "lineage":
-        rows = catalog.lineage(args.asset)
-        if not args.json:
-            for row in rows:
-                row["input_sha256"] = (row["input_sha256"] or "")[:12]
-        return f"lineage of {args.asset}", rows
     if args.command == "derived":
         return f"made from {args.source}", catalog.derived_from(args.source)
     if args.command == "artifacts":
@@ -84,26 +108,37 @@ def _rows(args: argparse.Namespace, catalog: Catalog) -> tuple[str, list[dict[st
     return "sql", catalog.query(args.statement)
 
 
+def _console() -> Console:
+    """A terminal's own width; piped or redirected, wide enough that no table is folded at 80 columns."""
+    console = Console()
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console = Console(width=100_000)
+    return console
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    console = Console()
+    console = _console()
     errors = Console(stderr=True, soft_wrap=True)
     catalog = Catalog(args.db) if args.db else Catalog()
     if args.db is not None and not args.db.exists():
         errors.print(f"no catalogue at {args.db}", style="red", markup=False)
         return 2
     try:
-        title, rows = _rows(args, catalog)
+        tables = _lineage_tables(args, catalog) if args.command == "lineage" else [_rows(args, catalog)]
     except CatalogError as exc:
         errors.print(str(exc), style="red", markup=False)
         return 1
-    if args.json:
-        for row in rows:
-            sys.stdout.write(json.dumps(row, default=str) + "\n")
-    else:
-        console.print(_table(title, rows))
+    for title, rows in tables:
+        if args.json:
+            for row in rows:
+                sys.stdout.write(json.dumps(row, default=str) + "\n")
+        else:
+            console.print(_table(title, rows))
+    rows = tables[0][1]
     if args.command == "verify" and any(row["status"] != "ok" for row in rows):
         return 1
     if args.command == "lineage" and not rows:
-        errors.print(f"no recorded inputs for asset {args.asset!r}", style="yellow", markup=False)
+        what = "edited files" if args.sources else "inputs"
+        errors.print(f"no recorded {what} for asset {args.asset!r}", style="yellow", markup=False)
     return 0

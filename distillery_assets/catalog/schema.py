@@ -8,6 +8,8 @@ Tables
 Views
   latest_artifacts the newest row per (asset_key, partition)
   lineage          artifact -> input edges, each input resolved to the artifact row that produced it
+Sources: files a person edits (under inputs_dir() / config_dir()) are rows of ``artifacts`` too, with asset
+keys ``source:<inputs|config>/<relative path>`` and no inputs of their own: the leaves of every lineage.
   llm_usage        calls, cache hits, errors, tokens and cost per provider / model / tag
 """
 
@@ -115,6 +117,18 @@ SELECT min(depth) AS depth, asset_key, partition, path, input_asset_key, input_p
 FROM walk
 GROUP BY ALL
 ORDER BY depth, asset_key, partition, input_asset_key, input_partition, input_path
+"""
+
+# The edited files (sources, asset keys "source:...") that lineage reaches, one row per file version, with
+# the assets that read it. Parameter: the asset key.
+SOURCES_QUERY = f"""
+SELECT w.input_asset_key AS source, w.input_path AS path, w.input_sha256 AS sha256, max(s.bytes) AS bytes,
+       string_agg(DISTINCT w.asset_key, ', ' ORDER BY w.asset_key) AS read_by
+FROM ({LINEAGE_QUERY}) w
+LEFT JOIN artifacts s ON s.asset_key = w.input_asset_key AND s.path = w.input_path AND s.sha256 = w.input_sha256
+WHERE starts_with(w.input_asset_key, 'source:')
+GROUP BY w.input_asset_key, w.input_path, w.input_sha256
+ORDER BY source, sha256
 """
 
 # Everything made from one asset's artefacts or one input path, transitively (the reverse of lineage).

@@ -23,7 +23,8 @@ from filelock import FileLock, Timeout
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from distillery_assets.catalog.hashing import Fingerprint, fingerprint
-from distillery_assets.catalog.schema import DERIVED_QUERY, LINEAGE_QUERY, TABLES, VIEWS
+from distillery_assets.catalog.schema import DERIVED_QUERY, LINEAGE_QUERY, SOURCES_QUERY, TABLES, VIEWS
+from distillery_assets.catalog.sources import SOURCE_PREFIX, default_roots, source_key, visible_files
 from distillery_assets.paths import data_dir
 
 # (database path, inode) pairs whose schema this process has already created or checked.
@@ -56,10 +57,22 @@ class ArtifactRecord:
 
 @dataclass(frozen=True)
 class InputRef:
-    """An input of an artefact: a path (file or dir), optionally the asset that produced it."""
+    """An input of an artefact: a path (file or dir), optionally the asset that produced it, optionally the
+    sha256 it had when it was read (otherwise it is hashed when the artefact is recorded)."""
 
     path: Path | str
     asset_key: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class _Edge:
+    """One artifact_inputs row in the making; ``source`` is set for an edited file still to be catalogued."""
+
+    stored: str
+    sha256: str | None
+    asset_key: str | None
+    source: Fingerprint | None = None
 
 
 def _is_duckdb_lock_error(exc: BaseException) -> bool:
@@ -97,9 +110,12 @@ def _json(value: Any, field: str) -> str | None:
 class Catalog:
     """One DuckDB file; safe to use from many processes at once (see module docstring)."""
 
-    def __init__(self, path: Path | str | None = None, *, root: Path | str | None = None):
+    def __init__(self, path: Path | str | None = None, *, root: Path | str | None = None,
+                 sources: Mapping[str, Path | str] | None = None):
         self.path = Path(path) if path is not None else data_dir() / "catalog.duckdb"
         self.root = Path(root).resolve() if root is not None else data_dir()
+        # label -> folder of edited files (default: inputs_dir() and config_dir()); see catalog.sources
+        self.sources = {k: Path(v).resolve() for k, v in (sources or default_roots()).items()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_S)
 
@@ -184,14 +200,17 @@ class Catalog:
     ) -> ArtifactRecord:
         """Register a file or directory that already exists. sha256, bytes (and, for .jsonl, the
         record count) are computed here. Recording the same asset/partition/path/sha256/run twice
-        returns the existing row instead of adding a duplicate."""
+        returns the existing row instead of adding a duplicate.
+
+        An input under a source folder (``inputs_dir()``, ``config_dir()``) named without an asset key is
+        catalogued as a source on the way (see :meth:`record_sources`); a folder there counts file by file."""
         if not asset_key:
             raise ValueError("record_artifact: asset_key is required")
         abs_path = self.absolute(self.relative(path))
         fp = fingerprint_ or fingerprint(abs_path)
         stored = self.relative(abs_path)
         count = record_count if record_count is not None else fp.record_count
-        input_rows = [self._input_row(ref) for ref in inputs]
+        edges = self._edges(inputs)
         meta_json = _json(dict(metadata) if metadata else None, "metadata")
 
         def work(con: duckdb.DuckDBPyConnection) -> ArtifactRecord:
@@ -209,23 +228,73 @@ class Catalog:
                     [asset_key, partition, stored, fp.kind, fp.sha256, fp.bytes, fp.files, count, run_id,
                      _utcnow(), meta_json],
                 ).fetchone()[0]
-                if input_rows:
+                for edge in edges:
+                    self._record_source(con, edge)
+                if edges:
                     con.executemany(
                         "INSERT INTO artifact_inputs VALUES (?, ?, ?, ?)",
-                        [[artifact_id, *row] for row in input_rows],
+                        [[artifact_id, edge.stored, edge.sha256, edge.asset_key] for edge in edges],
                     )
             return ArtifactRecord(artifact_id, asset_key, partition, stored, fp.kind, fp.sha256, fp.bytes,
                                   fp.files, count)
 
         return self._run(work)
 
-    def _input_row(self, ref: Path | str | InputRef) -> tuple[str, str | None, str | None]:
-        if not isinstance(ref, InputRef):
-            ref = InputRef(ref)
-        stored = self.relative(ref.path)
-        abs_path = self.absolute(stored)
-        sha = fingerprint(abs_path).sha256 if abs_path.exists() else None
-        return stored, sha, ref.asset_key
+    def _edges(self, refs: Iterable[Path | str | InputRef]) -> list[_Edge]:
+        """Input rows, one per path; a source folder becomes one row per visible file inside it."""
+        edges: list[_Edge] = []
+        for ref in refs:
+            if not isinstance(ref, InputRef):
+                ref = InputRef(ref)
+            stored = self.relative(ref.path)
+            abs_path = self.absolute(stored)
+            key = None if ref.asset_key else source_key(abs_path, self.sources)
+            if key is None or not abs_path.exists():
+                sha = ref.sha256 or (fingerprint(abs_path).sha256 if abs_path.exists() else None)
+                edges.append(_Edge(stored, sha, ref.asset_key or key))
+                continue
+            for file in visible_files([abs_path]):
+                fp = fingerprint(file)
+                edges.append(_Edge(self.relative(file), ref.sha256 if file == abs_path and ref.sha256 else fp.sha256,
+                                   source_key(file, self.sources), fp))
+        unique: dict[str, _Edge] = {}
+        for edge in edges:
+            unique.setdefault(edge.stored, edge)
+        return list(unique.values())
+
+    @staticmethod
+    def _record_source(con: duckdb.DuckDBPyConnection, edge: _Edge) -> None:
+        """Add a row for a source file unless its newest row already has these bytes."""
+        if edge.source is None or edge.sha256 is None:
+            return
+        newest = con.execute("SELECT sha256 FROM artifacts WHERE asset_key = ? AND path = ? ORDER BY id DESC LIMIT 1",
+                             [edge.asset_key, edge.stored]).fetchone()
+        if newest and newest[0] == edge.sha256:
+            return
+        fp = edge.source
+        con.execute("INSERT INTO artifacts (asset_key, partition, path, kind, sha256, bytes, files, record_count, "
+                    "run_id, created_at, metadata) VALUES (?, NULL, ?, ?, ?, ?, ?, ?, NULL, ?, NULL)",
+                    [edge.asset_key, edge.stored, fp.kind, edge.sha256, fp.bytes, fp.files, fp.record_count,
+                     _utcnow()])
+
+    def record_sources(self, paths: Iterable[Path | str]) -> list[InputRef]:
+        """Catalogue edited files (folders: the visible files inside) as sources, each with its sha256 as
+        read now; returns references to pass as ``inputs`` of the artefacts made from them. An unchanged
+        file adds no row; a changed one adds a row with its new sha256. A path outside every source folder
+        raises ValueError naming it."""
+        paths = list(paths)
+        for path in paths:
+            if source_key(self.absolute(self.relative(path)), self.sources) is None:
+                roots = ", ".join(f"{k}={v}" for k, v in self.sources.items())
+                raise ValueError(f"record_sources: {path} is not under a source folder ({roots})")
+        edges = self._edges(paths)
+
+        def work(con: duckdb.DuckDBPyConnection) -> None:
+            for edge in edges:
+                self._record_source(con, edge)
+
+        self._run(work)
+        return [InputRef(self.absolute(e.stored), e.asset_key, e.sha256) for e in edges]
 
     def latest_artifacts(self, asset_key: str, partition: str | None = None) -> list[dict[str, Any]]:
         """Newest row per partition of ``asset_key`` (only ``partition`` when given)."""
@@ -242,6 +311,13 @@ class Catalog:
                           "ORDER BY id DESC LIMIT 1", [asset_key, partition])
         return rows[0] if rows else None
 
+    def paths_in_run(self, asset_key: str, partition: str | None, run_id: str | None) -> int:
+        """How many distinct paths one run recorded for this asset and partition (``None`` matches
+        ``None``): more than one means the run wrote several files, not one loadable value."""
+        return self.query("SELECT count(DISTINCT path) AS n FROM artifacts WHERE asset_key = ? AND partition IS "
+                          "NOT DISTINCT FROM ? AND run_id IS NOT DISTINCT FROM ?",
+                          [asset_key, partition, run_id])[0]["n"]
+
     def artifact_inputs(self, artifact_id: int) -> list[dict[str, Any]]:
         return self.query("SELECT * FROM artifact_inputs WHERE artifact_id = ? ORDER BY input_path",
                           [artifact_id])
@@ -250,11 +326,25 @@ class Catalog:
         """Every (artefact <- input) edge behind the newest artefacts of ``asset_key``, transitively."""
         return self.query(LINEAGE_QUERY, [asset_key])
 
+    def lineage_sources(self, asset_key: str) -> list[dict[str, Any]]:
+        """The edited files behind the newest artefacts of ``asset_key``, transitively: one row per source
+        version with ``source`` (its key), ``path``, ``sha256``, ``bytes``, ``read_by`` (the assets that read
+        it) and ``now`` ("unchanged" | "edited" | "missing": the file on disk today against that sha256)."""
+        rows = self.query(SOURCES_QUERY, [asset_key])
+        for row in rows:
+            path = self.absolute(row["path"])
+            row["now"] = ("missing" if not path.is_file() else
+                          "unchanged" if fingerprint(path).sha256 == row["sha256"] else "edited")
+        return rows
+
     def verify(self, asset_key: str | None = None) -> list[dict[str, Any]]:
         """Re-hash the newest artefact of every (asset, partition) -- or of one asset -- and compare with
-        the catalogue. Each row: asset_key, partition, path, status ("ok" | "missing" | "changed")."""
+        the catalogue. Each row: asset_key, partition, path, status ("ok" | "missing" | "changed").
+        Sources (edited files, see :meth:`record_sources`) are left out unless asked for by key: editing
+        them is what people do; :meth:`lineage_sources` says which ones changed since a model was made."""
         rows = self.latest_artifacts(asset_key) if asset_key else self.query(
-            "SELECT * FROM latest_artifacts ORDER BY asset_key, partition")
+            "SELECT * FROM latest_artifacts WHERE NOT starts_with(asset_key, ?) ORDER BY asset_key, partition",
+            [SOURCE_PREFIX])
         report = []
         for row in rows:
             path = self.absolute(row["path"])
