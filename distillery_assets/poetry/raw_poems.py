@@ -87,6 +87,15 @@ def _from_txt(path: Path, rel: str, quality: str) -> tuple[list[Poem], list[Reje
     return [Poem(id=f"{quality}:{rel}", text=text, source=rel, quality=quality)], []
 
 
+def poem_files(root: Path, quality: str) -> list[Path]:
+    """The files :func:`load_poems` reads under ``root/<quality>/`` (sorted; dot-files skipped; none when the
+    folder is missing), each poem file or reject alike."""
+    folder = Path(root) / quality
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+
+
 def load_poems(root: Path, quality: str) -> tuple[list[Poem], list[Reject]]:
     """All poems under ``root/<quality>/`` in sorted path order, plus rejects.
 
@@ -95,11 +104,7 @@ def load_poems(root: Path, quality: str) -> tuple[list[Poem], list[Reject]]:
     folder = Path(root) / quality
     poems: list[Poem] = []
     rejects: list[Reject] = []
-    if not folder.is_dir():
-        return poems, rejects
-    for path in sorted(folder.rglob("*")):
-        if not path.is_file() or path.name.startswith("."):
-            continue
+    for path in poem_files(root, quality):
         rel = f"{quality}/{path.relative_to(folder).as_posix()}"
         if path.suffix == ".txt":
             got, bad = _from_txt(path, rel, quality)

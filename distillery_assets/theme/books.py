@@ -212,6 +212,7 @@ class BookBatch:
     rejects: list[BookReject] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     missing: list[int] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)  # local files read (for lineage); none for hf / mirror
 
     def add(self, source: str, book_id: int, raw_text: str, method: str, selection: BookSelection, **meta):
         record, warnings, reason = make_record(book_id, raw_text, method, selection, **meta)
@@ -242,12 +243,15 @@ def from_local_dir(directory: Path, selection: BookSelection, ids: Iterable[int]
     manifest = read_manifest(directory)
     wanted = list(ids) if ids is not None else selection.ids
     batch = BookBatch()
+    if manifest:
+        batch.files.append(directory / "manifest.jsonl")
     for book_id in wanted:
         path = safe_child(directory, f"pg{int(book_id)}.txt", source=f"book id {book_id}")
         if not path.exists():
             batch.missing.append(int(book_id))
             continue
         entry = manifest.get(int(book_id), {})
+        batch.files.append(path)
         try:
             text = decode_book(path.read_bytes(), str(path))
         except BookError as exc:

@@ -22,6 +22,8 @@ PERSONAS_FILE = "personas.yaml"
 QUERY_THEMES_FILE = "query_themes.txt"
 ANACHRONISMS_FILE = "anachronisms.txt"
 BOOKS_FILE = "books.json"
+# the files the ChatML generator is built from (personas, question topics, validator word lists)
+GENERATOR_FILES = (PERSONAS_FILE, QUERY_THEMES_FILE, ANACHRONISMS_FILE, KEYWORDS_FILE)
 
 
 class ThemeConfigError(ConfigFileError):
@@ -80,3 +82,9 @@ def load_lines(path: Path, what: str) -> list[str]:
 def file_digest(*paths: Path) -> str:
     """Short hash of the files' bytes: changes when an editable config changes."""
     return sha256_files(*paths)[:12]
+
+
+def generator_files(folder: Path) -> list[Path]:
+    """The config files :func:`distillery_assets.theme.setup.build_generator` reads from ``folder``, in the
+    order it reads them (their bytes also fingerprint the generator's checkpoint journal)."""
+    return [Path(folder) / name for name in GENERATOR_FILES]

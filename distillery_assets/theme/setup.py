@@ -18,8 +18,7 @@ from distillery_assets.theme.validate import AnachronismMatcher, ExampleValidato
 
 def build_generator(config_dir: Path, work_dir: Path, settings: GenerationSettings,
                     validator_settings: ValidatorSettings = ValidatorSettings(), llm_target: str = "") -> ChatMLGenerator:
-    files = [Path(config_dir) / name for name in (config.PERSONAS_FILE, config.QUERY_THEMES_FILE,
-                                                  config.ANACHRONISMS_FILE, config.KEYWORDS_FILE)]
+    files = config.generator_files(config_dir)
     personas = config.load_personas(files[0])
     themes = config.load_lines(files[1], "query theme")
     validator = ExampleValidator(
