@@ -13,12 +13,13 @@ from pathlib import Path
 import dagster as dg
 
 from assets.finetune import finetune_chain
+from assets.meta import chat_md
 from assets.pools import LOCAL_MODEL_POOL
 
-from distillery_assets.embedded import smollm2_gguf_path
+from distillery_assets.datasets import chatml
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, read_jsonl
-from distillery_assets.poetry import chatml, generate
-from distillery_assets.poetry.datasets import build_role_dataset, gate_for, gguf_token_counter
+from distillery_assets.poetry import generate
+from distillery_assets.poetry.datasets import build_role_dataset, check_role_split, gate_for
 from distillery_assets.poetry.generate import TaskOutput
 from distillery_assets.poetry.io_helpers import dumps_preview
 from distillery_assets.poetry.quality_gate import TEXT_FIELD, reason_counts
@@ -172,14 +173,12 @@ def _dataset_outputs(context: dg.AssetExecutionContext, role: str, task_files: d
         "gate_reject_reasons": dg.MetadataValue.json(ds.reject_reasons),
         "gate_reject_log": dg.MetadataValue.path(str(ds.reject_path)),
         "duplicates_removed": ds.duplicates_removed,
+        "split": dg.MetadataValue.json(ds.split_info),
     }
-    preview = dg.MetadataValue.md("\n\n".join(
-        f"**user:** {ex['messages'][1]['content'][:300]}\n\n**assistant:** {ex['messages'][2]['content'][:400]}"
-        for ex in ds.train[:2]))
     if f"{role}_train" in selected:
         yield dg.Output(ds.train_path, output_name=f"{role}_train",
                         metadata={"examples": len(ds.train), "path": dg.MetadataValue.path(str(ds.train_path)),
-                                  "preview": preview, **common})
+                                  "preview": chat_md(ds.train), **common})
     if f"{role}_val" in selected:
         yield dg.Output(ds.valid_path, output_name=f"{role}_val",
                         metadata={"examples": len(ds.valid), "path": dg.MetadataValue.path(str(ds.valid_path)),
@@ -213,25 +212,13 @@ def poet_dataset(context: dg.AssetExecutionContext, poetry_poet_pairs: Path):
 
 def _dataset_check(split_key: str, role: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=split_key, name=f"{split_key}_valid_chatml",
-                    description="Schema, roles, empty turns, duplicates, leakage into the other split, token lengths vs max_seq.")
+                    description="Schema, roles, empty turns, duplicates, leakage into the other split, token lengths "
+                                "vs the training profile's max_seq.")
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        cfg = PoetryConfig()
-        ds = cfg.pipeline.datasets
-        folder = generate.poetry_dir("datasets", role)
-        this = folder / ("train.jsonl" if split_key.endswith("train") else "valid.jsonl")
-        other = folder / ("valid.jsonl" if split_key.endswith("train") else "train.jsonl")
-        examples = read_jsonl(this)
-        max_seq = ds.educator_max_seq if role == "educator" else ds.poet_max_seq
-        rep = chatml.check_examples(examples, max_seq=max_seq, count_tokens=gguf_token_counter(smollm2_gguf_path()),
-                                    where=this.name)
-        leaked = chatml.overlap(examples, read_jsonl(other)) if other.exists() else 0
-        over_fraction = rep.over_length / rep.examples if rep.examples else 0.0
-        ok = rep.ok and leaked == 0 and rep.examples > 0 and over_fraction <= ds.max_over_length_fraction
-        return dg.AssetCheckResult(passed=ok, metadata={
-            "examples": rep.examples, "problems": dg.MetadataValue.json(rep.problems[:20]),
-            "duplicates": rep.duplicates, "leaked_into_other_split": leaked, "max_seq": max_seq,
-            "over_max_seq": rep.over_length, "max_tokens": rep.max_tokens, "mean_tokens": rep.mean_tokens,
-            "tokenizer": "SmolLM2-135M-Instruct (embedded GGUF vocabulary)"})
+        verdict = check_role_split(PoetryConfig(), role, "train" if split_key.endswith("train") else "val",
+                                   count_tokens=chatml.embedded_token_counter())
+        return dg.AssetCheckResult(passed=verdict.passed,
+                                   metadata={**verdict.summary(), "tokenizer": chatml.EMBEDDED_TOKENIZER})
 
     return _check
 

@@ -23,12 +23,13 @@ from pathlib import Path
 import dagster as dg
 
 from assets.finetune import finetune_chain
-from assets.meta import table_md
+from assets.meta import chat_md, table_md
 from assets.pools import LOCAL_MODEL_POOL
 
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, iter_jsonl, read_jsonl
 from distillery_assets.paths import config_dir, data_dir
-from distillery_assets.theme import books, chunking, keywords, modelbench, plots, setup, splits
+from distillery_assets.datasets import chatml
+from distillery_assets.theme import books, chunking, keywords, modelbench, plots, setup
 from distillery_assets.theme import config as theme_config
 from distillery_assets.theme.generate import ChatMLGenerator, GenerationSettings, GenSpec, rejects_log
 from distillery_assets.theme.validate import ValidatorSettings
@@ -253,40 +254,41 @@ class SplitConfig(dg.Config):
 @dg.multi_asset(group_name=GROUP, outs={"theme_chatml_train": dg.AssetOut(is_required=False),
                                         "theme_chatml_val": dg.AssetOut(is_required=False)},
                 can_subset=True, deps=[gutenberg_books, gutenberg_chunks, theme_chunks],
-                description="90/10 shuffle split (seed 42) of theme_chatml.")
+                description="90/10 shuffle split (seed 42) of theme_chatml by the shared ChatML split rule.")
 def theme_chatml_splits(context: dg.AssetExecutionContext, theme_chatml: Path, config: SplitConfig):
-    train, val = splits.split_examples(read_jsonl(theme_chatml), config.train_ratio, config.seed)
-    for name, rows in (("theme_chatml_train", train), ("theme_chatml_val", val)):
-        if name not in context.op_execution_context.selected_output_names:
-            continue
-        path = _out(f"{name}.jsonl")
-        atomic_write_jsonl(path, rows)
-        yield dg.Output(path, output_name=name, metadata={
-            "examples": len(rows), "train_ratio": config.train_ratio, "seed": config.seed,
-            "personas": dg.MetadataValue.json(dict(Counter(r["metadata"]["persona"] for r in rows))),
-        })
+    """Both files are always written together (one seeded split); only the selected outputs are yielded."""
+    # allow_empty_side: a one-example smoke run still materializes; the split checks flag the empty side
+    res = chatml.build_split(read_jsonl(theme_chatml), train_path=_out("theme_chatml_train.jsonl"),
+                             valid_path=_out("theme_chatml_val.jsonl"), meta_path=_out("theme_chatml_split.json"),
+                             seed=config.seed, valid_fraction=1 - config.train_ratio, allow_empty_side=True)
+    for name, path, rows in (("theme_chatml_train", res.train_path, res.train),
+                             ("theme_chatml_val", res.valid_path, res.valid)):
+        if name in context.op_execution_context.selected_output_names:
+            yield dg.Output(path, output_name=name, metadata={
+                "examples": len(rows), "train_ratio": config.train_ratio, "seed": config.seed,
+                "duplicates_removed": res.duplicates_removed, "split": dg.MetadataValue.json(res.info),
+                "personas": dg.MetadataValue.json(dict(Counter(r["metadata"]["persona"] for r in rows))),
+                "preview": chat_md(rows),
+            })
 
 
-def _split_verdict(mine: Path, name: str, sibling: str) -> dg.AssetCheckResult:
-    rows = read_jsonl(mine)
-    problems = splits.record_problems(rows, name)
-    other = _out(f"{sibling}.jsonl")  # written by the same split step; absent when only one side was selected
-    shared = splits.overlap(rows, read_jsonl(other)) if other.exists() else set()
-    return dg.AssetCheckResult(passed=bool(rows) and not problems and not shared, metadata={
-        "records": len(rows), "problems": dg.MetadataValue.json(problems[:20]), "in_both_splits": len(shared),
-        "sibling_compared": other.exists()})
+def _split_verdict(mine: Path, sibling: str) -> dg.AssetCheckResult:
+    verdict = chatml.check_split_file(mine, _out(f"{sibling}.jsonl"), max_seq=chatml.max_seq_for("theme"),
+                                      count_tokens=chatml.embedded_token_counter(), required_metadata=("chunk_id",))
+    return dg.AssetCheckResult(passed=verdict.passed,
+                               metadata={**verdict.summary(), "tokenizer": chatml.EMBEDDED_TOKENIZER})
 
 
 @dg.asset_check(asset="theme_chatml_train", description="system/user/assistant records with chunk ids; not empty; "
-                "nothing also in the val split.")
+                "no duplicates; nothing also in the val split; token lengths vs the theme training max_seq.")
 def theme_chatml_train_well_formed(theme_chatml_train: Path) -> dg.AssetCheckResult:
-    return _split_verdict(theme_chatml_train, "theme_chatml_train", "theme_chatml_val")
+    return _split_verdict(theme_chatml_train, "theme_chatml_val")
 
 
 @dg.asset_check(asset="theme_chatml_val", description="system/user/assistant records with chunk ids; not empty; "
-                "nothing also in the train split.")
+                "no duplicates; nothing also in the train split; token lengths vs the theme training max_seq.")
 def theme_chatml_val_well_formed(theme_chatml_val: Path) -> dg.AssetCheckResult:
-    return _split_verdict(theme_chatml_val, "theme_chatml_val", "theme_chatml_train")
+    return _split_verdict(theme_chatml_val, "theme_chatml_train")
 
 
 # -------------------------------------------------------------------------------------- model bench

@@ -7,7 +7,8 @@ Modules, one job each:
 * ``gutenberg``     -- split a public-domain collection (Dickinson) into single poems for the shipped sample.
 * ``tasks``         -- build the LLM requests for T1..T6, poet pairs and cliché drafts; turn results into records.
 * ``quality_gate``  -- per-task checks on each task's own text field, with reasons.
-* ``chatml``        -- records -> ChatML examples, seeded train/valid split, dataset checks.
+* ``datasets``      -- gated records -> one role's ChatML examples and split files (through the shared
+  ``distillery_assets.datasets.chatml``: dedupe, split rule, leakage and length checks).
 * ``session``       -- the educator/poet loop over two chat callables.
 * ``gguf_chat``     -- llama-cpp-python adapter that turns a GGUF file into such a chat callable.
 * ``tutor``         -- CLI: ``python -m distillery_assets.poetry.tutor "Write a poem about winter light"``.

@@ -1,21 +1,57 @@
-"""Gate the task records, build one role's ChatML dataset, split it and write the files.
+"""Gate the task records, map them to one role's ChatML examples, split them and write the files.
 
 ``build_role_dataset`` is what the ``educator_dataset`` / ``poet_dataset`` assets call: for each task it
 applies the quality gate (rejects with reasons go to ``data/poetry/rejects/quality_gate_<role>.jsonl``),
-turns the passing records into ChatML examples, de-duplicates, splits (seed, valid fraction, optional
-cap) and writes ``data/poetry/datasets/<role>/{train,valid}.jsonl``.
+turns the passing records into ChatML examples (:func:`user_assistant` per task) and hands them to the shared
+:func:`distillery_assets.datasets.chatml.build_split` (dedupe, the one seeded split rule, atomic files):
+``data/poetry/datasets/<role>/{train,valid}.jsonl`` plus ``split.json``. The educator's system turn is the
+condensed persona; the poet's is ``poet_system.txt``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distillery_assets.datasets import chatml
 from distillery_assets.io import atomic_write_jsonl, read_jsonl
-from distillery_assets.poetry import chatml
 from distillery_assets.poetry.generate import poetry_dir
 from distillery_assets.poetry.quality_gate import Gate, reason_counts
 from distillery_assets.poetry.settings import PoetryConfig
+
+ROLES = ("educator", "poet")
+SPLIT_FILES = {"train": "train.jsonl", "val": "valid.jsonl"}
+
+
+def _fenced(text: str) -> str:
+    return f"---\n{text}\n---"
+
+
+def user_assistant(task: str, rec: dict) -> tuple[str, str]:
+    """The (user, assistant) turn pair for one gated record of ``task``."""
+    if task == "critique":
+        return rec["poem"]["text"], rec["critique"]
+    if task == "brief":
+        return rec["user_request"], rec["brief"]
+    if task == "lesson":
+        return rec["question"], rec["lesson"]
+    if task == "autopsy":
+        return rec["poem"]["text"], rec["autopsy"]
+    if task == "comparison":
+        return f"Poem A:\n{_fenced(rec['poem_a']['text'])}\n\nPoem B:\n{_fenced(rec['poem_b']['text'])}", rec["comparison"]
+    if task == "dialogue":
+        user = (f"Original poem:\n{_fenced(rec['poem']['text'])}\n\nYour critique:\n{_fenced(rec['critique'])}"
+                f"\n\nTheir revision:\n{_fenced(rec['revision'])}")
+        return user, rec["follow_up"]
+    if task == "poet_pair":
+        return rec["brief"], rec["poem"]
+    raise KeyError(f"unknown poetry task {task!r}")
+
+
+def task_examples(task: str, records: Iterable[dict], system: str) -> list[dict]:
+    """ChatML examples of one task's records (a record with an empty turn is skipped)."""
+    return chatml.to_examples(records, lambda rec: user_assistant(task, rec), system)
 
 
 @dataclass
@@ -29,15 +65,21 @@ class RoleDataset:
     per_task: dict[str, dict] = field(default_factory=dict)  # task -> {records, passed, rejected}
     reject_reasons: dict[str, int] = field(default_factory=dict)
     duplicates_removed: int = 0
+    split_info: dict = field(default_factory=dict)  # the split.json written beside the files
 
 
 def gate_for(cfg: PoetryConfig) -> Gate:
     return Gate(cfg.pipeline.quality_gate, cfg.banned_phrases)
 
 
+def split_path(role: str, side: str) -> Path:
+    """``data/poetry/datasets/<role>/train.jsonl`` (``side`` ``train``) or ``valid.jsonl`` (``val``)."""
+    return poetry_dir("datasets", role) / SPLIT_FILES[side]
+
+
 def build_role_dataset(cfg: PoetryConfig, role: str, task_files: dict[str, Path]) -> RoleDataset:
     """``task_files`` maps task name (``critique``, ``brief``, ... ``poet_pair``) to its records file."""
-    if role not in ("educator", "poet"):
+    if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
     system = cfg.persona_condensed if role == "educator" else cfg.poet_system
     gate = gate_for(cfg)
@@ -46,33 +88,27 @@ def build_role_dataset(cfg: PoetryConfig, role: str, task_files: dict[str, Path]
         records = read_jsonl(path)
         passed, failed = gate.split(task, records)
         per_task[task] = {"records": len(records), "passed": len(passed), "rejected": len(failed)}
-        examples += chatml.to_examples(task, passed, system)
+        examples += task_examples(task, passed, system)
         rejected += failed
-    examples, dupes = chatml.dedupe(examples)
     reject_path = poetry_dir("rejects", f"quality_gate_{role}.jsonl")
     atomic_write_jsonl(reject_path, rejected)
     ds = cfg.pipeline.datasets
+    train_path, valid_path = split_path(role, "train"), split_path(role, "val")
     try:
-        train, valid = chatml.split(examples, seed=ds.seed, valid_fraction=ds.valid_fraction,
-                                    max_samples=ds.max_samples)
+        res = chatml.build_split(examples, train_path=train_path, valid_path=valid_path,
+                                 meta_path=train_path.with_name("split.json"), seed=ds.seed,
+                                 valid_fraction=ds.valid_fraction, max_samples=ds.max_samples)
     except chatml.DatasetTooSmall as exc:
         raise chatml.DatasetTooSmall(
             f"{role} dataset: {exc} after the quality gate (per task: {per_task}; reasons: "
             f"{reason_counts(rejected)}; reject log {reject_path})") from exc
-    out = poetry_dir("datasets", role)
-    train_path, valid_path = out / "train.jsonl", out / "valid.jsonl"
-    atomic_write_jsonl(train_path, train)
-    atomic_write_jsonl(valid_path, valid)
-    return RoleDataset(role, train_path, valid_path, reject_path, train, valid, per_task, reason_counts(rejected), dupes)
+    return RoleDataset(role, train_path, valid_path, reject_path, res.train, res.valid, per_task,
+                       reason_counts(rejected), res.duplicates_removed, res.info)
 
 
-def gguf_token_counter(gguf_path: Path):
-    """Count tokens with a GGUF file's tokenizer (vocabulary only; no weights are loaded)."""
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
-
-    def count(text: str) -> int:
-        return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
-
-    return count
+def check_role_split(cfg: PoetryConfig, role: str, side: str, count_tokens=None) -> chatml.SplitCheck:
+    """The dataset check of one side of a role's split, against the role's training ``max_seq``."""
+    other = "val" if side == "train" else "train"
+    return chatml.check_split_file(split_path(role, side), split_path(role, other),
+                                   max_seq=chatml.max_seq_for(role), count_tokens=count_tokens,
+                                   max_over_length_fraction=cfg.pipeline.datasets.max_over_length_fraction)

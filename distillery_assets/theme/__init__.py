@@ -8,7 +8,8 @@ validate    checks on generated exchanges (length, artefacts, markdown, anachron
 generate    persona ChatML generation with per-chunk checkpoints (journal) and bounded re-ask
 journal     the append-only per-chunk checkpoint file
 setup       assembles a generator from the config files (journal keyed by a setup fingerprint)
-splits      train/val split and split checks
 modelbench  OpenAI-compatible endpoint benchmark (tok/s, TTFT, hours per 1,000, 1-5 rating)
 plots       PNG charts for asset metadata
+
+The train/val split and its checks are the shared ``distillery_assets.datasets.chatml``.
 """

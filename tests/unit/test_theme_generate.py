@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from distillery_assets.paths import repo_root
-from distillery_assets.theme import config, keywords, splits
+from distillery_assets.theme import config, keywords
 from distillery_assets.theme.generate import ChatMLGenerator, GenerationInterrupted, GenerationSettings
 from distillery_assets.theme.journal import ChunkJournal, JournalError
 from distillery_assets.theme.validate import AnachronismMatcher, ExampleValidator
@@ -100,7 +100,7 @@ def test_interrupted_run_resumes_to_same_examples(tmp_path):
     sel2, report = resumed.run(chunks(10), llm)
     got = resumed.examples(sel2)
     assert got == expected  # same examples, same order, none duplicated
-    keys = [splits.example_key(e) for e in got]
+    keys = [(e["metadata"]["chunk_id"], e["metadata"]["example_index"]) for e in got]
     assert len(keys) == len(set(keys))
     assert report.chunks_resumed == 4 and report.chunks_processed == 6
     assert {c.messages[1]["content"].split(":")[0] for c in llm.calls} == {f"SOURCE PASSAGE (from Book Five)"}
@@ -160,19 +160,6 @@ def test_short_chunks_skipped_and_max_chunks(tmp_path):
     sel, report = gen.run(data, FakeLLM(), max_chunks=3)
     assert sel == ["5-0", "5-1", "5-2"] and report.chunks_too_short == 1
     assert not any(e["metadata"]["chunk_id"] == "5-1" for e in gen.examples(sel))
-
-
-def test_split_ratio_seed_and_no_overlap():
-    recs = [{"messages": [], "metadata": {"chunk_id": f"1-{i}", "example_index": 0}} for i in range(50)]
-    train, val = splits.split_examples(recs, 0.9, 42)
-    assert len(train) == 45 and len(val) == 5 and not splits.overlap(train, val)
-    assert splits.split_examples(recs, 0.9, 42) == (train, val)
-    assert splits.split_examples(recs, 0.9, 7) != (train, val)
-    with pytest.raises(ValueError):
-        splits.split_examples(recs, 1.0)
-    assert splits.record_problems(train[:1], "train") and not splits.record_problems(
-        [{"messages": [{"role": r, "content": "x"} for r in ("system", "user", "assistant")],
-          "metadata": {"chunk_id": "1-1"}}], "t")
 
 
 def test_journal_location_follows_the_setup(tmp_path):
