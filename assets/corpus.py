@@ -23,6 +23,7 @@ from distillery_assets.corpus.quality import inspect_corpus
 from distillery_assets.corpus.summary import PREVIEW_CHARS, rejects_summary, relative, run_summary
 from distillery_assets.corpus.tables import default_tables
 from distillery_assets.partitions import encyclopedia_category_partitions, story_group_partitions
+from io_managers.register import register_files
 from resources.catalog import CatalogResource
 from resources.llm import LLMResource
 
@@ -86,9 +87,9 @@ def _record(catalog: CatalogResource, context, asset_name: str, after: dict[str,
     cat = catalog.get()
     generated_now = {row[0]: row[3] for row in summary["by_partition"]}
     for key, plan in after.items():
-        cat.record_artifact(asset_key=asset_name, partition=key, path=plan.directory, run_id=context.run_id,
-                            record_count=len(plan.existing), inputs=plan.prompt_files,
-                            metadata={"generated": generated_now[key], "missing": len(plan.pending)})
+        register_files(context, cat, [plan.directory], plan.prompt_files, partition=key,
+                       record_count=len(plan.existing), outside_data_dir=True,
+                       metadata={"generated": generated_now[key], "missing": len(plan.pending)})
     cat.record_run(kind="generate", name=asset_name, partition=",".join(after), run_id=context.run_id,
                    params={"limit": config.limit, "model": config.model, "max_tokens": config.max_tokens},
                    metrics={**summary["usage"], "generated": summary["generated"], "failed": summary["failed"]})
@@ -120,8 +121,8 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
         for key in keys:
             for leaf in leaves_for(tables, kind, key):
                 written = write_leaf(root, leaf)
-                cat.record_artifact(asset_key=prompts_name, partition=key, path=written.path,
-                                    run_id=context.run_id, record_count=written.lines)
+                register_files(context, cat, [written.path], partition=key, record_count=written.lines,
+                               outside_data_dir=True)
                 rows.append([key, relative(written.path, root), written.lines, "yes" if written.changed else "no"])
                 first = first or written.path
         context.log.info(f"wrote {len(rows)} prompts.txt files ({sum(r[2] for r in rows)} prompts) under {root}")

@@ -4,7 +4,7 @@ What an asset may return
   pathlib.Path        a file or directory the asset already wrote atomically under data_dir()
   list[dict]          written here as JSONL at data_dir()/<asset key path>/<partition or "all">.jsonl
   dict partition->…   either of the above per partition, for a step that covers several partitions
-  None                nothing is stored (nothing to register)
+Anything else (None included) is refused with a TypeError naming the asset.
 What a downstream asset receives: the Path (one partition or unpartitioned), or dict partition -> Path
 when it reads several partitions of the upstream asset.
 
@@ -78,22 +78,16 @@ class DistilleryIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if not context.has_asset_key:
             raise TypeError("DistilleryIOManager stores asset outputs only (this output has no asset key)")
-        if obj is None:
-            return
         name = context.asset_key.to_user_string()
         partitions: list[str | None] = (
             list(context.asset_partition_keys) if context.has_asset_partitions else [None]
         )
         if len(partitions) > 1:
             if not (isinstance(obj, Mapping) and set(obj) == set(partitions)):
-                if isinstance(obj, Path):
-                    values = {p: obj for p in partitions}  # one file covering the whole range
-                else:
-                    raise TypeError(
-                        f"asset {name}: this step covers {len(partitions)} partitions; return a dict "
-                        f"partition key -> Path | list[dict] with exactly those keys (got {type(obj).__name__})")
-            else:
-                values = dict(obj)
+                raise TypeError(
+                    f"asset {name}: this step covers {len(partitions)} partitions; return a dict "
+                    f"partition key -> Path | list[dict] with exactly those keys (got {type(obj).__name__})")
+            values = dict(obj)
         else:
             values = {partitions[0]: obj}
 
@@ -164,9 +158,7 @@ class DistilleryIOManager(dg.ConfigurableIOManager):
         where = f"asset {name}" + (f" partition {partition!r}" if partition is not None else "")
         row = catalog.latest_artifact(name, partition)
         if row is not None:
-            siblings = catalog.query(
-                "SELECT count(DISTINCT path) AS n FROM artifacts WHERE asset_key = ? AND partition IS NOT "
-                "DISTINCT FROM ? AND run_id IS NOT DISTINCT FROM ?", [name, partition, row["run_id"]])[0]["n"]
+            siblings = catalog.paths_in_run(name, partition, row["run_id"])
             if siblings > 1:
                 raise ValueError(f"{where}: its newest run wrote {siblings} files, so there is no single Path to "
                                  f"load; declare it with deps=[...] and read its files, or have it return one "
@@ -175,8 +167,4 @@ class DistilleryIOManager(dg.ConfigurableIOManager):
             if not path.exists():
                 raise FileNotFoundError(f"{where}: catalogued file {path} is missing; re-materialize it")
             return path
-        conventional = jsonl_path(key, partition)
-        if conventional.exists():
-            return conventional
-        raise FileNotFoundError(f"{where}: no artefact in the catalogue {catalog.path} and no file at "
-                                f"{conventional}; materialize it first")
+        raise FileNotFoundError(f"{where}: no artefact in the catalogue {catalog.path}; materialize it first")

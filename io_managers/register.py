@@ -1,5 +1,9 @@
-"""Register files an asset wrote itself (assets that return ``MaterializeResult``), so every write is
-in the catalogue. Returns Dagster metadata to put into the result::
+"""The one way an asset's files reach the catalogue from Dagster code.
+
+``DistilleryIOManager`` registers the values assets return; an asset that writes its files itself (and
+returns ``MaterializeResult``) calls :func:`register_files` -- never ``Catalog.record_artifact`` directly --
+so the inputs it loaded, named or declared with ``deps=`` are recorded the same way. It returns Dagster
+metadata to put into the result::
 
     paths = write_many_files(...)
     meta = register_files(context, catalog.get(), paths, inputs=[upstream_path])
@@ -28,6 +32,15 @@ def inside_data_dir(path: Path, *, what: str) -> Path:
         raise ValueError(f"{what}: {resolved} is outside the data directory {root}; artefacts must live under it")
     if not resolved.exists():
         raise FileNotFoundError(f"{what}: {resolved} does not exist (write it before returning it)")
+    return resolved
+
+
+def _existing(path: Path, *, what: str, outside_data_dir: bool) -> Path:
+    if not outside_data_dir:
+        return inside_data_dir(path, what=what)
+    resolved = Path(path).resolve()
+    if not resolved.exists():
+        raise FileNotFoundError(f"{what}: {resolved} does not exist (write it before registering it)")
     return resolved
 
 
@@ -96,9 +109,14 @@ def register_files(
     *,
     asset_key: dg.AssetKey | None = None,
     partition: str | None = None,
+    record_count: int | None = None,
     metadata: Mapping[str, Any] | None = None,
+    outside_data_dir: bool = False,
 ) -> dict[str, Any]:
-    """Record each path (file or directory under data_dir) as an artefact of the current asset.
+    """Record each path (file or directory under data_dir) as an artefact of the current asset, in
+    ``partition`` (default: the run's partition key, if it has one). ``record_count`` overrides the counted
+    lines of a .jsonl file (a directory has none of its own). Paths must lie under data_dir unless
+    ``outside_data_dir`` (a user-owned folder such as the corpus root, catalogued by absolute path).
 
     Inputs: ``inputs`` plus whatever :func:`collect_inputs` finds for this step."""
     key = asset_key or context.asset_key
@@ -115,8 +133,9 @@ def register_files(
         catalog.record_artifact(
             asset_key=key.to_user_string(),
             partition=part,
-            path=inside_data_dir(p, what=f"asset {key.to_user_string()}"),
+            path=_existing(p, what=f"asset {key.to_user_string()}", outside_data_dir=outside_data_dir),
             run_id=context.run_id,
+            record_count=record_count,
             inputs=input_refs,
             metadata=metadata,
         )

@@ -142,3 +142,14 @@ def test_runs_store_params_and_metrics(data_dir):
 def test_sql_errors_name_the_catalogue_file(data_dir):
     with pytest.raises(CatalogError, match="catalog.duckdb"):
         Catalog().query("select * from no_such_table")
+
+
+def test_paths_in_run_counts_distinct_files_of_one_run(data_dir):
+    cat = Catalog()
+    for i in range(3):
+        (data_dir / f"{i}.txt").write_text(str(i))
+        cat.record_artifact(asset_key="many", path=data_dir / f"{i}.txt", run_id="r1")
+    cat.record_artifact(asset_key="many", path=data_dir / "0.txt", run_id="r1")  # same file again
+    cat.record_artifact(asset_key="many", partition="p", path=data_dir / "1.txt", run_id="r1")
+    assert cat.paths_in_run("many", None, "r1") == 3
+    assert cat.paths_in_run("many", "p", "r1") == 1 and cat.paths_in_run("many", None, "r2") == 0

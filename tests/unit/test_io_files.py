@@ -181,3 +181,36 @@ def test_loading_an_asset_that_wrote_several_files_asks_for_deps(data_dir):
     assert result.asset_materializations_for_node("many")[0].metadata["files"].value == 3
     with pytest.raises(ValueError, match="asset many: its newest run wrote 3 files.*deps="):
         dg.materialize([many, reader], selection=[reader], resources=_resources())
+
+
+def test_register_files_partition_record_count_and_user_folders(data_dir, tmp_path):
+    user_folder = tmp_path / "my_corpus" / "part_a"
+    user_folder.mkdir(parents=True)
+    (user_folder / "one.corpus").write_text("text")
+    src = atomic_write_text(data_dir / "prompts" / "a.txt", "x.corpus write\n")
+
+    @dg.asset(partitions_def=RANGE_PARTS, backfill_policy=dg.BackfillPolicy.single_run())
+    def user_files(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
+        with pytest.raises(ValueError, match="outside the data directory"):
+            register_files(context, catalog.get(), [user_folder], partition="p1")
+        meta = {}
+        for key in context.partition_keys:
+            meta = register_files(context, catalog.get(), [user_folder], [src], partition=key, record_count=7,
+                                  outside_data_dir=True, metadata={"generated": 1})
+        return dg.MaterializeResult(metadata=meta)
+
+    assert dg.materialize([user_files], tags=RANGE_TAGS, resources=_resources()).success
+    rows = Catalog().latest_artifacts("user_files")
+    assert [(r["partition"], r["path"], r["record_count"], r["kind"]) for r in rows] == [
+        (p, user_folder.resolve().as_posix(), 7, "dir") for p in ("p1", "p2", "p3")]
+    assert [i["input_path"] for i in Catalog().artifact_inputs(rows[0]["id"])] == ["prompts/a.txt"]
+
+
+def test_returning_none_is_refused_not_silently_dropped(data_dir):
+    @dg.asset
+    def forgot_return():
+        atomic_write_text(data_dir / "forgot" / "x.txt", "x")
+
+    with pytest.raises(TypeError, match="asset forgot_return returned NoneType"):
+        dg.materialize([forgot_return], resources=_resources())
+    assert Catalog().query("select count(*) n from artifacts") == [{"n": 0}]
