@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _serve(latency_s: float, conn) -> None:
-    from distillery_assets.fakeapi.openai_compat import serve_openai_compat
+    from tests.support.fakeapi.openai_compat import serve_openai_compat
 
     with serve_openai_compat(latency_s=latency_s) as srv:
         conn.send(srv.base_url)

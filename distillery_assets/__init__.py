@@ -1,6 +1,27 @@
-"""Distillery: LLM training-data and fine-tuning pipelines as one Dagster code location.
+"""Distillery: LLM training-data and fine-tuning pipelines, as one Dagster code location plus the library
+that does the work.
 
-The subpackages (corpus, poetry, theme, training, llm, catalog, io) are plain Python with no Dagster
-imports; the Dagster wiring lives in the top-level ``assets``, ``resources`` and ``io_managers`` packages
-and is assembled in :mod:`distillery_assets.definitions`.
+What this package holds:
+
+* :mod:`distillery_assets.definitions` -- the Dagster code location (``dagster dev -m
+  distillery_assets.definitions``). It assembles the asset modules of the top-level ``assets`` package,
+  the resources of ``resources`` and the IO manager of ``io_managers``; those three packages are the only
+  Dagster-aware code.
+* Everything else is a Dagster-free library (plain Python, usable from scripts and tests):
+
+  ``corpus``      prompt tables, prompts.txt leaves, corpus generation plan, quality checks, run summary
+  ``poetry``      poetry configs, poem sources, the educator/poet task prompts, quality gate, tutor loop
+  ``theme``       Gutenberg books, chunking, keyword filtering, persona ChatML generation, model bench
+  ``datasets``    the one ChatML dataset module (dedupe, split rule, leakage, validation)
+  ``training``    fine-tuning (LoRA, merge, GGUF export), perplexity, loss reports, model card input
+  ``llm``         the LLM client: providers, cache, limits, retries, JSON re-asks, usage; the task seam
+  ``catalog``     the DuckDB catalogue of artefacts, sources, LLM calls and runs (``python -m
+                  distillery_assets.catalog``)
+  ``hub``         Hugging Face Hub model and dataset cards (uploading is ``resources.hub``)
+  ``io``          atomic writes, JSONL, the one sha256 helper, the one YAML loader
+  ``markdown``    the one markdown-table and preview helper
+  ``paths``, ``partitions``, ``embedded``  data/config/input folders, partition definitions, bundled models
+
+The loopback fakes of the provider APIs used by tests and benchmarks live in ``tests.support.fakeapi``,
+outside the shipped package.
 """

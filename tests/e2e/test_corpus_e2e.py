@@ -18,7 +18,7 @@ import yaml
 
 from assets import corpus
 from distillery_assets.catalog import Catalog
-from distillery_assets.fakeapi.openai_compat import serve_openai_compat
+from tests.support.fakeapi.openai_compat import serve_openai_compat
 from distillery_assets.paths import config_dir, repo_root
 from resources.catalog import CatalogResource
 from resources.llm import LLMResource

@@ -152,7 +152,7 @@ def _fake_reply(messages, body):
 
 
 def test_kill_midway_then_resume_equals_uninterrupted(data_dir):
-    from distillery_assets.fakeapi.openai_compat import serve_openai_compat
+    from tests.support.fakeapi.openai_compat import serve_openai_compat
 
     ops = {"theme_chatml": {"config": {"max_chunks": 6, "examples_per_chunk": 2, "batch_chunks": 1}}}
     with serve_openai_compat(reply=_fake_reply, latency_s=0.4, model="fake-gen") as srv:

@@ -5,8 +5,8 @@ import threading
 import httpx
 import pytest
 
-from distillery_assets.fakeapi import schema_example, serve_openai_compat
-from distillery_assets.fakeapi.replies import Script
+from tests.support.fakeapi import schema_example, serve_openai_compat
+from tests.support.fakeapi.replies import Script
 
 
 def test_serves_32_requests_at_once():

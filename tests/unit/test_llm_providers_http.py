@@ -1,4 +1,4 @@
-"""Each provider through its real SDK against the loopback fake of its API (distillery_assets.fakeapi)."""
+"""Each provider through its real SDK against the loopback fake of its API (tests.support.fakeapi)."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from distillery_assets.fakeapi import serve_anthropic, serve_fal_queue, serve_openai_compat
+from tests.support.fakeapi import serve_anthropic, serve_fal_queue, serve_openai_compat
 from distillery_assets.llm import ChatMessage, LLMClient, LLMRequest, LLMSettings
 from distillery_assets.llm.settings import build_provider
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from distillery_assets.fakeapi import serve_openai_compat
+from tests.support.fakeapi import serve_openai_compat
 from distillery_assets.llm import ChatMessage, LLMRequest
 from resources.catalog import CatalogResource
 from resources.llm import LLMResource

@@ -2,7 +2,7 @@
 
 import logging
 
-from distillery_assets.fakeapi import serve_openai_compat
+from tests.support.fakeapi import serve_openai_compat
 from distillery_assets.llm import ChatMessage, LLMRequest, LLMSettings, build_client
 from distillery_assets.llm.errors import ProviderError, RetryableError
 from distillery_assets.llm.providers.scripted import ScriptedProvider

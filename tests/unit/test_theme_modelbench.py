@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from distillery_assets.fakeapi import openai_compat as fakeapi
+from tests.support.fakeapi import openai_compat as fakeapi
 from distillery_assets.theme import modelbench
 
 MESSAGES = [{"role": "system", "content": "persona"}, {"role": "user", "content": "passage and topic"}]

@@ -1,5 +1,5 @@
 """Provider ``openai``: the Chat Completions API through the official ``openai`` SDK, at any base URL
-(OpenAI, OpenRouter, LM Studio, vLLM, a llama.cpp server, or the fake server in distillery_assets.fakeapi).
+(OpenAI, OpenRouter, LM Studio, vLLM, a llama.cpp server, or the fake server in tests.support.fakeapi).
 
 Calls are async (``openai.AsyncOpenAI``, one HTTP connection pool per client event loop), so hundreds of
 requests in flight cost one thread. The SDK's own retries are switched off (``max_retries=0``): the client's retry policy owns them, so

@@ -6,9 +6,9 @@ latency, concurrency, and scripted faults (429 + Retry-After, 500, timeout, malf
         ...  # srv.base_url, srv.request_count, srv.requests
 """
 
-from distillery_assets.fakeapi.anthropic_api import serve_anthropic
-from distillery_assets.fakeapi.fal_queue import serve_fal_queue
-from distillery_assets.fakeapi.openai_compat import serve_openai_compat
-from distillery_assets.fakeapi.replies import default_reply, schema_example
+from tests.support.fakeapi.anthropic_api import serve_anthropic
+from tests.support.fakeapi.fal_queue import serve_fal_queue
+from tests.support.fakeapi.openai_compat import serve_openai_compat
+from tests.support.fakeapi.replies import default_reply, schema_example
 
 __all__ = ["default_reply", "schema_example", "serve_anthropic", "serve_fal_queue", "serve_openai_compat"]

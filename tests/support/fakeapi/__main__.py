@@ -1,8 +1,8 @@
 """Run a fake API by hand, or measure the LLM client against one.
 
-    python -m distillery_assets.fakeapi serve openai --port 8011 --latency 0.2
+    python -m tests.support.fakeapi serve openai --port 8011 --latency 0.2
         then: DISTILLERY_LLM_PROVIDER=openai DISTILLERY_LLM_BASE_URL=http://127.0.0.1:8011/v1 dagster dev ...
-    python -m distillery_assets.fakeapi throughput --requests 320 --concurrency 32 --latency 0.2
+    python -m tests.support.fakeapi throughput --requests 320 --concurrency 32 --latency 0.2
         prints the LLM client's wall time against the ideal (requests / concurrency * latency)
 """
 
@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 
-from distillery_assets.fakeapi import serve_anthropic, serve_fal_queue, serve_openai_compat
+from tests.support.fakeapi import serve_anthropic, serve_fal_queue, serve_openai_compat
 
 SERVERS = {"openai": serve_openai_compat, "anthropic": serve_anthropic, "fal": serve_fal_queue}
 
@@ -57,7 +57,7 @@ def _throughput(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m distillery_assets.fakeapi")
+    parser = argparse.ArgumentParser(prog="python -m tests.support.fakeapi")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run one fake API until Ctrl-C")
     serve.add_argument("api", choices=sorted(SERVERS))

@@ -12,9 +12,9 @@ import time
 import uuid
 from typing import Any
 
-from distillery_assets.fakeapi.replies import (MALFORMED, Reply, approx_tokens, default_reply, json_reply,
+from tests.support.fakeapi.replies import (MALFORMED, Reply, approx_tokens, default_reply, json_reply,
                                                schema_from_prompt, truncate_words)
-from distillery_assets.fakeapi.server import FakeAPIServer, Handler
+from tests.support.fakeapi.server import FakeAPIServer, Handler
 
 
 def _schema(body: dict[str, Any]) -> dict[str, Any] | None:

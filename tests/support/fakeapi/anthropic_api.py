@@ -6,9 +6,9 @@ import time
 import uuid
 from typing import Any
 
-from distillery_assets.fakeapi.replies import (MALFORMED, Reply, approx_tokens, default_reply, json_reply,
+from tests.support.fakeapi.replies import (MALFORMED, Reply, approx_tokens, default_reply, json_reply,
                                                truncate_words)
-from distillery_assets.fakeapi.server import FakeAPIServer, Handler
+from tests.support.fakeapi.server import FakeAPIServer, Handler
 
 
 def _error(handler: Handler, status: int, kind: str, message: str, headers: dict | None = None) -> None:

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from distillery_assets.fakeapi.replies import Reply, Script
+from tests.support.fakeapi.replies import Reply, Script
 
 Route = Callable[["FakeAPIServer", "Handler", dict[str, Any]], None]
 
@@ -108,7 +108,7 @@ class FakeAPIServer:
         self._httpd = _Server(("127.0.0.1", self._port), Handler)
         self._httpd.fake = self  # type: ignore[attr-defined]
         if self.tls:
-            from distillery_assets.fakeapi.tls import self_signed_cert
+            from tests.support.fakeapi.tls import self_signed_cert
 
             self._tmp = tempfile.TemporaryDirectory(prefix="fakeapi-tls-")
             self.cert_path, key_path = self_signed_cert(Path(self._tmp.name))
