@@ -21,7 +21,7 @@ from distillery_assets.corpus.plan import PartitionPlan, scan_partition
 from distillery_assets.corpus.prompts import leaves_for, word_target_for, write_leaf
 from distillery_assets.corpus.quality import inspect_corpus
 from distillery_assets.corpus.summary import PREVIEW_CHARS, rejects_summary, relative, run_summary
-from distillery_assets.corpus.tables import default_tables
+from distillery_assets.corpus.tables import default_tables, default_tables_path
 from distillery_assets.partitions import encyclopedia_category_partitions, story_group_partitions
 from io_managers.register import register_files
 from resources.catalog import CatalogResource
@@ -121,8 +121,8 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
         for key in keys:
             for leaf in leaves_for(tables, kind, key):
                 written = write_leaf(root, leaf)
-                register_files(context, cat, [written.path], partition=key, record_count=written.lines,
-                               outside_data_dir=True)
+                register_files(context, cat, [written.path], [default_tables_path()], partition=key,
+                               record_count=written.lines, outside_data_dir=True)
                 rows.append([key, relative(written.path, root), written.lines, "yes" if written.changed else "no"])
                 first = first or written.path
         context.log.info(f"wrote {len(rows)} prompts.txt files ({sum(r[2] for r in rows)} prompts) under {root}")

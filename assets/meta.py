@@ -54,3 +54,13 @@ def size_mb(path: Path) -> float:
 
 def path_md(path: Path | str) -> dg.MetadataValue:
     return dg.MetadataValue.path(str(path))
+
+
+def inputs_meta(paths: Iterable[Path | str]) -> dict[str, dg.MetadataValue]:
+    """``{"inputs": [...]}`` to merge into an ``Output``'s metadata: the files the asset read besides the upstream
+    values it loaded. The IO manager records them as the artefact's inputs, and the catalogue records each edited
+    file among them (under the inputs or config folder) as a source with its sha256, so lineage reaches it::
+
+        return dg.Output(path, metadata={**inputs_meta(step_sources(cfg, "brief")), "records": n})
+    """
+    return {"inputs": dg.MetadataValue.json(sorted({str(p) for p in paths}))}

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.finetune import finetune_chain
-from assets.meta import chat_md
+from assets.meta import chat_md, inputs_meta
 from assets.pools import LOCAL_MODEL_POOL
 
 from distillery_assets.datasets import chatml
@@ -25,6 +25,7 @@ from distillery_assets.poetry.io_helpers import dumps_preview
 from distillery_assets.poetry.quality_gate import TEXT_FIELD, reason_counts
 from distillery_assets.poetry.session import session_markdown
 from distillery_assets.poetry.settings import PoetryConfig
+from distillery_assets.poetry.sources import step_sources
 from distillery_assets.poetry.tasks import PromptSpec
 
 GROUP = "poetry"
@@ -62,6 +63,11 @@ def _result(out: TaskOutput, *, preview_field: str | None = None, **extra) -> dg
     return dg.Output(out.path, metadata={k: v for k, v in meta.items() if v is not None})
 
 
+def _read(step: str) -> dict:
+    """Output metadata naming the edited files ``step`` reads, so the catalogue's lineage reaches them."""
+    return inputs_meta(step_sources(PoetryConfig(), step))
+
+
 # ---- raw poems ---------------------------------------------------------------------------------------------
 
 @dg.asset(group_name=GROUP, description="Good poems read from data/inputs/poetry/good (.txt / .jsonl); bad files are logged rejects.")
@@ -69,7 +75,7 @@ def poetry_good_poems(context: dg.AssetExecutionContext) -> dg.Output:
     out = generate.good_poems(PoetryConfig())
     for r in out.rejects:
         context.log.warning(f"rejected {r.source}: {r.reason}")
-    return _result(out)
+    return _result(out, **_read("good_poems"))
 
 
 @dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL,
@@ -80,7 +86,7 @@ def poetry_bad_poems(context: dg.AssetExecutionContext) -> dg.Output:
         context.log.warning(f"rejected {r.source}: {r.reason}")
     if not out.records:
         raise RuntimeError(f"no bad poems: {len(out.rejects)} rejected, see {out.reject_path}")
-    return _result(out, origin=origin)
+    return _result(out, origin=origin, **_read("bad_poems"))
 
 
 # ---- teaching data, one asset per task -------------------------------------------------------------------
@@ -89,45 +95,45 @@ def poetry_bad_poems(context: dg.AssetExecutionContext) -> dg.Output:
 def poetry_critiques(context: dg.AssetExecutionContext, poetry_good_poems: Path, poetry_bad_poems: Path) -> dg.Output:
     out = generate.critiques(PoetryConfig(), _complete(context, context.resources.llm),
                              generate.read_poems(poetry_good_poems), generate.read_poems(poetry_bad_poems))
-    return _result(out)
+    return _result(out, **_read("critique"))
 
 
 @dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL,
           description="T2 generation briefs for the user requests in data/inputs/poetry/requests.txt.")
 def poetry_briefs(context: dg.AssetExecutionContext) -> dg.Output:
-    return _result(generate.briefs(PoetryConfig(), _complete(context, context.resources.llm)))
+    return _result(generate.briefs(PoetryConfig(), _complete(context, context.resources.llm)), **_read("brief"))
 
 
 @dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL, description="T3 comparisons of a good and a bad poem (order alternates).")
 def poetry_comparisons(context: dg.AssetExecutionContext, poetry_good_poems: Path, poetry_bad_poems: Path) -> dg.Output:
     out = generate.comparisons(PoetryConfig(), _complete(context, context.resources.llm),
                                generate.read_poems(poetry_good_poems), generate.read_poems(poetry_bad_poems))
-    return _result(out)
+    return _result(out, **_read("comparison"))
 
 
 @dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL, description="T4 cliché autopsies of bad poems.")
 def poetry_autopsies(context: dg.AssetExecutionContext, poetry_bad_poems: Path) -> dg.Output:
     out = generate.autopsies(PoetryConfig(), _complete(context, context.resources.llm),
                              generate.read_poems(poetry_bad_poems))
-    return _result(out)
+    return _result(out, **_read("autopsy"))
 
 
 @dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL,
           description="T5 revision dialogues: a student's revision of a critiqued poem, then the educator's follow-up.")
 def poetry_dialogues(context: dg.AssetExecutionContext, poetry_critiques: Path) -> dg.Output:
     out = generate.dialogues(PoetryConfig(), _complete(context, context.resources.llm), read_jsonl(poetry_critiques))
-    return _result(out)
+    return _result(out, **_read("dialogue"))
 
 
 @dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL, description="T6 craft lessons answering the questions in prompts.yaml.")
 def poetry_lessons(context: dg.AssetExecutionContext) -> dg.Output:
-    return _result(generate.lessons(PoetryConfig(), _complete(context, context.resources.llm)))
+    return _result(generate.lessons(PoetryConfig(), _complete(context, context.resources.llm)), **_read("lesson"))
 
 
 @dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL, description="Brief -> poem pairs for the poet model.")
 def poetry_poet_pairs(context: dg.AssetExecutionContext, poetry_briefs: Path) -> dg.Output:
     out = generate.poet_pairs(PoetryConfig(), _complete(context, context.resources.llm), read_jsonl(poetry_briefs))
-    return _result(out)
+    return _result(out, **_read("poet_pair"))
 
 
 TASK_ASSETS = {
@@ -173,6 +179,7 @@ def _dataset_outputs(context: dg.AssetExecutionContext, role: str, task_files: d
         "gate_reject_reasons": dg.MetadataValue.json(ds.reject_reasons),
         "gate_reject_log": dg.MetadataValue.path(str(ds.reject_path)),
         "duplicates_removed": ds.duplicates_removed,
+        **_read(f"{role}_dataset"),
         "split": dg.MetadataValue.json(ds.split_info),
     }
     if f"{role}_train" in selected:
@@ -267,6 +274,7 @@ def poetry_sample_sessions(context: dg.AssetExecutionContext, educator_gguf: Pat
     atomic_write_text(path.with_suffix(".md"), markdown)
     steps = [s for sess in sessions for s in sess["metadata"]["steps"]]
     return dg.Output(path, metadata={
+        **_read("sessions"),
         "sessions": len(sessions),
         "critique_rounds": [s["metadata"]["critique_rounds"] for s in sessions],
         "replies_ending_on_end_of_turn": sum(s["finish_reason"] == "stop" for s in steps),

@@ -23,7 +23,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.finetune import finetune_chain
-from assets.meta import chat_md, table_md
+from assets.meta import chat_md, inputs_meta, table_md
 from assets.pools import LOCAL_MODEL_POOL
 
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, iter_jsonl, read_jsonl
@@ -77,6 +77,7 @@ def gutenberg_books(context: dg.AssetExecutionContext, config: BooksConfig) -> d
     atomic_write_jsonl(_out("gutenberg_books.rejects.jsonl"),
                        [{"source": r.source, "id": r.book_id, "reason": r.reason} for r in batch.rejects])
     return dg.Output(path, metadata={
+        **inputs_meta([_cfg(theme_config.BOOKS_FILE), *batch.files]),
         "books": len(records),
         "rejected": len(batch.rejects),
         "not_available": dg.MetadataValue.json(batch.missing),
@@ -148,6 +149,7 @@ def theme_chunks(context: dg.AssetExecutionContext, gutenberg_chunks: Path, conf
     plot_path = _out("theme_chunks_totals.png")
     plot_md = plots.save_png(plots.totals_histogram_png(hist, config.min_matches), plot_path, "keyword totals")
     return dg.Output(path, metadata={
+        **inputs_meta([_cfg(theme_config.KEYWORDS_FILE)]),
         "kept": n_kept, "total": len(totals), "kept_fraction": round(n_kept / len(totals), 4) if totals else 0.0,
         "min_matches": config.min_matches,
         "histogram_of_totals": table_md(list(hist.items()), ("total", "chunks"), align="rr"),
@@ -233,6 +235,7 @@ def theme_chatml(context: dg.AssetExecutionContext, theme_chunks: Path, config: 
     preview = "\n\n".join(f"**{e['metadata']['persona']}** ({e['metadata']['chunk_id']})\n\nQ: {e['messages'][1]['content']}"
                           f"\n\nA: {e['messages'][2]['content']}" for e in examples[:3])
     return dg.Output(path, metadata={
+        **inputs_meta(theme_config.generator_files(config_dir() / "theme")),
         "examples": len(examples), "chunks_processed": report.chunks_processed,
         "chunks_resumed": report.chunks_resumed, "chunks_skipped_too_short": report.chunks_too_short,
         "rejected_by_reason": dg.MetadataValue.json(stats["rejected_by_reason"]),
@@ -318,7 +321,8 @@ def theme_model_benchmark(theme_chunks: Path, config: ModelBenchConfig) -> dg.Ou
         raise dg.Failure(f"no model answered at {config.base_url}: {[r['error'] for r in result['ranked']]}")
     path = _out("theme_model_benchmark.json")
     atomic_write_text(path, json.dumps(result, indent=2, ensure_ascii=False))
-    return dg.Output(path, metadata={"ranking": dg.MetadataValue.md(modelbench.markdown_table(result)),
+    return dg.Output(path, metadata={**inputs_meta(theme_config.generator_files(config_dir() / "theme")),
+                                     "ranking": dg.MetadataValue.md(modelbench.markdown_table(result)),
                                      "models": len(result["ranked"]), "prompt_chunk": chunk["chunk_id"]})
 
 
