@@ -14,9 +14,19 @@ def data_dir(tmp_path: Path, monkeypatch) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def _isolated_home(tmp_path_factory) -> Path:
+    """An empty home folder for the whole session (one, so tools' caches under ~ are built once)."""
+    return tmp_path_factory.mktemp("home")
+
+
 @pytest.fixture(autouse=True)
-def _no_real_keys(monkeypatch):
-    """Tests never see the developer's real credentials."""
+def _no_real_keys(monkeypatch, _isolated_home):
+    """Tests never see the developer's real credentials: the key variables are removed, and HOME points at
+    an empty folder, so a file looked up under ``~`` when it is read -- the fal provider's ``~/.env``,
+    ``~/.modal.toml`` -- is not the developer's, in a test or in a subprocess it starts."""
     for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "FAL_KEY", "HF_TOKEN", "MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET"):
         monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(_isolated_home))
+    monkeypatch.setenv("USERPROFILE", str(_isolated_home))
     os.environ.setdefault("DAGSTER_TELEMETRY_DISABLED", "1")
