@@ -99,10 +99,11 @@ def test_unchanged_source_is_one_row_and_an_edit_adds_a_row_with_the_new_sha(dat
     _chain(cat, data_dir, inputs, config, "r2")  # same files read again by a second run
     first = _sources(cat)
     assert len(first) == 4
-    assert cat.record_sources([inputs / "poetry" / "requests.txt"])[0].sha256 == _sha(inputs / "poetry" / "requests.txt")
+    requests = inputs / "poetry" / "requests.txt"
+    assert cat.record_sources([requests])[0].sha256 == _sha(requests)
     assert _sources(cat) == first  # still no duplicate
 
-    requests = _write(inputs / "poetry" / "requests.txt", "a poem about rain\na poem about snow\n")
+    _write(requests, "a poem about rain\na poem about snow\n")
     assert [r["now"] for r in cat.lineage_sources("poet_gguf") if r["source"].endswith("requests.txt")] == ["edited"]
     _chain(cat, data_dir, inputs, config, "r3")
     rows = [r for r in _sources(cat) if r["asset_key"] == "source:inputs/poetry/requests.txt"]

@@ -103,7 +103,8 @@ def test_corpus_lineage_reaches_the_prompt_tables(data_dir):
     edges = {(r["asset_key"], r["input_asset_key"]) for r in Catalog().lineage("encyclopedia_corpus")}
     assert ("encyclopedia_corpus", "encyclopedia_prompts") in edges
     assert ("encyclopedia_prompts", "source:config/corpus/prompt_tables.yaml") in edges
-    [row] = Catalog().query("SELECT count(*) AS n FROM artifacts WHERE asset_key = 'source:config/corpus/prompt_tables.yaml'")
+    [row] = Catalog().query("SELECT count(*) AS n FROM artifacts WHERE asset_key = ?",
+                            ["source:config/corpus/prompt_tables.yaml"])
     assert row["n"] == 1  # read by many prompts.txt files and two runs: still one version
 
 
