@@ -50,36 +50,27 @@ def save_loss_plot(metrics: dict[str, Any], path: Path) -> tuple[Path, str]:
 
 
 def model_card(*, role: str, base_model: str, base_note: str, data: dict[str, Any], settings: dict[str, Any],
-               training: dict[str, Any], export: dict[str, Any], ran_on: str) -> str:
-    """Model card (README.md) for the uploaded GGUF: base, data, settings, metrics, and what was not run."""
+               training: dict[str, Any], export: dict[str, Any], ran_on: str, repo_id: str | None = None,
+               asset_key: str | None = None, run_id: str | None = None) -> str:
+    """Model card (README.md) for the uploaded GGUF: base, data, settings, metrics, and what was not run.
+    Rendered by the one card renderer, :func:`distillery_assets.hub.render_model_card`."""
+    from distillery_assets.hub import ModelCardInfo, render_model_card
+
     chat = export.get("chat") or {}
-    lines = [
-        "---",
-        "library_name: gguf",
-        f"base_model: {base_model}",
-        "tags: [gguf, lora, distillery]",
-        "---",
-        f"# {export['gguf_file']}",
-        "",
-        f"A LoRA fine-tune of **{base_model}** for the **{role}** role, merged and quantized to "
-        f"**{export['quant']}** with llama.cpp. Built by the Distillery pipeline; trained on {ran_on}.",
-        "",
-    ]
+    description = (f"A LoRA fine-tune of **{base_model}** for the **{role}** role, merged and quantized to "
+                   f"**{export['quant']}** with llama.cpp. Built by the Distillery pipeline; trained on {ran_on}.")
     if base_note:
-        lines += [f"Base model note: {base_note}", ""]
-    lines += [
-        "## Data",
+        description += f"\n\nBase model note: {base_note}"
+    sections = [
+        "## Training files",
+        "",
         f"- training examples: {training['train']['examples']} (truncated to max_seq: {training['train']['truncated']})",
         f"- validation examples: {training['val']['examples']}",
         f"- files: {', '.join(f'`{v}`' for v in data.values())}",
         "- loss on assistant tokens only (system and user turns masked)",
         "",
-        "## Settings",
-        "```json",
-        _json(settings),
-        "```",
-        "",
         "## Results",
+        "",
         loss_table_md(training),
         "",
         f"- validation loss: base {training['base_val_loss']:.4f} -> fine-tuned {training['val_loss']:.4f}",
@@ -87,18 +78,12 @@ def model_card(*, role: str, base_model: str, base_note: str, data: dict[str, An
         f"{export['quant']} GGUF {export['ppl_gguf']:.3f} ({100 * export['ppl_degradation']:+.1f}%)",
         f"- tensor types in the file: {export['gguf']['tensor_types']}",
         f"- chat check: finish_reason `{chat.get('finish_reason')}` after {chat.get('completion_tokens')} tokens",
-        "",
-        "## Use",
-        "```python",
-        "from llama_cpp import Llama",
-        f"llm = Llama(model_path=\"{export['gguf_file']}\")",
-        "llm.create_chat_completion(messages=[{\"role\": \"user\", \"content\": \"...\"}])",
-        "```",
     ]
-    return "\n".join(lines) + "\n"
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, indent=2, sort_keys=True)
+    return render_model_card(ModelCardInfo(
+        repo_id=repo_id or f"distillery-{role}-gguf", title=export["gguf_file"], description=description,
+        asset_key=asset_key or f"{role}_gguf", run_id=run_id, base_model=base_model, tags=["lora"],
+        gguf_file=export["gguf_file"], quantization=export["quant"], settings=settings,
+        metrics={"base_val_loss": training["base_val_loss"], "val_loss": training["val_loss"],
+                 "ppl_merged": export["ppl_merged"], "ppl_gguf": export["ppl_gguf"],
+                 "ppl_degradation_pct": round(100 * export["ppl_degradation"], 2)},
+        extra_markdown="\n".join(sections)))
