@@ -44,7 +44,6 @@ import random
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,8 @@ from distillery_assets.io.hashing import sha256_file, sha256_text
 ROLES = ("system", "user", "assistant")
 TURN_OVERHEAD = 4  # tokens the ChatML template adds around each turn (<|im_start|>role\n ... <|im_end|>\n)
 MAX_OVER_LENGTH_FRACTION = 0.2
-SPLIT_RULE = "random.Random(seed).shuffle, then the last ceil(n * valid_fraction) are valid (at least 1 each side when n >= 2)"
+SPLIT_RULE = ("random.Random(seed).shuffle, then the last ceil(n * valid_fraction) are valid "
+              "(at least 1 each side when n >= 2)")
 EMBEDDED_TOKENIZER = "SmolLM2-135M-Instruct (embedded GGUF vocabulary)"
 
 
@@ -303,7 +303,6 @@ def max_seq_for(role: str, profile: str | None = None) -> int:
     return load_train_config(config_dir() / "training" / f"{role}.yaml", profile).max_seq
 
 
-@lru_cache(maxsize=4)
 def gguf_token_counter(gguf_path: str | Path) -> Callable[[str], int]:
     """Count tokens with a GGUF file's tokenizer (vocabulary only; no weights are loaded)."""
     from llama_cpp import Llama

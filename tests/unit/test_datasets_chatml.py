@@ -229,3 +229,35 @@ def test_poetry_split_check_reads_the_role_max_seq(data_dir, monkeypatch):
     assert verdict.passed and verdict.summary()["max_seq"] == 256 and verdict.sibling_compared
     monkeypatch.setenv(PROFILE_ENV, "full")
     assert check_role_split(PoetryConfig(), "poet", "val").summary()["max_seq"] == 512
+
+
+# ---- the theme split asset and its checks on the shared module -----------------------------------------
+
+def test_theme_split_asset_writes_both_sides_and_its_checks_pass(data_dir, tmp_path):
+    import dagster as dg
+
+    from assets import theme
+
+    rows = [_ex(i, chunk_id=f"5-{i // 2}", example_index=i % 2, persona="p" + str(i % 3)) for i in range(23)]
+    source = tmp_path / "theme_chatml.jsonl"
+    atomic_write_jsonl(source, rows)
+
+    @dg.asset(name="theme_chatml")
+    def stub() -> dg.Output:
+        return dg.Output(source)
+
+    result = dg.materialize([stub, theme.theme_chatml_splits, theme.theme_chatml_train_well_formed,
+                             theme.theme_chatml_val_well_formed])
+    assert result.success
+    folder = data_dir / "theme"
+    train, val = read_jsonl(folder / "theme_chatml_train.jsonl"), read_jsonl(folder / "theme_chatml_val.jsonl")
+    assert len(val) == len(rows) - int(len(rows) * 0.9) == 3 and len(train) == 20
+    assert (train, val) == chatml.split(rows, valid_fraction=0.1, seed=42)
+    info = json.loads((folder / "theme_chatml_split.json").read_text())
+    assert info["counts"]["train"] == 20
+    assert info["files"]["valid"]["sha256"] == sha256_file(folder / "theme_chatml_val.jsonl")
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(checks) == {"theme_chatml_train_well_formed", "theme_chatml_val_well_formed"}
+    assert all(e.passed for e in checks.values())
+    meta = checks["theme_chatml_train_well_formed"].metadata
+    assert meta["max_seq"].value == chatml.max_seq_for("theme") and meta["sibling_compared"].value is True
