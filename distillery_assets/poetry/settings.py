@@ -36,6 +36,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _active_profile(profiles: dict[str, Any], default: str, file: str) -> Any:
+    """The profile named by $DISTILLERY_POETRY_PROFILE, else the file's own ``profile`` field."""
+    name = os.environ.get(PROFILE_ENV) or default
+    if name not in profiles:
+        raise PoetryConfigError(f"{file}: profile {name!r} not in profiles {sorted(profiles)}")
+    return profiles[name]
+
+
 class Volumes(_Strict):
     good_poems: int = Field(ge=0)
     bad_poems: int = Field(ge=0)
@@ -77,10 +85,7 @@ class PipelineSettings(_Strict):
 
     @property
     def volumes(self) -> Volumes:
-        name = os.environ.get(PROFILE_ENV) or self.profile
-        if name not in self.profiles:
-            raise PoetryConfigError(f"pipeline.yaml: profile {name!r} not in profiles {sorted(self.profiles)}")
-        return self.profiles[name]
+        return _active_profile(self.profiles, self.profile, "pipeline.yaml")
 
 
 class Sampling(_Strict):
@@ -115,10 +120,7 @@ class InferenceSettings(_Strict):
 
     @property
     def sampling(self) -> StepSampling:
-        name = os.environ.get(PROFILE_ENV) or self.profile
-        if name not in self.profiles:
-            raise PoetryConfigError(f"inference.yaml: profile {name!r} not in profiles {sorted(self.profiles)}")
-        return self.profiles[name]
+        return _active_profile(self.profiles, self.profile, "inference.yaml")
 
 
 class Prompts(_Strict):

@@ -6,8 +6,7 @@ import time
 import uuid
 from typing import Any
 
-from tests.support.fakeapi.replies import (MALFORMED, Reply, approx_tokens, default_reply, json_reply,
-                                               truncate_words)
+from tests.support.fakeapi.replies import Reply, approx_tokens, cut_to_budget, reply_text
 from tests.support.fakeapi.server import FakeAPIServer, Handler
 
 
@@ -45,18 +44,8 @@ def _messages(fake: FakeAPIServer, handler: Handler, req: dict[str, Any]) -> Non
         if body.get("system"):
             messages = [{"role": "system", "content": body["system"]}] + messages
         schema = ((body.get("output_config") or {}).get("format") or {}).get("schema")
-        if kind == "malformed":
-            text = MALFORMED
-        elif fake.reply is not None:
-            text = fake.reply(messages, body)
-        elif schema is not None:
-            text = json_reply(schema, messages)
-        else:
-            text = default_reply(messages, body)
-        stop = "end_turn"
-        if kind == "length" or approx_tokens(text) > int(body["max_tokens"]):
-            limit = max(1, approx_tokens(text) // 2) if kind == "length" else int(body["max_tokens"])
-            text, stop = truncate_words(text, min(limit, int(body["max_tokens"]))), "max_tokens"
+        text, cut = cut_to_budget(kind, reply_text(kind, fake.reply, messages, body, schema), int(body["max_tokens"]))
+        stop = "max_tokens" if cut else "end_turn"
         handler.send_json(200, {
             "id": f"msg_{uuid.uuid4().hex[:20]}", "type": "message", "role": "assistant",
             "model": body.get("model") or fake.model, "content": [{"type": "text", "text": text}],

@@ -16,8 +16,7 @@ import time
 import uuid
 from typing import Any
 
-from tests.support.fakeapi.replies import (MALFORMED, Reply, approx_tokens, default_reply, json_reply,
-                                               schema_from_prompt, truncate_words)
+from tests.support.fakeapi.replies import Reply, approx_tokens, cut_to_budget, reply_text, schema_from_prompt
 from tests.support.fakeapi.server import FakeAPIServer, Handler
 
 APP_PATH = "/openrouter/router"
@@ -72,20 +71,11 @@ def _result(fake: "FalQueueServer", job: dict[str, Any]) -> dict[str, Any]:
                 {"role": "user", "content": body.get("prompt", "")}]
     if kind == "garbage":
         return {"unexpected": "shape"}
-    if kind == "malformed":
-        text = MALFORMED
-    elif fake.reply is not None:
-        text = fake.reply(messages, body)
-    elif schema_from_prompt(messages) is not None:
-        text = json_reply(schema_from_prompt(messages), messages)
-    else:
-        text = default_reply(messages, body)
     max_tokens = int(body.get("max_tokens") or 1 << 30)
-    completion_tokens = approx_tokens(text)
-    if kind == "length" or completion_tokens > max_tokens:
-        # cut off: the text stops early and the router bills the whole max_tokens budget
-        limit = max(1, completion_tokens // 2) if kind == "length" else max_tokens
-        text, completion_tokens = truncate_words(text, min(limit, max_tokens)), max_tokens
+    text, cut = cut_to_budget(kind, reply_text(kind, fake.reply, messages, body, schema_from_prompt(messages)),
+                              max_tokens)
+    # cut off: the text stops early and the router bills the whole max_tokens budget
+    completion_tokens = max_tokens if cut else approx_tokens(text)
     usage = {"prompt_tokens": approx_tokens(body.get("prompt", "")) + approx_tokens(body.get("system_prompt", "")),
              "completion_tokens": completion_tokens}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]

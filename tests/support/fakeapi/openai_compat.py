@@ -12,8 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from tests.support.fakeapi.replies import (MALFORMED, Reply, approx_tokens, default_reply, json_reply,
-                                               schema_from_prompt, truncate_words)
+from tests.support.fakeapi.replies import Reply, approx_tokens, cut_to_budget, reply_text, schema_from_prompt
 from tests.support.fakeapi.server import FakeAPIServer, Handler
 
 
@@ -51,19 +50,9 @@ def _chat(fake: FakeAPIServer, handler: Handler, req: dict[str, Any]) -> None:
             return handler.send_raw(200, b"<html>502 Bad Gateway</html>", "application/json")
         messages = body.get("messages") or []
         schema = _schema(body)
-        if kind == "malformed":
-            text = MALFORMED
-        elif fake.reply is not None:
-            text = fake.reply(messages, body)
-        elif schema is not None:
-            text = json_reply(schema, messages)
-        else:
-            text = default_reply(messages, body)
-        finish = "stop"
         max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 1 << 30)
-        if kind == "length" or approx_tokens(text) > max_tokens:
-            limit = max(1, approx_tokens(text) // 2) if kind == "length" else max_tokens
-            text, finish = truncate_words(text, min(limit, max_tokens)), "length"
+        text, cut = cut_to_budget(kind, reply_text(kind, fake.reply, messages, body, schema), max_tokens)
+        finish = "length" if cut else "stop"
         usage = {"prompt_tokens": sum(approx_tokens(str(m.get("content", ""))) for m in messages),
                  "completion_tokens": approx_tokens(text)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]

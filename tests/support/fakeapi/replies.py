@@ -114,3 +114,24 @@ class Script:
 
 
 MALFORMED = 'Sure! Here is the JSON you asked for: {"result": "unterminated'
+
+
+def reply_text(kind: str | None, reply: Reply | None, messages: list[dict[str, Any]], body: dict[str, Any],
+               schema: dict[str, Any] | None) -> str:
+    """What every fake answers: the malformed-JSON fault, else the test's own ``reply``, else an example of
+    the requested JSON ``schema``, else the default echo."""
+    if kind == "malformed":
+        return MALFORMED
+    if reply is not None:
+        return reply(messages, body)
+    if schema is not None:
+        return json_reply(schema, messages)
+    return default_reply(messages, body)
+
+
+def cut_to_budget(kind: str | None, text: str, max_tokens: int) -> tuple[str, bool]:
+    """``(text, truncated)``: a "length" fault halves the reply; a reply over ``max_tokens`` is cut to it."""
+    if kind == "length" or approx_tokens(text) > max_tokens:
+        limit = max(1, approx_tokens(text) // 2) if kind == "length" else max_tokens
+        return truncate_words(text, min(limit, max_tokens)), True
+    return text, False
