@@ -12,6 +12,8 @@ from typing import Any
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
 from pydantic import BaseModel, Field
 
+from distillery_assets.markdown import md_table
+
 MODEL_TEMPLATE = """---
 {{ card_data }}
 ---
@@ -22,14 +24,7 @@ MODEL_TEMPLATE = """---
 
 ## At a glance
 
-| | |
-|---|---|
-| Base model | {% if base_model %}[{{ base_model }}](https://huggingface.co/{{ base_model }}){% else %}(trained from scratch){% endif %} |
-| Artefact | {{ artefact_kind }} |
-{%- if quantization %}
-| Quantization | {{ quantization }} |
-{%- endif %}
-| Built by | Distillery asset `{{ asset_key }}`{% if run_id %}, run `{{ run_id }}`{% endif %} |
+{{ glance_table }}
 
 ## Training data
 {% if dataset_list %}
@@ -38,19 +33,15 @@ MODEL_TEMPLATE = """---
 The training data was not published with this model.
 {% endif %}
 ## Training settings
-{% if settings %}
-| Setting | Value |
-|---|---|
-{% for key, value in settings %}| {{ key }} | {{ value }} |
-{% endfor %}{% else %}
+{% if settings_table %}
+{{ settings_table }}
+{% else %}
 No training settings were recorded.
 {% endif %}
 ## Evaluation
-{% if metric_rows %}
-| Metric | Value |
-|---|---|
-{% for key, value in metric_rows %}| {{ key }} | {{ value }} |
-{% endfor %}{% else %}
+{% if metrics_table %}
+{{ metrics_table }}
+{% else %}
 No evaluation metrics were recorded for this model.
 {% endif %}
 {%- if gguf_file %}
@@ -110,18 +101,12 @@ DATASET_TEMPLATE = """---
 
 ## Splits
 
-| Split | Rows | File |
-|---|---:|---|
-{% for split in split_list %}| {{ split.name }} | {{ split.rows }} | `{{ split.path }}` |
-{% endfor %}
-{%- if field_rows %}
+{{ splits_table }}
+{% if fields_table %}
 ## Fields
 
-| Field | Meaning |
-|---|---|
-{% for name, meaning in field_rows %}| `{{ name }}` | {{ meaning }} |
-{% endfor %}
-{%- endif %}
+{{ fields_table }}
+{% endif %}
 {%- if example_json %}
 ## Example record
 
@@ -210,11 +195,16 @@ def size_category(rows: int) -> str:
 
 
 def _fmt(value: Any) -> str:
+    """A settings or metrics value as table text (``md_table`` escapes it)."""
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True)
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return str(value).replace("\n", " ")
+
+
+def _pairs_table(values: dict[str, Any], head: list[str]) -> str | None:
+    return md_table([(k, _fmt(v)) for k, v in values.items()], head) if values else None
 
 
 def _shell_quote(text: str) -> str:
@@ -228,14 +218,18 @@ def render_model_card(info: ModelCardInfo) -> str:
         language=info.language, library_name="gguf" if info.gguf_file else "peft", tags=tags,
         pipeline_tag="text-generation", model_name=info.title,
     )
+    base = f"[{info.base_model}](https://huggingface.co/{info.base_model})" if info.base_model else "(trained from scratch)"
+    built = f"Distillery asset `{info.asset_key}`" + (f", run `{info.run_id}`" if info.run_id else "")
+    glance = [("Base model", base),
+              ("Artefact", f"GGUF file `{info.gguf_file}`" if info.gguf_file else "LoRA adapter (PEFT)"),
+              *([("Quantization", info.quantization)] if info.quantization else []), ("Built by", built)]
     card = ModelCard.from_template(
         data, template_str=MODEL_TEMPLATE,
         title=info.title, description=info.description, asset_key=info.asset_key, run_id=info.run_id,
         repo_id=info.repo_id, dataset_list=info.datasets, gguf_file=info.gguf_file,
-        artefact_kind=f"GGUF file `{info.gguf_file}`" if info.gguf_file else "LoRA adapter (PEFT)",
-        quantization=info.quantization,
-        settings=[(k, _fmt(v)) for k, v in info.settings.items()],
-        metric_rows=[(k, _fmt(v)) for k, v in info.metrics.items()],
+        glance_table=md_table(glance, ["", ""]),
+        settings_table=_pairs_table(info.settings, ["Setting", "Value"]),
+        metrics_table=_pairs_table(info.metrics, ["Metric", "Value"]),
         system_prompt=info.system_prompt,
         system_prompt_shell=_shell_quote(info.system_prompt or ""),
         system_prompt_py=json.dumps(info.system_prompt or ""),
@@ -254,7 +248,11 @@ def render_dataset_card(info: DatasetCardInfo) -> str:
     card = DatasetCard.from_template(
         data, template_str=DATASET_TEMPLATE,
         title=info.title, description=info.description, asset_key=info.asset_key, run_id=info.run_id,
-        repo_id=info.repo_id, split_list=info.splits, field_rows=list(info.fields.items()),
+        repo_id=info.repo_id,
+        splits_table=md_table([(sp.name, sp.rows, f"`{sp.path}`") for sp in info.splits], ["Split", "Rows", "File"],
+                              align="lrl"),
+        fields_table=md_table([(f"`{k}`", v) for k, v in info.fields.items()], ["Field", "Meaning"])
+        if info.fields else None,
         example_json=json.dumps(info.example, ensure_ascii=False, indent=2) if info.example else None,
         provenance=info.provenance, limitations=info.limitations,
     )
