@@ -1,32 +1,43 @@
-"""Fine-tune chains: ``<role>_lora`` -> ``<role>_gguf`` -> ``<role>_gguf_upload``, one factory for every role.
+"""Fine-tune chains: ``<name>_lora`` -> ``<name>_gguf`` -> ``<name>_gguf_upload``, one factory for every role.
 
-Like Dagster's ``project_dagster_modal_pipes`` feed factory: the poetry pipeline calls
-``finetune_chain("educator", ...)`` and ``finetune_chain("poet", ...)``, the theme pipeline
-``finetune_chain("theme", ...)``. The shared ``base_model`` asset (the float32 SmolLM2 checkpoint)
-lives in this module's ``defs`` once.
+Like Dagster's ``project_dagster_modal_pipes`` feed factory, each pipeline describes a chain with a small
+frozen dataclass and hands it to the factory::
 
-The heavy work runs through the ``compute`` resource (``run_step``: in process here, or on a Modal
-GPU) using ``distillery_assets.training.steps``; the assets only build specs, record the run in the
-catalogue, and publish metadata. Resource keys used: ``compute``, ``catalog``, ``hub``.
+    finetune_chain(FinetuneChain(name="poet", train_asset="poet_train", val_asset="poet_val",
+                                 group="poetry", config_file="poet.yaml"))
+
+The shared ``base_model`` asset (the float32 SmolLM2 checkpoint) lives in this module's ``defs`` once.
+The heavy work runs through the ``compute`` resource (``run_step(spec)``: in process here, or on a Modal
+GPU) with the typed specs of ``distillery_assets.training.steps``; the assets build a spec, record the run
+in the catalogue, and publish the typed result as metadata and as asset check results (the checks are
+judged from that result in hand, nothing is re-read or re-run).
 """
 
-
-import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
+from assets.meta import path_md, size_mb, text_md
 from assets.pools import LOCAL_MODEL_POOL
-
+from distillery_assets.io import iter_jsonl
 from distillery_assets.paths import config_dir, data_dir, safe_child
-from distillery_assets.training.base_model import EMBEDDED_BASE_RELDIR, build_embedded_base, embedded_base_dir
-from distillery_assets.training.config import PROFILE_ENV, TrainConfig, load_train_config
-from distillery_assets.training.export import gguf_file_name
+from distillery_assets.training.base_model import build_embedded_base, embedded_base_dir
+from distillery_assets.training.chat_data import validate_messages
+from distillery_assets.training.config import EMBEDDED_BASE, PROFILE_ENV, TrainConfig, load_train_config
+from distillery_assets.training.lora import METRICS_FILE
 from distillery_assets.training.report import loss_table_md, model_card, save_loss_plot
+from distillery_assets.training.results import ExportResult, TrainResult
+from distillery_assets.training.steps import ExportGGUFSpec, TrainLoraSpec, read_result
+from resources.catalog import CatalogResource
+from resources.compute import ComputeResource
+from resources.hub import HubResource
 
 BASE_GROUP = "models"
 CHAT_PROBE = "Introduce yourself in one sentence."  # used only when no validation record is usable
+EMBEDDED_HF_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+LOSS_CHECK, PPL_CHECK, CHAT_CHECK = ("trained_val_loss_below_base", "ppl_degradation_within_limit",
+                                     "chat_reply_ends_on_end_of_turn")
 
 
 class FinetuneConfig(dg.Config):
@@ -36,20 +47,41 @@ class FinetuneConfig(dg.Config):
     """Hub repository for the GGUF upload; empty: ``distillery-<role>-gguf`` under the token's namespace."""
 
 
+@dataclass(frozen=True)
+class FinetuneChain:
+    """One fine-tune: the asset keys are ``<name>_lora``, ``<name>_gguf``, ``<name>_gguf_upload``."""
+
+    name: str
+    train_asset: str
+    val_asset: str
+    group: str
+    config_file: str
+    """A file in ``data/config/training/``."""
+
+    def config_path(self) -> Path:
+        """The training profile YAML (an edited file: listed in the artefacts' inputs, so lineage reaches it)."""
+        return safe_child(config_dir() / "training", self.config_file, source="FinetuneChain.config_file")
+
+    def config(self, profile: str | None) -> TrainConfig:
+        return load_train_config(self.config_path(), profile)
+
+    def adapter_rel(self, cfg: TrainConfig) -> str:  # one folder per profile: switching profiles keeps both runs
+        return f"models/lora/{self.name}/{cfg.profile}"
+
+    def gguf_rel(self, cfg: TrainConfig) -> str:
+        return f"models/gguf/{self.name}/{cfg.profile}"
+
+
 @dg.asset(group_name=BASE_GROUP, kinds={"pytorch"}, pool=LOCAL_MODEL_POOL,
           description="Full-precision SmolLM2-135M-Instruct checkpoint, de-quantized once from the bundled GGUF; "
                       "the offline base for every LoRA (real runs name a Hugging Face model id instead).")
 def base_model(context: dg.AssetExecutionContext) -> dg.Output:
-    info = build_embedded_base(embedded_base_dir(data_dir()))
     folder = embedded_base_dir(data_dir())
+    info = build_embedded_base(folder)
     return dg.Output(folder, metadata={
-        "path": dg.MetadataValue.path(str(folder)),
-        "parameters": info["parameters"],
-        "dtype": info["dtype"],
-        "source": info["source_gguf"],
-        "end_of_turn_token": info["end_of_turn_token"],
-        "reused_existing": info["reused"],
-        "note": info["note"],
+        "path": path_md(folder), "size_mb": size_mb(folder), "parameters": info["parameters"],
+        "dtype": info["dtype"], "source": info["source_gguf"], "end_of_turn_token": info["end_of_turn_token"],
+        "reused_existing": info["reused"], "note": info["note"],
     })
 
 
@@ -61,22 +93,8 @@ def _rel(path: Path) -> str:
         raise ValueError(f"{path} is not under the data directory {root}; steps take paths relative to it") from exc
 
 
-def _load_cfg(config_file: str, profile: str | None) -> TrainConfig:
-    return load_train_config(safe_child(config_dir() / "training", config_file, source="finetune_chain config_file"),
-                             profile)
-
-
-def _ran_on(compute: Any, device: str) -> str:
-    backend = getattr(compute, "backend", "local")
-    where = "modal" if backend == "modal" else "local"
-    return f"{where} {'GPU' if device == 'cuda' else 'CPU'}"
-
-
 def _chat_messages(val_file: Path) -> list[dict[str, str]]:
     """The chat probe: the first usable validation conversation up to (not including) its last reply."""
-    from distillery_assets.io import iter_jsonl
-    from distillery_assets.training.chat_data import validate_messages
-
     for _, record in iter_jsonl(val_file, on_error="yield"):
         if isinstance(record, dict):
             try:
@@ -86,162 +104,132 @@ def _chat_messages(val_file: Path) -> list[dict[str, str]]:
     return [{"role": "user", "content": CHAT_PROBE}]
 
 
-def finetune_chain(role: str, *, train_asset: str, val_asset: str, group: str, config_file: str,
-                   ) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
-    """``<role>_lora``, ``<role>_gguf``, ``<role>_gguf_upload`` and their checks."""
-    lora_key, gguf_key, upload_key = f"{role}_lora", f"{role}_gguf", f"{role}_gguf_upload"
+def _lora_metadata(result: TrainResult, ran_on: str, folder: Path, inputs: list[Path]) -> dict:
+    plot_path, plot_md = save_loss_plot(result.model_dump(), folder.parent / f"{result.profile}_loss.png")
+    return {
+        "profile": result.profile, "base_model": result.base_model, "ran_on": ran_on,
+        "reused_finished_run": result.reused,
+        "base_val_loss": result.base_val_loss, "trained_val_loss": result.val_loss, "improvement": result.improvement,
+        "losses": dg.MetadataValue.md(loss_table_md(result.model_dump()) + "\n\n" + plot_md),
+        "loss_plot": path_md(plot_path),
+        "steps": result.steps, "resumed_from_step": result.resumed_from_step,
+        "tokens_per_s": round(result.tokens_per_s, 1),
+        "train_examples": result.train.examples, "val_examples": result.val.examples,
+        "truncated_examples": result.train.truncated + result.val.truncated,
+        "rejected_examples": dg.MetadataValue.json([r.model_dump() for r in result.rejects]),
+        "trainable_params": result.trainable_params, "train_seconds": round(result.train_seconds, 1),
+        "adapter_mb": size_mb(folder), "inputs": [str(p) for p in inputs],
+    }
 
-    def adapter_rel(cfg: TrainConfig) -> str:  # one folder per profile: switching profiles keeps both runs
-        return f"models/lora/{role}/{cfg.profile}"
 
-    def gguf_rel(cfg: TrainConfig) -> str:
-        return f"models/gguf/{role}/{cfg.profile}"
+def _gguf_metadata(result: ExportResult, ran_on: str, inputs: list[Path]) -> dict:
+    info, chat = result.gguf, result.chat
+    return {
+        "file": result.gguf_file, "ran_on": ran_on, "reused_finished_run": result.reused,
+        "quant_declared": info.file_type, "tensor_types": dg.MetadataValue.json(info.tensor_types),
+        "matrix_tensors_k_quant": f"{info.matrix_tensors_k_quant} of {info.matrix_tensors}",
+        "gguf_bytes": result.gguf_bytes, "f16_bytes": result.intermediate_bytes,
+        "merged_checkpoint_bytes": result.merged_bytes,
+        "ppl_merged": result.ppl_merged, "ppl_gguf": result.ppl_gguf,
+        "ppl_degradation_pct": round(100 * result.ppl_degradation, 2),
+        **({"ppl_f16_gguf": result.ppl_intermediate_gguf} if result.ppl_intermediate_gguf else {}),
+        "chat_finish_reason": str(chat.finish_reason if chat else None),
+        "chat_reply": dg.MetadataValue.md(f"**{chat.prompt}**\n\n{chat.reply}" if chat else ""),
+        "stage_seconds": dg.MetadataValue.json({k: round(v, 1) for k, v in result.timings.items()}),
+        "inputs": [str(p) for p in inputs],
+    }
 
-    @dg.asset(name=lora_key, group_name=group, kinds={"pytorch"}, pool=LOCAL_MODEL_POOL,
-              ins={"train": dg.AssetIn(train_asset), "val": dg.AssetIn(val_asset)}, deps=[base_model],
-              required_resource_keys={"compute", "catalog"},
-              description=f"LoRA adapter for the {role} role (settings: data/config/training/{config_file}).")
-    def lora(context: dg.AssetExecutionContext, config: FinetuneConfig, train: Path, val: Path) -> dg.Output:
-        cfg = _load_cfg(config_file, config.profile)
-        inputs = [_rel(train), _rel(val)] + ([EMBEDDED_BASE_RELDIR] if cfg.base_model == "embedded" else [])
-        spec = {"config": cfg.model_dump(), "train": _rel(train), "val": _rel(val), "adapter_dir": adapter_rel(cfg)}
-        context.log.info(f"training {role} LoRA, profile {cfg.profile} (${PROFILE_ENV}), base {cfg.base_model}")
-        metrics = context.resources.compute.run_step("train_lora", spec, inputs=inputs, outputs=[adapter_rel(cfg)])
-        ran_on = _ran_on(context.resources.compute, metrics.get("device", "cpu"))
-        if not metrics.get("reused"):
-            context.resources.catalog.get().record_run(
-                kind="train", name=lora_key, run_id=context.run_id, params=cfg.model_dump(),
-                metrics={k: v for k, v in metrics.items() if k != "rejects"} | {"ran_on": ran_on})
-        folder = data_dir() / adapter_rel(cfg)
-        plot_path, plot_md = save_loss_plot(metrics, folder.parent / f"{cfg.profile}_loss.png")
-        return dg.Output(folder, metadata={
-            "profile": cfg.profile,
-            "base_model": cfg.base_model,
-            "ran_on": ran_on,
-            "reused_finished_run": bool(metrics.get("reused")),
-            "base_val_loss": metrics["base_val_loss"],
-            "trained_val_loss": metrics["val_loss"],
-            "improvement": metrics["improvement"],
-            "losses": dg.MetadataValue.md(loss_table_md(metrics) + "\n\n" + plot_md),
-            "loss_plot": dg.MetadataValue.path(str(plot_path)),
-            "steps": metrics["steps"],
-            "tokens_per_s": round(metrics["tokens_per_s"], 1),
-            "train_examples": metrics["train"]["examples"],
-            "val_examples": metrics["val"]["examples"],
-            "truncated_examples": metrics["train"]["truncated"] + metrics["val"]["truncated"],
-            "rejected_examples": dg.MetadataValue.json(metrics.get("rejects", [])),
-            "trainable_params": metrics["trainable_params"],
-            "train_seconds": round(metrics["train_seconds"], 1),
-            "inputs": [str(train), str(val)],
-        })
 
-    @dg.asset(name=gguf_key, group_name=group, kinds={"gguf"}, pool=LOCAL_MODEL_POOL,
-              ins={"adapter": dg.AssetIn(lora_key), "val": dg.AssetIn(val_asset)},
-              required_resource_keys={"compute", "catalog"},
-              description=f"{role} model: adapter merged into the full-precision base, GGUF f16, quantized.")
-    def gguf(context: dg.AssetExecutionContext, config: FinetuneConfig, adapter: Path, val: Path) -> dg.Output:
-        cfg = _load_cfg(config_file, config.profile)
-        name = gguf_file_name(cfg.base_model, role, cfg.export.quant)
-        spec = {"config": cfg.model_dump(), "adapter_dir": _rel(adapter), "val": _rel(val), "out_dir": gguf_rel(cfg),
-                "chat_messages": _chat_messages(val), "chat_max_tokens": cfg.max_seq}
-        inputs = [_rel(adapter), _rel(val)] + ([EMBEDDED_BASE_RELDIR] if cfg.base_model == "embedded" else [])
-        outputs = [f"{gguf_rel(cfg)}/{name}", f"{gguf_rel(cfg)}/{Path(name).stem}.json"]
-        result = context.resources.compute.run_step("export_gguf", spec, inputs=inputs, outputs=outputs)
-        if result["ppl_degradation"] > cfg.export.max_ppl_degradation:
-            context.log.warning(f"{name}: perplexity {100 * result['ppl_degradation']:+.1f}% vs the merged model")
-        ran_on = _ran_on(context.resources.compute, result.get("device", "cpu"))
-        if not result.get("reused"):
-            context.resources.catalog.get().record_run(
-                kind="export", name=gguf_key, run_id=context.run_id, params=cfg.export.model_dump(),
-                metrics=result | {"ran_on": ran_on})
-        info, chat = result["gguf"], result.get("chat") or {}
-        return dg.Output(data_dir() / gguf_rel(cfg) / name, metadata={
-            "file": name,
-            "ran_on": ran_on,
-            "reused_finished_run": bool(result.get("reused")),
-            "quant_declared": info["file_type"],
-            "tensor_types": dg.MetadataValue.json(info["tensor_types"]),
-            "matrix_tensors_k_quant": f"{info['matrix_tensors_k_quant']} of {info['matrix_tensors']}",
-            "gguf_bytes": result["gguf_bytes"],
-            "f16_bytes": result["intermediate_bytes"],
-            "merged_checkpoint_bytes": result["merged_bytes"],
-            "ppl_merged": result["ppl_merged"],
-            "ppl_gguf": result["ppl_gguf"],
-            "ppl_degradation_pct": round(100 * result["ppl_degradation"], 2),
-            **({"ppl_f16_gguf": result["ppl_intermediate_gguf"]} if result.get("ppl_intermediate_gguf") else {}),
-            "chat_finish_reason": str(chat.get("finish_reason")),
-            "chat_reply": dg.MetadataValue.md(f"**{chat.get('prompt', '')}**\n\n{chat.get('reply', '')}"),
-            "stage_seconds": dg.MetadataValue.json({k: round(v, 1) for k, v in result["timings"].items()}),
-            "inputs": [str(adapter), str(val)],
-        })
+def _gguf_checks(result: ExportResult) -> list[dg.AssetCheckResult]:
+    chat = result.chat
+    return [
+        dg.AssetCheckResult(check_name=PPL_CHECK, passed=result.ppl_degradation_ok,
+                            severity=dg.AssetCheckSeverity.WARN, metadata={
+                                "ppl_merged": result.ppl_merged, "ppl_gguf": result.ppl_gguf,
+                                "degradation_pct": round(100 * result.ppl_degradation, 2),
+                                "limit_pct": 100 * result.ppl_limit}),
+        dg.AssetCheckResult(check_name=CHAT_CHECK, passed=result.chat_stopped, metadata={
+            "finish_reason": str(chat.finish_reason if chat else "no chat check ran"),
+            "completion_tokens": chat.completion_tokens if chat else 0,
+            "reply": text_md((chat.reply if chat else "") or "(empty)")}),
+    ]
 
-    @dg.asset(name=upload_key, group_name=group, kinds={"huggingface"},
+
+def finetune_chain(chain: FinetuneChain) -> list[dg.AssetsDefinition]:
+    """``<name>_lora`` (with the loss check), ``<name>_gguf`` (with the perplexity and chat checks) and
+    ``<name>_gguf_upload``."""
+    lora_key, gguf_key, upload_key = f"{chain.name}_lora", f"{chain.name}_gguf", f"{chain.name}_gguf_upload"
+
+    @dg.asset(name=lora_key, group_name=chain.group, kinds={"pytorch"}, pool=LOCAL_MODEL_POOL,
+              ins={"train": dg.AssetIn(chain.train_asset), "val": dg.AssetIn(chain.val_asset)}, deps=[base_model],
+              check_specs=[dg.AssetCheckSpec(LOSS_CHECK, asset=lora_key, description=(
+                  "Validation loss after training is lower than the untouched base model's."))],
+              description=f"LoRA adapter for the {chain.name} role (settings: data/config/training/{chain.config_file}).")
+    def lora(context: dg.AssetExecutionContext, config: FinetuneConfig, compute: ComputeResource,
+             catalog: CatalogResource, train: Path, val: Path):
+        cfg = chain.config(config.profile)
+        spec = TrainLoraSpec(config=cfg, train=_rel(train), val=_rel(val), adapter_dir=chain.adapter_rel(cfg))
+        context.log.info(f"training {chain.name} LoRA, profile {cfg.profile} (${PROFILE_ENV}), base {cfg.base_model}")
+        result = compute.run_step(spec)
+        ran_on = compute.ran_on(result.device)
+        if not result.reused:
+            catalog.get().record_run(kind="train", name=lora_key, run_id=context.run_id, params=cfg.model_dump(),
+                                     metrics=result.model_dump(mode="json", exclude={"rejects"}) | {"ran_on": ran_on})
+        folder = data_dir() / spec.adapter_dir
+        yield dg.Output(folder, metadata=_lora_metadata(result, ran_on, folder, [train, val, chain.config_path()]))
+        yield dg.AssetCheckResult(check_name=LOSS_CHECK, passed=result.loss_improved, metadata={
+            "base_val_loss": result.base_val_loss, "trained_val_loss": result.val_loss})
+
+    @dg.asset(name=gguf_key, group_name=chain.group, kinds={"gguf"}, pool=LOCAL_MODEL_POOL,
+              ins={"adapter": dg.AssetIn(lora_key), "val": dg.AssetIn(chain.val_asset)},
+              check_specs=[
+                  dg.AssetCheckSpec(PPL_CHECK, asset=gguf_key, description=(
+                      "Perplexity of the quantized GGUF is within the configured limit of the merged model's.")),
+                  dg.AssetCheckSpec(CHAT_CHECK, asset=gguf_key, description=(
+                      "The GGUF loads in llama-cpp-python and a greedy chat reply stops on the end-of-turn token."))],
+              description=f"{chain.name} model: adapter merged into the full-precision base, GGUF f16, quantized.")
+    def gguf(context: dg.AssetExecutionContext, config: FinetuneConfig, compute: ComputeResource,
+             catalog: CatalogResource, adapter: Path, val: Path):
+        cfg = chain.config(config.profile)
+        spec = ExportGGUFSpec(config=cfg, adapter_dir=_rel(adapter), val=_rel(val), out_dir=chain.gguf_rel(cfg),
+                              chat_messages=_chat_messages(val), chat_max_tokens=cfg.max_seq)
+        result = compute.run_step(spec)
+        ran_on = compute.ran_on(result.device)
+        if not result.reused:
+            catalog.get().record_run(kind="export", name=gguf_key, run_id=context.run_id,
+                                     params=cfg.export.model_dump(), metrics=result.model_dump(mode="json") | {"ran_on": ran_on})
+        yield dg.Output(data_dir() / spec.gguf_rel,
+                        metadata=_gguf_metadata(result, ran_on, [adapter, val, chain.config_path()]))
+        yield from _gguf_checks(result)
+
+    @dg.asset(name=upload_key, group_name=chain.group, kinds={"huggingface"},
               ins={"gguf_file": dg.AssetIn(gguf_key), "adapter": dg.AssetIn(lora_key),
-                   "train": dg.AssetIn(train_asset), "val": dg.AssetIn(val_asset)},
-              required_resource_keys={"hub"},
-              description=f"Uploads the {role} GGUF with a model card (private). Without HF_TOKEN: uploads nothing, says so.")
-    def upload(context: dg.AssetExecutionContext, config: FinetuneConfig, gguf_file: Path, adapter: Path,
-               train: Path, val: Path) -> dg.MaterializeResult:
-        cfg = _load_cfg(config_file, config.profile)
-        training = json.loads((Path(adapter) / "training_metrics.json").read_text(encoding="utf-8"))
-        export = json.loads(Path(gguf_file).with_suffix(".json").read_text(encoding="utf-8"))
-        card = model_card(role=role, base_model=cfg.base_model if cfg.base_model != "embedded" else
-                          "HuggingFaceTB/SmolLM2-135M-Instruct", base_note=cfg.base_model_note,
-                          data={"train": Path(train).name, "val": Path(val).name},
-                          settings=cfg.model_dump(exclude={"export"}), training=training, export=export,
-                          ran_on=training.get("device", "cpu"))
-        repo_id = config.hub_repo_id or f"distillery-{role}-gguf"
-        result = context.resources.hub.upload_folder(Path(gguf_file).parent, repo_id, repo_type="model",
-                                                     card_markdown=card)
+                   "train": dg.AssetIn(chain.train_asset), "val": dg.AssetIn(chain.val_asset)},
+              description=f"Uploads the {chain.name} GGUF with a model card (private). Without HF_TOKEN: uploads nothing, says so.")
+    def upload(config: FinetuneConfig, hub: HubResource, gguf_file: Path, adapter: Path, train: Path,
+               val: Path) -> dg.MaterializeResult:
+        cfg = chain.config(config.profile)
+        training = _recorded(Path(adapter) / METRICS_FILE, TrainResult)
+        export = _recorded(Path(gguf_file).with_suffix(".json"), ExportResult)
+        card = model_card(role=chain.name, base_model=EMBEDDED_HF_ID if cfg.base_model == EMBEDDED_BASE else cfg.base_model,
+                          base_note=cfg.base_model_note, data={"train": Path(train).name, "val": Path(val).name},
+                          settings=cfg.model_dump(exclude={"export"}), training=training.model_dump(),
+                          export=export.model_dump(), ran_on=training.device)
+        repo_id = config.hub_repo_id or f"distillery-{chain.name}-gguf"
+        result = hub.upload_folder(Path(gguf_file).parent, repo_id, repo_type="model", card_markdown=card)
         return dg.MaterializeResult(metadata={
-            "uploaded": bool(result.get("uploaded")),
-            "reason": str(result.get("reason") or ""),
-            "url": str(result.get("url") or ""),
-            "repo_id": repo_id,
-            "model_card": dg.MetadataValue.md(card),
+            "uploaded": bool(result.get("uploaded")), "reason": str(result.get("reason") or ""),
+            "url": str(result.get("url") or ""), "repo_id": repo_id, "model_card": dg.MetadataValue.md(card),
         })
 
-    @dg.asset_check(asset=lora, name="trained_val_loss_below_base",
-                    description="Validation loss after training is lower than the untouched base model's.")
-    def loss_check(config: FinetuneConfig) -> dg.AssetCheckResult:
-        m = _metrics(data_dir() / adapter_rel(_load_cfg(config_file, config.profile)) / "training_metrics.json")
-        return dg.AssetCheckResult(passed=m["val_loss"] < m["base_val_loss"], metadata={
-            "base_val_loss": m["base_val_loss"], "trained_val_loss": m["val_loss"]})
-
-    @dg.asset_check(asset=gguf, name="ppl_degradation_within_limit",
-                    description="Perplexity of the quantized GGUF is within the configured limit of the merged model's.")
-    def ppl_check(config: FinetuneConfig) -> dg.AssetCheckResult:
-        cfg = _load_cfg(config_file, config.profile)
-        m = _metrics(data_dir() / gguf_rel(cfg) / Path(gguf_file_name(cfg.base_model, role, cfg.export.quant)).with_suffix(".json"))
-        return dg.AssetCheckResult(passed=m["ppl_degradation"] <= cfg.export.max_ppl_degradation,
-                                   severity=dg.AssetCheckSeverity.WARN, metadata={
-                                       "ppl_merged": m["ppl_merged"], "ppl_gguf": m["ppl_gguf"],
-                                       "degradation_pct": round(100 * m["ppl_degradation"], 2),
-                                       "limit_pct": 100 * cfg.export.max_ppl_degradation})
-
-    @dg.asset_check(asset=gguf, name="chat_reply_ends_on_end_of_turn",
-                    description="The GGUF loads in llama-cpp-python and a greedy chat reply stops on the end-of-turn token.")
-    def chat_check(config: FinetuneConfig) -> dg.AssetCheckResult:
-        from distillery_assets.training.export import chat_check as run_chat
-
-        cfg = _load_cfg(config_file, config.profile)
-        path = data_dir() / gguf_rel(cfg) / gguf_file_name(cfg.base_model, role, cfg.export.quant)
-        m = _metrics(path.with_suffix(".json"))
-        recorded = m.get("chat") or {}
-        messages = recorded.get("messages") or [{"role": "user", "content": CHAT_PROBE}]
-        reply = run_chat(path, messages, max_tokens=recorded.get("max_tokens") or cfg.max_seq,
-                         threads=cfg.threads or 2)
-        return dg.AssetCheckResult(passed=reply["finish_reason"] == "stop", metadata={
-            "finish_reason": str(reply["finish_reason"]), "completion_tokens": reply["completion_tokens"],
-            "reply": dg.MetadataValue.md(reply["reply"] or "(empty)")})
-
-    return [lora, gguf, upload, loss_check, ppl_check, chat_check]
+    return [lora, gguf, upload]
 
 
-def _metrics(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no recorded metrics; materialize the asset first")
-    return json.loads(path.read_text(encoding="utf-8"))
+def _recorded(path: Path, model: type[TrainResult] | type[ExportResult]):
+    result = read_result(path, model)
+    if result is None:
+        raise FileNotFoundError(f"{path}: no recorded {model.__name__}; materialize the asset first")
+    return result
 
 
 defs = dg.Definitions(assets=[base_model])

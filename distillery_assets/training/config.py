@@ -1,4 +1,10 @@
-"""Training settings: one pydantic model, loaded from ``data/config/training/<role>.yaml``.
+"""Training settings: pydantic models, loaded from ``data/config/training/<role>.yaml``.
+
+Two layers, so a model trained from scratch needs no LoRA section:
+
+* ``LoopConfig``  what any training run has (optimizer, schedule, epochs, batch, sequence length, limits,
+  checkpoints); used by ``training.loop``.
+* ``TrainConfig`` a fine-tune: ``LoopConfig`` plus the base model, the LoRA / 4-bit settings and the export.
 
 Each YAML file names a role and holds several *profiles*:
 
@@ -15,15 +21,19 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from distillery_assets.io.yamlfile import read_yaml, validate_yaml
 
 PROFILE_ENV = "DISTILLERY_TRAIN_PROFILE"
 DEFAULT_PROFILE = "cpu_small"
 EMBEDDED_BASE = "embedded"
 """``base_model: embedded`` means the SmolLM2-135M-Instruct checkpoint built by the ``base_model`` asset."""
+
+NOT_IN_FINGERPRINT = frozenset({"checkpoint_every"})
+"""Settings that change how a run is carried out, not what it produces."""
 
 
 class TrainingConfigError(ValueError):
@@ -43,7 +53,7 @@ class LoraSettings(_Strict):
 
 
 class QuantSettings(_Strict):
-    """4-bit loading of the base for QLoRA. Only used when CUDA is present (see ``lora.pick_device``)."""
+    """4-bit loading of the base for QLoRA. Only used when CUDA is present (see ``loop.pick_device``)."""
 
     load_in_4bit: bool = False
     quant_type: Literal["nf4", "fp4"] = "nf4"
@@ -60,13 +70,11 @@ class ExportSettings(_Strict):
     ppl_f16: bool = Field(default=False, description="also score the f16 GGUF: separates conversion from quantization error")
 
 
-class TrainConfig(_Strict):
+class LoopConfig(_Strict):
+    """Settings every training loop reads (``training.loop``), whatever the model is."""
+
     role: str
     profile: str
-    base_model: str = Field(description="a Hugging Face model id, or 'embedded' for the bundled SmolLM2-135M")
-    base_model_note: str = ""
-    lora: LoraSettings
-    quantization: QuantSettings = QuantSettings()
     optimizer: Literal["adamw_torch", "paged_adamw_8bit"] = "adamw_torch"
     learning_rate: float = Field(gt=0)
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
@@ -84,32 +92,65 @@ class TrainConfig(_Strict):
     max_steps: int | None = Field(default=None, gt=0, description="stop after this many optimizer steps")
     seed: int = 42
     threads: int | None = Field(default=None, gt=0, description="torch CPU threads (None: torch's default)")
+    checkpoint_every: int | None = Field(
+        default=None, gt=0, description="also checkpoint every N optimizer steps (always at each epoch's end)")
+
+    @property
+    def needs_cuda(self) -> bool:
+        """Paged 8-bit AdamW is a GPU recipe; such a profile refuses to run on CPU."""
+        return self.optimizer == "paged_adamw_8bit"
+
+    def fingerprint(self) -> str:
+        """A stable hash of every setting that shapes the result: a finished run with the same one is reused."""
+        body = self.model_dump(exclude=set(NOT_IN_FINGERPRINT))
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class TrainConfig(LoopConfig):
+    """A LoRA / QLoRA fine-tune of ``base_model`` and its export to GGUF."""
+
+    base_model: str = Field(description="a Hugging Face model id, or 'embedded' for the bundled SmolLM2-135M")
+    base_model_note: str = ""
+    lora: LoraSettings
+    quantization: QuantSettings = QuantSettings()
     export: ExportSettings = ExportSettings()
 
     @property
     def needs_cuda(self) -> bool:
         """QLoRA and paged 8-bit AdamW are GPU recipes; such a profile refuses to run on CPU."""
-        return self.quantization.load_in_4bit or self.optimizer == "paged_adamw_8bit"
+        return self.quantization.load_in_4bit or super().needs_cuda
 
-    def fingerprint(self) -> str:
-        """A stable hash of every setting: a finished run with the same fingerprint is reused."""
-        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+    @property
+    def gguf_file_name(self) -> str:
+        """The one name of this fine-tune's GGUF file: ``{base}-{role}-{quant}.gguf``."""
+        return gguf_file_name(self.base_model, self.role, self.export.quant)
+
+
+def base_short_name(base_model: str) -> str:
+    """``meta-llama/Llama-3.1-8B-Instruct`` -> ``Llama-3.1-8B-Instruct``; ``embedded`` -> SmolLM2 name."""
+    from distillery_assets.embedded import SMOLLM2_NAME
+
+    if base_model == EMBEDDED_BASE:
+        return SMOLLM2_NAME
+    return base_model.rstrip("/").split("/")[-1]
+
+
+def gguf_file_name(base_model: str, role: str, quant: str) -> str:
+    return f"{base_short_name(base_model)}-{role}-{quant}.gguf"
 
 
 def resolve_profile(profile: str | None = None) -> str:
     return profile or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
 
 
-def load_train_config(path: Path, profile: str | None = None) -> TrainConfig:
-    """Read ``path`` and build the named profile (explicit arg > env var > ``cpu_small``)."""
+C = TypeVar("C", bound=LoopConfig)
+
+
+def load_profile(path: Path, model: type[C], profile: str | None = None) -> C:
+    """Read ``path`` and build the named profile as ``model`` (explicit arg > env var > ``cpu_small``)."""
     path = Path(path)
     profile = resolve_profile(profile)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise TrainingConfigError(f"{path}: training config not found") from exc
-    except yaml.YAMLError as exc:
-        raise TrainingConfigError(f"{path}: not valid YAML: {exc}") from exc
+    raw = read_yaml(path, error=TrainingConfigError, what="training config")
     if not isinstance(raw, dict) or not isinstance(raw.get("profiles"), dict):
         raise TrainingConfigError(f"{path}: expected a mapping with 'role' and 'profiles'")
     if not isinstance(raw.get("role"), str):
@@ -122,10 +163,9 @@ def load_train_config(path: Path, profile: str | None = None) -> TrainConfig:
     body = dict(profiles[profile] or {})
     body.setdefault("role", raw["role"])
     body["profile"] = profile
-    try:
-        return TrainConfig.model_validate(body)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"profiles.{profile}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise TrainingConfigError(f"{path}: {problems}") from exc
+    return validate_yaml(body, model, path=path, prefix=f"profiles.{profile}", error=TrainingConfigError)
+
+
+def load_train_config(path: Path, profile: str | None = None) -> TrainConfig:
+    """The fine-tune settings of one profile of ``path``."""
+    return load_profile(path, TrainConfig, profile)

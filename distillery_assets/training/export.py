@@ -3,12 +3,13 @@
 The adapter is merged into a *full-precision* copy of the base (never a 4-bit one: merging into nf4
 weights would bake quantization error into the result before llama.cpp quantizes again). The merged
 folder and the f16 GGUF are intermediates in a temporary folder that is always deleted; only
-``{base}-{role}-{quant}.gguf`` remains, written atomically.
+the GGUF (``TrainConfig.gguf_file_name``: ``{base}-{role}-{quant}.gguf``) remains, written atomically.
 
 Checks recorded in the result: declared file type and the real per-tensor types (small models have rows
 not divisible by 256, where llama.cpp falls back to Q5_0/Q8_0 for those tensors), chat template and
 end-of-turn token present, perplexity of the GGUF vs the merged torch model on the validation split,
 and a chat reply that must end on the end-of-turn token (finish_reason "stop", not "length").
+They come back in an ``ExportResult``; the asset turns that result into its checks without re-running any.
 """
 
 from __future__ import annotations
@@ -18,28 +19,15 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from distillery_assets.io import atomic_path
 from distillery_assets.training.chat_data import load_chat_split
 from distillery_assets.training.config import TrainConfig
 from distillery_assets.training.gguf_tools import convert_to_gguf, inspect_gguf, quantize_gguf
 from distillery_assets.training.perplexity import gguf_perplexity, torch_perplexity
+from distillery_assets.training.results import ChatReply, ExportResult, GGUFInfo
 
 log = logging.getLogger(__name__)
-
-
-def base_short_name(base_model: str) -> str:
-    """``meta-llama/Llama-3.1-8B-Instruct`` -> ``Llama-3.1-8B-Instruct``; ``embedded`` -> SmolLM2 name."""
-    from distillery_assets.embedded import SMOLLM2_NAME
-
-    if base_model == "embedded":
-        return SMOLLM2_NAME
-    return base_model.rstrip("/").split("/")[-1]
-
-
-def gguf_file_name(base_model: str, role: str, quant: str) -> str:
-    return f"{base_short_name(base_model)}-{role}-{quant}.gguf"
 
 
 def merge_adapter(base: str, adapter_dir: Path, dtype_name: str = "float32"):
@@ -53,7 +41,7 @@ def merge_adapter(base: str, adapter_dir: Path, dtype_name: str = "float32"):
 
 
 def chat_check(gguf_file: Path, messages: list[dict[str, str]], *, max_tokens: int = 128,
-               threads: int = 2) -> dict[str, Any]:
+               threads: int = 2) -> ChatReply:
     """One greedy chat reply from the GGUF through llama.cpp's own chat template handling."""
     from llama_cpp import Llama
 
@@ -64,14 +52,9 @@ def chat_check(gguf_file: Path, messages: list[dict[str, str]], *, max_tokens: i
     finally:
         llm.close()
     choice = out["choices"][0]
-    return {
-        "messages": messages,
-        "prompt": messages[-1]["content"],
-        "reply": choice["message"]["content"],
-        "finish_reason": choice["finish_reason"],
-        "completion_tokens": out["usage"]["completion_tokens"],
-        "max_tokens": max_tokens,
-    }
+    return ChatReply(messages=messages, prompt=messages[-1]["content"], reply=choice["message"]["content"] or "",
+                     finish_reason=choice["finish_reason"], completion_tokens=out["usage"]["completion_tokens"],
+                     max_tokens=max_tokens)
 
 
 def export_gguf(
@@ -79,19 +62,22 @@ def export_gguf(
     base: str,
     adapter_dir: Path,
     val_path: Path,
-    out_dir: Path,
+    final: Path,
     *,
+    fingerprint: str,
+    gguf_path: str,
     chat_messages: list[dict[str, str]] | None = None,
     chat_max_tokens: int = 256,
     threads: int = 2,
-) -> dict[str, Any]:
-    """Merge, convert, quantize, measure; return metrics. The GGUF lands in ``out_dir``."""
+) -> ExportResult:
+    """Merge, convert, quantize, measure; the GGUF is written to ``final`` (``gguf_path`` relative to the
+    step's root, recorded in the result)."""
     from transformers import AutoTokenizer
 
     ex = cfg.export
-    out_dir = Path(out_dir)
+    final = Path(final)
+    out_dir = final.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / gguf_file_name(cfg.base_model, cfg.role, ex.quant)
     timings: dict[str, float] = {}
 
     tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
@@ -143,14 +129,11 @@ def export_gguf(
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    info = inspect_gguf(final)
+    info = GGUFInfo.model_validate(inspect_gguf(final))
     t = time.perf_counter()
     gguf_ppl = gguf_perplexity(final, val.examples, threads=threads)
     timings["ppl_gguf_s"] = time.perf_counter() - t
     degradation = gguf_ppl / merged_ppl - 1.0
-    if degradation > ex.max_ppl_degradation:
-        log.warning("GGUF perplexity %.3f is %.1f%% above the merged model's %.3f (limit %.0f%%)",
-                    gguf_ppl, 100 * degradation, merged_ppl, 100 * ex.max_ppl_degradation)
 
     chat = None
     if chat_messages:
@@ -158,22 +141,25 @@ def export_gguf(
         chat = chat_check(final, chat_messages, max_tokens=chat_max_tokens, threads=threads)
         timings["chat_s"] = time.perf_counter() - t
 
-    return {
-        "gguf_file": final.name,
-        "quant": ex.quant,
-        "intermediate": ex.intermediate,
-        "merge_dtype": ex.merge_dtype,
-        "gguf": info,
-        "merged_bytes": merged_bytes,
-        "intermediate_bytes": intermediate_bytes,
-        "gguf_bytes": info["bytes"],
-        "ppl_merged": merged_ppl,
-        "ppl_gguf": gguf_ppl,
-        "ppl_intermediate_gguf": ppl_f16,
-        "ppl_degradation": degradation,
-        "ppl_degradation_ok": degradation <= ex.max_ppl_degradation,
-        "ppl_examples": len(val.examples),
-        "device": device,
-        "chat": chat,
-        "timings": timings,
-    }
+    return ExportResult(
+        fingerprint=fingerprint,
+        gguf_file=final.name,
+        gguf_path=gguf_path,
+        quant=ex.quant,
+        intermediate=ex.intermediate,
+        merge_dtype=ex.merge_dtype,
+        gguf=info,
+        merged_bytes=merged_bytes,
+        intermediate_bytes=intermediate_bytes,
+        gguf_bytes=info.bytes,
+        ppl_merged=merged_ppl,
+        ppl_gguf=gguf_ppl,
+        ppl_intermediate_gguf=ppl_f16,
+        ppl_degradation=degradation,
+        ppl_limit=ex.max_ppl_degradation,
+        ppl_degradation_ok=degradation <= ex.max_ppl_degradation,  # the one place this is judged
+        ppl_examples=len(val.examples),
+        device=device,
+        chat=chat,
+        timings=timings,
+    )

@@ -1,9 +1,10 @@
-"""Train a LoRA adapter with peft and a plain torch loop.
+"""Train a LoRA adapter with peft on the shared loop (``training.loop``).
 
-Why a plain loop and not ``transformers.Trainer``/TRL: the loop is sixty lines a reader takes in at once;
-it measures exactly what we report (token-weighted validation loss of the untouched base and after each
-epoch on the same assistant-only tokens), it calls our progress callback with tokens/s, and it has no
-dependence on the fast-moving Trainer/TRL argument names (the seed's SFTTrainer call no longer exists).
+Why our own loop and not ``transformers.Trainer``/TRL: it is short enough to read at once; it measures
+exactly what we report (token-weighted validation loss of the untouched base and after each epoch on the
+same assistant-only tokens), it calls our progress callback with tokens/s, checkpoints and resumes, and it
+has no dependence on the fast-moving Trainer/TRL argument names (the seed's SFTTrainer call no longer exists).
+What is LoRA-specific lives here: loading the (possibly 4-bit) base, attaching the adapter, saving it.
 
 QLoRA (4-bit nf4 base, bf16 compute, paged 8-bit AdamW) is used when the profile asks for it; such a
 profile refuses to run without CUDA rather than silently training something else.
@@ -13,47 +14,27 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import random
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from distillery_assets.io import atomic_path, atomic_write_text
-from distillery_assets.training.chat_data import IGNORE, Example, collate, load_chat_split
+from distillery_assets.training.chat_data import load_chat_split
 from distillery_assets.training.config import TrainConfig
+from distillery_assets.training.loop import (
+    HISTORY_FILE, Checkpoints, ProgressFn, evaluate_loss, log_progress, pick_device, seed_torch, train_loop,
+)
+from distillery_assets.training.results import EpochRecord, RejectRecord, SplitStats, TrainResult
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "training_metrics.json"
 
 
-@dataclass
-class Progress:
-    step: int
-    total_steps: int
-    epoch: int
-    loss: float
-    tokens_per_s: float
-    lr: float
-
-
-ProgressFn = Callable[[Progress], None]
-
-
-def pick_device(cfg: TrainConfig) -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if cfg.needs_cuda:
-        raise RuntimeError(
-            f"profile {cfg.profile!r} of {cfg.role!r} is a GPU recipe (4-bit QLoRA / paged 8-bit AdamW) and no "
-            "CUDA device is present; use profile cpu_small here or the modal compute backend"
-        )
-    return "cpu"
+def checkpoint_dir(out_dir: Path) -> Path:
+    """Where an unfinished run of ``out_dir`` keeps its newest checkpoint (beside it, hidden)."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f".{out_dir.name}.checkpoint"
 
 
 def load_tokenizer(base: str):
@@ -108,57 +89,6 @@ def attach_lora(model: Any, cfg: TrainConfig):
     return get_peft_model(model, lora)
 
 
-def _batches(examples: list[Example], size: int, rng: random.Random | None) -> list[list[Example]]:
-    order = list(range(len(examples)))
-    if rng is not None:
-        rng.shuffle(order)
-    return [[examples[i] for i in order[k : k + size]] for k in range(0, len(order), size)]
-
-
-def _token_nll(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
-    """Summed next-token NLL over label tokens, and how many there were."""
-    import torch.nn.functional as F
-
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    shift_logits = logits[:, :-1, :].float()
-    shift_labels = batch["labels"][:, 1:]
-    total = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
-        ignore_index=IGNORE, reduction="sum",
-    )
-    return total, int((shift_labels != IGNORE).sum())
-
-
-def evaluate_loss(model: Any, examples: list[Example], *, batch_size: int, pad_id: int, device: str) -> float:
-    """Token-weighted mean NLL over the assistant tokens of ``examples``."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for chunk in _batches(examples, batch_size, None):
-            batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
-            nll, n = _token_nll(model, batch)
-            total += float(nll)
-            count += n
-    if was_training:
-        model.train()
-    if count == 0:
-        raise ValueError("validation split has no assistant tokens to score")
-    return total / count
-
-
-def _optimizer(cfg: TrainConfig, params: list[Any]):
-    import torch
-
-    if cfg.optimizer == "paged_adamw_8bit":
-        import bitsandbytes as bnb
-
-        return bnb.optim.PagedAdamW8bit(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-
-
 def train_lora(
     cfg: TrainConfig,
     base: str,
@@ -166,16 +96,13 @@ def train_lora(
     val_path: Path,
     out_dir: Path,
     *,
-    progress: ProgressFn | None = None,
-) -> dict[str, Any]:
-    """Train, evaluate, save the adapter atomically to ``out_dir``; return the metrics (also saved there)."""
-    import torch
-    from transformers import get_scheduler
-
+    fingerprint: str,
+    progress: ProgressFn | None = log_progress,
+) -> TrainResult:
+    """Train, evaluate, save the adapter atomically to ``out_dir`` with its result (``METRICS_FILE``) and
+    history; an interrupted run with the same ``fingerprint`` resumes from its checkpoint."""
     started = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    seed_torch(cfg)
     device = pick_device(cfg)
     tokenizer = load_tokenizer(base)
     train = load_chat_split(train_path, tokenizer, max_seq=cfg.max_seq, limit=cfg.max_train_examples)
@@ -187,89 +114,43 @@ def train_lora(
 
     model = attach_lora(load_base_model(base, cfg, device), cfg)
     pad_id = tokenizer.pad_token_id
-    eval_kw = dict(batch_size=cfg.batch_size, pad_id=pad_id, device=device)
     with model.disable_adapter():
-        base_val_loss = evaluate_loss(model, val.examples, **eval_kw)
+        base_val_loss = evaluate_loss(model, val.examples, batch_size=cfg.batch_size, pad_id=pad_id, device=device)
     log.info("base model validation loss %.4f on %d examples", base_val_loss, len(val.examples))
 
-    steps_per_epoch = math.ceil(math.ceil(len(train.examples) / cfg.batch_size) / cfg.grad_accum)
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _optimizer(cfg, trainable)
-    scheduler = get_scheduler(
-        cfg.lr_scheduler, optimizer,
-        num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps), num_training_steps=total_steps,
+    checkpoints = Checkpoints(checkpoint_dir(out_dir), fingerprint)
+    run = train_loop(model, train.examples, val.examples, cfg, device=device, pad_id=pad_id,
+                     checkpoints=checkpoints, progress=progress)
+    last = run.history.epochs[-1]
+    result = TrainResult(
+        fingerprint=fingerprint,
+        role=cfg.role,
+        profile=cfg.profile,
+        base_model=cfg.base_model,
+        config_fingerprint=cfg.fingerprint(),
+        device=device,
+        qlora=bool(cfg.quantization.load_in_4bit and device == "cuda"),
+        base_val_loss=base_val_loss,
+        val_loss=last["val_loss"],
+        train_loss=last["train_loss"],
+        improvement=base_val_loss - last["val_loss"],
+        epochs=[EpochRecord(**e) for e in run.history.epochs],
+        steps=run.steps,
+        resumed_from_step=run.resumed_from_step,
+        train=SplitStats(**train.stats()),
+        val=SplitStats(**val.stats()),
+        rejects=[RejectRecord(source=r.source, reason=r.reason) for r in (train.rejects + val.rejects)[:50]],
+        trainable_params=int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
+        total_params=int(sum(p.numel() for p in model.parameters())),
+        tokens_per_s=run.tokens_per_s,
+        train_seconds=run.train_seconds,
+        wall_seconds=time.perf_counter() - started,
     )
-
-    history: list[dict[str, Any]] = []
-    step, tokens_seen, train_started = 0, 0, time.perf_counter()
-    model.train()
-    for epoch in range(1, cfg.epochs + 1):
-        if step >= total_steps:
-            break
-        rng = random.Random(cfg.seed + epoch)
-        micro = _batches(train.examples, cfg.batch_size, rng)
-        epoch_nll, epoch_tokens = 0.0, 0
-        for start in range(0, len(micro), cfg.grad_accum):
-            if step >= total_steps:
-                break
-            group = micro[start : start + cfg.grad_accum]
-            batches = [{k: v.to(device) for k, v in collate(c, pad_id).items()} for c in group]
-            group_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
-            group_nll = 0.0
-            for batch in batches:
-                nll, _ = _token_nll(model, batch)
-                (nll / max(group_tokens, 1)).backward()
-                group_nll += float(nll.detach())
-                tokens_seen += int(batch["attention_mask"].sum())
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            epoch_nll += group_nll
-            epoch_tokens += group_tokens
-            if progress is not None:
-                elapsed = max(time.perf_counter() - train_started, 1e-9)
-                progress(Progress(step, total_steps, epoch, group_nll / max(group_tokens, 1),
-                                  tokens_seen / elapsed, scheduler.get_last_lr()[0]))
-        val_loss = evaluate_loss(model, val.examples, **eval_kw)
-        history.append({
-            "epoch": epoch, "steps": step,
-            "train_loss": epoch_nll / max(epoch_tokens, 1), "val_loss": val_loss,
-        })
-        log.info("epoch %d: train %.4f val %.4f", epoch, history[-1]["train_loss"], val_loss)
-    train_seconds = time.perf_counter() - train_started
-
-    final_val = history[-1]["val_loss"]
-    metrics: dict[str, Any] = {
-        "role": cfg.role,
-        "profile": cfg.profile,
-        "base_model": cfg.base_model,
-        "config_fingerprint": cfg.fingerprint(),
-        "device": device,
-        "qlora": bool(cfg.quantization.load_in_4bit and device == "cuda"),
-        "base_val_loss": base_val_loss,
-        "val_loss": final_val,
-        "train_loss": history[-1]["train_loss"],
-        "improvement": base_val_loss - final_val,
-        "epochs": history,
-        "steps": step,
-        "train": train.stats(),
-        "val": val.stats(),
-        "rejects": [asdict(r) for r in (train.rejects + val.rejects)[:50]],
-        "trainable_params": int(sum(p.numel() for p in trainable)),
-        "total_params": int(sum(p.numel() for p in model.parameters())),
-        "tokens_per_s": tokens_seen / max(train_seconds, 1e-9),
-        "train_seconds": train_seconds,
-        "wall_seconds": time.perf_counter() - started,
-    }
     with atomic_path(Path(out_dir), is_dir=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        atomic_write_text(tmp / METRICS_FILE, json.dumps(metrics, indent=2))
+        run.history.write(tmp / HISTORY_FILE)
+        atomic_write_text(tmp / METRICS_FILE, result.record_json())
         atomic_write_text(tmp / "train_config.json", json.dumps(cfg.model_dump(), indent=2))
-    return metrics
+    checkpoints.clear()
+    return result

@@ -15,7 +15,7 @@ from distillery_assets.training.chat_data import IGNORE, Example
 
 def torch_perplexity(model: Any, examples: list[Example], *, pad_id: int, device: str = "cpu",
                      batch_size: int = 4) -> float:
-    from distillery_assets.training.lora import evaluate_loss
+    from distillery_assets.training.loop import evaluate_loss
 
     return math.exp(evaluate_loss(model, examples, batch_size=batch_size, pad_id=pad_id, device=device))
 

@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from distillery_assets.io import atomic_write_bytes
+from distillery_assets.markdown import md_table
 
 
 def loss_table_md(metrics: dict[str, Any]) -> str:
-    rows = ["| epoch | steps | train loss | val loss |", "|---:|---:|---:|---:|",
-            f"| base | 0 | | {metrics['base_val_loss']:.4f} |"]
-    for e in metrics["epochs"]:
-        rows.append(f"| {e['epoch']} | {e['steps']} | {e['train_loss']:.4f} | {e['val_loss']:.4f} |")
-    return "\n".join(rows)
+    """Validation loss of the base, then train and validation loss after each epoch (4 decimals kept)."""
+    rows = [("base", 0, None, f"{metrics['base_val_loss']:.4f}")]
+    rows += [(e["epoch"], e["steps"], f"{e['train_loss']:.4f}", f"{e['val_loss']:.4f}") for e in metrics["epochs"]]
+    return md_table(rows, ["epoch", "steps", "train loss", "val loss"], align="rrrr")
 
 
 def loss_plot_png(metrics: dict[str, Any]) -> bytes:

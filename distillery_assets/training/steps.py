@@ -1,121 +1,201 @@
-"""The GPU steps, callable the same way in process and on Modal.
+"""The GPU steps as typed specs, run the same way in process and on Modal.
 
-``STEPS[name](spec, root) -> dict``: ``spec`` is JSON-able and every path in it is relative to ``root``
-(``data_dir()`` locally, ``/vol`` on Modal). Each step skips work that is already done: a finished
-adapter or GGUF whose recorded fingerprint (settings + input file hashes) matches is reused, and its
-saved metrics are returned with ``"reused": true``.
+A step is a pydantic spec with a ``kind`` field; ``spec.run(root) -> StepResult`` does the work. Every
+path in a spec is relative to ``root`` (``data_dir()`` locally, ``/vol`` on Modal) and is refused at
+construction if it is absolute or climbs out with ``..``. A spec also names the files it reads
+(``inputs()``) and writes (``outputs()``), so the compute resource knows what to upload and download.
 
-spec for ``train_lora``::
+    TrainLoraSpec(config=cfg, train="poetry/poet/train.jsonl", val="poetry/poet/val.jsonl",
+                  adapter_dir="models/lora/poet/cpu_small")                        -> TrainResult
+    ExportGGUFSpec(config=cfg, adapter_dir="models/lora/poet/cpu_small", val="...",
+                   out_dir="models/gguf/poet/cpu_small", chat_messages=[...])      -> ExportResult
 
-    {"config": TrainConfig.model_dump(), "train": "poetry/poet/train.jsonl",
-     "val": "poetry/poet/val.jsonl", "adapter_dir": "models/lora/poet"}
+Over the wire (Modal) the function receives ``spec.model_dump(mode="json")``, rebuilds the spec with
+:func:`parse_spec` (by ``kind``), runs it and returns ``result.model_dump(mode="json")``; the caller
+re-validates that dict with ``spec.result_type``.
 
-spec for ``export_gguf``::
-
-    {"config": ..., "adapter_dir": "models/lora/poet", "val": "...", "out_dir": "models/gguf/poet",
-     "chat_messages": [{"role": "system", ...}, {"role": "user", ...}],   # optional chat check
-     "chat_max_tokens": 512}                                               # optional, default max_seq
+Each step skips work that is already done: :func:`step_fingerprint` (settings + input file hashes) is
+compared with the one recorded beside a finished output by :func:`finished`; on a match the recorded
+result comes back with ``reused=True``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 
 from distillery_assets.io import atomic_write_text
+from distillery_assets.io.hashing import sha256_file
 from distillery_assets.paths import safe_child
-from distillery_assets.training.base_model import resolve_base
-from distillery_assets.training.config import TrainConfig
-from distillery_assets.training.lora import METRICS_FILE, Progress, train_lora
+from distillery_assets.training.base_model import EMBEDDED_BASE_RELDIR, base_identity, resolve_base
+from distillery_assets.training.config import EMBEDDED_BASE, TrainConfig
+from distillery_assets.training.results import ExportResult, StepResult, TrainResult
 
-log = logging.getLogger(__name__)
-
-StepFn = Callable[[dict[str, Any], Path], dict[str, Any]]
+R = TypeVar("R", bound=StepResult)
 
 
-def _path(spec: dict[str, Any], key: str, root: Path) -> Path:
-    value = spec.get(key)
-    if not isinstance(value, str):
-        raise ValueError(f"step spec: field {key!r} missing or not a relative path string")
-    return safe_child(Path(root), value, source=f"step spec field {key!r}")
+# --------------------------------------------------------------------------------- fingerprint and reuse
+
+def step_fingerprint(settings: Any, files: Sequence[Path] = ()) -> str:
+    """The one fingerprint of a step: its JSON-able settings plus the sha256 of each input file."""
+    body = json.dumps({"settings": settings, "files": [sha256_file(f) for f in files]}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _base_identity(base: str) -> str:
-    marker = Path(base) / "distillery_base.json"
-    if marker.is_file():
-        return json.loads(marker.read_text(encoding="utf-8")).get("source_sha256", base)
-    return base
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_result(record: Path, model: type[R]) -> R | None:
+    """The result recorded in ``record``, or None if it is missing or no longer matches ``model``."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+        return model.model_validate_json(Path(record).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValidationError):
         return None
 
 
-def _log_progress(p: Progress) -> None:
-    log.info("step %d/%d epoch %d loss %.4f %.0f tok/s lr %.2e", p.step, p.total_steps, p.epoch, p.loss,
-             p.tokens_per_s, p.lr)
+def finished(record: Path, model: type[R], fingerprint: str, artefact: Path) -> R | None:
+    """The recorded result of a finished run with this ``fingerprint`` whose ``artefact`` exists, marked reused."""
+    done = read_result(record, model)
+    if done is None or getattr(done, "fingerprint", None) != fingerprint or not Path(artefact).exists():
+        return None
+    return done.model_copy(update={"reused": True})
 
 
-def train_lora_step(spec: dict[str, Any], root: Path) -> dict[str, Any]:
-    cfg = TrainConfig.model_validate(spec["config"])
-    train, val = _path(spec, "train", root), _path(spec, "val", root)
-    adapter_dir = _path(spec, "adapter_dir", root)
-    base = resolve_base(cfg.base_model, Path(root))
-    fingerprint = hashlib.sha256(
-        "|".join([cfg.fingerprint(), _sha256(train), _sha256(val), _base_identity(base)]).encode()
-    ).hexdigest()[:16]
-    done = _read_json(adapter_dir / METRICS_FILE)
-    if done and done.get("fingerprint") == fingerprint and (adapter_dir / "adapter_config.json").is_file():
-        return {**done, "reused": True}
-    metrics = train_lora(cfg, base, train, val, adapter_dir, progress=_log_progress)
-    metrics["fingerprint"] = fingerprint
-    atomic_write_text(adapter_dir / METRICS_FILE, json.dumps(metrics, indent=2))
-    return {**metrics, "reused": False}
+# ------------------------------------------------------------------------------------------------- specs
+
+def _relative(value: str, info: ValidationInfo) -> str:
+    safe_child(Path("/step-root"), value, source=f"step spec field {info.field_name!r}")
+    return PurePosixPath(value).as_posix()
 
 
-def export_gguf_step(spec: dict[str, Any], root: Path) -> dict[str, Any]:
-    from distillery_assets.training.export import export_gguf, gguf_file_name
-
-    cfg = TrainConfig.model_validate(spec["config"])
-    adapter_dir, val = _path(spec, "adapter_dir", root), _path(spec, "val", root)
-    out_dir = _path(spec, "out_dir", root)
-    trained = _read_json(adapter_dir / METRICS_FILE)
-    if not trained:
-        raise FileNotFoundError(f"{adapter_dir}: no finished adapter ({METRICS_FILE} missing); run train_lora")
-    chat_messages = spec.get("chat_messages")
-    fingerprint = hashlib.sha256(
-        json.dumps([trained.get("fingerprint"), cfg.export.model_dump(), cfg.max_seq, _sha256(val),
-                    chat_messages, spec.get("chat_max_tokens")], sort_keys=True).encode()
-    ).hexdigest()[:16]
-    final = out_dir / gguf_file_name(cfg.base_model, cfg.role, cfg.export.quant)
-    record = final.with_suffix(".json")
-    done = _read_json(record)
-    if done and done.get("fingerprint") == fingerprint and final.is_file():
-        return {**done, "reused": True}
-    base = resolve_base(cfg.base_model, Path(root))
-    metrics = export_gguf(cfg, base, adapter_dir, val, out_dir, chat_messages=chat_messages,
-                          chat_max_tokens=int(spec.get("chat_max_tokens") or cfg.max_seq),
-                          threads=cfg.threads or os.cpu_count() or 2)
-    metrics["fingerprint"] = fingerprint
-    metrics["gguf_path"] = str(final.relative_to(Path(root).resolve()))
-    atomic_write_text(record, json.dumps(metrics, indent=2))
-    return {**metrics, "reused": False}
+RelPath = Annotated[str, AfterValidator(_relative)]
+"""A path relative to the step's root (no absolute paths, no ``..``)."""
 
 
-STEPS: dict[str, StepFn] = {"train_lora": train_lora_step, "export_gguf": export_gguf_step}
+class StepSpecBase(BaseModel):
+    """Base of every step spec. Subclasses set ``kind``, ``result_type`` and implement the three methods."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: str
+    result_type: ClassVar[type[StepResult]] = StepResult
+
+    def inputs(self) -> list[str]:
+        """Paths (relative to the root) the step reads; uploaded first on Modal."""
+        return []
+
+    def outputs(self) -> list[str]:
+        """Paths (relative to the root) the step must leave behind; downloaded after it on Modal."""
+        return []
+
+    def run(self, root: Path) -> StepResult:
+        raise NotImplementedError
+
+    def path(self, field: str, root: Path) -> Path:
+        """The absolute path of a spec field under ``root`` (checked again against the real root)."""
+        return safe_child(Path(root), getattr(self, field), source=f"step spec field {field!r}")
+
+
+def _base_input(cfg: TrainConfig) -> list[str]:
+    return [EMBEDDED_BASE_RELDIR] if cfg.base_model == EMBEDDED_BASE else []
+
+
+class TrainLoraSpec(StepSpecBase):
+    """Train a LoRA adapter on a ChatML train/val pair; the adapter folder is the output."""
+
+    kind: Literal["train_lora"] = "train_lora"
+    result_type: ClassVar[type[StepResult]] = TrainResult
+    config: TrainConfig
+    train: RelPath
+    val: RelPath
+    adapter_dir: RelPath
+
+    def inputs(self) -> list[str]:
+        return [self.train, self.val, *_base_input(self.config)]
+
+    def outputs(self) -> list[str]:
+        return [self.adapter_dir]
+
+    def run(self, root: Path) -> TrainResult:
+        from distillery_assets.training.lora import METRICS_FILE, train_lora
+
+        cfg = self.config
+        train, val = self.path("train", root), self.path("val", root)
+        adapter_dir = self.path("adapter_dir", root)
+        base = resolve_base(cfg.base_model, Path(root))
+        fingerprint = step_fingerprint({"config": cfg.fingerprint(), "base": base_identity(base)}, [train, val])
+        done = finished(adapter_dir / METRICS_FILE, TrainResult, fingerprint, adapter_dir / "adapter_config.json")
+        if done is not None:
+            return done
+        return train_lora(cfg, base, train, val, adapter_dir, fingerprint=fingerprint)
+
+
+class ExportGGUFSpec(StepSpecBase):
+    """Merge an adapter into its base, convert and quantize to GGUF, measure perplexity and a chat reply."""
+
+    kind: Literal["export_gguf"] = "export_gguf"
+    result_type: ClassVar[type[StepResult]] = ExportResult
+    config: TrainConfig
+    adapter_dir: RelPath
+    val: RelPath
+    out_dir: RelPath
+    chat_messages: list[dict[str, str]] | None = None
+    chat_max_tokens: int | None = Field(default=None, gt=0, description="default: the profile's max_seq")
+
+    @property
+    def gguf_rel(self) -> str:
+        return f"{self.out_dir}/{self.config.gguf_file_name}"
+
+    @property
+    def record_rel(self) -> str:
+        """The recorded ``ExportResult`` beside the GGUF."""
+        return f"{self.out_dir}/{PurePosixPath(self.config.gguf_file_name).stem}.json"
+
+    def inputs(self) -> list[str]:
+        return [self.adapter_dir, self.val, *_base_input(self.config)]
+
+    def outputs(self) -> list[str]:
+        return [self.gguf_rel, self.record_rel]
+
+    def run(self, root: Path) -> ExportResult:
+        from distillery_assets.training.export import export_gguf
+        from distillery_assets.training.lora import METRICS_FILE
+
+        cfg = self.config
+        adapter_dir, val = self.path("adapter_dir", root), self.path("val", root)
+        trained = read_result(adapter_dir / METRICS_FILE, TrainResult)
+        if trained is None:
+            raise FileNotFoundError(f"{adapter_dir}: no finished adapter ({METRICS_FILE} missing); run train_lora")
+        final = safe_child(Path(root), self.gguf_rel, source="export_gguf GGUF file")
+        record = safe_child(Path(root), self.record_rel, source="export_gguf result record")
+        settings = {"adapter": trained.fingerprint, "export": cfg.export.model_dump(), "max_seq": cfg.max_seq,
+                    "chat_messages": self.chat_messages, "chat_max_tokens": self.chat_max_tokens}
+        fingerprint = step_fingerprint(settings, [val])
+        done = finished(record, ExportResult, fingerprint, final)
+        if done is not None:
+            return done
+        result = export_gguf(cfg, resolve_base(cfg.base_model, Path(root)), adapter_dir, val, final,
+                             fingerprint=fingerprint, gguf_path=self.gguf_rel, chat_messages=self.chat_messages,
+                             chat_max_tokens=self.chat_max_tokens or cfg.max_seq,
+                             threads=cfg.threads or os.cpu_count() or 2)
+        atomic_write_text(record, result.record_json())
+        return result
+
+
+# ------------------------------------------------------------------------------------------ registry
+
+STEP_KINDS: dict[str, type[StepSpecBase]] = {"train_lora": TrainLoraSpec, "export_gguf": ExportGGUFSpec}
+"""Every step by its ``kind``: what a dict from the wire is parsed into."""
+
+StepSpec = Annotated[Union[TrainLoraSpec, ExportGGUFSpec], Field(discriminator="kind")]  # noqa: UP007
+"""The discriminated union of the step specs, for a model that holds a step (``TypeAdapter(StepSpec)``)."""
+
+
+def parse_spec(data: dict[str, Any]) -> StepSpecBase:
+    """A spec from its JSON form, chosen by ``kind``."""
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind not in STEP_KINDS:
+        raise ValueError(f"unknown step {kind!r}; known steps: {', '.join(sorted(STEP_KINDS))}")
+    return STEP_KINDS[kind].model_validate(data)

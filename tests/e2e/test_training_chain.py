@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.finetune import base_model, finetune_chain
+from assets.finetune import FinetuneChain, base_model, finetune_chain
 from distillery_assets.catalog import Catalog
 from distillery_assets.paths import data_dir, repo_root
 from distillery_assets.training.demo_data import write_demo_chatml
@@ -62,8 +62,8 @@ def config_dir(tmp_path, monkeypatch) -> Path:
 
 
 def test_chain_trains_exports_checks_and_declines_upload_without_token(data_dir, config_dir):
-    chain = finetune_chain("demo", train_asset="demo_train", val_asset="demo_val", group="demo",
-                           config_file="demo.yaml")
+    chain = finetune_chain(FinetuneChain(name="demo", train_asset="demo_train", val_asset="demo_val", group="demo",
+                                         config_file="demo.yaml"))
     catalog = CatalogResource()
     result = dg.materialize(
         [base_model, demo_train, demo_val, *chain],

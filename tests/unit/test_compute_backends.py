@@ -1,34 +1,59 @@
-"""ComputeResource: the local backend calls STEPS in process; the modal backend moves files through a
-Volume and calls the deployed function (exercised here against an in-memory fake of both)."""
+"""ComputeResource: the local backend runs a typed step spec in process; the modal backend moves files through
+a Volume and calls the deployed function with the dumped spec, then re-validates the dumped result
+(exercised here against an in-memory fake of both)."""
 
 import contextlib
 import json
 import shutil
 from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import pytest
 from modal.volume import FileEntry, FileEntryType
 
 import distillery_assets.training.steps as steps_module
+from distillery_assets.training.results import StepResult
+from distillery_assets.training.steps import RelPath, StepSpecBase, parse_spec
 from resources.compute import ComputeBackendError, ComputeResource, ModalStepRunner
 
 
-def _concat_step(spec: dict, root: Path) -> dict:
+class ConcatResult(StepResult):
+    chars: int
+    root_name: str
+
+
+class ConcatSpec(StepSpecBase):
     """A tiny step of the real shape: reads inputs under root, writes a file and a folder."""
-    text = "".join((root / rel).read_text() for rel in spec["parts"])
-    out = root / spec["out"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    folder = root / spec["folder"]
-    (folder / "nested").mkdir(parents=True, exist_ok=True)
-    (folder / "a.txt").write_text("A")
-    (folder / "nested" / "b.txt").write_text("B")
-    return {"chars": len(text), "root_name": root.name}
+
+    kind: Literal["concat"] = "concat"
+    result_type: ClassVar[type[StepResult]] = ConcatResult
+    parts: list[RelPath]
+    out: RelPath
+    folder: RelPath
+    declared: list[str] | None = None  # outputs to demand instead of [out, folder]
+    extra: Any = None
+
+    def inputs(self) -> list[str]:
+        return list(self.parts)
+
+    def outputs(self) -> list[str]:
+        return self.declared if self.declared is not None else [self.out, self.folder]
+
+    def run(self, root: Path) -> ConcatResult:
+        text = "".join((root / rel).read_text() for rel in self.parts)
+        out = self.path("out", root)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        folder = self.path("folder", root)
+        (folder / "nested").mkdir(parents=True, exist_ok=True)
+        (folder / "a.txt").write_text("A")
+        (folder / "nested" / "b.txt").write_text("B")
+        return ConcatResult(chars=len(text), root_name=root.name)
 
 
 @pytest.fixture
 def concat_step(monkeypatch):
-    monkeypatch.setitem(steps_module.STEPS, "concat", _concat_step)
+    monkeypatch.setitem(steps_module.STEP_KINDS, "concat", ConcatSpec)
 
 
 @pytest.fixture
@@ -39,27 +64,29 @@ def inputs(data_dir):
     return ["in/one.txt", "in/two.txt"]
 
 
-SPEC = {"parts": ["in/one.txt", "in/two.txt"], "out": "out/joined.txt", "folder": "out/adapter"}
+SPEC = ConcatSpec(parts=["in/one.txt", "in/two.txt"], out="out/joined.txt", folder="out/adapter")
 
 
 def test_local_runs_step_in_process_against_data_dir(concat_step, inputs, data_dir):
-    out = ComputeResource().run_step("concat", SPEC, inputs=inputs, outputs=["out/joined.txt", "out/adapter"])
-    assert out == {"chars": 11, "root_name": "data"}
+    out = ComputeResource().run_step(SPEC)
+    assert out == ConcatResult(chars=11, root_name="data")
     assert (data_dir / "out" / "joined.txt").read_text() == "hello world"
 
 
 def test_local_errors_name_the_problem(concat_step, inputs, data_dir):
     compute = ComputeResource()
     with pytest.raises(ValueError, match="unknown step 'nope'; known steps: .*concat"):
-        compute.run_step("nope", {}, inputs=inputs)
+        parse_spec({"kind": "nope"})
     with pytest.raises(FileNotFoundError, match="inputs missing .*in/three.txt"):
-        compute.run_step("concat", SPEC, inputs=["in/three.txt"])
+        compute.run_step(SPEC.model_copy(update={"parts": ["in/three.txt"]}))
     with pytest.raises(ComputeBackendError, match="did not produce: out/other.txt"):
-        compute.run_step("concat", SPEC, inputs=inputs, outputs=["out/other.txt"])
+        compute.run_step(SPEC.model_copy(update={"declared": ["out/other.txt"]}))
     with pytest.raises(ValueError, match="'\\.\\.' in path name"):
-        compute.run_step("concat", SPEC, inputs=["../etc/passwd"])
+        ConcatSpec(parts=["../etc/passwd"], out="out/x", folder="out/y")
+    with pytest.raises(ValueError, match="'\\.\\.' in path name"):
+        compute.run_step(SPEC.model_copy(update={"declared": ["../etc/passwd"]}))
     with pytest.raises(ValueError, match="JSON-serialisable"):
-        compute.run_step("concat", {"when": object()})
+        compute.run_step(SPEC.model_copy(update={"extra": object()}))
 
 
 def test_from_env(monkeypatch):
@@ -78,7 +105,7 @@ def test_modal_without_credentials_fails_clearly(concat_step, inputs, monkeypatc
     import modal.config
     monkeypatch.setattr(modal.config.config, "get", lambda key, **kw: None)
     with pytest.raises(ComputeBackendError, match="MODAL_TOKEN_ID and MODAL_TOKEN_SECRET"):
-        ComputeResource(backend="modal").run_step("concat", SPEC, inputs=inputs)
+        ComputeResource(backend="modal").run_step(SPEC)
 
 
 def test_modal_handles_are_built_lazily_with_gpu_override(monkeypatch, data_dir):
@@ -132,13 +159,13 @@ class FakeFunction:
     def __init__(self, volume: FakeVolume, vol_root: Path):
         self.volume, self.vol_root, self.calls = volume, vol_root, []
 
-    def remote(self, name, spec):
-        self.calls.append((name, json.loads(json.dumps(spec))))
+    def remote(self, spec):
+        self.calls.append(json.loads(json.dumps(spec)))  # what crosses the wire is plain JSON
         shutil.rmtree(self.vol_root, ignore_errors=True)
         for rel, data in self.volume.files.items():
             (self.vol_root / rel).parent.mkdir(parents=True, exist_ok=True)
             (self.vol_root / rel).write_bytes(data)
-        result = steps_module.STEPS[name](spec, self.vol_root)
+        result = parse_spec(spec).run(self.vol_root).model_dump(mode="json")
         for p in self.vol_root.rglob("*"):
             if p.is_file():
                 self.volume.files[p.relative_to(self.vol_root).as_posix()] = p.read_bytes()
@@ -154,11 +181,11 @@ def test_modal_round_trip_uploads_inputs_runs_step_downloads_outputs(concat_step
     compute = ComputeResource(backend="modal")
     monkeypatch.setattr(ComputeResource, "modal_runner", lambda self: ModalStepRunner(volume, function, data_dir))
 
-    out = compute.run_step("concat", SPEC, inputs=inputs, outputs=["out/joined.txt", "out/adapter"])
+    out = compute.run_step(SPEC)
 
-    assert out == {"chars": 11, "root_name": "vol"}
+    assert out == ConcatResult(chars=11, root_name="vol")  # the returned dict, re-validated as the result type
     assert volume.uploads == ["/in/one.txt", "/in/two.txt", "/.distillery/uploads.json"]
-    assert function.calls == [("concat", SPEC)]
+    assert function.calls == [SPEC.model_dump(mode="json")]
     assert (data_dir / "out" / "joined.txt").read_text() == "hello world"
     adapter = data_dir / "out" / "adapter"
     assert sorted(p.relative_to(adapter).as_posix() for p in adapter.rglob("*") if p.is_file()) == [
@@ -171,7 +198,7 @@ def test_modal_missing_output_on_volume_is_named(concat_step, inputs, data_dir, 
     function = FakeFunction(volume, tmp_path / "vol")
     monkeypatch.setattr(ComputeResource, "modal_runner", lambda self: ModalStepRunner(volume, function, data_dir))
     with pytest.raises(ComputeBackendError, match="'out/never' was not found on the Modal volume"):
-        ComputeResource(backend="modal").run_step("concat", SPEC, inputs=inputs, outputs=["out/never"])
+        ComputeResource(backend="modal").run_step(SPEC.model_copy(update={"declared": ["out/never"]}))
 
 
 def test_modal_reupload_sends_only_changed_inputs(concat_step, inputs, data_dir, tmp_path, monkeypatch):
@@ -179,11 +206,24 @@ def test_modal_reupload_sends_only_changed_inputs(concat_step, inputs, data_dir,
     function = FakeFunction(volume, tmp_path / "vol")
     monkeypatch.setattr(ComputeResource, "modal_runner", lambda self: ModalStepRunner(volume, function, data_dir))
     compute = ComputeResource(backend="modal")
-    compute.run_step("concat", SPEC, inputs=inputs, outputs=["out/joined.txt"])
+    compute.run_step(SPEC.model_copy(update={"declared": ["out/joined.txt"]}))
     volume.uploads.clear()
-    compute.run_step("concat", SPEC, inputs=inputs, outputs=["out/joined.txt"])
+    compute.run_step(SPEC.model_copy(update={"declared": ["out/joined.txt"]}))
     assert volume.uploads == []  # nothing changed, nothing sent
     (data_dir / "in" / "two.txt").write_text("there")
-    compute.run_step("concat", SPEC, inputs=inputs, outputs=["out/joined.txt"])
+    compute.run_step(SPEC.model_copy(update={"declared": ["out/joined.txt"]}))
     assert volume.uploads == ["/in/two.txt", "/.distillery/uploads.json"]
     assert (data_dir / "out" / "joined.txt").read_text() == "hello there"
+
+
+def test_modal_result_that_does_not_match_the_result_type_is_refused(concat_step, inputs, data_dir, tmp_path,
+                                                                   monkeypatch):
+    class BadFunction(FakeFunction):
+        def remote(self, spec):
+            return {"chars": "many", "root_name": "vol"}
+
+    volume = FakeVolume()
+    function = BadFunction(volume, tmp_path / "vol")
+    monkeypatch.setattr(ComputeResource, "modal_runner", lambda self: ModalStepRunner(volume, function, data_dir))
+    with pytest.raises(ComputeBackendError, match="not a valid ConcatResult: chars"):
+        ComputeResource(backend="modal").run_step(SPEC.model_copy(update={"declared": []}))

@@ -4,14 +4,14 @@ import json
 
 import dagster as dg
 
-from assets.finetune import _chat_messages, base_model, finetune_chain
+from assets.finetune import FinetuneChain, _chat_messages, base_model, finetune_chain
 
 
 def _chains():
-    return [*finetune_chain("educator", train_asset="educator_train", val_asset="educator_val", group="poetry",
-                            config_file="educator.yaml"),
-            *finetune_chain("poet", train_asset="poet_train", val_asset="poet_val", group="poetry",
-                            config_file="poet.yaml")]
+    return [*finetune_chain(FinetuneChain(name="educator", train_asset="educator_train", val_asset="educator_val",
+                                          group="poetry", config_file="educator.yaml")),
+            *finetune_chain(FinetuneChain(name="poet", train_asset="poet_train", val_asset="poet_val",
+                                          group="poetry", config_file="poet.yaml"))]
 
 
 def test_each_role_gets_lora_gguf_upload_and_three_checks_sharing_one_base():
@@ -53,3 +53,24 @@ def test_chat_probe_is_the_first_valid_validation_conversation_without_its_reply
                          {"role": "assistant", "content": "A"}]}
     val.write_text("{broken\n" + json.dumps({"messages": []}) + "\n" + json.dumps(good) + "\n")
     assert _chat_messages(val) == good["messages"][:2]
+
+
+def test_chain_is_a_frozen_dataclass_and_checks_ride_on_their_assets():
+    import dataclasses
+
+    chain = FinetuneChain(name="poet", train_asset="poet_train", val_asset="poet_val", group="poetry",
+                          config_file="poet.yaml")
+    try:
+        chain.name = "other"  # type: ignore[misc]
+    except dataclasses.FrozenInstanceError:
+        pass
+    else:
+        raise AssertionError("FinetuneChain must be frozen")
+    lora, gguf, upload = finetune_chain(chain)
+    assert {k.name for k in lora.check_keys} == {"trained_val_loss_below_base"}
+    assert {k.name for k in gguf.check_keys} == {"ppl_degradation_within_limit", "chat_reply_ends_on_end_of_turn"}
+    assert not upload.check_keys
+    # the resources each asset takes as typed parameters (io_manager is Dagster's own)
+    assert lora.required_resource_keys - {"io_manager"} == {"compute", "catalog"}
+    assert gguf.required_resource_keys - {"io_manager"} == {"compute", "catalog"}
+    assert upload.required_resource_keys - {"io_manager"} == {"hub"}

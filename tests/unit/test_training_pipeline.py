@@ -16,7 +16,8 @@ from distillery_assets.training.base_model import EMBEDDED_BASE_RELDIR
 from distillery_assets.training.chat_data import IGNORE, load_chat_split, tokenize_messages
 from distillery_assets.training.config import TrainConfig
 from distillery_assets.training.demo_data import demo_record, write_demo_chatml
-from distillery_assets.training.steps import STEPS
+from distillery_assets.training.results import ExportResult, TrainResult
+from distillery_assets.training.steps import ExportGGUFSpec, TrainLoraSpec, parse_spec
 
 
 @pytest.fixture(scope="module")
@@ -111,24 +112,34 @@ def test_truncation_is_counted_and_fully_cut_replies_rejected(tmp_path, tokenize
     assert [r.source for r in split.rejects] == ["s.jsonl:2"] and "max_seq=64" in split.rejects[0].reason
 
 
+def _train_spec(cfg=None, **over) -> TrainLoraSpec:
+    fields = dict(config=cfg or _cfg(), train="demo/train.jsonl", val="demo/val.jsonl", adapter_dir="models/lora/demo")
+    fields.update(over)
+    return TrainLoraSpec(**fields)
+
+
 def test_train_step_lowers_val_loss_saves_adapter_and_reuses_a_finished_run(tiny_root):
-    spec = {"config": _cfg().model_dump(), "train": "demo/train.jsonl", "val": "demo/val.jsonl",
-            "adapter_dir": "models/lora/demo"}
-    first = STEPS["train_lora"](spec, tiny_root)
-    assert first["reused"] is False
-    assert first["val_loss"] < first["base_val_loss"]
-    assert len(first["epochs"]) == 2 and first["steps"] == 8
-    assert first["train"]["examples"] == 32 and first["val"]["examples"] == 8
+    spec = _train_spec()
+    first = spec.run(tiny_root)
+    assert isinstance(first, TrainResult)
+    assert first.reused is False
+    assert first.val_loss < first.base_val_loss and first.loss_improved
+    assert len(first.epochs) == 2 and first.steps == 8
+    assert first.train.examples == 32 and first.val.examples == 8
     adapter = tiny_root / "models/lora/demo"
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     assert not [p for p in adapter.parent.iterdir() if p.name.startswith(".tmp-")]
-    again = STEPS["train_lora"](spec, tiny_root)
-    assert again["reused"] is True and again["val_loss"] == first["val_loss"]
+    assert not (adapter.parent / ".demo.checkpoint").exists()  # a finished run leaves no checkpoint behind
+    history = json.loads((adapter / "training_history.json").read_text())
+    assert [s["step"] for s in history["steps"]] == list(range(1, 9)) and len(history["epochs"]) == 2
+    again = spec.run(tiny_root)
+    assert again.reused is True and again.val_loss == first.val_loss
+    # the result crosses the wire as a dict and comes back the same
+    assert TrainResult.model_validate(json.loads(json.dumps(first.model_dump(mode="json")))) == first
     # a change in the data invalidates the finished run
     with open(tiny_root / "demo/train.jsonl", "a") as fh:
         fh.write(json.dumps(demo_record("nettle", "shade", "weekly")) + "\n")
-    spec["config"] = _cfg(max_steps=1, epochs=1).model_dump()
-    assert STEPS["train_lora"](spec, tiny_root)["reused"] is False
+    assert _train_spec(_cfg(max_steps=1, epochs=1)).run(tiny_root).reused is False
 
 
 def test_full_profile_refuses_to_run_on_cpu(tiny_root):
@@ -137,44 +148,53 @@ def test_full_profile_refuses_to_run_on_cpu(tiny_root):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     cfg = _cfg(optimizer="paged_adamw_8bit", quantization={"load_in_4bit": True})
-    spec = {"config": cfg.model_dump(), "train": "demo/train.jsonl", "val": "demo/val.jsonl",
-            "adapter_dir": "models/lora/demo"}
     with pytest.raises(RuntimeError, match="no CUDA device"):
-        STEPS["train_lora"](spec, tiny_root)
+        _train_spec(cfg).run(tiny_root)
 
 
 def test_export_step_writes_one_q4_k_m_gguf_and_measures_perplexity(tiny_root):
     cfg = _cfg(max_steps=2, epochs=1)
-    STEPS["train_lora"]({"config": cfg.model_dump(), "train": "demo/train.jsonl", "val": "demo/val.jsonl",
-                         "adapter_dir": "models/lora/demo"}, tiny_root)
-    spec = {"config": cfg.model_dump(), "adapter_dir": "models/lora/demo", "val": "demo/val.jsonl",
-            "out_dir": "models/gguf/demo"}
-    out = STEPS["export_gguf"](spec, tiny_root)
+    _train_spec(cfg).run(tiny_root)
+    spec = ExportGGUFSpec(config=cfg, adapter_dir="models/lora/demo", val="demo/val.jsonl", out_dir="models/gguf/demo")
+    out = spec.run(tiny_root)
+    assert isinstance(out, ExportResult)
     name = "SmolLM2-135M-Instruct-demo-Q4_K_M.gguf"
-    assert out["gguf_file"] == name and out["gguf_path"] == f"models/gguf/demo/{name}"
+    assert out.gguf_file == name and out.gguf_path == f"models/gguf/demo/{name}"
+    assert spec.outputs() == [f"models/gguf/demo/{name}", f"models/gguf/demo/{name[:-5]}.json"]
     assert sorted(p.name for p in (tiny_root / "models/gguf/demo").iterdir()) == [name, name[:-5] + ".json"]
-    info = out["gguf"]
-    assert info["file_type"] == "Q4_K_M" and info["has_chat_template"] and info["eos_token"] == "<|im_end|>"
-    assert sum(info["tensor_types"].values()) > 0
-    assert math.isfinite(out["ppl_merged"]) and math.isfinite(out["ppl_gguf"])
+    info = out.gguf
+    assert info.file_type == "Q4_K_M" and info.has_chat_template and info.eos_token == "<|im_end|>"
+    assert sum(info.tensor_types.values()) > 0
+    assert math.isfinite(out.ppl_merged) and math.isfinite(out.ppl_gguf)
     # same weights, same tokens: the quantized file must be in the merged model's neighbourhood
-    assert abs(math.log(out["ppl_gguf"] / out["ppl_merged"])) < 0.5
-    assert out["gguf_bytes"] < out["intermediate_bytes"]
-    assert STEPS["export_gguf"](spec, tiny_root)["reused"] is True
+    assert abs(math.log(out.ppl_gguf / out.ppl_merged)) < 0.5
+    assert out.gguf_bytes < out.intermediate_bytes
+    assert out.ppl_degradation_ok == (out.ppl_degradation <= cfg.export.max_ppl_degradation)
+    assert out.chat is None and not out.chat_stopped  # no chat messages in this spec
+    assert spec.run(tiny_root).reused is True
 
 
 def test_step_spec_paths_must_stay_under_the_root(tiny_root):
-    spec = {"config": _cfg().model_dump(), "train": "/etc/passwd", "val": "demo/val.jsonl",
-            "adapter_dir": "models/lora/demo"}
     with pytest.raises(ValueError, match="absolute path"):
-        STEPS["train_lora"](spec, tiny_root)
-    spec["train"] = "../outside.jsonl"
+        _train_spec(train="/etc/passwd").run(tiny_root)
     with pytest.raises(ValueError, match=r"'\.\.'"):
-        STEPS["train_lora"](spec, tiny_root)
+        _train_spec(train="../outside.jsonl").run(tiny_root)
 
 
 def test_export_without_a_finished_adapter_says_so(tiny_root):
-    spec = {"config": _cfg().model_dump(), "adapter_dir": "models/lora/none", "val": "demo/val.jsonl",
-            "out_dir": "models/gguf/demo"}
+    spec = ExportGGUFSpec(config=_cfg(), adapter_dir="models/lora/none", val="demo/val.jsonl", out_dir="models/gguf/demo")
     with pytest.raises(FileNotFoundError, match="run train_lora"):
-        STEPS["export_gguf"](spec, tiny_root)
+        spec.run(tiny_root)
+
+
+def test_specs_round_trip_through_their_json_form_by_kind():
+    train = _train_spec()
+    export = ExportGGUFSpec(config=_cfg(), adapter_dir="models/lora/demo", val="demo/val.jsonl",
+                            out_dir="models/gguf/demo", chat_messages=[{"role": "user", "content": "hi"}])
+    for spec in (train, export):
+        wire = json.loads(json.dumps(spec.model_dump(mode="json")))
+        assert parse_spec(wire) == spec
+    assert train.inputs() == ["demo/train.jsonl", "demo/val.jsonl", EMBEDDED_BASE_RELDIR]
+    assert train.outputs() == ["models/lora/demo"]
+    with pytest.raises(ValueError, match="unknown step 'nope'; known steps: export_gguf, train_lora"):
+        parse_spec({"kind": "nope"})

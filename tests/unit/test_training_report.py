@@ -3,7 +3,7 @@
 import pytest
 
 from distillery_assets.embedded import smollm2_gguf_path
-from distillery_assets.training.export import base_short_name, gguf_file_name
+from distillery_assets.training.config import base_short_name, gguf_file_name
 from distillery_assets.training.gguf_tools import inspect_gguf, quantize_gguf
 from distillery_assets.training.report import loss_plot_png, loss_table_md, model_card, save_loss_plot
 

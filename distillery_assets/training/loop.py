@@ -1,0 +1,334 @@
+"""What every training run shares, fine-tune or from scratch: device choice, batching, token-weighted loss,
+optimizer and schedule, the optimizer-step loop with gradient accumulation, per-epoch validation, a
+history file, checkpoints with the step counter, resume, and progress logging.
+
+The loop trains whatever parameters of ``model`` require gradients (a LoRA's adapters, or every weight of
+a model trained from scratch) on :class:`~distillery_assets.training.chat_data.Example` token ids with
+labels (``-100`` where no loss is taken). ``model(input_ids=..., attention_mask=...)`` must return an
+object with ``.logits`` (any Hugging Face causal LM does). Settings come from a ``LoopConfig``; nothing
+here knows about LoRA.
+
+Checkpoints hold only the trainable parameters, the optimizer, the scheduler, torch's RNG state and the
+loop position; the newest one replaces the previous one. A run resumes only from a checkpoint with the
+same fingerprint (same settings and data), and continues the step counter, the history and the epoch it
+stopped in, so a resumed run ends where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distillery_assets.io import atomic_path, atomic_write_text
+from distillery_assets.training.chat_data import IGNORE, Example, collate
+from distillery_assets.training.config import LoopConfig
+
+log = logging.getLogger(__name__)
+
+HISTORY_FILE = "training_history.json"
+CHECKPOINT_STATE = "loop_state.json"
+CHECKPOINT_TENSORS = "checkpoint.pt"
+
+
+# ---------------------------------------------------------------------------------------------- progress
+
+@dataclass
+class Progress:
+    step: int
+    total_steps: int
+    epoch: int
+    loss: float
+    tokens_per_s: float
+    lr: float
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def log_progress(p: Progress) -> None:
+    log.info("step %d/%d epoch %d loss %.4f %.0f tok/s lr %.2e", p.step, p.total_steps, p.epoch, p.loss,
+             p.tokens_per_s, p.lr)
+
+
+# ----------------------------------------------------------------------------------------- loop utilities
+
+def pick_device(cfg: LoopConfig) -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if cfg.needs_cuda:
+        raise RuntimeError(
+            f"profile {cfg.profile!r} of {cfg.role!r} is a GPU recipe (4-bit QLoRA / paged 8-bit AdamW) and no "
+            "CUDA device is present; use profile cpu_small here or the modal compute backend"
+        )
+    return "cpu"
+
+
+def seed_torch(cfg: LoopConfig) -> None:
+    import torch
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+
+
+def batches(examples: list[Example], size: int, rng: random.Random | None) -> list[list[Example]]:
+    order = list(range(len(examples)))
+    if rng is not None:
+        rng.shuffle(order)
+    return [[examples[i] for i in order[k : k + size]] for k in range(0, len(order), size)]
+
+
+def token_nll(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
+    """Summed next-token NLL over label tokens, and how many there were."""
+    import torch.nn.functional as F
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = batch["labels"][:, 1:]
+    total = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
+        ignore_index=IGNORE, reduction="sum",
+    )
+    return total, int((shift_labels != IGNORE).sum())
+
+
+def evaluate_loss(model: Any, examples: list[Example], *, batch_size: int, pad_id: int, device: str) -> float:
+    """Token-weighted mean NLL over the label tokens of ``examples``."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for chunk in batches(examples, batch_size, None):
+            batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
+            nll, n = token_nll(model, batch)
+            total += float(nll)
+            count += n
+    if was_training:
+        model.train()
+    if count == 0:
+        raise ValueError("validation split has no assistant tokens to score")
+    return total / count
+
+
+def make_optimizer(cfg: LoopConfig, params: list[Any]):
+    import torch
+
+    if cfg.optimizer == "paged_adamw_8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.PagedAdamW8bit(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(cfg: LoopConfig, optimizer: Any, total_steps: int):
+    from transformers import get_scheduler
+
+    return get_scheduler(cfg.lr_scheduler, optimizer,
+                         num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
+
+
+def plan_steps(n_examples: int, cfg: LoopConfig) -> int:
+    """Optimizer steps of the whole run: epochs x ceil(batches / grad_accum), capped by ``max_steps``."""
+    per_epoch = math.ceil(math.ceil(n_examples / cfg.batch_size) / cfg.grad_accum)
+    total = per_epoch * cfg.epochs
+    return min(total, cfg.max_steps) if cfg.max_steps else total
+
+
+# ----------------------------------------------------------------------------------------------- history
+
+@dataclass
+class History:
+    """Per-step and per-epoch records of a run, kept as one JSON file."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self, path: Path) -> Path:
+        atomic_write_text(Path(path), json.dumps({"steps": self.steps, "epochs": self.epochs}, indent=1))
+        return Path(path)
+
+    @classmethod
+    def read(cls, path: Path) -> History:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(steps=list(data["steps"]), epochs=list(data["epochs"]))
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+
+@dataclass
+class LoopState:
+    """Where the loop is: the step counter and the position inside the current epoch."""
+
+    step: int = 0
+    epoch: int = 1
+    groups_done: int = 0  # accumulation groups of ``epoch`` already stepped
+    epoch_nll: float = 0.0
+    epoch_tokens: int = 0
+    tokens_seen: int = 0
+    train_seconds: float = 0.0
+
+
+class Checkpoints:
+    """The newest checkpoint of one run in ``folder``, tagged with the run's ``fingerprint``."""
+
+    def __init__(self, folder: Path, fingerprint: str):
+        self.folder, self.fingerprint = Path(folder), fingerprint
+
+    def save(self, state: LoopState, history: History, model: Any, optimizer: Any, scheduler: Any) -> None:
+        import torch
+
+        tensors = {
+            "params": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+        with atomic_path(self.folder, is_dir=True) as tmp:
+            torch.save(tensors, tmp / CHECKPOINT_TENSORS)
+            history.write(tmp / HISTORY_FILE)
+            atomic_write_text(tmp / CHECKPOINT_STATE,
+                              json.dumps({"fingerprint": self.fingerprint, **asdict(state)}, indent=1))
+        log.info("checkpoint at step %d in %s", state.step, self.folder)
+
+    def load(self, model: Any, optimizer: Any, scheduler: Any) -> tuple[LoopState, History] | None:
+        """Restore the newest checkpoint of this run into model/optimizer/scheduler; None if there is none."""
+        import torch
+
+        try:
+            meta = json.loads((self.folder / CHECKPOINT_STATE).read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+        if meta.pop("fingerprint", None) != self.fingerprint:
+            log.info("ignoring checkpoint %s: it belongs to other settings or data", self.folder)
+            return None
+        tensors = torch.load(self.folder / CHECKPOINT_TENSORS, map_location="cpu", weights_only=False)
+        named = dict(model.named_parameters())
+        unknown = sorted(set(tensors["params"]) - set(named))
+        if unknown:
+            raise ValueError(f"{self.folder}: checkpoint has parameters the model lacks: {unknown[:5]}")
+        with torch.no_grad():
+            for name, value in tensors["params"].items():
+                named[name].copy_(value.to(named[name].device))
+        optimizer.load_state_dict(tensors["optimizer"])
+        scheduler.load_state_dict(tensors["scheduler"])
+        torch.set_rng_state(tensors["torch_rng"])
+        if tensors.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(tensors["cuda_rng"])
+        return LoopState(**meta), History.read(self.folder / HISTORY_FILE)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# -------------------------------------------------------------------------------------------------- loop
+
+@dataclass
+class LoopResult:
+    history: History
+    steps: int
+    tokens_seen: int
+    train_seconds: float
+    resumed_from_step: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_seen / max(self.train_seconds, 1e-9)
+
+
+def train_loop(
+    model: Any,
+    train: list[Example],
+    val: list[Example],
+    cfg: LoopConfig,
+    *,
+    device: str,
+    pad_id: int,
+    checkpoints: Checkpoints | None = None,
+    progress: ProgressFn | None = log_progress,
+) -> LoopResult:
+    """Train the parameters of ``model`` that require gradients; validate after each epoch.
+
+    With ``checkpoints``, the state is saved every ``cfg.checkpoint_every`` steps and at each epoch's end,
+    and a matching checkpoint found there at the start is resumed from."""
+    import torch
+
+    total_steps = plan_steps(len(train), cfg)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("the model has no parameters that require gradients; nothing to train")
+    optimizer = make_optimizer(cfg, trainable)
+    scheduler = make_scheduler(cfg, optimizer, total_steps)
+    eval_kw = dict(batch_size=cfg.batch_size, pad_id=pad_id, device=device)
+
+    state, history = LoopState(), History()
+    restored = checkpoints.load(model, optimizer, scheduler) if checkpoints else None
+    if restored:
+        state, history = restored
+        log.info("resuming at step %d (epoch %d) from %s", state.step, state.epoch, checkpoints.folder)
+    resumed_from = state.step
+
+    def save() -> None:
+        if checkpoints is not None:
+            checkpoints.save(state, history, model, optimizer, scheduler)
+
+    model.train()
+    segment_start, seconds_before = time.perf_counter(), state.train_seconds
+    while state.epoch <= cfg.epochs and state.step < total_steps:
+        micro = batches(train, cfg.batch_size, random.Random(cfg.seed + state.epoch))
+        groups = [micro[k : k + cfg.grad_accum] for k in range(0, len(micro), cfg.grad_accum)]
+        for group in groups[state.groups_done :]:
+            if state.step >= total_steps:
+                break
+            loss, tokens = _accumulate(model, group, device, pad_id, state)
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.groups_done += 1
+            state.epoch_nll += loss
+            state.epoch_tokens += tokens
+            state.train_seconds = seconds_before + time.perf_counter() - segment_start
+            record = Progress(state.step, total_steps, state.epoch, loss / max(tokens, 1),
+                              state.tokens_seen / max(state.train_seconds, 1e-9), scheduler.get_last_lr()[0])
+            history.steps.append(asdict(record))
+            if progress is not None:
+                progress(record)
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < total_steps:
+                save()
+        val_loss = evaluate_loss(model, val, **eval_kw)
+        history.epochs.append({"epoch": state.epoch, "steps": state.step,
+                               "train_loss": state.epoch_nll / max(state.epoch_tokens, 1), "val_loss": val_loss})
+        log.info("epoch %d: train %.4f val %.4f", state.epoch, history.epochs[-1]["train_loss"], val_loss)
+        state.epoch, state.groups_done, state.epoch_nll, state.epoch_tokens = state.epoch + 1, 0, 0.0, 0
+        state.train_seconds = seconds_before + time.perf_counter() - segment_start
+        if state.step < total_steps and state.epoch <= cfg.epochs:
+            save()
+    return LoopResult(history, state.step, state.tokens_seen, state.train_seconds, resumed_from)
+
+
+def _accumulate(model: Any, group: list[list[Example]], device: str, pad_id: int, state: LoopState) -> tuple[float, int]:
+    """Forward/backward one accumulation group; gradients are weighted per label token across the group."""
+    tensors = [{k: v.to(device) for k, v in collate(c, pad_id).items()} for c in group]
+    group_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in tensors)
+    group_nll = 0.0
+    for batch in tensors:
+        nll, _ = token_nll(model, batch)
+        (nll / max(group_tokens, 1)).backward()
+        group_nll += float(nll.detach())
+        state.tokens_seen += int(batch["attention_mask"].sum())
+    return group_nll, group_tokens

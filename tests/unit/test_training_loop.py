@@ -1,0 +1,114 @@
+"""The shared training loop on a tiny from-scratch torch model (no LoRA, no tokenizer, no transformers model):
+it learns, writes its history, checkpoints, and an interrupted run resumes where it stopped and ends
+exactly where an uninterrupted run ends."""
+
+import json
+import random
+from types import SimpleNamespace
+
+import pytest
+
+from distillery_assets.training.chat_data import IGNORE, Example
+from distillery_assets.training.config import LoopConfig
+from distillery_assets.training.loop import (
+    CHECKPOINT_STATE, HISTORY_FILE, Checkpoints, History, evaluate_loss, plan_steps, train_loop,
+)
+
+torch = pytest.importorskip("torch")
+VOCAB = 12
+
+
+class TinyLM(torch.nn.Module):
+    """Next token = f(current token): embedding + linear head, the smallest causal LM there is."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(VOCAB, 16)
+        self.head = torch.nn.Linear(16, VOCAB)
+
+    def forward(self, input_ids, attention_mask):
+        return SimpleNamespace(logits=self.head(self.embed(input_ids)))
+
+
+def _examples(n: int, seed: int) -> list[Example]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        start = rng.randrange(1, VOCAB)
+        ids = [(start + k) % VOCAB for k in range(6)]  # counting: each token is the previous plus one
+        out.append(Example(ids, [IGNORE] + ids[1:], f"synthetic:{i}"))
+    return out
+
+
+def _cfg(**over) -> LoopConfig:
+    body = dict(role="thyme", profile="test", learning_rate=0.05, epochs=3, batch_size=4, max_seq=16,
+                lr_scheduler="constant", checkpoint_every=2, seed=3)
+    body.update(over)
+    return LoopConfig.model_validate(body)
+
+
+def _fresh_model():
+    torch.manual_seed(0)
+    return TinyLM()
+
+
+def test_a_from_scratch_config_has_no_lora_section_and_the_loop_learns(tmp_path):
+    cfg = _cfg()
+    assert not hasattr(cfg, "lora") and not cfg.needs_cuda
+    train, val = _examples(16, 1), _examples(8, 2)
+    model = _fresh_model()
+    before = evaluate_loss(model, val, batch_size=4, pad_id=0, device="cpu")
+    seen = []
+    run = train_loop(model, train, val, cfg, device="cpu", pad_id=0, progress=seen.append)
+    assert run.steps == plan_steps(16, cfg) == 12 and [p.step for p in seen] == list(range(1, 13))
+    assert run.history.epochs[-1]["val_loss"] < before / 2
+    assert [e["steps"] for e in run.history.epochs] == [4, 8, 12]
+    assert run.resumed_from_step == 0 and run.tokens_per_s > 0
+    path = run.history.write(tmp_path / HISTORY_FILE)
+    assert History.read(path) == run.history and len(json.loads(path.read_text())["steps"]) == 12
+
+
+def test_interrupted_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_one(tmp_path):
+    cfg = _cfg()
+    train, val = _examples(16, 1), _examples(8, 2)
+
+    straight = _fresh_model()
+    expected = train_loop(straight, train, val, cfg, device="cpu", pad_id=0, progress=None)
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_step_7(p):
+        if p.step == 7:
+            raise Crash
+
+    checkpoints = Checkpoints(tmp_path / "ckpt", fingerprint="run-a")
+    with pytest.raises(Crash):
+        train_loop(_fresh_model(), train, val, cfg, device="cpu", pad_id=0, checkpoints=checkpoints,
+                   progress=crash_at_step_7)
+    state = json.loads((tmp_path / "ckpt" / CHECKPOINT_STATE).read_text())
+    assert state["step"] == 6 and state["epoch"] == 2 and state["groups_done"] == 2  # mid-epoch checkpoint
+
+    # a checkpoint of other settings or data is ignored
+    assert Checkpoints(tmp_path / "ckpt", fingerprint="run-b").load(None, None, None) is None
+
+    steps = []
+    resumed_model = _fresh_model()
+    resumed = train_loop(resumed_model, train, val, cfg, device="cpu", pad_id=0, checkpoints=checkpoints,
+                         progress=lambda p: steps.append(p.step))
+    assert resumed.resumed_from_step == 6 and steps == list(range(7, 13))  # the step counter continues
+    assert resumed.steps == 12
+    assert [s["step"] for s in resumed.history.steps] == list(range(1, 13))  # history carried over
+    for key in ("val_loss", "train_loss"):
+        assert [e[key] for e in resumed.history.epochs] == pytest.approx(
+            [e[key] for e in expected.history.epochs], rel=1e-6)
+    for a, b in zip(resumed_model.parameters(), straight.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_nothing_trainable_is_an_error():
+    model = _fresh_model()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="no parameters that require gradients"):
+        train_loop(model, _examples(4, 1), _examples(4, 2), _cfg(), device="cpu", pad_id=0, progress=None)
