@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.finetune import finetune_chain
+from assets.finetune import FinetuneChain, finetune_chain
 from assets.meta import chat_md, inputs_meta
 from assets.pools import LOCAL_MODEL_POOL
 
@@ -254,10 +254,10 @@ def _with_lineage(spec: dg.AssetSpec) -> dg.AssetSpec:
 
 def _finetune_assets() -> list:
     chain = [
-        *finetune_chain("educator", train_asset="educator_train", val_asset="educator_val", group=GROUP,
-                        config_file="educator.yaml"),
-        *finetune_chain("poet", train_asset="poet_train", val_asset="poet_val", group=GROUP,
-                        config_file="poet.yaml"),
+        *finetune_chain(FinetuneChain(name="educator", train_asset="educator_train", val_asset="educator_val",
+                                      group=GROUP, config_file="educator.yaml")),
+        *finetune_chain(FinetuneChain(name="poet", train_asset="poet_train", val_asset="poet_val", group=GROUP,
+                                      config_file="poet.yaml")),
     ]
     return dg.map_asset_specs(_with_lineage, chain)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.finetune import finetune_chain
+from assets.finetune import FinetuneChain, finetune_chain
 from assets.meta import chat_md, inputs_meta, table_md
 from assets.pools import LOCAL_MODEL_POOL
 
@@ -330,8 +330,8 @@ def theme_model_benchmark(theme_chunks: Path, config: ModelBenchConfig) -> dg.Ou
 
 
 # theme_lora / theme_gguf / theme_gguf_upload: the shared fine-tune chain (assets/finetune.py).
-theme_finetune = finetune_chain(role="theme", train_asset="theme_chatml_train", val_asset="theme_chatml_val",
-                                group=GROUP, config_file="theme.yaml")
+theme_finetune = finetune_chain(FinetuneChain(name="theme", train_asset="theme_chatml_train",
+                                              val_asset="theme_chatml_val", group=GROUP, config_file="theme.yaml"))
 
 defs = dg.Definitions(
     assets=[gutenberg_books, gutenberg_chunks, theme_chunks, theme_chatml, theme_chatml_splits,
