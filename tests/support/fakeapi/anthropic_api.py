@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -28,11 +27,7 @@ def _messages(fake: FakeAPIServer, handler: Handler, req: dict[str, Any]) -> Non
                       "messages: Unexpected role \"system\". Use the top-level system parameter")
     fault = fake.begin_call()
     try:
-        kind = fault[0] if fault else None
-        if kind == "timeout":
-            time.sleep(float(fault[1]) if len(fault) > 1 else 30.0)
-        else:
-            fake.wait_latency()
+        kind = fake.wait_for(fault)
         if kind == "429":
             return _error(handler, 429, "rate_limit_error", "Number of requests has exceeded your rate limit",
                           headers={"retry-after": str(fault[1]) if len(fault) > 1 else "1"})

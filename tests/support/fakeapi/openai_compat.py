@@ -34,11 +34,7 @@ def _chat(fake: FakeAPIServer, handler: Handler, req: dict[str, Any]) -> None:
             "type": "invalid_request_error", "param": "response_format", "code": None}})
     fault = fake.begin_call()
     try:
-        kind = fault[0] if fault else None
-        if kind == "timeout":
-            time.sleep(float(fault[1]) if len(fault) > 1 else 30.0)
-        else:
-            fake.wait_latency()
+        kind = fake.wait_for(fault)
         if kind == "429":
             retry_after = str(fault[1]) if len(fault) > 1 else "1"
             return handler.send_json(429, {"error": {"message": "Rate limit reached, slow down",

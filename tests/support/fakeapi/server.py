@@ -160,3 +160,13 @@ class FakeAPIServer:
     def wait_latency(self) -> None:
         if self.latency_s > 0:
             time.sleep(self.latency_s)
+
+    def wait_for(self, fault: tuple | None) -> str | None:
+        """The fault's kind, after the delay the call takes: the scripted hang of a "timeout" fault (30 s by
+        default), otherwise the server's latency."""
+        kind = fault[0] if fault else None
+        if kind == "timeout":
+            time.sleep(float(fault[1]) if len(fault) > 1 else 30.0)
+        else:
+            self.wait_latency()
+        return kind
