@@ -158,7 +158,11 @@ def _gguf_checks(result: ExportResult) -> list[dg.AssetCheckResult]:
 def finetune_chain(chain: FinetuneChain) -> list[dg.AssetsDefinition]:
     """``<name>_lora`` (with the loss check), ``<name>_gguf`` (with the perplexity and chat checks) and
     ``<name>_gguf_upload``."""
-    lora_key, gguf_key, upload_key = f"{chain.name}_lora", f"{chain.name}_gguf", f"{chain.name}_gguf_upload"
+    return [_lora_asset(chain), _gguf_asset(chain), _upload_asset(chain)]
+
+
+def _lora_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
+    lora_key = f"{chain.name}_lora"
 
     @dg.asset(name=lora_key, group_name=chain.group, kinds={"pytorch"}, pool=LOCAL_MODEL_POOL,
               ins={"train": dg.AssetIn(chain.train_asset), "val": dg.AssetIn(chain.val_asset)}, deps=[base_model],
@@ -179,6 +183,12 @@ def finetune_chain(chain: FinetuneChain) -> list[dg.AssetsDefinition]:
         yield dg.Output(folder, metadata=_lora_metadata(result, ran_on, folder, [train, val, chain.config_path()]))
         yield dg.AssetCheckResult(check_name=LOSS_CHECK, passed=result.loss_improved, metadata={
             "base_val_loss": result.base_val_loss, "trained_val_loss": result.val_loss})
+
+    return lora
+
+
+def _gguf_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
+    lora_key, gguf_key = f"{chain.name}_lora", f"{chain.name}_gguf"
 
     @dg.asset(name=gguf_key, group_name=chain.group, kinds={"gguf"}, pool=LOCAL_MODEL_POOL,
               ins={"adapter": dg.AssetIn(lora_key), "val": dg.AssetIn(chain.val_asset)},
@@ -202,8 +212,14 @@ def finetune_chain(chain: FinetuneChain) -> list[dg.AssetsDefinition]:
                         metadata=_gguf_metadata(result, ran_on, [adapter, val, chain.config_path()]))
         yield from _gguf_checks(result)
 
+    return gguf
+
+
+def _upload_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
+    gguf_key, upload_key = f"{chain.name}_gguf", f"{chain.name}_gguf_upload"
+
     @dg.asset(name=upload_key, group_name=chain.group, kinds={"huggingface"},
-              ins={"gguf_file": dg.AssetIn(gguf_key), "adapter": dg.AssetIn(lora_key),
+              ins={"gguf_file": dg.AssetIn(gguf_key), "adapter": dg.AssetIn(f"{chain.name}_lora"),
                    "train": dg.AssetIn(chain.train_asset), "val": dg.AssetIn(chain.val_asset)},
               description=f"Uploads the {chain.name} GGUF with a model card (private). Without HF_TOKEN: uploads nothing, says so.")
     def upload(config: FinetuneConfig, hub: HubResource, gguf_file: Path, adapter: Path, train: Path,
@@ -222,7 +238,7 @@ def finetune_chain(chain: FinetuneChain) -> list[dg.AssetsDefinition]:
             "url": str(result.get("url") or ""), "repo_id": repo_id, "model_card": dg.MetadataValue.md(card),
         })
 
-    return [lora, gguf, upload]
+    return upload
 
 
 def _recorded(path: Path, model: type[TrainResult] | type[ExportResult]):

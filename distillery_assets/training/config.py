@@ -17,7 +17,6 @@ Unknown keys are errors (a typo must not silently fall back to a default).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from distillery_assets.io.hashing import sha256_text
 from distillery_assets.io.yamlfile import read_yaml, validate_yaml
 
 PROFILE_ENV = "DISTILLERY_TRAIN_PROFILE"
@@ -103,7 +103,7 @@ class LoopConfig(_Strict):
     def fingerprint(self) -> str:
         """A stable hash of every setting that shapes the result: a finished run with the same one is reused."""
         body = self.model_dump(exclude=set(NOT_IN_FINGERPRINT))
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+        return sha256_text(json.dumps(body, sort_keys=True))[:16]
 
 
 class TrainConfig(LoopConfig):

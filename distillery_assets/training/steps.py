@@ -21,7 +21,6 @@ result comes back with ``reused=True``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 
 from distillery_assets.io import atomic_write_text
-from distillery_assets.io.hashing import sha256_file
+from distillery_assets.io.hashing import sha256_file, sha256_text
 from distillery_assets.paths import safe_child
 from distillery_assets.training.base_model import EMBEDDED_BASE_RELDIR, base_identity, resolve_base
 from distillery_assets.training.config import EMBEDDED_BASE, TrainConfig
@@ -45,7 +44,7 @@ R = TypeVar("R", bound=StepResult)
 def step_fingerprint(settings: Any, files: Sequence[Path] = ()) -> str:
     """The one fingerprint of a step: its JSON-able settings plus the sha256 of each input file."""
     body = json.dumps({"settings": settings, "files": [sha256_file(f) for f in files]}, sort_keys=True)
-    return hashlib.sha256(body.encode()).hexdigest()[:16]
+    return sha256_text(body)[:16]
 
 
 def read_result(record: Path, model: type[R]) -> R | None:

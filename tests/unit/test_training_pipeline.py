@@ -198,3 +198,30 @@ def test_specs_round_trip_through_their_json_form_by_kind():
     assert train.outputs() == ["models/lora/demo"]
     with pytest.raises(ValueError, match="unknown step 'nope'; known steps: export_gguf, train_lora"):
         parse_spec({"kind": "nope"})
+
+
+def test_an_interrupted_lora_run_resumes_from_its_epoch_checkpoint(tiny_root, monkeypatch):
+    import distillery_assets.training.lora as lora_module
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_step_6(p):
+        if p.step == 6:
+            raise Crash
+
+    real_loop = lora_module.train_loop
+    monkeypatch.setattr(lora_module, "train_loop", lambda *a, **kw: real_loop(*a, **{**kw, "progress": crash_at_step_6}))
+    spec = _train_spec()
+    with pytest.raises(Crash):
+        spec.run(tiny_root)
+    checkpoint = tiny_root / "models/lora/.demo.checkpoint"
+    assert json.loads((checkpoint / "loop_state.json").read_text())["step"] == 4  # end of epoch 1
+    assert not (tiny_root / "models/lora/demo").exists()
+    monkeypatch.setattr(lora_module, "train_loop", real_loop)
+    done = spec.run(tiny_root)
+    assert done.resumed_from_step == 4 and done.steps == 8 and len(done.epochs) == 2
+    assert done.val_loss < done.base_val_loss
+    assert not checkpoint.exists()
+    history = json.loads((tiny_root / "models/lora/demo/training_history.json").read_text())
+    assert [s["step"] for s in history["steps"]] == list(range(1, 9))
