@@ -111,7 +111,7 @@ class LLMClient:
         return result
 
     def complete_batch(self, requests: Sequence[LLMRequest], label: str | None = None,
-                       flush_every: int = 50, flush_every_s: float = 10.0) -> list[LLMResult]:
+                       flush_every: int = 200, flush_every_s: float = 10.0) -> list[LLMResult]:
         requests = list(requests)
         results: list[LLMResult | None] = [None] * len(requests)
         for index, result in self.stream(requests, label, flush_every=flush_every, flush_every_s=flush_every_s):
@@ -121,7 +121,7 @@ class LLMClient:
             raise RuntimeError(f"{label}: no result for request(s) {missing}")
         return results  # type: ignore[return-value]
 
-    def stream(self, requests: Sequence[LLMRequest], label: str | None = None, *, flush_every: int = 50,
+    def stream(self, requests: Sequence[LLMRequest], label: str | None = None, *, flush_every: int = 200,
                flush_every_s: float = 10.0) -> Iterator[tuple[int, LLMResult]]:
         """``(index, result)`` for every request, in the order answers arrive. Closing the iterator early
         cancels what is still in flight (answers already received stay in the cache)."""
