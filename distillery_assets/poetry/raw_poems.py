@@ -6,10 +6,11 @@ record without a ``text``/``poem``/``content`` string becomes a :class:`Reject` 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from distillery_assets.io.hashing import sha256_text
 
 TEXT_FIELDS = ("text", "poem", "content")
 
@@ -121,7 +122,7 @@ def _dedupe(poems: list[Poem], rejects: list[Reject]) -> tuple[list[Poem], list[
     seen: dict[str, str] = {}
     kept = []
     for poem in poems:
-        digest = hashlib.sha256(poem.text.encode()).hexdigest()
+        digest = sha256_text(poem.text)
         if digest in seen:
             rejects.append(Reject(poem.source, f"duplicate of {seen[digest]}"))
             continue
