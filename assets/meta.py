@@ -64,3 +64,20 @@ def inputs_meta(paths: Iterable[Path | str]) -> dict[str, dg.MetadataValue]:
         return dg.Output(path, metadata={**inputs_meta(step_sources(cfg, "brief")), "records": n})
     """
     return {"inputs": dg.MetadataValue.json(sorted({str(p) for p in paths}))}
+
+
+def llm_usage_meta(usage: Mapping[str, Any]) -> dict[str, Any]:
+    """The LLM figures every asset that called an LLM shows, from ``TaskUsage.as_dict()``: requests, cache
+    hits, provider calls and retries (calls beyond one per uncached request: HTTP retries and JSON re-asks),
+    tokens and estimated cost."""
+    requests, hits = int(usage.get("requests", 0)), int(usage.get("cache_hits", 0))
+    calls = int(usage.get("provider_calls", 0))
+    return {
+        "llm_requests": requests,
+        "llm_cache_hits": hits,
+        "llm_provider_calls": calls,
+        "llm_retries": max(0, calls - (requests - hits)),
+        "input_tokens": int(usage.get("input_tokens", 0)),
+        "output_tokens": int(usage.get("output_tokens", 0)),
+        "estimated_cost_usd": round(float(usage.get("cost_usd", 0.0) or 0.0), 6),
+    }

@@ -7,7 +7,6 @@ Volumes come from ``data/config/poetry/pipeline.yaml`` (profile ``small`` offlin
 
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -26,27 +25,10 @@ from distillery_assets.poetry.quality_gate import TEXT_FIELD, reason_counts
 from distillery_assets.poetry.session import session_markdown
 from distillery_assets.poetry.settings import PoetryConfig
 from distillery_assets.poetry.sources import step_sources
-from distillery_assets.poetry.tasks import PromptSpec
+from resources.llm import LLMResource
 
 GROUP = "poetry"
 MODEL_POOL = LOCAL_MODEL_POOL  # the local LLM runs in process
-
-
-def _complete(context: dg.AssetExecutionContext, llm):
-    """Adapt the LLM client to the library's ``complete(specs, label)``."""
-    from distillery_assets.llm import ChatMessage, LLMRequest
-
-    client = llm.get_client(context)
-
-    def complete(specs: Sequence[PromptSpec], label: str):
-        requests = [
-            LLMRequest(messages=[ChatMessage(**m) for m in s.messages()], temperature=s.temperature,
-                       max_tokens=s.max_tokens, tag=s.tag)
-            for s in specs
-        ]
-        return client.complete_batch(requests, label=f"poetry/{label}")
-
-    return complete
 
 
 def _result(out: TaskOutput, *, preview_field: str | None = None, **extra) -> dg.Output:
@@ -78,10 +60,10 @@ def poetry_good_poems(context: dg.AssetExecutionContext) -> dg.Output:
     return _result(out, **_read("good_poems"))
 
 
-@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL,
+@dg.asset(group_name=GROUP, pool=MODEL_POOL,
           description="Cliché-laden drafts: the user's (data/inputs/poetry/bad) or, when none, written by the LLM.")
-def poetry_bad_poems(context: dg.AssetExecutionContext) -> dg.Output:
-    out, origin = generate.bad_poems(PoetryConfig(), _complete(context, context.resources.llm))
+def poetry_bad_poems(context: dg.AssetExecutionContext, llm: LLMResource) -> dg.Output:
+    out, origin = generate.bad_poems(PoetryConfig(), llm.get_client(context))
     for r in out.rejects:
         context.log.warning(f"rejected {r.source}: {r.reason}")
     if not out.records:
@@ -91,48 +73,48 @@ def poetry_bad_poems(context: dg.AssetExecutionContext) -> dg.Output:
 
 # ---- teaching data, one asset per task -------------------------------------------------------------------
 
-@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL, description="T1 workshop critiques of good and bad poems.")
-def poetry_critiques(context: dg.AssetExecutionContext, poetry_good_poems: Path, poetry_bad_poems: Path) -> dg.Output:
-    out = generate.critiques(PoetryConfig(), _complete(context, context.resources.llm),
+@dg.asset(group_name=GROUP, pool=MODEL_POOL, description="T1 workshop critiques of good and bad poems.")
+def poetry_critiques(context: dg.AssetExecutionContext, llm: LLMResource, poetry_good_poems: Path, poetry_bad_poems: Path) -> dg.Output:
+    out = generate.critiques(PoetryConfig(), llm.get_client(context),
                              generate.read_poems(poetry_good_poems), generate.read_poems(poetry_bad_poems))
     return _result(out, **_read("critique"))
 
 
-@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL,
+@dg.asset(group_name=GROUP, pool=MODEL_POOL,
           description="T2 generation briefs for the user requests in data/inputs/poetry/requests.txt.")
-def poetry_briefs(context: dg.AssetExecutionContext) -> dg.Output:
-    return _result(generate.briefs(PoetryConfig(), _complete(context, context.resources.llm)), **_read("brief"))
+def poetry_briefs(context: dg.AssetExecutionContext, llm: LLMResource) -> dg.Output:
+    return _result(generate.briefs(PoetryConfig(), llm.get_client(context)), **_read("brief"))
 
 
-@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL, description="T3 comparisons of a good and a bad poem (order alternates).")
-def poetry_comparisons(context: dg.AssetExecutionContext, poetry_good_poems: Path, poetry_bad_poems: Path) -> dg.Output:
-    out = generate.comparisons(PoetryConfig(), _complete(context, context.resources.llm),
+@dg.asset(group_name=GROUP, pool=MODEL_POOL, description="T3 comparisons of a good and a bad poem (order alternates).")
+def poetry_comparisons(context: dg.AssetExecutionContext, llm: LLMResource, poetry_good_poems: Path, poetry_bad_poems: Path) -> dg.Output:
+    out = generate.comparisons(PoetryConfig(), llm.get_client(context),
                                generate.read_poems(poetry_good_poems), generate.read_poems(poetry_bad_poems))
     return _result(out, **_read("comparison"))
 
 
-@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL, description="T4 cliché autopsies of bad poems.")
-def poetry_autopsies(context: dg.AssetExecutionContext, poetry_bad_poems: Path) -> dg.Output:
-    out = generate.autopsies(PoetryConfig(), _complete(context, context.resources.llm),
+@dg.asset(group_name=GROUP, pool=MODEL_POOL, description="T4 cliché autopsies of bad poems.")
+def poetry_autopsies(context: dg.AssetExecutionContext, llm: LLMResource, poetry_bad_poems: Path) -> dg.Output:
+    out = generate.autopsies(PoetryConfig(), llm.get_client(context),
                              generate.read_poems(poetry_bad_poems))
     return _result(out, **_read("autopsy"))
 
 
-@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL,
+@dg.asset(group_name=GROUP, pool=MODEL_POOL,
           description="T5 revision dialogues: a student's revision of a critiqued poem, then the educator's follow-up.")
-def poetry_dialogues(context: dg.AssetExecutionContext, poetry_critiques: Path) -> dg.Output:
-    out = generate.dialogues(PoetryConfig(), _complete(context, context.resources.llm), read_jsonl(poetry_critiques))
+def poetry_dialogues(context: dg.AssetExecutionContext, llm: LLMResource, poetry_critiques: Path) -> dg.Output:
+    out = generate.dialogues(PoetryConfig(), llm.get_client(context), read_jsonl(poetry_critiques))
     return _result(out, **_read("dialogue"))
 
 
-@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL, description="T6 craft lessons answering the questions in prompts.yaml.")
-def poetry_lessons(context: dg.AssetExecutionContext) -> dg.Output:
-    return _result(generate.lessons(PoetryConfig(), _complete(context, context.resources.llm)), **_read("lesson"))
+@dg.asset(group_name=GROUP, pool=MODEL_POOL, description="T6 craft lessons answering the questions in prompts.yaml.")
+def poetry_lessons(context: dg.AssetExecutionContext, llm: LLMResource) -> dg.Output:
+    return _result(generate.lessons(PoetryConfig(), llm.get_client(context)), **_read("lesson"))
 
 
-@dg.asset(group_name=GROUP, required_resource_keys={"llm"}, pool=MODEL_POOL, description="Brief -> poem pairs for the poet model.")
-def poetry_poet_pairs(context: dg.AssetExecutionContext, poetry_briefs: Path) -> dg.Output:
-    out = generate.poet_pairs(PoetryConfig(), _complete(context, context.resources.llm), read_jsonl(poetry_briefs))
+@dg.asset(group_name=GROUP, pool=MODEL_POOL, description="Brief -> poem pairs for the poet model.")
+def poetry_poet_pairs(context: dg.AssetExecutionContext, llm: LLMResource, poetry_briefs: Path) -> dg.Output:
+    out = generate.poet_pairs(PoetryConfig(), llm.get_client(context), read_jsonl(poetry_briefs))
     return _result(out, **_read("poet_pair"))
 
 

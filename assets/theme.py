@@ -23,7 +23,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.finetune import FinetuneChain, finetune_chain
-from assets.meta import chat_md, inputs_meta, table_md
+from assets.meta import chat_md, inputs_meta, llm_usage_meta, table_md
 from assets.pools import LOCAL_MODEL_POOL
 
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, iter_jsonl, read_jsonl
@@ -31,8 +31,10 @@ from distillery_assets.paths import config_dir, data_dir
 from distillery_assets.datasets import chatml
 from distillery_assets.theme import books, chunking, keywords, modelbench, plots, setup
 from distillery_assets.theme import config as theme_config
-from distillery_assets.theme.generate import ChatMLGenerator, GenerationSettings, GenSpec, rejects_log
+from distillery_assets.theme.generate import ChatMLGenerator, GenerationSettings
 from distillery_assets.theme.validate import ValidatorSettings
+from resources.catalog import CatalogResource
+from resources.llm import LLMResource
 
 GROUP = "theme"
 
@@ -178,9 +180,7 @@ class ChatMLConfig(dg.Config):
     max_tokens: int = 400
     max_passage_chars: int = 1500
     min_chunk_chars: int = 100
-    extra_reasks: int = 0  # on top of the LLM client's own JSON re-asks (DISTILLERY_LLM_JSON_REASKS)
     seed: int = 42
-    batch_chunks: int = 4
     model: str | None = None
     min_response_chars: int = 50
     max_response_chars: int = 500
@@ -188,52 +188,37 @@ class ChatMLConfig(dg.Config):
     near_duplicate_jaccard: float = 0.8
 
 
-def _llm_complete(context: dg.AssetExecutionContext):
-    from distillery_assets.llm import ChatMessage, LLMRequest
-
-    client = context.resources.llm.get_client(context)
-
-    def complete(specs: list[GenSpec], label: str):
-        requests = [LLMRequest(messages=[ChatMessage(**m) for m in s.messages], temperature=s.temperature,
-                               max_tokens=s.max_tokens, model=s.model, json_schema=s.json_schema, seed=s.seed,
-                               tag=s.tag) for s in specs]
-        return client.complete_batch(requests, label=label)
-
-    return complete
-
-
 def build_generator(config: ChatMLConfig, llm_target: str = "") -> ChatMLGenerator:
     settings = GenerationSettings(
         examples_per_chunk=config.examples_per_chunk, temperature=config.temperature, max_tokens=config.max_tokens,
-        max_passage_chars=config.max_passage_chars, min_chunk_chars=config.min_chunk_chars,
-        max_reasks=config.extra_reasks, seed=config.seed, batch_chunks=config.batch_chunks, model=config.model)
+        max_passage_chars=config.max_passage_chars, min_chunk_chars=config.min_chunk_chars, seed=config.seed,
+        model=config.model)
     checks = ValidatorSettings(config.min_response_chars, config.max_response_chars, config.min_theme_keywords,
                                config.near_duplicate_jaccard)
     return setup.build_generator(config_dir() / "theme", _out("chatml_work"), settings, checks, llm_target)
 
 
-@dg.asset(group_name=GROUP, required_resource_keys={"llm", "catalog"}, pool=LOCAL_MODEL_POOL,
-          description="Persona ChatML exchanges generated per kept chunk; resumable chunk by chunk.")
-def theme_chatml(context: dg.AssetExecutionContext, theme_chunks: Path, config: ChatMLConfig) -> dg.Output[Path]:
-    llm = context.resources.llm
+@dg.asset(group_name=GROUP, pool=LOCAL_MODEL_POOL,
+          description="Persona ChatML exchanges generated per kept chunk; resumable example by example.")
+def theme_chatml(context: dg.AssetExecutionContext, theme_chunks: Path, config: ChatMLConfig, llm: LLMResource,
+                 catalog: CatalogResource) -> dg.Output[Path]:
     generator = build_generator(config, llm_target=f"{llm.provider}|{llm.model}|{llm.base_url}|{llm.gguf}")
     chunks = (row for _, row in iter_jsonl(theme_chunks, on_error="raise"))
-    selected, report = generator.run(chunks, _llm_complete(context), max_chunks=config.max_chunks, log=context.log.info)
+    selected, report = generator.run(chunks, llm.get_client(context), max_chunks=config.max_chunks,
+                                     log=context.log.info)
     stats = report.as_dict()
-    atomic_write_jsonl(_out("theme_chatml.rejects.jsonl"), rejects_log(generator.journal, selected))
+    atomic_write_jsonl(_out("theme_chatml.rejects.jsonl"), generator.rejects())
     atomic_write_text(_out("theme_chatml.stats.json"), json.dumps(stats, indent=2))
     if report.chunks_failed:
         raise dg.Failure(
-            f"{report.chunks_failed} chunks got no LLM reply ({report.failures[:3]}); the {len(generator.journal.entries)} "
-            f"finished chunks are checkpointed in {generator.journal.path}: materialize again to continue",
-            metadata={"stats": dg.MetadataValue.json(stats)})
+            f"{report.chunks_failed} chunks got no usable LLM reply ({report.failures[:3]}); the "
+            f"{len(generator.journal.entries)} finished examples are journalled in {generator.journal.path}: "
+            "materialize again to ask only for the rest", metadata={"stats": dg.MetadataValue.json(stats)})
     examples = generator.examples(selected)
     path = _out("theme_chatml.jsonl")
     atomic_write_jsonl(path, examples)
-    context.resources.catalog.get().record_run(kind="generate", name="theme_chatml", partition=None,
-                                               run_id=context.run_id, params=config.model_dump(), metrics=stats)
-    preview = "\n\n".join(f"**{e['metadata']['persona']}** ({e['metadata']['chunk_id']})\n\nQ: {e['messages'][1]['content']}"
-                          f"\n\nA: {e['messages'][2]['content']}" for e in examples[:3])
+    catalog.get().record_run(kind="generate", name="theme_chatml", partition=None, run_id=context.run_id,
+                             params=config.model_dump(), metrics=stats)
     return dg.Output(path, metadata={
         **inputs_meta(theme_config.generator_files(config_dir() / "theme")),
         "examples": len(examples), "chunks_processed": report.chunks_processed,
@@ -241,9 +226,9 @@ def theme_chatml(context: dg.AssetExecutionContext, theme_chunks: Path, config: 
         "rejected_by_reason": dg.MetadataValue.json(stats["rejected_by_reason"]),
         "persona_distribution": dg.MetadataValue.json(stats["persona_distribution"]),
         "mean_response_chars": stats["mean_response_chars"],
-        "tokens": dg.MetadataValue.json({"input": report.input_tokens, "output": report.output_tokens}),
+        **llm_usage_meta(report.usage),
         "stats": dg.MetadataValue.json(stats), "checkpoint": str(generator.journal.path),
-        "preview": dg.MetadataValue.md(preview or "(no examples kept)"),
+        "preview": chat_md(examples, n=3) if examples else dg.MetadataValue.md("(no examples kept)"),
     })
 
 
@@ -311,12 +296,11 @@ class ModelBenchConfig(dg.Config):
 def theme_model_benchmark(theme_chunks: Path, config: ModelBenchConfig) -> dg.Output[Path]:
     generator = build_generator(ChatMLConfig(examples_per_chunk=1))
     chunk = next(row for _, row in iter_jsonl(theme_chunks, on_error="raise"))
-    persona, topic = generator.plan(chunk)[0]
-    spec = generator.first_spec(chunk, persona, topic, 0)
+    messages = generator.prompt_messages(chunk)
     settings = modelbench.BenchSettings(base_url=config.base_url, api_key_env=config.api_key_env, models=config.models,
                                         models_filter=config.models_filter, evaluator_model=config.evaluator_model,
                                         max_tokens=config.max_tokens)
-    result = modelbench.run_benchmark(settings, spec.messages)
+    result = modelbench.run_benchmark(settings, messages)
     if not any(r["ok"] for r in result["ranked"]):
         raise dg.Failure(f"no model answered at {config.base_url}: {[r['error'] for r in result['ranked']]}")
     path = _out("theme_model_benchmark.json")

@@ -30,8 +30,7 @@ def sample_prompt(book_id: int = 624, chunk_index: int = 40) -> list[dict[str, s
     chunk = list(chunking.chunk_book(batch.records[0]))[chunk_index]
     with tempfile.TemporaryDirectory() as work:
         gen = build_generator(config_dir() / "theme", Path(work), GenerationSettings(examples_per_chunk=1))
-        persona, topic = gen.plan(chunk)[0]
-        return gen.first_spec(chunk, persona, topic, 0).messages
+        return gen.prompt_messages(chunk)
 
 
 def main(argv: list[str] | None = None) -> int:

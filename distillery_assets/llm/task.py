@@ -114,16 +114,19 @@ class TaskUsage:
     cost_unknown_for: int = 0
 
     def add(self, result: LLMResult) -> None:
+        # duck-typed: a test's scripted client may return objects with only ok/text/error
+        usage = getattr(result, "usage", None)
+        cached = bool(getattr(result, "cached", False))
         self.requests += 1
-        self.cache_hits += bool(result.cached)
-        self.provider_calls += int(result.attempts or 0)
-        self.input_tokens += int(result.usage.input_tokens or 0)
-        self.output_tokens += int(result.usage.output_tokens or 0)
-        if not result.cached:
-            if result.usage.cost_usd is None:
+        self.cache_hits += cached
+        self.provider_calls += int(getattr(result, "attempts", 0) or 0)
+        self.input_tokens += int(getattr(usage, "input_tokens", 0) or 0)
+        self.output_tokens += int(getattr(usage, "output_tokens", 0) or 0)
+        if not cached and usage is not None:
+            if usage.cost_usd is None:
                 self.cost_unknown_for += 1
             else:
-                self.cost_usd += float(result.usage.cost_usd)
+                self.cost_usd += float(usage.cost_usd)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -264,10 +267,10 @@ def run_task(task: LLMTask[Row], rows: Iterable[Row], client: Any, *, journal: P
         row, key = rows[index], keys[index]
         run.usage.add(result)
         run.results[key] = result
-        reason = result.finish_reason or "unknown"
+        reason = getattr(result, "finish_reason", None) or "unknown"
         run.finish_reasons[reason] = run.finish_reasons.get(reason, 0) + 1
         if not result.ok:
-            outcomes[index] = ("failure", Failure(key, result.error or "unknown error"))
+            outcomes[index] = ("failure", Failure(key, getattr(result, "error", None) or "unknown error"))
             return
         try:
             parsed = task.parse(row, result)

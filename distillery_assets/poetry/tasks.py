@@ -1,10 +1,10 @@
-"""LLM work for the teaching data: build one request per item, turn results into records or rejects.
+"""The teaching-data tasks as LLM tasks: which rows each task asks about, and how an answer becomes a record.
 
-The library stays free of the LLM engine: a :class:`PromptSpec` is a plain description (messages,
-temperature, max_tokens, tag) that the Dagster layer turns into ``distillery_assets.llm.LLMRequest``.
-Results are read duck-typed (``ok``, ``text``, ``error``, ``finish_reason``), so tests can script them.
-
-Record schemas (one JSON object per line, as in the seed, but never with an empty field):
+Every task is one :class:`TeachingTask` (``distillery_assets.llm.task.LLMTask``): a prompt template from
+``prompts.yaml`` filled with the row's fields, an optional system prompt, and the record field the answer
+goes into. The builders below (``critiques``, ``briefs``, ...) return the task and its rows; the runner
+(:func:`distillery_assets.llm.task.run_task`) does the asking. Record schemas (one JSON object per line, as
+in the seed, but never with an empty field):
 
 =============  ===========================================================
 critique (T1)  ``{"poem": Poem, "critique"}``
@@ -20,11 +20,13 @@ poet_pair      ``{"user_request", "brief", "poem"}``
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from distillery_assets.poetry.raw_poems import Poem, Reject
+from distillery_assets.llm import ChatMessage, LLMRequest, LLMResult
+from distillery_assets.llm.task import LLMTask, Reject
+from distillery_assets.poetry.raw_poems import Poem
 from distillery_assets.poetry.settings import PoetryConfig
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -47,24 +49,41 @@ def render(template: str, *, name: str = "prompt", **fields: str) -> str:
 
 
 @dataclass(frozen=True)
-class PromptSpec:
-    key: str  # what the request is about (poem id, request text): names it in rejects
-    user: str
-    system: str | None
-    temperature: float
-    max_tokens: int
-    tag: str
-    payload: dict[str, Any] = field(default_factory=dict, compare=False)  # carried into the record
+class Item:
+    """One row of a teaching task: what it is about (names it in rejects), the template's fields, and
+    the values carried into the record."""
 
-    def messages(self) -> list[dict[str, str]]:
-        msgs = [{"role": "system", "content": self.system}] if self.system else []
-        return msgs + [{"role": "user", "content": self.user}]
+    key: str
+    fields: dict[str, str]
+    payload: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-class ResultLike(Protocol):
-    ok: bool
-    text: str | None
-    error: str | None
+class TeachingTask(LLMTask[Item]):
+    """Template + system prompt in, one text field of the record out."""
+
+    def __init__(self, cfg: PoetryConfig, tag: str, template: str, field_name: str, *, system: str | None,
+                 poem: bool = False):
+        vol = cfg.pipeline.volumes
+        self.name = tag
+        self.template_name, self.template = template, getattr(cfg.prompts, template)
+        self.field_name, self.system, self.poem = field_name, system, poem
+        self.temperature = vol.temperature
+        self.max_tokens = vol.poem_max_tokens if poem else vol.max_tokens
+
+    def key(self, row: Item) -> str:
+        return row.key
+
+    def prompt(self, row: Item) -> LLMRequest:
+        user = render(self.template, name=self.template_name, **row.fields)
+        messages = ([ChatMessage(role="system", content=self.system)] if self.system else []) + [
+            ChatMessage(role="user", content=user)]
+        return LLMRequest(messages=messages, temperature=self.temperature, max_tokens=self.max_tokens, tag=self.name)
+
+    def parse(self, row: Item, result: LLMResult) -> dict | Reject:
+        text = clean_text(result.text, poem=self.poem)
+        if not text:
+            return Reject(row.key, f"empty {self.field_name} in the response")
+        return {**row.payload, self.field_name: text}
 
 
 def educator_system(cfg: PoetryConfig) -> str:
@@ -82,96 +101,72 @@ def _take(items: Sequence, n: int) -> list:
     return list(items) if n <= 0 else list(items[:n])
 
 
-def _spec(cfg: PoetryConfig, tag: str, key: str, user: str, payload: dict, *, system: str | None,
-          poem: bool = False) -> PromptSpec:
-    vol = cfg.pipeline.volumes
-    return PromptSpec(key=key, user=user, system=system, temperature=vol.temperature,
-                      max_tokens=vol.poem_max_tokens if poem else vol.max_tokens, tag=tag, payload=payload)
+# ---- the tasks and their rows, one builder per task ---------------------------------------------------
 
-
-# ---- request builders, one per task -------------------------------------------------------------------
-
-def bad_poem_specs(cfg: PoetryConfig, n: int) -> list[PromptSpec]:
+def bad_poems(cfg: PoetryConfig, n: int) -> tuple[TeachingTask, list[Item]]:
     topics = cfg.prompts.bad_poem_topics
-    out = []
-    for i in range(n):
-        topic = topics[i % len(topics)]
-        user = render(cfg.prompts.bad_poem, name="bad_poem", topic=topic)
-        out.append(_spec(cfg, "poetry_bad_poems", f"topic {i + 1}: {topic}", user, {"topic": topic, "index": i},
-                         system=None, poem=True))
-    return out
+    rows = [Item(f"topic {i + 1}: {topics[i % len(topics)]}", {"topic": topics[i % len(topics)]},
+                 {"topic": topics[i % len(topics)], "index": i}) for i in range(n)]
+    return TeachingTask(cfg, "poetry_bad_poems", "bad_poem", "text", system=None, poem=True), rows
 
 
-def critique_specs(cfg: PoetryConfig, good: Sequence[Poem], bad: Sequence[Poem], n: int) -> list[PromptSpec]:
+def critiques(cfg: PoetryConfig, good: Sequence[Poem], bad: Sequence[Poem], n: int) -> tuple[TeachingTask, list[Item]]:
     """T1 over good and bad poems, alternating so both kinds are present at any volume."""
     mixed: list[Poem] = []
     for i in range(max(len(good), len(bad))):
         mixed += [p for p in (good[i] if i < len(good) else None, bad[i] if i < len(bad) else None) if p]
-    system = educator_system(cfg)
-    return [_spec(cfg, "poetry_critiques", p.id, render(cfg.prompts.t1_critique, name="t1_critique", poem=p.text),
-                  {"poem": p.to_dict()}, system=system) for p in _take(mixed, n)]
+    rows = [Item(p.id, {"poem": p.text}, {"poem": p.to_dict()}) for p in _take(mixed, n)]
+    return TeachingTask(cfg, "poetry_critiques", "t1_critique", "critique", system=educator_system(cfg)), rows
 
 
-def brief_specs(cfg: PoetryConfig, requests: Sequence[str], n: int) -> list[PromptSpec]:
-    system = educator_system(cfg)
-    return [_spec(cfg, "poetry_briefs", req, render(cfg.prompts.t2_brief, name="t2_brief", request=req),
-                  {"user_request": req}, system=system) for req in _take(requests, n)]
+def briefs(cfg: PoetryConfig, requests: Sequence[str], n: int) -> tuple[TeachingTask, list[Item]]:
+    rows = [Item(req, {"request": req}, {"user_request": req}) for req in _take(requests, n)]
+    return TeachingTask(cfg, "poetry_briefs", "t2_brief", "brief", system=educator_system(cfg)), rows
 
 
-def comparison_specs(cfg: PoetryConfig, good: Sequence[Poem], bad: Sequence[Poem], n: int) -> list[PromptSpec]:
+def comparisons(cfg: PoetryConfig, good: Sequence[Poem], bad: Sequence[Poem], n: int) -> tuple[TeachingTask, list[Item]]:
     """T3 pairs one good with one bad poem; the good one is A on even pairs and B on odd ones, so the
     model cannot learn "A is always better" (the seed always put the good poem first)."""
-    system = educator_system(cfg)
-    specs = []
+    rows = []
     for i, (g, b) in enumerate(_take(list(zip(good, bad)), n)):
         a, bb = (g, b) if i % 2 == 0 else (b, g)
-        user = render(cfg.prompts.t3_comparison, name="t3_comparison", poem_a=a.text, poem_b=bb.text)
-        specs.append(_spec(cfg, "poetry_comparisons", f"{a.id} vs {bb.id}", user,
-                           {"poem_a": a.to_dict(), "poem_b": bb.to_dict()}, system=system))
-    return specs
+        rows.append(Item(f"{a.id} vs {bb.id}", {"poem_a": a.text, "poem_b": bb.text},
+                         {"poem_a": a.to_dict(), "poem_b": bb.to_dict()}))
+    return TeachingTask(cfg, "poetry_comparisons", "t3_comparison", "comparison", system=educator_system(cfg)), rows
 
 
-def autopsy_specs(cfg: PoetryConfig, bad: Sequence[Poem], n: int) -> list[PromptSpec]:
-    system = educator_system(cfg)
-    return [_spec(cfg, "poetry_autopsies", p.id, render(cfg.prompts.t4_autopsy, name="t4_autopsy", poem=p.text),
-                  {"poem": p.to_dict()}, system=system) for p in _take(bad, n)]
+def autopsies(cfg: PoetryConfig, bad: Sequence[Poem], n: int) -> tuple[TeachingTask, list[Item]]:
+    rows = [Item(p.id, {"poem": p.text}, {"poem": p.to_dict()}) for p in _take(bad, n)]
+    return TeachingTask(cfg, "poetry_autopsies", "t4_autopsy", "autopsy", system=educator_system(cfg)), rows
 
 
-def revision_specs(cfg: PoetryConfig, critiques: Sequence[dict], n: int) -> list[PromptSpec]:
+def revisions(cfg: PoetryConfig, critique_records: Sequence[dict], n: int) -> tuple[TeachingTask, list[Item]]:
     """T5 step 1: the student's revision (no persona: the student writes it)."""
-    specs = []
-    for rec in _take(critiques, n):
-        user = render(cfg.prompts.t5_revision, name="t5_revision", poem=rec["poem"]["text"], critique=rec["critique"])
-        specs.append(_spec(cfg, "poetry_dialogues/revision", rec["poem"]["id"], user,
-                           {"poem": rec["poem"], "critique": rec["critique"]}, system=None, poem=True))
-    return specs
+    rows = [Item(rec["poem"]["id"], {"poem": rec["poem"]["text"], "critique": rec["critique"]},
+                 {"poem": rec["poem"], "critique": rec["critique"]}) for rec in _take(critique_records, n)]
+    return TeachingTask(cfg, "poetry_dialogues/revision", "t5_revision", "revision", system=None, poem=True), rows
 
 
-def follow_up_specs(cfg: PoetryConfig, revised: Sequence[dict]) -> list[PromptSpec]:
+def follow_ups(cfg: PoetryConfig, revised: Sequence[dict]) -> tuple[TeachingTask, list[Item]]:
     """T5 step 2: the educator responds to the revision."""
-    system = educator_system(cfg)
-    specs = []
-    for rec in revised:
-        user = render(cfg.prompts.t5_follow_up, name="t5_follow_up", poem=rec["poem"]["text"],
-                      critique=rec["critique"], revision=rec["revision"])
-        specs.append(_spec(cfg, "poetry_dialogues/follow_up", rec["poem"]["id"], user, dict(rec), system=system))
-    return specs
+    rows = [Item(rec["poem"]["id"], {"poem": rec["poem"]["text"], "critique": rec["critique"],
+                                     "revision": rec["revision"]}, dict(rec)) for rec in revised]
+    return TeachingTask(cfg, "poetry_dialogues/follow_up", "t5_follow_up", "follow_up",
+                        system=educator_system(cfg)), rows
 
 
-def lesson_specs(cfg: PoetryConfig, n: int) -> list[PromptSpec]:
-    system = educator_system(cfg)
-    return [_spec(cfg, "poetry_lessons", q, render(cfg.prompts.t6_lesson, name="t6_lesson", question=q),
-                  {"question": q}, system=system) for q in _take(cfg.prompts.craft_questions, n)]
+def lessons(cfg: PoetryConfig, n: int) -> tuple[TeachingTask, list[Item]]:
+    rows = [Item(q, {"question": q}, {"question": q}) for q in _take(cfg.prompts.craft_questions, n)]
+    return TeachingTask(cfg, "poetry_lessons", "t6_lesson", "lesson", system=educator_system(cfg)), rows
 
 
-def poet_pair_specs(cfg: PoetryConfig, briefs: Sequence[dict], n: int) -> list[PromptSpec]:
-    return [_spec(cfg, "poetry_poet_pairs", rec["user_request"],
-                  render(cfg.prompts.poet_pair, name="poet_pair", brief=rec["brief"]),
-                  {"user_request": rec["user_request"], "brief": rec["brief"]}, system=cfg.poet_system, poem=True)
-            for rec in _take(briefs, n)]
+def poet_pairs(cfg: PoetryConfig, brief_records: Sequence[dict], n: int) -> tuple[TeachingTask, list[Item]]:
+    rows = [Item(rec["user_request"], {"brief": rec["brief"]},
+                 {"user_request": rec["user_request"], "brief": rec["brief"]}) for rec in _take(brief_records, n)]
+    return TeachingTask(cfg, "poetry_poet_pairs", "poet_pair", "poem", system=cfg.poet_system, poem=True), rows
 
 
-# ---- results -> records ---------------------------------------------------------------------------------
+# ---- answers -> records ---------------------------------------------------------------------------------
 
 def clean_text(text: str | None, *, poem: bool = False) -> str:
     """Strip whitespace and, for poems, a wrapping code fence the model sometimes adds."""
@@ -181,35 +176,7 @@ def clean_text(text: str | None, *, poem: bool = False) -> str:
     return text
 
 
-@dataclass
-class Collected:
-    records: list[dict]
-    rejects: list[Reject]
-    truncated: int  # records whose generation stopped at max_tokens (kept, counted)
-
-
-def collect(specs: Sequence[PromptSpec], results: Iterable[ResultLike], field_name: str, *,
-            poem: bool = False, make: Callable[[PromptSpec, str], dict] | None = None) -> Collected:
-    """Pair each spec with its result; a failed or empty result becomes a reject, never a record."""
-    results = list(results)
-    if len(results) != len(specs):
-        raise ValueError(f"{len(specs)} requests but {len(results)} results (the LLM client must keep order)")
-    records, rejects, truncated = [], [], 0
-    for spec, res in zip(specs, results):
-        if not getattr(res, "ok", False):
-            rejects.append(Reject(f"{spec.tag} [{spec.key}]", f"llm call failed: {getattr(res, 'error', None) or 'unknown error'}"))
-            continue
-        text = clean_text(getattr(res, "text", None), poem=poem)
-        if not text:
-            rejects.append(Reject(f"{spec.tag} [{spec.key}]", f"empty {field_name} in the response"))
-            continue
-        if getattr(res, "finish_reason", None) == "length":
-            truncated += 1
-        records.append(make(spec, text) if make else {**spec.payload, field_name: text})
-    return Collected(records, rejects, truncated)
-
-
-def bad_poems_from(collected: Collected) -> list[Poem]:
-    """Turn collected cliché drafts (field ``text``) into :class:`Poem` objects of quality ``bad``."""
+def bad_poems_from(records: Sequence[dict]) -> list[Poem]:
+    """Turn cliché-draft records (field ``text``) into :class:`Poem` objects of quality ``bad``."""
     return [Poem(id=f"bad:generated/{r['index'] + 1:03d}", text=r["text"], source=f"generated: {r['topic']}",
-                 quality="bad") for r in collected.records]
+                 quality="bad") for r in records]

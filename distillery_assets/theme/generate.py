@@ -1,13 +1,16 @@
-"""Persona ChatML generation from keyword-filtered chunks: prompts, JSON re-ask, validation, checkpoints.
+"""Persona ChatML generation from keyword-filtered chunks, as one LLM task.
 
-The LLM is reached through a ``complete(specs, label) -> results`` callable so this module needs no
-Dagster and no particular client: the asset adapts it to ``LLMResource.get_client(...).complete_batch``,
-tests pass a fake. A result needs ``ok``, ``text``, ``parsed``, ``error`` and ``usage`` (with
-``input_tokens``/``output_tokens``) and may carry ``cached``.
+:class:`ExchangeTask` is the task: one row per (chunk, example index); the response format is the
+``{user, assistant}`` exchange (the client checks the schema and re-asks on its own); ``parse`` runs the
+content validators. :class:`ChatMLGenerator` selects the chunks, builds the rows, runs the task through
+the LLM task runner with a journal (one line per finished example), then drops repeated questions in
+input order and tallies the report.
 
 Determinism (what makes kill-and-resume give the same examples as an uninterrupted run): persona, query
-theme and request seed depend only on ``(seed, chunk_id, example index, attempt)``; chunks are processed
-and journaled in input order; the duplicate-question index is rebuilt from the journal on resume.
+theme and request seed depend only on ``(seed, chunk_id, example index)``; answers are parsed in row order;
+the duplicate-question pass runs over the selected rows' kept examples in order, journalled or new alike.
+A call that produced no usable answer (provider error, cut off at max_tokens, invalid JSON after the
+client's re-asks) is a failure: not journalled, asked again by the next run.
 """
 
 from __future__ import annotations
@@ -21,19 +24,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillery_assets.theme.config import Persona
-from distillery_assets.theme.journal import ChunkJournal
-from distillery_assets.theme.validate import ExampleValidator
+from pydantic import BaseModel, ConfigDict, Field
 
-EXCHANGE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "user": {"type": "string", "minLength": 5},
-        "assistant": {"type": "string", "minLength": 5},
-    },
-    "required": ["user", "assistant"],
-    "additionalProperties": False,
-}
+from distillery_assets.llm import ChatMessage, LLMRequest, LLMResult
+from distillery_assets.llm.task import LLMTask, Reject, TaskJournal, TaskRun, run_task
+from distillery_assets.theme.config import Persona
+from distillery_assets.theme.validate import ExampleValidator, QuestionIndex
+
+
+class Exchange(BaseModel):
+    """The generator's reply: one question and the character's answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(min_length=5)
+    assistant: str = Field(min_length=5)
+
 
 GENERATOR_INSTRUCTIONS = """\
 You write one training example for a language model that will play the character below.
@@ -53,10 +59,6 @@ Reply with a single JSON object and nothing else: {{"user": "<the question>", "a
 
 PASSAGE_MESSAGE = "SOURCE PASSAGE (from {title}):\n{passage}\n\nTOPIC OF THE QUESTION: {theme}"
 
-REASK_MESSAGE = (
-    "That reply could not be used: {error}. Answer again with only the JSON object "
-    '{{"user": "...", "assistant": "..."}} and no other text.'
-)
 
 
 @dataclass(frozen=True)
@@ -66,35 +68,13 @@ class GenerationSettings:
     max_tokens: int = 400
     max_passage_chars: int = 1500
     min_chunk_chars: int = 100
-    max_reasks: int = 1
     seed: int = 42
-    batch_chunks: int = 4
     model: str | None = None
 
     def fingerprint(self, *extra: str) -> str:
         """Identifies a generation setup; the journal lives under it so a changed setup starts afresh."""
-        payload = json.dumps({**asdict(self), "batch_chunks": None, "extra": list(extra)}, sort_keys=True)
+        payload = json.dumps({**asdict(self), "extra": list(extra)}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-
-@dataclass
-class GenSpec:
-    """One LLM call, provider-neutral (the asset turns it into an ``LLMRequest``)."""
-
-    messages: list[dict[str, str]]
-    temperature: float
-    max_tokens: int
-    json_schema: dict[str, Any] | None
-    seed: int
-    tag: str
-    model: str | None = None
-
-
-Complete = Callable[[list[GenSpec], str], Sequence[Any]]
-
-
-class GenerationInterrupted(RuntimeError):
-    """Raised by ``stop_after_chunks`` (tests): the journal keeps everything finished so far."""
 
 
 @dataclass
@@ -108,15 +88,12 @@ class GenerationReport:
     rejected: Counter = field(default_factory=Counter)
     persona_counts: Counter = field(default_factory=Counter)
     response_chars: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    llm_calls: int = 0
-    llm_cached: int = 0
-    reasks: int = 0
+    usage: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     torn_line_dropped: bool = False
 
     def as_dict(self) -> dict[str, Any]:
+        usage = self.usage
         return {
             "chunks_selected": self.chunks_selected,
             "chunks_processed": self.chunks_processed,
@@ -128,11 +105,12 @@ class GenerationReport:
             "rejected_by_reason": dict(self.rejected.most_common()),
             "persona_distribution": dict(sorted(self.persona_counts.items())),
             "mean_response_chars": round(self.response_chars / self.examples_kept, 1) if self.examples_kept else 0,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "llm_calls": self.llm_calls,
-            "llm_cached_calls": self.llm_cached,
-            "reasks": self.reasks,
+            "input_tokens": usage.get("input_tokens", 0),
+            "output_tokens": usage.get("output_tokens", 0),
+            "llm_calls": usage.get("requests", 0),
+            "llm_cached_calls": usage.get("cache_hits", 0),
+            "llm_provider_calls": usage.get("provider_calls", 0),
+            "estimated_cost_usd": usage.get("cost_usd", 0.0),
             "failures": self.failures[:20],
             "torn_checkpoint_line_dropped": self.torn_line_dropped,
         }
@@ -142,26 +120,65 @@ def _int_seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
-def parse_exchange(result: Any) -> tuple[dict[str, Any] | None, str | None]:
-    """The ``{user, assistant}`` object from a result, or ``(None, why)``."""
-    parsed = getattr(result, "parsed", None)
-    if isinstance(parsed, dict):
-        obj = parsed
-    else:
-        text = getattr(result, "text", None) or ""
-        start = text.find("{")
-        if start < 0:
-            return None, "no JSON object in the reply"
-        try:
-            obj, _ = json.JSONDecoder().raw_decode(text[start:])
-        except ValueError as exc:
-            return None, f"invalid JSON ({exc.msg})"
-        if not isinstance(obj, dict):
-            return None, "reply JSON is not an object"
-    missing = [k for k in ("user", "assistant") if not isinstance(obj.get(k), str) or not obj[k].strip()]
-    if missing:
-        return None, f"missing or empty field(s): {', '.join(missing)}"
-    return {"user": obj["user"].strip(), "assistant": obj["assistant"].strip()}, None
+@dataclass(frozen=True)
+class Job:
+    """One example to generate: a chunk, its example index, and the persona and topic drawn for it."""
+
+    chunk: dict[str, Any] = field(compare=False)
+    index: int
+    persona: Persona
+    theme: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.chunk['chunk_id']}#{self.index}"
+
+
+class ExchangeTask(LLMTask[Job]):
+    """The generator prompt for one (chunk, example) in; a validated ChatML example out."""
+
+    response_format = Exchange
+
+    def __init__(self, settings: GenerationSettings, validator: ExampleValidator, tag: str = "theme_chatml"):
+        self.settings, self.validator, self.name = settings, validator, tag
+
+    def key(self, row: Job) -> str:
+        return row.key
+
+    def prompt(self, row: Job) -> LLMRequest:
+        s = self.settings
+        return LLMRequest(
+            messages=[
+                ChatMessage(role="system", content=GENERATOR_INSTRUCTIONS.format(persona=row.persona.prompt)),
+                ChatMessage(role="user", content=PASSAGE_MESSAGE.format(
+                    title=row.chunk.get("source_title") or "an old book",
+                    passage=row.chunk["text"][: s.max_passage_chars], theme=row.theme)),
+            ],
+            temperature=s.temperature, max_tokens=s.max_tokens, seed=_int_seed(s.seed, row.chunk["chunk_id"], row.index, 0),
+            model=s.model, tag=self.name)
+
+    def parse(self, row: Job, result: LLMResult) -> dict | Reject:
+        exchange = self.response(result)
+        verdict = self.validator.check_content(exchange.user, exchange.assistant)
+        if verdict:
+            return Reject(row.key, verdict[0], verdict[1])
+        chunk = row.chunk
+        return {
+            "messages": [
+                {"role": "system", "content": row.persona.prompt},
+                {"role": "user", "content": exchange.user.strip()},
+                {"role": "assistant", "content": exchange.assistant.strip()},
+            ],
+            "metadata": {
+                "source_id": chunk.get("source_id"),
+                "source_title": chunk.get("source_title", ""),
+                "chunk_id": chunk["chunk_id"],
+                "persona": row.persona.name,
+                "persona_group": row.persona.group,
+                "query_theme": row.theme,
+                "example_index": row.index,
+            },
+        }
 
 
 class ChatMLGenerator:
@@ -180,192 +197,87 @@ class ChatMLGenerator:
         self.query_themes = list(query_themes)
         self.validator = validator
         self.settings = settings
-        self.journal = ChunkJournal(journal_path)
-        self.tag = tag
+        self.journal = TaskJournal(journal_path)
+        self.task = ExchangeTask(settings, validator, tag)
+        self._kept: dict[str, list[dict[str, Any]]] = {}
+        self._rejects: list[dict[str, Any]] = []
 
-    # ---------------------------------------------------------------------------------------- specs
-    def plan(self, chunk: dict[str, Any]) -> list[tuple[Persona, str]]:
+    def plan(self, chunk: dict[str, Any]) -> list[Job]:
         rng = random.Random(_int_seed(self.settings.seed, chunk["chunk_id"]))
-        return [
-            (rng.choice(self.personas), rng.choice(self.query_themes))
-            for _ in range(self.settings.examples_per_chunk)
-        ]
+        return [Job(chunk, index, rng.choice(self.personas), rng.choice(self.query_themes))
+                for index in range(self.settings.examples_per_chunk)]
 
-    def first_spec(self, chunk: dict[str, Any], persona: Persona, theme: str, index: int) -> GenSpec:
-        s = self.settings
-        messages = [
-            {"role": "system", "content": GENERATOR_INSTRUCTIONS.format(persona=persona.prompt)},
-            {"role": "user", "content": PASSAGE_MESSAGE.format(
-                title=chunk.get("source_title") or "an old book",
-                passage=chunk["text"][: s.max_passage_chars], theme=theme)},
-        ]
-        return GenSpec(messages, s.temperature, s.max_tokens, EXCHANGE_SCHEMA,
-                       _int_seed(s.seed, chunk["chunk_id"], index, 0), self.tag, s.model)
+    def prompt_messages(self, chunk: dict[str, Any]) -> list[dict[str, str]]:
+        """The generator prompt of a chunk's first example, as plain messages (for the model benchmark)."""
+        request = self.task.request(self.plan(chunk)[0])
+        return [{"role": m.role, "content": m.content} for m in request.messages]
 
-    def reask_spec(self, spec: GenSpec, bad_text: str, error: str, attempt: int, chunk_id: str, index: int) -> GenSpec:
-        messages = spec.messages + [
-            {"role": "assistant", "content": (bad_text or "")[:2000]},
-            {"role": "user", "content": REASK_MESSAGE.format(error=error)},
-        ]
-        return GenSpec(messages, spec.temperature, spec.max_tokens, spec.json_schema,
-                       _int_seed(self.settings.seed, chunk_id, index, attempt), spec.tag, spec.model)
-
-    # ------------------------------------------------------------------------------------------ run
-    def run(
-        self,
-        chunks: Iterable[dict[str, Any]],
-        complete: Complete,
-        max_chunks: int | None = None,
-        log: Callable[[str], None] = lambda _msg: None,
-        stop_after_chunks: int | None = None,
-    ) -> tuple[list[str], GenerationReport]:
-        """Process chunks in order; returns the selected chunk ids (in order) and the run's report."""
+    def run(self, chunks: Iterable[dict[str, Any]], client: Any, max_chunks: int | None = None,
+            log: Callable[[str], None] = lambda _msg: None) -> tuple[list[str], GenerationReport]:
+        """Generate for the first ``max_chunks`` chunks (in order) through ``client``; returns the selected
+        chunk ids and the report. Examples are available from :meth:`examples` afterwards."""
         report = GenerationReport(torn_line_dropped=self.journal.dropped_torn_line)
-        selected: list[str] = []
-        todo: list[dict[str, Any]] = []
+        selected: list[dict[str, Any]] = []
         for chunk in chunks:
             if max_chunks is not None and len(selected) >= max_chunks:
                 break
-            selected.append(chunk["chunk_id"])
-            if chunk["chunk_id"] in self.journal:
-                report.chunks_resumed += 1
-            else:
-                todo.append(chunk)
+            selected.append(chunk)
         report.chunks_selected = len(selected)
-        # rebuild the duplicate-question memory from the finished chunks of this selection, in order, as an
-        # uninterrupted run would have it (entries of chunks no longer selected play no part)
-        for chunk_id in selected:
-            for example in self.journal.entries.get(chunk_id, {}).get("examples", []):
-                self.validator.questions.add(example["messages"][1]["content"])
-        if report.chunks_resumed:
-            log(f"resuming: {report.chunks_resumed} chunks already finished in {self.journal.path}")
-        done_now = 0
-        for start in range(0, len(todo), self.settings.batch_chunks):
-            batch = todo[start : start + self.settings.batch_chunks]
-            for entry in self._run_batch(batch, complete, report):
-                if entry is None:
-                    continue
-                if stop_after_chunks is not None and done_now >= stop_after_chunks:
-                    raise GenerationInterrupted(f"stopped after {done_now} chunks (test hook)")
-                self.journal.append(entry)
-                done_now += 1
-            log(f"theme_chatml: {min(start + len(batch), len(todo))}/{len(todo)} new chunks done")
-        self._tally(selected, report)
-        return selected, report
-
-    def _run_batch(self, batch: list[dict[str, Any]], complete: Complete, report: GenerationReport):
-        s = self.settings
-        jobs: list[dict[str, Any]] = []  # one per example to generate
-        entries: list[dict[str, Any]] = []
-        for chunk in batch:
-            entry = {"chunk_id": chunk["chunk_id"], "examples": [], "rejects": [], "usage": [0, 0], "failed": None}
-            entries.append(entry)
-            if len(chunk["text"].strip()) < s.min_chunk_chars:
-                entry["skipped"] = "too_short"
-                continue
-            for index, (persona, theme) in enumerate(self.plan(chunk)):
-                spec = self.first_spec(chunk, persona, theme, index)
-                jobs.append({"entry": entry, "chunk": chunk, "persona": persona, "theme": theme,
-                             "index": index, "spec": spec, "exchange": None, "error": None})
-        pending = list(jobs)
-        for attempt in range(s.max_reasks + 1):
-            if not pending:
-                break
-            if attempt:
-                report.reasks += len(pending)
-            results = complete([j["spec"] for j in pending], f"{self.tag}/{batch[0]['chunk_id']}")
-            if len(results) != len(pending):
-                raise RuntimeError(f"LLM client returned {len(results)} results for {len(pending)} requests")
-            retry = []
-            for job, result in zip(pending, results):
-                report.llm_calls += 1
-                report.llm_cached += bool(getattr(result, "cached", False))
-                usage = getattr(result, "usage", None)
-                job["entry"]["usage"][0] += int(getattr(usage, "input_tokens", 0) or 0)
-                job["entry"]["usage"][1] += int(getattr(usage, "output_tokens", 0) or 0)
-                text = getattr(result, "text", None)
-                if not getattr(result, "ok", False) and not text:
-                    # no reply at all (connection, timeout, provider error): the chunk is not finished
-                    job["entry"]["failed"] = f"{job['chunk']['chunk_id']}: {getattr(result, 'error', 'unknown error')}"
-                    continue
-                exchange, why = parse_exchange(result)
-                if exchange is None and getattr(result, "error", None) and not why:
-                    why = str(result.error)
-                if exchange is not None:
-                    job["exchange"] = exchange
-                    continue
-                job["error"] = why
-                if attempt < s.max_reasks:
-                    job["spec"] = self.reask_spec(job["spec"], text or "", why, attempt + 1,
-                                                  job["chunk"]["chunk_id"], job["index"])
-                    retry.append(job)
-            pending = retry
-        for job in jobs:  # validate in input order so duplicate detection is deterministic
-            entry = job["entry"]
-            if entry["failed"]:
-                continue
-            if job["exchange"] is None:
-                entry["rejects"].append({"index": job["index"], "reason": "invalid_json", "detail": job["error"]})
-                continue
-            verdict = self.validator.check(job["exchange"]["user"], job["exchange"]["assistant"])
-            if verdict:
-                entry["rejects"].append({"index": job["index"], "reason": verdict[0], "detail": verdict[1],
-                                         "persona": job["persona"].name})
-                continue
-            chunk = job["chunk"]
-            entry["examples"].append({
-                "messages": [
-                    {"role": "system", "content": job["persona"].prompt},
-                    {"role": "user", "content": job["exchange"]["user"]},
-                    {"role": "assistant", "content": job["exchange"]["assistant"]},
-                ],
-                "metadata": {
-                    "source_id": chunk.get("source_id"),
-                    "source_title": chunk.get("source_title", ""),
-                    "chunk_id": chunk["chunk_id"],
-                    "persona": job["persona"].name,
-                    "persona_group": job["persona"].group,
-                    "query_theme": job["theme"],
-                    "example_index": job["index"],
-                },
-            })
-        for entry in entries:
-            if entry["failed"]:
-                report.chunks_failed += 1
-                report.failures.append(entry["failed"])
-                yield None
-            else:
-                report.chunks_processed += 1
-                yield entry
-
-    def _tally(self, selected: list[str], report: GenerationReport) -> None:
-        for chunk_id in selected:
-            entry = self.journal.entries.get(chunk_id)
-            if entry is None:
-                continue
-            if entry.get("skipped") == "too_short":
+        jobs: list[Job] = []
+        for chunk in selected:
+            if len(chunk["text"].strip()) < self.settings.min_chunk_chars:
                 report.chunks_too_short += 1
-            for reject in entry["rejects"]:
-                report.rejected[reject["reason"]] += 1
-            for example in entry["examples"]:
+            else:
+                jobs.append(self.plan(chunk))
+        rows = [job for chunk_jobs in jobs for job in chunk_jobs]
+        run = run_task(self.task, rows, client, journal=self.journal, label=f"{self.task.name}", log=log)
+        self._tally(selected, jobs, run, report)
+        return [c["chunk_id"] for c in selected], report
+
+    def _tally(self, selected: list[dict], jobs: list[list[Job]], run: TaskRun, report: GenerationReport) -> None:
+        failed = {f.key: f.reason for f in run.failures}
+        by_key = dict(zip(run.keys, run.records))
+        for reject in run.rejects:
+            report.rejected[reject.reason] += 1
+        self._kept = {}
+        self._rejects = [{"chunk_id": r.key.rsplit("#", 1)[0], "index": int(r.key.rsplit("#", 1)[1]),
+                          "reason": r.reason, "detail": r.detail} for r in run.rejects]
+        # the repeat memory holds only this selection's kept questions, in order, as an uninterrupted run has it
+        questions = QuestionIndex(self.validator.settings.near_duplicate_jaccard)
+        for chunk_jobs in jobs:
+            chunk_id = chunk_jobs[0].chunk["chunk_id"]
+            asked = [j for j in chunk_jobs if j.key in run.results]
+            if any(j.key in failed for j in chunk_jobs):
+                report.chunks_failed += 1
+                report.failures += [f"{chunk_id}: {failed[j.key]}" for j in chunk_jobs if j.key in failed]
+            elif asked:
+                report.chunks_processed += 1
+            else:
+                report.chunks_resumed += 1
+            kept = []
+            for job in chunk_jobs:  # the duplicate-question pass, in row order
+                example = by_key.get(job.key)
+                if example is None:
+                    continue
+                question = example["messages"][1]["content"]
+                dup = questions.match(question)
+                if dup:
+                    report.rejected[dup] += 1
+                    self._rejects.append({"chunk_id": chunk_id, "index": job.index, "reason": dup,
+                                          "detail": question[:80], "persona": job.persona.name})
+                    continue
+                questions.add(example["messages"][1]["content"])
+                kept.append(example)
                 report.examples_kept += 1
                 report.persona_counts[example["metadata"]["persona"]] += 1
                 report.response_chars += len(example["messages"][2]["content"])
-            report.input_tokens += entry["usage"][0]
-            report.output_tokens += entry["usage"][1]
+            self._kept[chunk_id] = kept
+        report.usage = run.usage.as_dict()
 
     def examples(self, selected: Iterable[str]) -> list[dict[str, Any]]:
         """Kept examples of the selected chunks, in chunk order then example order."""
-        out: list[dict[str, Any]] = []
-        for chunk_id in selected:
-            out.extend(self.journal.entries.get(chunk_id, {}).get("examples", []))
-        return out
+        return [example for chunk_id in selected for example in self._kept.get(chunk_id, [])]
 
-
-def rejects_log(journal: ChunkJournal, selected: Iterable[str]) -> list[dict[str, Any]]:
-    """Every reject of the selected chunks, with its chunk id, for the rejects file."""
-    return [
-        {"chunk_id": chunk_id, **reject}
-        for chunk_id in selected
-        for reject in journal.entries.get(chunk_id, {}).get("rejects", [])
-    ]
+    def rejects(self) -> list[dict[str, Any]]:
+        """Every reject of the last run's rows (journalled ones included), with chunk id and example index."""
+        return list(self._rejects)

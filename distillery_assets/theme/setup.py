@@ -2,7 +2,7 @@
 
 The checkpoint journal lives under a fingerprint of everything that shapes the examples (generation and
 validator settings, the bytes of the config files, the LLM target), so changing any of them starts a fresh
-journal instead of mixing old and new examples; changing only ``max_chunks`` or ``batch_chunks`` resumes.
+journal instead of mixing old and new examples; changing only ``max_chunks`` resumes.
 """
 
 from __future__ import annotations

@@ -107,6 +107,18 @@ class ExampleValidator:
 
     def check(self, user: object, assistant: object) -> tuple[str, str] | None:
         """``None`` when the exchange passes, else ``(reason, detail)``. Passing questions are remembered."""
+        verdict = self.check_content(user, assistant)
+        if verdict:
+            return verdict
+        user = str(user).strip()
+        dup = self.questions.match(user)
+        if dup:
+            return dup, user[:80]
+        self.questions.add(user)
+        return None
+
+    def check_content(self, user: object, assistant: object) -> tuple[str, str] | None:
+        """Every check but the duplicate-question one (which depends on the examples before it)."""
         if not isinstance(user, str) or not isinstance(assistant, str) or not user.strip() or not assistant.strip():
             return "empty_field", "user or assistant missing or empty"
         user, assistant = user.strip(), assistant.strip()
@@ -131,8 +143,4 @@ class ExampleValidator:
         found = self.keywords.distinct_keywords(assistant)
         if len(found) < s.min_theme_keywords:
             return "insufficient_theme_keywords", f"{sorted(found)} < {s.min_theme_keywords} distinct"
-        dup = self.questions.match(user)
-        if dup:
-            return dup, user[:80]
-        self.questions.add(user)
         return None
