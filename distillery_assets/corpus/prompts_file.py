@@ -58,19 +58,25 @@ def parse_line(raw: str, leaf_dir: Path, source: str) -> CorpusTask | Reject:
 
 
 def parse_prompts_file(path: Path) -> tuple[list[CorpusTask], list[Reject]]:
-    """All tasks of one ``prompts.txt`` (blank lines ignored) and every line rejected, with reasons."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        return [], [Reject(str(path), f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
+    """All tasks of one ``prompts.txt`` (blank lines ignored) and every line rejected, with reasons.
+
+    The file is decoded line by line: a line that is not UTF-8 is one reject naming its line, and the
+    lines around it are parsed as usual.
+    """
     tasks: list[CorpusTask] = []
     rejects: list[Reject] = []
     seen: dict[str, str] = {}
-    for line_no, raw in enumerate(text.splitlines(), start=1):
+    for line_no, raw_bytes in enumerate(path.read_bytes().splitlines(), start=1):
+        source = f"{path} line {line_no}"
+        # Decoded one line at a time, so a stray byte costs its own line and nothing else.
+        try:
+            raw = raw_bytes.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            rejects.append(Reject(source, f"not UTF-8 text ({exc.reason} at byte {exc.start + 1} of the line)"))
+            continue
         if not raw.strip():
             continue
-        source = f"{path} line {line_no}"
-        parsed = parse_line(raw.rstrip("\r"), path.parent, source)
+        parsed = parse_line(raw, path.parent, source)
         if isinstance(parsed, CorpusTask):
             if parsed.file in seen:
                 parsed = Reject(source, f"file name {parsed.file!r} already listed at {seen[parsed.file]}")

@@ -56,11 +56,31 @@ def test_bad_lines_do_not_stop_the_rest(tmp_path):
     assert "already listed at line 1" in rejects[2].reason
 
 
-def test_non_utf8_prompts_file_is_rejected_whole(tmp_path):
+def test_non_utf8_single_line_file_is_one_reject_naming_its_line(tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_bytes(b"a.corpus caf\xe9\n")
     tasks, rejects = parse_prompts_file(prompts)
-    assert tasks == [] and "not UTF-8" in rejects[0].reason and rejects[0].source == str(prompts)
+    assert tasks == [] and "not UTF-8" in rejects[0].reason and rejects[0].source == f"{prompts} line 1"
+
+
+def test_one_non_utf8_byte_costs_only_its_line(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_bytes(
+        "a.corpus Café au lait.\n".encode()
+        + b"b.corpus Bad \xff byte here.\r\n"
+        + b"\n"
+        + b"c.corpus Third prompt.\r\n"
+        + b"d.corpus Also bad \xfe\xfe.\n"
+        + b"e.corpus Last, no newline."
+    )
+    tasks, rejects = parse_prompts_file(prompts)
+    assert [t.file for t in tasks] == ["a.corpus", "c.corpus", "e.corpus"]
+    assert tasks[0].prompt == "Café au lait." and tasks[1].prompt == "Third prompt."
+    assert [t.source for t in tasks] == [f"{prompts} line 1", f"{prompts} line 4", f"{prompts} line 6"]
+    assert [r.source for r in rejects] == [f"{prompts} line 2", f"{prompts} line 5"]
+    assert all("not UTF-8" in r.reason for r in rejects)
+    assert "invalid start byte at byte 14 of the line" in rejects[0].reason
+    assert str(rejects[0]).startswith(f"{prompts} line 2: not UTF-8")
 
 
 def test_scan_partition_splits_existing_and_pending_in_sorted_order(tmp_path):
