@@ -42,6 +42,9 @@ class CorpusGenerateConfig(CorpusRootConfig):
     dry_run: bool = Field(default=False, description="List the missing files without calling the LLM.")
     model: str | None = Field(default=None, description="Model id; null = the LLM provider's default model.")
     max_tokens: int = Field(default=MAX_TOKENS, description="Most tokens per document (a cap on cost and time).")
+    accept_truncated: bool = Field(
+        default=False, description="Write answers cut off at max_tokens (after one larger retry) instead of "
+        "failing them; each such file is listed as truncated in the metadata and the catalogue.")
 
 
 def _require_keys(context: dg.AssetExecutionContext) -> list[str]:
@@ -167,7 +170,7 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
         report = generate_missing(
             selected, client, model=config.model, tag=corpus_name,
             label=f"{corpus_name}/{keys[0] if len(keys) == 1 else f'{keys[0]}...{keys[-1]}'}",
-            max_tokens=config.max_tokens,
+            max_tokens=config.max_tokens, accept_truncated=config.accept_truncated,
         )
         for outcome in report.failed:
             context.log.error(f"FAILED {relative(outcome.task.path, root)}: {outcome.reason}")
@@ -189,6 +192,7 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
             "rejected_lines": sum(len(p.rejects) for p in plans.values()),
             "rejects": dg.MetadataValue.json(rejects_summary(plans)),
             "truncated_at_max_tokens": summary["truncated_at_max_tokens"],
+            "truncated_files": dg.MetadataValue.json(summary["truncated_files"]),
             "words_median": summary["words_median"],
             "words_per_file": dg.MetadataValue.json(summary["words_per_file"]),
             "by_partition": table_md(summary["by_partition"],

@@ -29,12 +29,14 @@ TEMPERATURE = 0.8
 MAX_TOKENS = 4096
 
 
-def build_request(task: CorpusTask, *, model: str | None, tag: str, max_tokens: int = MAX_TOKENS) -> LLMRequest:
+def build_request(task: CorpusTask, *, model: str | None, tag: str, max_tokens: int = MAX_TOKENS,
+                  accept_truncated: bool = False) -> LLMRequest:
     return LLMRequest(
         messages=[ChatMessage(role="system", content=SYSTEM_PROMPT), ChatMessage(role="user", content=task.prompt)],
         temperature=TEMPERATURE,
         max_tokens=max_tokens,
         model=model,
+        accept_truncated=accept_truncated,
         tag=tag,
     )
 
@@ -45,14 +47,17 @@ class CorpusWriting(LLMTask[CorpusTask]):
     name = "corpus"
     ordered = False  # files are independent: write each one as soon as its answer arrives
 
-    def __init__(self, *, model: str | None = None, tag: str = "corpus", max_tokens: int = MAX_TOKENS):
+    def __init__(self, *, model: str | None = None, tag: str = "corpus", max_tokens: int = MAX_TOKENS,
+                 accept_truncated: bool = False):
         self.model, self.tag, self.max_tokens = model, tag, max_tokens
+        self.accept_truncated = accept_truncated
 
     def key(self, row: CorpusTask) -> str:
         return str(row.path)
 
     def prompt(self, row: CorpusTask) -> LLMRequest:
-        return build_request(row, model=self.model, tag=self.tag, max_tokens=self.max_tokens)
+        return build_request(row, model=self.model, tag=self.tag, max_tokens=self.max_tokens,
+                             accept_truncated=self.accept_truncated)
 
     def parse(self, row: CorpusTask, result: LLMResult) -> str | Reject:
         text = (result.text or "").strip()
@@ -116,16 +121,21 @@ def generate_missing(
     tag: str = "corpus",
     label: str = "corpus",
     max_tokens: int = MAX_TOKENS,
+    accept_truncated: bool = False,
 ) -> GenerationReport:
     """Ask for every task's text and write each answer to its ``.corpus`` file as it arrives (with no tasks
-    the client is not needed and may be None)."""
+    the client is not needed and may be None).
+
+    An answer cut off at ``max_tokens`` is not a document: the client asks again with a larger budget, and
+    if it is still cut off the file is a failure with that reason (and is asked for again by the next run).
+    ``accept_truncated=True`` writes such answers anyway, each one flagged ``truncated`` in its outcome."""
     report = GenerationReport()
     tasks = list(tasks)
     if not tasks:
         return report
     if client is None:
         raise ValueError(f"{len(tasks)} documents to generate but no LLM client given")
-    writing = CorpusWriting(model=model, tag=tag, max_tokens=max_tokens)
+    writing = CorpusWriting(model=model, tag=tag, max_tokens=max_tokens, accept_truncated=accept_truncated)
     by_key = {writing.key(t): t for t in tasks}
     outcomes: dict[str, FileOutcome] = {}
 

@@ -42,6 +42,7 @@ def run_summary(
         "failed": len(report.failed),
         "failures": {relative(o.task.path, root): o.reason for o in report.failed},
         "truncated_at_max_tokens": sum(o.truncated for o in generated),
+        "truncated_files": [relative(o.task.path, root) for o in generated if o.truncated],
         "still_missing": sum(len(p.pending) for p in after.values()),
         "words_median": float(statistics.median(words)) if words else 0.0,
         "words_per_file": {

@@ -68,6 +68,7 @@ class _Outcome:
         self.input_tokens = 0
         self.output_tokens = 0
         self.attempts = 0
+        self.provider_s = 0.0  # time inside provider attempts: the latency (no slot wait, backoff, cache lookup)
         self.reported_cost: float | None = None
         self.all_costs_reported = True
 
@@ -76,7 +77,8 @@ class LLMClient:
     def __init__(self, provider: Provider, *, cache_dir: Path | None, concurrency: int = 4,
                  rpm: int | None = None, tpm: int | None = None, timeout_s: float = 120.0,
                  max_attempts: int = 5, backoff_initial_s: float = 1.0, backoff_max_s: float = 60.0,
-                 max_retry_after_s: float = 300.0, json_reasks: int = 2,
+                 max_retry_after_s: float = 300.0, json_reasks: int = 2, length_retries: int = 1,
+                 length_growth: float = 2.0,
                  usage_sink: UsageSink | None = None, progress: ProgressCallback | None = None,
                  run_id: str | None = None, scrubber: Scrubber | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
@@ -90,6 +92,7 @@ class LLMClient:
         self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
         self.max_retry_after_s = max_retry_after_s
         self.json_reasks = max(0, int(json_reasks))
+        self.length_retries, self.length_growth = max(0, int(length_retries)), max(1.0, float(length_growth))
         self.usage_sink, self.progress, self.run_id = usage_sink, progress, run_id
         self.scrub = scrubber or Scrubber()
         self._sleep, self._clock = sleep, clock
@@ -226,6 +229,8 @@ class LLMClient:
         key = request.key(provider, model)
         async with self._key_lock(key):
             entry = self.cache.get(key) if self.cache else None
+            if entry is not None and entry.get("finish_reason") == "length" and not request.accept_truncated:
+                entry = None  # an answer cut off at max_tokens (cached by an older version) is not a result
             if entry is not None:
                 out = _Outcome()
                 out.text, out.parsed, out.finish_reason = entry.get("text"), entry.get("parsed"), entry.get("finish_reason")
@@ -242,6 +247,11 @@ class LLMClient:
         return self._finish(request, provider, model, key, out, started, cached=False)
 
     async def _ask(self, request: LLMRequest, model: str) -> _Outcome:
+        """Provider calls until a whole, usable answer: HTTP-level retries inside ``_call_with_retries``; here,
+        a reply cut off at ``max_tokens`` is asked again with a larger budget (``length_retries`` times,
+        ``length_growth`` times the tokens each) and, for JSON, an unparseable reply is re-asked with the
+        reason (``json_reasks`` times). What is still cut off or invalid after that is an error, never a
+        result (unless the request says ``accept_truncated``)."""
         out = _Outcome()
         messages = list(request.messages)
         schema = request.json_schema
@@ -251,10 +261,12 @@ class LLMClient:
             except jsonschema.SchemaError as exc:
                 out.error = f"invalid json_schema in the request: {exc.message}"
                 return out
-        reason = ""
-        for _ask_number in range(1 + (self.json_reasks if schema is not None else 0)):
+        reasks_left = self.json_reasks if schema is not None else 0
+        length_left = self.length_retries
+        budget = request.max_tokens
+        while True:
             try:
-                reply = await self._call_with_retries(messages, request, model, out)
+                reply = await self._call_with_retries(messages, request, model, out, max_tokens=budget)
             except RetryableError as exc:
                 out.error = f"gave up after {self.max_attempts} attempts: {exc}"
                 return out
@@ -271,30 +283,38 @@ class LLMClient:
             else:
                 out.reported_cost = (out.reported_cost or 0.0) + reply.cost_usd
             out.text, out.finish_reason = reply.text, reply.finish_reason
-            if schema is None:
+            if reply.finish_reason == "length" and not request.accept_truncated:
+                if length_left > 0:
+                    length_left -= 1
+                    self.log.info(f"LLM reply ({request.tag}) cut off at max_tokens={budget}; asking again with "
+                                  f"{max(budget + 1, int(budget * self.length_growth))}")
+                    budget = max(budget + 1, int(budget * self.length_growth))
+                    continue
+                what = "the JSON reply" if schema is not None else "the reply"
+                out.error = (f"finish_reason=length: {what} was cut off at max_tokens={budget} "
+                             f"({1 + self.length_retries} attempt(s)); raw reply: {reply.text[:RAW_IN_ERROR_CHARS]!r}")
                 return out
-            if reply.finish_reason == "length":
-                out.error = (f"finish_reason=length: the JSON reply was cut off at max_tokens={request.max_tokens}; "
-                             f"raw reply: {reply.text[:RAW_IN_ERROR_CHARS]!r}")
+            if schema is None:
                 return out
             try:
                 out.parsed = parse_json_reply(reply.text, schema)
                 return out
             except JSONReplyError as exc:
-                reason = exc.reason
+                if reasks_left <= 0:
+                    out.error = (f"invalid JSON after {1 + self.json_reasks} attempts: {exc.reason}; "
+                                 f"raw reply: {(out.text or '')[:RAW_IN_ERROR_CHARS]!r}")
+                    return out
+                reasks_left -= 1
                 messages = messages + [ChatMessage(role="assistant", content=reply.text),
-                                       ChatMessage(role="user", content=REASK_TEXT.format(reason=reason))]
-        out.error = (f"invalid JSON after {1 + self.json_reasks} attempts: {reason}; "
-                     f"raw reply: {(out.text or '')[:RAW_IN_ERROR_CHARS]!r}")
-        return out
+                                       ChatMessage(role="user", content=REASK_TEXT.format(reason=exc.reason))]
 
     async def _call_with_retries(self, messages: list[ChatMessage], request: LLMRequest, model: str,
-                                 out: _Outcome) -> ProviderReply:
-        estimate = sum(estimate_tokens(m.content) for m in messages) + request.max_tokens
+                                 out: _Outcome, *, max_tokens: int) -> ProviderReply:
+        estimate = sum(estimate_tokens(m.content) for m in messages) + max_tokens
         retrying = AsyncRetrying(stop=stop_after_attempt(self.max_attempts), wait=self._wait,
                                  retry=retry_if_exception_type(RetryableError), sleep=self._asleep,
                                  before_sleep=self._log_retry, reraise=True)
-        kwargs = dict(model=model, temperature=request.temperature, max_tokens=request.max_tokens,
+        kwargs = dict(model=model, temperature=request.temperature, max_tokens=max_tokens,
                       json_schema=request.json_schema, stop=request.stop, seed=request.seed, timeout_s=self.timeout_s)
         async for attempt in retrying:
             with attempt:
@@ -302,7 +322,11 @@ class LLMClient:
                     ticket = await self.limiter.aacquire(estimate, self._asleep)
                     self.provider_calls += 1
                     out.attempts += 1
-                    reply = await self._provider_call(messages, kwargs)
+                    began = self._clock()
+                    try:
+                        reply = await self._provider_call(messages, kwargs)
+                    finally:
+                        out.provider_s += max(self._clock() - began, 0.0)
                     self.limiter.settle(ticket, reply.input_tokens + reply.output_tokens)
         return reply
 
@@ -333,7 +357,7 @@ class LLMClient:
     # ------------------------------------------------------------------ results, rows, sink
     def _finish(self, request: LLMRequest, provider: str, model: str, key: str, out: _Outcome,
                 started: float, cached: bool) -> tuple[LLMResult, dict[str, Any]]:
-        latency = max(self._clock() - started, 0.0)
+        latency = out.provider_s  # provider attempts only: not the wait for a slot, backoff or the cache lookup
         if cached:
             cost = 0.0
         elif out.all_costs_reported and out.reported_cost is not None:
@@ -350,7 +374,7 @@ class LLMClient:
             "request_key": key, "provider": provider, "model": model, "tag": request.tag, "ok": result.ok,
             "error": error, "finish_reason": out.finish_reason, "input_tokens": out.input_tokens,
             "output_tokens": out.output_tokens, "latency_s": round(latency, 4), "cost_usd": cost,
-            "cached": cached, "created_at": _now(), "run_id": self.run_id,
+            "cached": cached, "created_at": _now(), "run_id": self.run_id, "attempts": out.attempts,
         }
         if error:
             self.log.warning(f"LLM request {key[:12]} ({request.tag}) rejected: {error[:300]}")

@@ -20,6 +20,8 @@ DISTILLERY_LLM_TIMEOUT_S       per-attempt timeout in seconds                   
 DISTILLERY_LLM_MAX_ATTEMPTS    attempts per call on 429/5xx/timeout/connection errors       5
 DISTILLERY_LLM_BACKOFF_S       first retry delay in seconds (doubles, with jitter, to 60)  1.0
 DISTILLERY_LLM_JSON_REASKS     re-asks after a reply that is not schema-valid JSON          2
+DISTILLERY_LLM_LENGTH_RETRIES  asks again with a larger budget after finish_reason=length   1
+DISTILLERY_LLM_LENGTH_GROWTH   max_tokens multiplier for each of those asks                 2.0
 DISTILLERY_LLM_GGUF            GGUF file for provider ``local``                             embedded
                                                                                             SmolLM2-135M-Instruct
 DISTILLERY_LLM_N_CTX           context length for provider ``local``                        4096
@@ -49,21 +51,27 @@ ENV_PREFIX = "DISTILLERY_LLM_"
 
 
 class LLMSettings(BaseModel):
-    provider: ProviderName = "local"
-    model: str | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
-    concurrency: int | None = Field(default=None, ge=1, le=256)
-    rpm: int = Field(default=0, ge=0)
-    tpm: int = Field(default=0, ge=0)
-    timeout_s: float = Field(default=120.0, gt=0)
-    max_attempts: int = Field(default=5, ge=1, le=20)
-    json_reasks: int = Field(default=2, ge=0, le=10)
-    backoff_s: float = Field(default=1.0, ge=0)
-    gguf: str | None = None
-    n_ctx: int = Field(default=4096, ge=256)
-    n_threads: int | None = Field(default=None, ge=1)
-    cache: bool = True
+    """Every LLM setting, once: ``LLMSettings.from_env()`` reads DISTILLERY_LLM_*; the Dagster resource
+    ``resources.llm.LLMResource`` takes its fields from this model."""
+
+    provider: ProviderName = Field(default="local", description="local | openai | anthropic | fal")
+    model: str | None = Field(default=None, description="model id; None = the provider's default")
+    base_url: str | None = Field(default=None, description="OpenAI-compatible (or Anthropic) base URL")
+    api_key_env: str | None = Field(default=None, description="NAME of the env var holding the API key (never the key)")
+    concurrency: int | None = Field(default=None, ge=1, le=256, description="requests in flight (default 4; 1 for local)")
+    rpm: int = Field(default=0, ge=0, description="requests per minute, 0 = unlimited")
+    tpm: int = Field(default=0, ge=0, description="tokens per minute, 0 = unlimited")
+    timeout_s: float = Field(default=120.0, gt=0, description="per-attempt timeout in seconds")
+    max_attempts: int = Field(default=5, ge=1, le=20, description="attempts per call on 429/5xx/timeout/connection errors")
+    json_reasks: int = Field(default=2, ge=0, le=10, description="re-asks after a reply that is not schema-valid JSON")
+    length_retries: int = Field(default=1, ge=0, le=5,
+                                description="asks again, with a larger max_tokens, after a reply cut off at max_tokens")
+    length_growth: float = Field(default=2.0, ge=1.0, le=8.0, description="max_tokens multiplier for each such ask")
+    backoff_s: float = Field(default=1.0, ge=0, description="first retry delay in seconds (doubles, with jitter, to 60)")
+    gguf: str | None = Field(default=None, description="GGUF path for provider local (default: SmolLM2)")
+    n_ctx: int = Field(default=4096, ge=256, description="context length for provider local")
+    n_threads: int | None = Field(default=None, ge=1, description="CPU threads for provider local")
+    cache: bool = Field(default=True, description="cache answers under data/llm_cache")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> LLMSettings:
@@ -124,6 +132,7 @@ def build_client(settings: LLMSettings | None = None, usage_sink: UsageSink | No
         cache_dir=data_dir() / "llm_cache" if settings.cache else None,
         concurrency=settings.effective_concurrency, rpm=settings.rpm or None, tpm=settings.tpm or None,
         timeout_s=settings.timeout_s, max_attempts=settings.max_attempts, json_reasks=settings.json_reasks,
+        length_retries=settings.length_retries, length_growth=settings.length_growth,
         backoff_initial_s=settings.backoff_s,
         usage_sink=usage_sink, progress=progress, run_id=run_id, logger=logger,
         scrubber=Scrubber([settings.key_env] if settings.key_env else []),

@@ -32,6 +32,7 @@ class LLMRequest(BaseModel):
     json_schema: dict[str, Any] | None = None
     stop: list[str] | None = None
     seed: int | None = None
+    accept_truncated: bool = False  # a reply cut off at max_tokens counts as a result (and says so)
     tag: str = "untagged"
 
     @field_validator("messages")
@@ -53,6 +54,8 @@ class LLMRequest(BaseModel):
             "stop": list(self.stop) if self.stop else None,
             "seed": self.seed,
         }
+        if self.accept_truncated:  # only then, so every other request keeps the key it always had
+            body["accept_truncated"] = True
         return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def key(self, provider: str, model: str) -> str:

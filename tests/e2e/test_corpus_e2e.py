@@ -74,7 +74,7 @@ def test_cli_limit_resume_finished_set_and_single_run_range(cli_env, data_dir):
         "encyclopedia/mathematics/geometry/prompts.txt"]
 
     math = root / "encyclopedia" / "mathematics"
-    settings = {"limit": 3, "max_tokens": 24}
+    settings = {"limit": 3, "max_tokens": 24, "accept_truncated": True}  # 24 tokens: cut off, and accepted
     select = ["--select", "encyclopedia_corpus", "--partition", "mathematics"]
     dagster(cli_env, *select, config=settings)
     first = sorted(math.rglob("*.corpus"))

@@ -154,3 +154,27 @@ def test_run_summary_counts_words_per_partition_against_target(tmp_path):
                                                 "below": 0, "within": 2, "above": 0}
     assert summary["by_partition"] == [["cat", 2, 1, 2, "4-5"]]
     assert summary["preview"].startswith("**cat/sub/doc_0.corpus**\n\n> Prompt number 0.\n\nProse answering")
+
+
+def test_an_answer_cut_off_at_max_tokens_is_a_named_failure_not_a_file_unless_accepted(tmp_path):
+    from distillery_assets.llm import LLMClient
+    from distillery_assets.llm.providers.base import ProviderReply
+    from distillery_assets.llm.providers.scripted import ScriptedProvider
+
+    def reply(messages):
+        cut = "Prompt number 1." in messages[-1].content
+        return ProviderReply("Prose that stops mid" if cut else "A whole passage.", "length" if cut else "stop", 5, 5)
+
+    part = make_partition(tmp_path / "corpus", 3)
+    client = LLMClient(ScriptedProvider(default=reply), cache_dir=tmp_path / "cache")
+    report = gen.generate_missing(scan_partition(part).pending, client)
+    assert [o.task.file for o in report.generated] == ["doc_0.corpus", "doc_2.corpus"]
+    (failed,) = report.failed
+    assert failed.task.file == "doc_1.corpus" and "finish_reason=length" in failed.reason
+    assert not (part / "sub" / "doc_1.corpus").exists()  # never a truncated document on disk
+    assert report.usage["provider_calls"] == 4  # the cut-off one was asked again with a larger budget
+
+    again = gen.generate_missing(scan_partition(part).pending, client, accept_truncated=True)
+    (kept,) = again.generated
+    assert kept.task.file == "doc_1.corpus" and kept.truncated
+    assert (part / "sub" / "doc_1.corpus").read_text() == "Prose that stops mid\n"

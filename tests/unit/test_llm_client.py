@@ -76,15 +76,33 @@ def test_reask_is_bounded_and_keeps_the_raw_text(tmp_path):
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("*.json"))
 
 
-def test_length_truncation_rejects_json_without_reask_but_is_reported_for_text(tmp_path):
+def test_length_truncation_rejects_json_without_reask_and_text_too_unless_accepted(tmp_path):
     cut = ProviderReply(text='{"title": "T", "sco', finish_reason="length", input_tokens=4, output_tokens=16)
     provider = ScriptedProvider([cut])
-    result = make(provider, tmp_path).complete(ask(json_schema=SCHEMA, max_tokens=16))
+    result = make(provider, tmp_path, length_retries=0).complete(ask(json_schema=SCHEMA, max_tokens=16))
     assert not result.ok and "finish_reason=length" in result.error and '"sco' in result.error
     assert len(provider.calls) == 1
     text_cut = ProviderReply(text="a story that stops mid", finish_reason="length", input_tokens=4, output_tokens=5)
-    result = make(ScriptedProvider([text_cut]), tmp_path).complete(ask("story", max_tokens=5))
-    assert result.ok and result.finish_reason == "length"
+    result = make(ScriptedProvider([text_cut]), tmp_path, length_retries=0).complete(ask("story", max_tokens=5))
+    assert not result.ok and result.finish_reason == "length" and "cut off at max_tokens=5" in result.error
+    accepted = make(ScriptedProvider([text_cut]), tmp_path, length_retries=0).complete(
+        ask("story", max_tokens=5, accept_truncated=True))
+    assert accepted.ok and accepted.finish_reason == "length"  # the caller said a cut-off text will do
+    grown = ScriptedProvider([text_cut])
+    result = make(grown, tmp_path).complete(ask("story two", max_tokens=5))  # default: one more, larger ask
+    assert result.ok and result.finish_reason == "stop" and len(grown.calls) == 2 and result.attempts == 2
+
+
+def test_a_cached_cut_off_answer_is_not_served_as_a_result(tmp_path):
+    from distillery_assets.llm.cache import ResponseCache
+
+    request = ask("story", max_tokens=5)
+    provider = ScriptedProvider(["the whole story"])
+    client = make(provider, tmp_path)
+    key = request.key(provider.name, provider.model_id(None))
+    ResponseCache(tmp_path / "cache").put(key, {"text": "the sto", "finish_reason": "length"})
+    result = client.complete(request)
+    assert result.ok and not result.cached and result.text == "the whole story" and len(provider.calls) == 1
 
 
 def test_invalid_schema_in_request_is_rejected_before_any_call(tmp_path):
@@ -141,8 +159,42 @@ def test_usage_rows_have_the_catalogue_columns(tmp_path):
     client.complete(ask(tag="story_corpus"))
     assert set(rows[0]) == {"request_key", "provider", "model", "tag", "ok", "error", "finish_reason",
                             "input_tokens", "output_tokens", "latency_s", "cost_usd", "cached", "created_at",
-                            "run_id"}
+                            "run_id", "attempts"}
     assert rows[0]["tag"] == "story_corpus" and rows[0]["run_id"] == "run-1" and rows[0]["latency_s"] >= 0
+    assert rows[0]["attempts"] == 1
+
+
+class FakeClock:
+    """Time that moves only when the client sleeps or the provider works."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_latency_counts_provider_attempts_only_and_rows_count_attempts(tmp_path):
+    clock = FakeClock()
+
+    class SlowProvider(ScriptedProvider):
+        def call(self, messages, **kw):
+            clock.now += 2.0  # each attempt takes 2 s at the provider
+            return super().call(messages, **kw)
+
+    rows = []
+    provider = SlowProvider([RetryableError("HTTP 429", retry_after=7.0), "fine"])
+    client = LLMClient(provider, cache_dir=tmp_path / "cache", clock=clock, sleep=clock.sleep,
+                       usage_sink=rows.extend)
+    result = client.complete(ask())
+    assert result.ok and result.attempts == 2 and clock.now >= 11.0  # 2 + 7 s back-off (+jitter) + 2
+    assert result.usage.latency_s == pytest.approx(4.0)  # the 7 s back-off is not latency
+    assert rows[0]["latency_s"] == pytest.approx(4.0) and rows[0]["attempts"] == 2
+    again = client.complete(ask())
+    assert again.cached and again.usage.latency_s == 0.0 and rows[1]["attempts"] == 0
 
 
 def test_a_failing_sink_keeps_rows_until_it_works(tmp_path, caplog):

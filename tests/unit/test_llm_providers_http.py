@@ -68,7 +68,7 @@ def test_openai_timeout_is_retried_then_reported(tmp_path, monkeypatch):
 
 def test_openai_malformed_json_is_reasked_and_length_is_rejected(tmp_path, monkeypatch):
     with serve_openai_compat(script=[("malformed",), ("ok",), ("length",)]) as srv:
-        c = client("openai", srv.base_url, tmp_path, monkeypatch)
+        c = client("openai", srv.base_url, tmp_path, monkeypatch, length_retries=0)
         good = c.complete(ask(json_schema=SCHEMA))
         assert srv.request_count == 2
         assert srv.requests[1]["body"]["messages"][-2]["content"].startswith("Sure! Here is the JSON")
@@ -102,11 +102,26 @@ def test_openai_fake_streams_sse_and_lists_models(monkeypatch):
     assert "".join(pieces).startswith("Answer ") and len(pieces) > 3
 
 
+def test_a_reply_cut_at_max_tokens_is_asked_again_with_a_larger_budget_never_cached(tmp_path, monkeypatch):
+    with serve_openai_compat(script=[("length",), ("ok",), ("length",), ("length",)]) as srv:
+        c = client("openai", srv.base_url, tmp_path, monkeypatch, length_retries=1)
+        whole = c.complete(ask("story"))
+        budgets = [r["body"]["max_tokens"] for r in srv.requests]
+        assert budgets[1] == 2 * budgets[0]  # the second ask, twice the budget
+        assert whole.ok and whole.finish_reason == "stop" and whole.attempts == 2
+        cut = c.complete(ask("another story"))
+        assert not cut.ok and "finish_reason=length" in cut.error and f"max_tokens={budgets[1]}" in cut.error
+        again = client("openai", srv.base_url, tmp_path, monkeypatch, length_retries=0).complete(
+            ask("another story"))
+        assert srv.request_count == 5  # the cut-off answer was not cached: asked again, paid again
+    assert not again.cached
+
+
 # ---------------------------------------------------------------- anthropic
 def test_anthropic_system_is_separate_and_faults_are_handled(tmp_path, monkeypatch):
     sleeps = Sleeps()
     with serve_anthropic(script=[("429", 2), ("500",), ("malformed",), ("ok",), ("length",)]) as srv:
-        c = client("anthropic", srv.base_url, tmp_path, monkeypatch, sleep=sleeps)
+        c = client("anthropic", srv.base_url, tmp_path, monkeypatch, sleep=sleeps, length_retries=0)
         good = c.complete(ask(json_schema=SCHEMA))
         cut = c.complete(ask("long one", json_schema=SCHEMA))
         first = srv.requests[0]
@@ -140,7 +155,8 @@ FAL_SCRIPT = textwrap.dedent("""
     schema = json.loads(sys.argv[1])
     provider = build_provider(LLMSettings(provider="fal", timeout_s=0.6))
     provider.poll_interval_s = 0.02
-    client = LLMClient(provider, cache_dir=None, timeout_s=0.6, backoff_initial_s=0.01, max_attempts=3)
+    client = LLMClient(provider, cache_dir=None, timeout_s=0.6, backoff_initial_s=0.01, max_attempts=3,
+                       length_retries=0)
     def ask(text, **kw):
         return LLMRequest(messages=[ChatMessage(role="system", content="Be brief."),
                                     ChatMessage(role="user", content=text)], max_tokens=64, **kw)
