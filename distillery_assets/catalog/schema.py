@@ -3,14 +3,16 @@
 Tables
   artifacts        one row per registered file or directory (path relative to data_dir when inside it)
   artifact_inputs  artifact id -> each input it was made from (path, sha256, asset key when known)
-  llm_calls        one row per LLM request (cache hits included), as reported by the LLM client
+  llm_calls        one row per LLM request (cache hits included), as reported by the LLM client;
+                   ``attempts`` = the provider calls it took (HTTP retries, length and JSON re-asks; 0 when cached)
   runs             training and evaluation runs: parameters in, metrics out
 Views
   latest_artifacts the newest row per (asset_key, partition)
   lineage          artifact -> input edges, each input resolved to the artifact row that produced it
 Sources: files a person edits (under inputs_dir() / config_dir()) are rows of ``artifacts`` too, with asset
 keys ``source:<inputs|config>/<relative path>`` and no inputs of their own: the leaves of every lineage.
-  llm_usage        calls, cache hits, errors, tokens and cost per provider / model / tag
+  llm_usage        requests ("calls"), cache hits, errors, provider calls and retries, tokens and cost per
+                   provider / model / tag
 """
 
 TABLES = """
@@ -52,8 +54,11 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     cached BOOLEAN,
     created_at TIMESTAMP NOT NULL,
     run_id VARCHAR,
-    extra JSON
+    extra JSON,
+    attempts INTEGER
 );
+-- files made before the attempts column: add it (NULL for their rows)
+ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS attempts INTEGER;
 CREATE SEQUENCE IF NOT EXISTS run_id_seq START 1;
 CREATE TABLE IF NOT EXISTS runs (
     id BIGINT PRIMARY KEY DEFAULT nextval('run_id_seq'),
@@ -90,6 +95,8 @@ SELECT provider, model, tag,
        count(*) AS calls,
        count(*) FILTER (WHERE cached) AS cached,
        count(*) FILTER (WHERE NOT ok) AS errors,
+       coalesce(sum(attempts) FILTER (WHERE NOT cached), 0) AS provider_calls,
+       coalesce(sum(greatest(attempts - 1, 0)) FILTER (WHERE NOT cached), 0) AS retries,
        coalesce(sum(input_tokens) FILTER (WHERE NOT cached), 0) AS input_tokens,
        coalesce(sum(output_tokens) FILTER (WHERE NOT cached), 0) AS output_tokens,
        round(coalesce(sum(cost_usd) FILTER (WHERE NOT cached), 0), 6) AS cost_usd,

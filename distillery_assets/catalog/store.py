@@ -34,7 +34,7 @@ LOCK_TIMEOUT_S = float(os.environ.get("DISTILLERY_CATALOG_LOCK_TIMEOUT_S", "300"
 
 LLM_CALL_COLUMNS = (
     "request_key", "provider", "model", "tag", "ok", "error", "finish_reason", "input_tokens",
-    "output_tokens", "latency_s", "cost_usd", "cached", "created_at", "run_id",
+    "output_tokens", "latency_s", "cost_usd", "cached", "created_at", "run_id", "attempts",
 )
 
 

@@ -108,7 +108,7 @@ def test_llm_calls_keep_every_field_and_unknown_keys(data_dir):
         {"request_key": "k1", "provider": "local", "model": "smollm2", "tag": "story", "ok": True,
          "error": None, "finish_reason": "stop", "input_tokens": 10, "output_tokens": 20, "latency_s": 0.5,
          "cost_usd": 0.0, "cached": False, "created_at": "2026-01-02T03:04:05+00:00", "run_id": "r",
-         "attempts": 2},
+         "attempts": 2, "trace": "t-1"},
         {"request_key": "k1", "provider": "local", "model": "smollm2", "tag": "story", "ok": True,
          "cached": True, "input_tokens": 10, "output_tokens": 20, "cost_usd": 0.0},
         {"request_key": "k2", "provider": "openai", "model": "gpt", "tag": "story", "ok": False,
@@ -116,11 +116,12 @@ def test_llm_calls_keep_every_field_and_unknown_keys(data_dir):
     ]
     assert cat.record_llm_calls(rows) == 3
     first = cat.query("select * from llm_calls order by id limit 1")[0]
-    assert json.loads(first["extra"]) == {"attempts": 2}
+    assert json.loads(first["extra"]) == {"trace": "t-1"} and first["attempts"] == 2
     assert str(first["created_at"]) == "2026-01-02 03:04:05"
     usage = {(r["provider"]): r for r in cat.query("select * from llm_usage")}
     assert (usage["local"]["calls"], usage["local"]["cached"], usage["local"]["input_tokens"]) == (2, 1, 10)
     assert (usage["openai"]["errors"], usage["openai"]["cost_usd"]) == (1, 0.25)
+    assert (usage["local"]["provider_calls"], usage["local"]["retries"]) == (2, 1)  # the cached row costs none
 
 
 def test_bad_llm_rows_name_the_row_and_field(data_dir):
@@ -153,3 +154,23 @@ def test_paths_in_run_counts_distinct_files_of_one_run(data_dir):
     cat.record_artifact(asset_key="many", partition="p", path=data_dir / "1.txt", run_id="r1")
     assert cat.paths_in_run("many", None, "r1") == 3
     assert cat.paths_in_run("many", "p", "r1") == 1 and cat.paths_in_run("many", None, "r2") == 0
+
+
+def test_a_catalogue_from_before_the_attempts_column_gains_it(data_dir):
+    import duckdb
+
+    from distillery_assets.catalog import schema
+
+    old_tables = schema.TABLES.split("-- files made before")[0].replace("    extra JSON,\n    attempts INTEGER\n",
+                                                                          "    extra JSON\n")
+    assert "attempts" not in old_tables
+    path = data_dir / "old.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(old_tables)
+        con.execute("INSERT INTO llm_calls (request_key, created_at, cached, ok) VALUES ('old', now(), false, true)")
+    cat = Catalog(path)
+    cat.record_llm_calls([{"request_key": "new", "ok": True, "cached": False, "attempts": 3}])
+    rows = {r["request_key"]: r["attempts"] for r in cat.query("select request_key, attempts from llm_calls")}
+    assert rows == {"old": None, "new": 3}
+    [usage] = cat.query("select provider_calls, retries from llm_usage")
+    assert (usage["provider_calls"], usage["retries"]) == (3, 2)
