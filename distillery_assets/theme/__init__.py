@@ -5,8 +5,8 @@ chunking    paragraph chunks with stable ids ``<book id>-<index>``
 keywords    the 16 theme keyword sets; seed-exact counting (regex oracle + Hyperscan counter)
 config      loaders for data/config/theme/ (personas, query themes, anachronisms)
 validate    checks on generated exchanges (length, artefacts, markdown, anachronisms, themes, near-dups)
-generate    persona ChatML generation with per-chunk checkpoints (journal) and bounded re-ask
-journal     the append-only per-chunk checkpoint file
+generate    persona ChatML generation: one LLM task (``ExchangeTask``) run by ``llm.task.run_task``, one
+            journal line per finished example, the repeated-question pass in row order
 setup       assembles a generator from the config files (journal keyed by a setup fingerprint)
 modelbench  OpenAI-compatible endpoint benchmark (tok/s, TTFT, hours per 1,000, 1-5 rating)
 plots       PNG charts for asset metadata
