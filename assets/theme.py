@@ -16,15 +16,18 @@ chunk (checkpoint journal under data/theme/chatml_work/<setup fingerprint>/). Mo
 ``--select theme_model_benchmark`` with ``base_url`` config, or ``python benchmarks/theme_models.py``.
 """
 
+import dataclasses
 import json
+import typing
 from collections import Counter
 from pathlib import Path
 
 import dagster as dg
+from pydantic import create_model
 
 from assets.finetune import FinetuneChain, finetune_chain
 from assets.meta import chat_md, inputs_meta, llm_usage_meta, table_md
-from assets.pools import LOCAL_MODEL_POOL
+from assets.pools import llm_pool
 
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, iter_jsonl, read_jsonl
 from distillery_assets.paths import config_dir, data_dir
@@ -173,32 +176,25 @@ def theme_chunks_consistent(theme_chunks: Path) -> dg.AssetCheckResult:
 # ------------------------------------------------------------------------------------------ ChatML
 
 
-class ChatMLConfig(dg.Config):
-    examples_per_chunk: int = 2
-    max_chunks: int | None = None
-    temperature: float = 0.8
-    max_tokens: int = 400
-    max_passage_chars: int = 1500
-    min_chunk_chars: int = 100
-    seed: int = 42
-    model: str | None = None
-    min_response_chars: int = 50
-    max_response_chars: int = 500
-    min_theme_keywords: int = 2
-    near_duplicate_jaccard: float = 0.8
+def _config_fields(*settings: type) -> dict:
+    """Run-config fields taken from the library's settings dataclasses (one definition of each setting)."""
+    return {f.name: (typing.get_type_hints(cls)[f.name], f.default) for cls in settings
+            for f in dataclasses.fields(cls)}
+
+
+ChatMLConfig = create_model("ChatMLConfig", __base__=dg.Config, max_chunks=(int | None, None),
+                            **_config_fields(GenerationSettings, ValidatorSettings))
+ChatMLConfig.__doc__ = "theme_chatml run config: GenerationSettings and ValidatorSettings, plus max_chunks."
 
 
 def build_generator(config: ChatMLConfig, llm_target: str = "") -> ChatMLGenerator:
-    settings = GenerationSettings(
-        examples_per_chunk=config.examples_per_chunk, temperature=config.temperature, max_tokens=config.max_tokens,
-        max_passage_chars=config.max_passage_chars, min_chunk_chars=config.min_chunk_chars, seed=config.seed,
-        model=config.model)
-    checks = ValidatorSettings(config.min_response_chars, config.max_response_chars, config.min_theme_keywords,
-                               config.near_duplicate_jaccard)
+    values = config.model_dump()
+    settings = GenerationSettings(**{f.name: values[f.name] for f in dataclasses.fields(GenerationSettings)})
+    checks = ValidatorSettings(**{f.name: values[f.name] for f in dataclasses.fields(ValidatorSettings)})
     return setup.build_generator(config_dir() / "theme", _out("chatml_work"), settings, checks, llm_target)
 
 
-@dg.asset(group_name=GROUP, pool=LOCAL_MODEL_POOL,
+@dg.asset(group_name=GROUP, pool=llm_pool(),
           description="Persona ChatML exchanges generated per kept chunk; resumable example by example.")
 def theme_chatml(context: dg.AssetExecutionContext, theme_chunks: Path, config: ChatMLConfig, llm: LLMResource,
                  catalog: CatalogResource) -> dg.Output[Path]:
