@@ -9,7 +9,7 @@ No Dagster imports here; the resource is ``resources.catalog.CatalogResource`` a
 
 from distillery_assets.catalog.hashing import Fingerprint, fingerprint
 from distillery_assets.catalog.sources import SOURCE_PREFIX, is_source_key
-from distillery_assets.catalog.store import ArtifactRecord, Catalog, CatalogError, InputRef
+from distillery_assets.catalog.store import ArtifactRecord, Catalog, CatalogError, InputRef, NewArtifact
 
-__all__ = ["SOURCE_PREFIX", "ArtifactRecord", "Catalog", "CatalogError", "Fingerprint", "InputRef", "fingerprint",
-           "is_source_key"]
+__all__ = ["SOURCE_PREFIX", "ArtifactRecord", "Catalog", "CatalogError", "Fingerprint", "InputRef", "NewArtifact",
+           "fingerprint", "is_source_key"]

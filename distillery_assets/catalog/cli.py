@@ -11,6 +11,7 @@
     python -m distillery_assets.catalog sql "select ..."       # anything else
 Options: ``--db PATH`` (default ``$DISTILLERY_DATA_DIR/catalog.duckdb``), ``--json`` (machine output).
 Piped output is not wrapped to 80 columns (tables keep their natural width; ``$COLUMNS`` still wins).
+Every command but ``sql`` with a statement that writes opens the file read-only: a query never changes it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ from rich.table import Table
 
 from distillery_assets.catalog.sources import SOURCE_PREFIX, is_source_key
 from distillery_assets.catalog.store import Catalog, CatalogError
+
+# First words of the SQL statements that only read (``sql`` opens the file read-only for these; anything else
+# opens it for writing, as the statement may need).
+READ_STATEMENTS = {"select", "with", "from", "show", "describe", "desc", "summarize", "explain", "values", "table",
+                   "pragma"}
 
 ARTIFACT_COLUMNS = "asset_key, partition, path, kind, bytes, record_count, left(sha256, 12) AS sha256, run_id, strftime(created_at, '%Y-%m-%d %H:%M:%S') AS created_at"
 
@@ -108,6 +114,14 @@ def _rows(args: argparse.Namespace, catalog: Catalog) -> tuple[str, list[dict[st
     return "sql", catalog.query(args.statement)
 
 
+def _reads_only(args: argparse.Namespace) -> bool:
+    """Whether the command only reads the catalogue (all but ``sql`` with a writing statement)."""
+    if args.command != "sql":
+        return True
+    words = args.statement.lstrip(" \t\n(").split(None, 1)
+    return bool(words) and words[0].lower().rstrip(";") in READ_STATEMENTS
+
+
 def _console() -> Console:
     """A terminal's own width; piped or redirected, wide enough that no table is folded at 80 columns."""
     console = Console()
@@ -120,9 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = _console()
     errors = Console(stderr=True, soft_wrap=True)
-    catalog = Catalog(args.db) if args.db else Catalog()
-    if args.db is not None and not args.db.exists():
-        errors.print(f"no catalogue at {args.db}", style="red", markup=False)
+    catalog = Catalog(args.db, read_only=_reads_only(args))
+    if not catalog.path.exists() and catalog.read_only:
+        errors.print(f"no catalogue at {catalog.path}", style="red", markup=False)
         return 2
     try:
         tables = _lineage_tables(args, catalog) if args.command == "lineage" else [_rows(args, catalog)]

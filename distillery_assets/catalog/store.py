@@ -5,6 +5,9 @@ executor runs every step in its own process. So every operation here opens its o
 an exclusive file lock on ``<db>.lock``, does its work in one transaction and closes the connection
 before the lock is released. A DuckDB lock error (a process outside this class holding the file, such
 as an interactive ``duckdb`` shell) is retried with backoff; after that the error says which file.
+
+``Catalog(path, read_only=True)`` (what the read commands of the CLI use) opens the file read-only: it
+creates nothing, migrates nothing and leaves the file's bytes as they were.
 """
 
 from __future__ import annotations
@@ -66,6 +69,18 @@ class InputRef:
 
 
 @dataclass(frozen=True)
+class NewArtifact:
+    """One file or folder for :meth:`Catalog.record_artifacts`: its path, what it was made from, and optionally
+    its record count (default: the lines of a .jsonl), metadata, and its fingerprint when already computed."""
+
+    path: Path | str
+    inputs: Sequence[Path | str | InputRef] = ()
+    record_count: int | None = None
+    metadata: Mapping[str, Any] | None = None
+    fingerprint: Fingerprint | None = None
+
+
+@dataclass(frozen=True)
 class _Edge:
     """One artifact_inputs row in the making; ``source`` is set for an edited file still to be catalogued."""
 
@@ -111,16 +126,18 @@ class Catalog:
     """One DuckDB file; safe to use from many processes at once (see module docstring)."""
 
     def __init__(self, path: Path | str | None = None, *, root: Path | str | None = None,
-                 sources: Mapping[str, Path | str] | None = None):
+                 sources: Mapping[str, Path | str] | None = None, read_only: bool = False):
         self.path = Path(path) if path is not None else data_dir() / "catalog.duckdb"
         self.root = Path(root).resolve() if root is not None else data_dir()
         # label -> folder of edited files (default: inputs_dir() and config_dir()); see catalog.sources
         self.sources = {k: Path(v).resolve() for k, v in (sources or default_roots()).items()}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_S)
 
     def __repr__(self) -> str:
-        return f"Catalog({str(self.path)!r})"
+        return f"Catalog({str(self.path)!r}{', read_only=True' if self.read_only else ''})"
 
     # -- connections ---------------------------------------------------------------------------
     @retry(
@@ -155,7 +172,12 @@ class Catalog:
             raise CatalogError(f"catalogue {self.path}: {exc}") from exc
 
     def _open(self) -> duckdb.DuckDBPyConnection:
-        """Connect (caller holds the lock) and make sure the schema exists, once per file per process."""
+        """Connect (caller holds the lock) and make sure the schema exists, once per file per process.
+        Read-only: connect read-only and touch nothing (the schema is whatever the file has)."""
+        if self.read_only:
+            if not self.path.is_file():
+                raise CatalogError(f"no catalogue at {self.path} (nothing has been recorded yet)")
+            return duckdb.connect(str(self.path), read_only=True)
         con = duckdb.connect(str(self.path))
         try:
             marker = (str(self.path.resolve()), self.path.stat().st_ino)
@@ -204,63 +226,98 @@ class Catalog:
 
         An input under a source folder (``inputs_dir()``, ``config_dir()``) named without an asset key is
         catalogued as a source on the way (see :meth:`record_sources`); a folder there counts file by file."""
-        if not asset_key:
-            raise ValueError("record_artifact: asset_key is required")
-        abs_path = self.absolute(self.relative(path))
-        fp = fingerprint_ or fingerprint(abs_path)
-        stored = self.relative(abs_path)
-        count = record_count if record_count is not None else fp.record_count
-        edges = self._edges(inputs)
-        meta_json = _json(dict(metadata) if metadata else None, "metadata")
+        item = NewArtifact(path, tuple(inputs), record_count, metadata, fingerprint_)
+        [record] = self.record_artifacts(asset_key=asset_key, items=[item], partition=partition, run_id=run_id)
+        return record
 
-        def work(con: duckdb.DuckDBPyConnection) -> ArtifactRecord:
-            existing = con.execute(
-                "SELECT id FROM artifacts WHERE asset_key = ? AND partition IS NOT DISTINCT FROM ? "
-                "AND path = ? AND sha256 = ? AND run_id IS NOT DISTINCT FROM ? ORDER BY id DESC LIMIT 1",
-                [asset_key, partition, stored, fp.sha256, run_id],
-            ).fetchone()
-            if existing:
-                artifact_id = existing[0]
-            else:
-                artifact_id = con.execute(
-                    "INSERT INTO artifacts (asset_key, partition, path, kind, sha256, bytes, files, "
-                    "record_count, run_id, created_at, metadata) VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
-                    [asset_key, partition, stored, fp.kind, fp.sha256, fp.bytes, fp.files, count, run_id,
-                     _utcnow(), meta_json],
-                ).fetchone()[0]
-                for edge in edges:
-                    self._record_source(con, edge)
-                if edges:
-                    con.executemany(
-                        "INSERT INTO artifact_inputs VALUES (?, ?, ?, ?)",
-                        [[artifact_id, edge.stored, edge.sha256, edge.asset_key] for edge in edges],
-                    )
-            return ArtifactRecord(artifact_id, asset_key, partition, stored, fp.kind, fp.sha256, fp.bytes,
-                                  fp.files, count)
+    def record_artifacts(
+        self,
+        *,
+        asset_key: str,
+        items: Iterable[NewArtifact],
+        partition: str | None = None,
+        run_id: str | None = None,
+    ) -> list[ArtifactRecord]:
+        """:meth:`record_artifact` for many files of one asset and partition, each with its own inputs, in
+        one transaction (hundreds of files are one lock and one commit; an input shared by many is hashed
+        once). Returns the rows in the order of ``items``."""
+        if not asset_key:
+            raise ValueError("record_artifacts: asset_key is required")
+        memo: dict[tuple[str, str | None, str | None], list[_Edge]] = {}
+        prepared = []
+        for item in items:
+            abs_path = self.absolute(self.relative(item.path))
+            fp = item.fingerprint or fingerprint(abs_path)
+            count = item.record_count if item.record_count is not None else fp.record_count
+            prepared.append((self.relative(abs_path), fp, count, self._edges(item.inputs, memo),
+                             _json(dict(item.metadata) if item.metadata else None, "metadata")))
+
+        def work(con: duckdb.DuckDBPyConnection) -> list[ArtifactRecord]:
+            return [self._insert_artifact(con, asset_key, partition, run_id, *row) for row in prepared]
 
         return self._run(work)
 
-    def _edges(self, refs: Iterable[Path | str | InputRef]) -> list[_Edge]:
-        """Input rows, one per path; a source folder becomes one row per visible file inside it."""
+    def _insert_artifact(self, con: duckdb.DuckDBPyConnection, asset_key: str, partition: str | None,
+                         run_id: str | None, stored: str, fp: Fingerprint, count: int | None, edges: list[_Edge],
+                         meta_json: str | None) -> ArtifactRecord:
+        existing = con.execute(
+            "SELECT id FROM artifacts WHERE asset_key = ? AND partition IS NOT DISTINCT FROM ? "
+            "AND path = ? AND sha256 = ? AND run_id IS NOT DISTINCT FROM ? ORDER BY id DESC LIMIT 1",
+            [asset_key, partition, stored, fp.sha256, run_id],
+        ).fetchone()
+        if existing:
+            artifact_id = existing[0]
+        else:
+            artifact_id = con.execute(
+                "INSERT INTO artifacts (asset_key, partition, path, kind, sha256, bytes, files, "
+                "record_count, run_id, created_at, metadata) VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
+                [asset_key, partition, stored, fp.kind, fp.sha256, fp.bytes, fp.files, count, run_id,
+                 _utcnow(), meta_json],
+            ).fetchone()[0]
+            for edge in edges:
+                self._record_source(con, edge)
+            if edges:
+                con.executemany(
+                    "INSERT INTO artifact_inputs VALUES (?, ?, ?, ?)",
+                    [[artifact_id, edge.stored, edge.sha256, edge.asset_key] for edge in edges],
+                )
+        return ArtifactRecord(artifact_id, asset_key, partition, stored, fp.kind, fp.sha256, fp.bytes, fp.files,
+                              count)
+
+    def _edges(self, refs: Iterable[Path | str | InputRef],
+               memo: dict[tuple[str, str | None, str | None], list[_Edge]] | None = None) -> list[_Edge]:
+        """Input rows, one per path; a source folder becomes one row per visible file inside it. ``memo``
+        keeps the rows of inputs already seen (a batch whose files share an input hashes it once)."""
         edges: list[_Edge] = []
         for ref in refs:
             if not isinstance(ref, InputRef):
                 ref = InputRef(ref)
             stored = self.relative(ref.path)
-            abs_path = self.absolute(stored)
-            key = None if ref.asset_key else source_key(abs_path, self.sources)
-            if key is None or not abs_path.exists():
-                sha = ref.sha256 or (fingerprint(abs_path).sha256 if abs_path.exists() else None)
-                edges.append(_Edge(stored, sha, ref.asset_key or key))
+            key = (stored, ref.asset_key, ref.sha256)
+            if memo is not None and key in memo:
+                edges.extend(memo[key])
                 continue
-            for file in visible_files([abs_path]):
-                fp = fingerprint(file)
-                edges.append(_Edge(self.relative(file), ref.sha256 if file == abs_path and ref.sha256 else fp.sha256,
-                                   source_key(file, self.sources), fp))
+            found = self._edges_of(ref, stored)
+            if memo is not None:
+                memo[key] = found
+            edges.extend(found)
         unique: dict[str, _Edge] = {}
         for edge in edges:
             unique.setdefault(edge.stored, edge)
         return list(unique.values())
+
+    def _edges_of(self, ref: InputRef, stored: str) -> list[_Edge]:
+        abs_path = self.absolute(stored)
+        key = None if ref.asset_key else source_key(abs_path, self.sources)
+        if key is None or not abs_path.exists():
+            sha = ref.sha256 or (fingerprint(abs_path).sha256 if abs_path.exists() else None)
+            return [_Edge(stored, sha, ref.asset_key or key)]
+        edges = []
+        for file in visible_files([abs_path]):
+            fp = fingerprint(file)
+            edges.append(_Edge(self.relative(file), ref.sha256 if file == abs_path and ref.sha256 else fp.sha256,
+                               source_key(file, self.sources), fp))
+        return edges
 
     @staticmethod
     def _record_source(con: duckdb.DuckDBPyConnection, edge: _Edge) -> None:

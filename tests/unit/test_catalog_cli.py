@@ -56,3 +56,47 @@ def test_module_entry_point_runs(data_dir):
                           cwd=repo_root(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[0])["name"] == "thyme_lm"
+
+
+def test_read_commands_leave_the_catalogue_file_as_it_was(data_dir, capsys):
+    import hashlib
+    import os
+
+    from distillery_assets.catalog import store
+
+    _seed(data_dir)
+    store._SCHEMA_READY.clear()  # as in a fresh process, where a writable open would (re)create the schema
+    db = data_dir / "catalog.duckdb"
+    os.utime(db, (1_000_000, 1_000_000))
+    before = (hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime, sorted(p.name for p in data_dir.iterdir()))
+    for args in (["lineage", "poet_gguf"], ["lineage", "--sources", "poet_gguf"], ["artifacts"], ["artifacts", "--all"],
+                 ["verify"], ["llm-usage"], ["runs"], ["derived", "a.txt"], ["sql", "select count(*) from llm_calls"],
+                 ["sql", "  WITH x AS (SELECT 1) SELECT * FROM x"]):
+        assert main(args) == 0, args
+    capsys.readouterr()
+    after = (hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime, sorted(p.name for p in data_dir.iterdir()))
+    assert after == before
+    # a writing statement still writes (the file is opened for writing only then)
+    assert main(["sql", "delete from runs"]) == 0
+    assert Catalog().query("select count(*) as n from runs") == [{"n": 0}]
+
+
+def test_read_command_on_a_missing_catalogue_creates_nothing(data_dir, capsys):
+    assert main(["artifacts"]) == 2
+    assert "no catalogue at" in capsys.readouterr().err
+    assert not (data_dir / "catalog.duckdb").exists()
+
+
+def test_piped_tables_are_not_folded_at_80_columns(data_dir):
+    import os
+
+    cat = Catalog()
+    long_name = "a_rather_long_asset_name_that_would_not_fit_in_eighty_columns_together_with_the_others"
+    (data_dir / "c.txt").write_text("c")
+    cat.record_artifact(asset_key=long_name, path=data_dir / "c.txt")
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    proc = subprocess.run([sys.executable, "-m", "distillery_assets.catalog", "artifacts"], cwd=repo_root(),
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    [row] = [line for line in proc.stdout.splitlines() if long_name in line]
+    assert "c.txt" in row and len(row) > 120  # one line per row, at its natural width
