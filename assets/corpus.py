@@ -14,7 +14,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.meta import table_md
-from assets.pools import LOCAL_MODEL_POOL
+from assets.pools import llm_pool
 from distillery_assets.corpus.generate import MAX_TOKENS, generate_missing
 from distillery_assets.corpus.layout import CorpusKind, corpus_root, partition_dir, stale_temp_files
 from distillery_assets.corpus.plan import PartitionPlan, scan_partition
@@ -144,7 +144,7 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
     @dg.asset(
         name=corpus_name,
         group_name="corpus",
-        pool=LOCAL_MODEL_POOL,
+        pool=llm_pool(),  # local_model only when the LLM runs in this process
         partitions_def=partitions_def,
         deps=[prompts_asset],
         backfill_policy=dg.BackfillPolicy.single_run(),

@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.meta import path_md, size_mb, text_md
-from assets.pools import LOCAL_MODEL_POOL
+from assets.pools import LOCAL_MODEL_POOL, compute_pool
 from distillery_assets.io import iter_jsonl
 from distillery_assets.paths import config_dir, data_dir, safe_child
 from distillery_assets.training.base_model import build_embedded_base, embedded_base_dir
@@ -164,7 +164,7 @@ def finetune_chain(chain: FinetuneChain) -> list[dg.AssetsDefinition]:
 def _lora_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
     lora_key = f"{chain.name}_lora"
 
-    @dg.asset(name=lora_key, group_name=chain.group, kinds={"pytorch"}, pool=LOCAL_MODEL_POOL,
+    @dg.asset(name=lora_key, group_name=chain.group, kinds={"pytorch"}, pool=compute_pool(),
               ins={"train": dg.AssetIn(chain.train_asset), "val": dg.AssetIn(chain.val_asset)}, deps=[base_model],
               check_specs=[dg.AssetCheckSpec(LOSS_CHECK, asset=lora_key, description=(
                   "Validation loss after training is lower than the untouched base model's."))],
@@ -190,7 +190,7 @@ def _lora_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
 def _gguf_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
     lora_key, gguf_key = f"{chain.name}_lora", f"{chain.name}_gguf"
 
-    @dg.asset(name=gguf_key, group_name=chain.group, kinds={"gguf"}, pool=LOCAL_MODEL_POOL,
+    @dg.asset(name=gguf_key, group_name=chain.group, kinds={"gguf"}, pool=compute_pool(),
               ins={"adapter": dg.AssetIn(lora_key), "val": dg.AssetIn(chain.val_asset)},
               check_specs=[
                   dg.AssetCheckSpec(PPL_CHECK, asset=gguf_key, description=(

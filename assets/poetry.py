@@ -13,7 +13,7 @@ import dagster as dg
 
 from assets.finetune import FinetuneChain, finetune_chain
 from assets.meta import chat_md, inputs_meta
-from assets.pools import LOCAL_MODEL_POOL
+from assets.pools import LOCAL_MODEL_POOL, llm_pool
 
 from distillery_assets.datasets import chatml
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, read_jsonl
@@ -28,7 +28,7 @@ from distillery_assets.poetry.sources import step_sources
 from resources.llm import LLMResource
 
 GROUP = "poetry"
-MODEL_POOL = LOCAL_MODEL_POOL  # the local LLM runs in process
+LLM_POOL = llm_pool()  # local_model only when the LLM runs in this process (assets/pools.py)
 
 
 def _result(out: TaskOutput, *, preview_field: str | None = None, **extra) -> dg.Output:
@@ -60,7 +60,7 @@ def poetry_good_poems(context: dg.AssetExecutionContext) -> dg.Output:
     return _result(out, **_read("good_poems"))
 
 
-@dg.asset(group_name=GROUP, pool=MODEL_POOL,
+@dg.asset(group_name=GROUP, pool=LLM_POOL,
           description="Cliché-laden drafts: the user's (data/inputs/poetry/bad) or, when none, written by the LLM.")
 def poetry_bad_poems(context: dg.AssetExecutionContext, llm: LLMResource) -> dg.Output:
     out, origin = generate.bad_poems(PoetryConfig(), llm.get_client(context))
@@ -73,46 +73,46 @@ def poetry_bad_poems(context: dg.AssetExecutionContext, llm: LLMResource) -> dg.
 
 # ---- teaching data, one asset per task -------------------------------------------------------------------
 
-@dg.asset(group_name=GROUP, pool=MODEL_POOL, description="T1 workshop critiques of good and bad poems.")
+@dg.asset(group_name=GROUP, pool=LLM_POOL, description="T1 workshop critiques of good and bad poems.")
 def poetry_critiques(context: dg.AssetExecutionContext, llm: LLMResource, poetry_good_poems: Path, poetry_bad_poems: Path) -> dg.Output:
     out = generate.critiques(PoetryConfig(), llm.get_client(context),
                              generate.read_poems(poetry_good_poems), generate.read_poems(poetry_bad_poems))
     return _result(out, **_read("critique"))
 
 
-@dg.asset(group_name=GROUP, pool=MODEL_POOL,
+@dg.asset(group_name=GROUP, pool=LLM_POOL,
           description="T2 generation briefs for the user requests in data/inputs/poetry/requests.txt.")
 def poetry_briefs(context: dg.AssetExecutionContext, llm: LLMResource) -> dg.Output:
     return _result(generate.briefs(PoetryConfig(), llm.get_client(context)), **_read("brief"))
 
 
-@dg.asset(group_name=GROUP, pool=MODEL_POOL, description="T3 comparisons of a good and a bad poem (order alternates).")
+@dg.asset(group_name=GROUP, pool=LLM_POOL, description="T3 comparisons of a good and a bad poem (order alternates).")
 def poetry_comparisons(context: dg.AssetExecutionContext, llm: LLMResource, poetry_good_poems: Path, poetry_bad_poems: Path) -> dg.Output:
     out = generate.comparisons(PoetryConfig(), llm.get_client(context),
                                generate.read_poems(poetry_good_poems), generate.read_poems(poetry_bad_poems))
     return _result(out, **_read("comparison"))
 
 
-@dg.asset(group_name=GROUP, pool=MODEL_POOL, description="T4 cliché autopsies of bad poems.")
+@dg.asset(group_name=GROUP, pool=LLM_POOL, description="T4 cliché autopsies of bad poems.")
 def poetry_autopsies(context: dg.AssetExecutionContext, llm: LLMResource, poetry_bad_poems: Path) -> dg.Output:
     out = generate.autopsies(PoetryConfig(), llm.get_client(context),
                              generate.read_poems(poetry_bad_poems))
     return _result(out, **_read("autopsy"))
 
 
-@dg.asset(group_name=GROUP, pool=MODEL_POOL,
+@dg.asset(group_name=GROUP, pool=LLM_POOL,
           description="T5 revision dialogues: a student's revision of a critiqued poem, then the educator's follow-up.")
 def poetry_dialogues(context: dg.AssetExecutionContext, llm: LLMResource, poetry_critiques: Path) -> dg.Output:
     out = generate.dialogues(PoetryConfig(), llm.get_client(context), read_jsonl(poetry_critiques))
     return _result(out, **_read("dialogue"))
 
 
-@dg.asset(group_name=GROUP, pool=MODEL_POOL, description="T6 craft lessons answering the questions in prompts.yaml.")
+@dg.asset(group_name=GROUP, pool=LLM_POOL, description="T6 craft lessons answering the questions in prompts.yaml.")
 def poetry_lessons(context: dg.AssetExecutionContext, llm: LLMResource) -> dg.Output:
     return _result(generate.lessons(PoetryConfig(), llm.get_client(context)), **_read("lesson"))
 
 
-@dg.asset(group_name=GROUP, pool=MODEL_POOL, description="Brief -> poem pairs for the poet model.")
+@dg.asset(group_name=GROUP, pool=LLM_POOL, description="Brief -> poem pairs for the poet model.")
 def poetry_poet_pairs(context: dg.AssetExecutionContext, llm: LLMResource, poetry_briefs: Path) -> dg.Output:
     out = generate.poet_pairs(PoetryConfig(), llm.get_client(context), read_jsonl(poetry_briefs))
     return _result(out, **_read("poet_pair"))
@@ -244,7 +244,7 @@ def _finetune_assets() -> list:
     return dg.map_asset_specs(_with_lineage, chain)
 
 
-@dg.asset(group_name=GROUP, pool=MODEL_POOL, description="A few tutor sessions (brief, drafts, critiques, final note) run on the exported GGUF files.")
+@dg.asset(group_name=GROUP, pool=LOCAL_MODEL_POOL, description="A few tutor sessions (brief, drafts, critiques, final note) run on the exported GGUF files.")
 def poetry_sample_sessions(context: dg.AssetExecutionContext, educator_gguf: Path, poet_gguf: Path) -> dg.Output:
     from distillery_assets.poetry.tutor import run_sessions
 
