@@ -18,15 +18,18 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.meta import path_md, size_mb, text_md
+from assets.meta import path_md, size_mb, table_md, text_md
 from assets.pools import LOCAL_MODEL_POOL, compute_pool
 from distillery_assets.io import iter_jsonl
+from distillery_assets.markdown import text_block
 from distillery_assets.paths import config_dir, data_dir, safe_child
 from distillery_assets.training.base_model import build_embedded_base, embedded_base_dir
 from distillery_assets.training.chat_data import validate_messages
 from distillery_assets.training.config import EMBEDDED_BASE, PROFILE_ENV, TrainConfig, load_train_config
 from distillery_assets.training.lora import METRICS_FILE
-from distillery_assets.training.report import loss_table_md, model_card, save_loss_plot
+from distillery_assets.training.perplexity import HeldoutText, read_heldout
+from distillery_assets.training.report import (loss_inline_md, loss_table_md, model_card, ppl_sets_md,
+                                               quant_attempts_md, save_loss_plot)
 from distillery_assets.training.results import ExportResult, TrainResult
 from distillery_assets.training.steps import ExportGGUFSpec, TrainLoraSpec, read_result
 from resources.catalog import CatalogResource
@@ -65,6 +68,20 @@ class FinetuneChain:
     def config(self, profile: str | None) -> TrainConfig:
         return load_train_config(self.config_path(), profile)
 
+    def heldout_path(self, cfg: TrainConfig) -> Path | None:
+        """The held-out text the export scores (``export.heldout_text``, relative to the YAML's folder)."""
+        if not cfg.export.heldout_text:
+            return None
+        return safe_child(self.config_path().parent, cfg.export.heldout_text,
+                          source=f"{self.config_file} export.heldout_text")
+
+    def heldout(self, cfg: TrainConfig) -> HeldoutText | None:
+        path = self.heldout_path(cfg)
+        if path is None:
+            return None
+        return read_heldout(path, name=path.relative_to(config_dir()).as_posix()
+                            if path.is_relative_to(config_dir()) else path.name)
+
     def adapter_rel(self, cfg: TrainConfig) -> str:  # one folder per profile: switching profiles keeps both runs
         return f"models/lora/{self.name}/{cfg.profile}"
 
@@ -94,14 +111,19 @@ def _rel(path: Path) -> str:
 
 
 def _chat_messages(val_file: Path) -> list[dict[str, str]]:
-    """The chat probe: the first usable validation conversation up to (not including) its last reply."""
+    """The chat probe: the validation conversation whose reference reply is shortest, up to (not including)
+    that reply, so a reply of the trained kind ends well inside the check's token budget."""
+    probes = []
     for _, record in iter_jsonl(val_file, on_error="yield"):
         if isinstance(record, dict):
             try:
-                return validate_messages(record)[:-1]
+                messages = validate_messages(record)
             except ValueError:
                 continue
-    return [{"role": "user", "content": CHAT_PROBE}]
+            probes.append((len(messages[-1]["content"]), len(probes), messages[:-1]))
+    if not probes:
+        return [{"role": "user", "content": CHAT_PROBE}]
+    return min(probes)[2]
 
 
 def _lora_metadata(result: TrainResult, ran_on: str, folder: Path, inputs: list[Path]) -> dict:
@@ -109,7 +131,11 @@ def _lora_metadata(result: TrainResult, ran_on: str, folder: Path, inputs: list[
     return {
         "profile": result.profile, "base_model": result.base_model, "ran_on": ran_on,
         "reused_finished_run": result.reused,
-        "base_val_loss": result.base_val_loss, "trained_val_loss": result.val_loss, "improvement": result.improvement,
+        "base_val_loss": round(result.base_val_loss, 4), "trained_val_loss": round(result.val_loss, 4),
+        "improvement": round(result.improvement, 4),
+        # two small entries the UI shows in place (under 1000 characters each), then the full-size plot
+        "loss_curves": dg.MetadataValue.md(loss_inline_md(result.model_dump())),
+        "loss_table": dg.MetadataValue.md(loss_table_md(result.model_dump())),
         "losses": dg.MetadataValue.md(loss_table_md(result.model_dump()) + "\n\n" + plot_md),
         "loss_plot": path_md(plot_path),
         "steps": result.steps, "resumed_from_step": result.resumed_from_step,
@@ -122,19 +148,41 @@ def _lora_metadata(result: TrainResult, ran_on: str, folder: Path, inputs: list[
     }
 
 
+def _mb(n: int) -> float:
+    return round(n / 1e6, 1)
+
+
+def _quant_summary(result: ExportResult) -> str:
+    if not result.fallback_used:
+        return f"{result.quant} (primary)"
+    return (f"{result.quant} (fallback: primary {result.primary_quant} was "
+            f"{100 * result.quant_attempts[0].ppl_degradation:+.2f}%, over the {100 * result.ppl_limit:.0f}% bound)")
+
+
 def _gguf_metadata(result: ExportResult, ran_on: str, inputs: list[Path]) -> dict:
     info, chat = result.gguf, result.chat
+    export = result.model_dump()
+    tokens = {s.name: s.tokens for s in result.ppl_sets}
     return {
         "file": result.gguf_file, "ran_on": ran_on, "reused_finished_run": result.reused,
+        "quant": _quant_summary(result), "primary_quant": result.primary_quant, "fallback_used": result.fallback_used,
+        "quant_attempts": dg.MetadataValue.md(quant_attempts_md(export)),
         "quant_declared": info.file_type, "tensor_types": dg.MetadataValue.json(info.tensor_types),
         "matrix_tensors_k_quant": f"{info.matrix_tensors_k_quant} of {info.matrix_tensors}",
+        "gguf_mb": _mb(result.gguf_bytes), "f16_mb": _mb(result.intermediate_bytes),
+        "merged_checkpoint_mb": _mb(result.merged_bytes),
         "gguf_bytes": result.gguf_bytes, "f16_bytes": result.intermediate_bytes,
         "merged_checkpoint_bytes": result.merged_bytes,
-        "ppl_merged": result.ppl_merged, "ppl_gguf": result.ppl_gguf,
+        "perplexity": dg.MetadataValue.md(ppl_sets_md(export)),
+        "ppl_merged": round(result.ppl_merged, 4), "ppl_gguf": round(result.ppl_gguf, 4),
         "ppl_degradation_pct": round(100 * result.ppl_degradation, 2),
-        **({"ppl_f16_gguf": result.ppl_intermediate_gguf} if result.ppl_intermediate_gguf else {}),
+        **({"ppl_f16_gguf": round(result.ppl_intermediate_gguf, 4)} if result.ppl_intermediate_gguf else {}),
+        "ppl_tokens": result.ppl_tokens, "ppl_val_examples": result.ppl_examples,
+        "ppl_val_tokens": tokens.get("validation", 0), "ppl_heldout_tokens": tokens.get("held-out", 0),
         "chat_finish_reason": str(chat.finish_reason if chat else None),
-        "chat_reply": dg.MetadataValue.md(f"**{chat.prompt}**\n\n{chat.reply}" if chat else ""),
+        **({"chat_tokens": f"{chat.completion_tokens} of {chat.max_tokens}"} if chat else {}),
+        "chat_reply": dg.MetadataValue.md(f"**prompt**\n\n{text_block(chat.prompt, 600)}\n\n**reply**\n\n"
+                                          f"{text_block(chat.reply)}" if chat else ""),
         "stage_seconds": dg.MetadataValue.json({k: round(v, 1) for k, v in result.timings.items()}),
         "inputs": [str(p) for p in inputs],
     }
@@ -145,12 +193,15 @@ def _gguf_checks(result: ExportResult) -> list[dg.AssetCheckResult]:
     return [
         dg.AssetCheckResult(check_name=PPL_CHECK, passed=result.ppl_degradation_ok,
                             severity=dg.AssetCheckSeverity.WARN, metadata={
-                                "ppl_merged": result.ppl_merged, "ppl_gguf": result.ppl_gguf,
+                                "ppl_merged": round(result.ppl_merged, 4), "ppl_gguf": round(result.ppl_gguf, 4),
                                 "degradation_pct": round(100 * result.ppl_degradation, 2),
-                                "limit_pct": 100 * result.ppl_limit}),
+                                "limit_pct": round(100 * result.ppl_limit, 2),
+                                "quant": _quant_summary(result), "tokens_scored": result.ppl_tokens,
+                                "attempts": dg.MetadataValue.md(quant_attempts_md(result.model_dump()))}),
         dg.AssetCheckResult(check_name=CHAT_CHECK, passed=result.chat_stopped, metadata={
             "finish_reason": str(chat.finish_reason if chat else "no chat check ran"),
             "completion_tokens": chat.completion_tokens if chat else 0,
+            "max_tokens": chat.max_tokens if chat else 0,
             "reply": text_md((chat.reply if chat else "") or "(empty)")}),
     ]
 
@@ -194,7 +245,8 @@ def _gguf_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
               ins={"adapter": dg.AssetIn(lora_key), "val": dg.AssetIn(chain.val_asset)},
               check_specs=[
                   dg.AssetCheckSpec(PPL_CHECK, asset=gguf_key, description=(
-                      "Perplexity of the quantized GGUF is within the configured limit of the merged model's.")),
+                      "Perplexity of the kept GGUF (the primary quant, else the first fallback within the bound) on the "
+                      "validation split plus the held-out text is within the configured limit of the merged model's.")),
                   dg.AssetCheckSpec(CHAT_CHECK, asset=gguf_key, description=(
                       "The GGUF loads in llama-cpp-python and a greedy chat reply stops on the end-of-turn token."))],
               description=f"{chain.name} model: adapter merged into the full-precision base, GGUF f16, quantized.")
@@ -202,14 +254,14 @@ def _gguf_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
              catalog: CatalogResource, adapter: Path, val: Path):
         cfg = chain.config(config.profile)
         spec = ExportGGUFSpec(config=cfg, adapter_dir=_rel(adapter), val=_rel(val), out_dir=chain.gguf_rel(cfg),
-                              chat_messages=_chat_messages(val), chat_max_tokens=cfg.max_seq)
+                              chat_messages=_chat_messages(val), heldout=chain.heldout(cfg))
         result = compute.run_step(spec)
         ran_on = compute.ran_on(result.device)
         if not result.reused:
             catalog.get().record_run(kind="export", name=gguf_key, run_id=context.run_id,
                                      params=cfg.export.model_dump(), metrics=result.model_dump(mode="json") | {"ran_on": ran_on})
-        yield dg.Output(data_dir() / spec.gguf_rel,
-                        metadata=_gguf_metadata(result, ran_on, [adapter, val, chain.config_path()]))
+        sources = [adapter, val, chain.config_path(), *filter(None, [chain.heldout_path(cfg)])]
+        yield dg.Output(data_dir() / result.gguf_path, metadata=_gguf_metadata(result, ran_on, sources))
         yield from _gguf_checks(result)
 
     return gguf

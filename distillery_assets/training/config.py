@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from distillery_assets.io.hashing import sha256_text
 from distillery_assets.io.yamlfile import read_yaml, validate_yaml
@@ -61,13 +61,49 @@ class QuantSettings(_Strict):
     compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
 
 
+QUANT_TYPES = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_1", "Q4_K_S", "Q4_K_M", "Q5_0", "Q5_1", "Q5_K_S",
+               "Q5_K_M", "Q6_K", "Q8_0", "F16", "BF16")
+"""llama.cpp quantization types an export may name (``llama_model_quantize`` ftypes)."""
+
+
+def _quant_name(value: str) -> str:
+    if value not in QUANT_TYPES:
+        raise ValueError(f"unknown llama.cpp quantization type {value!r} (known: {', '.join(QUANT_TYPES)})")
+    return value
+
+
+QuantName = Annotated[str, AfterValidator(_quant_name)]
+
+
 class ExportSettings(_Strict):
+    """How the adapter becomes a GGUF, and what the GGUF must pass.
+
+    ``quant`` is the primary quantization (the seed's ``primary_quant``). When its measured perplexity
+    degradation against the merged model exceeds ``max_ppl_degradation``, the export tries each of
+    ``fallback_quants`` in order and keeps the first one within the bound (or, if none is, the least degraded,
+    with the check failing). Perplexity is measured on the whole validation split (``ppl_max_examples`` caps
+    it) plus ``heldout_text``, a fixed text file relative to this YAML's folder, cut into windows of
+    ``heldout_window`` tokens (default: ``max_seq``).
+    """
+
     intermediate: Literal["f16", "bf16", "f32"] = "f16"
-    quant: str = "Q4_K_M"
+    quant: QuantName = "Q4_K_M"
+    fallback_quants: list[QuantName] = Field(
+        default_factory=list, description="tried in order when `quant` degrades perplexity beyond the bound")
     merge_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_ppl_degradation: float = Field(default=0.05, ge=0.0)
     ppl_max_examples: int | None = Field(default=None, gt=0)
     ppl_f16: bool = Field(default=False, description="also score the f16 GGUF: separates conversion from quantization error")
+    heldout_text: str | None = Field(default=None, description="a text file (relative to the YAML's folder) also scored")
+    heldout_window: int | None = Field(default=None, gt=8, description="tokens per held-out window (default max_seq)")
+    chat_max_tokens: int | None = Field(default=None, gt=0,
+                                        description="token budget of the chat check's reply (default max_seq)")
+    chat_repeat_penalty: float = Field(default=1.0, gt=0, description="repeat penalty of the greedy chat check")
+
+    @property
+    def candidate_quants(self) -> list[str]:
+        """The primary quantization, then each fallback once, in order."""
+        return list(dict.fromkeys([self.quant, *self.fallback_quants]))
 
 
 class LoopConfig(_Strict):
@@ -122,8 +158,12 @@ class TrainConfig(LoopConfig):
 
     @property
     def gguf_file_name(self) -> str:
-        """The one name of this fine-tune's GGUF file: ``{base}-{role}-{quant}.gguf``."""
-        return gguf_file_name(self.base_model, self.role, self.export.quant)
+        """The one name of this fine-tune's GGUF file: ``{base}-{role}-{quant}.gguf`` (the primary quant)."""
+        return self.gguf_file_name_for(self.export.quant)
+
+    def gguf_file_name_for(self, quant: str) -> str:
+        """The GGUF file name when ``quant`` is the one kept (a fallback names its own file)."""
+        return gguf_file_name(self.base_model, self.role, quant)
 
 
 def base_short_name(base_model: str) -> str:

@@ -42,11 +42,106 @@ def loss_plot_png(metrics: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
+INLINE_MD_LIMIT = 1000
+"""Dagster's UI shows a markdown entry in place only below this many characters (else behind a click)."""
+_INLINE_COLOURS = ((255, 255, 255), (31, 119, 180), (214, 39, 40), (110, 110, 110))  # white, train, val, base
+
+
+def loss_inline_png(metrics: dict[str, Any], dpi: int = 60) -> bytes:
+    """A small four-colour PNG of the loss curves (train blue, validation red, base dashed grey), a few hundred
+    bytes, so its data URI fits in a metadata entry the UI renders in place."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    epochs = [e["epoch"] for e in metrics["epochs"]]
+    grey = "#6e6e6e"
+    flat = {"lines.antialiased": False, "text.antialiased": False, "patch.antialiased": False, "font.size": 7}
+    with plt.rc_context(flat):
+        fig, ax = plt.subplots(figsize=(4, 2), dpi=dpi)
+        ax.plot(epochs, [e["train_loss"] for e in metrics["epochs"]], "-", color="#1f77b4", lw=1.5)
+        ax.plot(epochs, [e["val_loss"] for e in metrics["epochs"]], "-", color="#d62728", lw=1.5)
+        ax.axhline(metrics["base_val_loss"], color=grey, linestyle="--", lw=1)
+        ax.set_xticks(epochs if len(epochs) <= 8 else epochs[:: max(1, len(epochs) // 6)])
+        ax.tick_params(colors=grey)
+        for side, spine in ax.spines.items():
+            spine.set_color(grey)
+            spine.set_visible(side in ("left", "bottom"))
+        fig.tight_layout(pad=0.3)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+    palette = Image.new("P", (1, 1))
+    colours = [c for rgb in _INLINE_COLOURS for c in rgb]
+    palette.putpalette(colours + [0] * (768 - len(colours)))
+    image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB").quantize(palette=palette, dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True, bits=2)
+    return out.getvalue()
+
+
+def loss_inline_md(metrics: dict[str, Any]) -> str:
+    """The loss curves as one markdown image under :data:`INLINE_MD_LIMIT` characters (shrinking the image
+    if need be), so the plot shows on the asset page without a click."""
+    alt = "loss per epoch: train blue, validation red, base model dashed"
+    for dpi in (60, 50, 40, 30):
+        md = f"![{alt}](data:image/png;base64,{base64.b64encode(loss_inline_png(metrics, dpi)).decode()})"
+        if len(md) < INLINE_MD_LIMIT:
+            return md
+    return f"_(loss plot too large to show in place; see `losses`)_ final val loss {metrics['val_loss']:.4f}"
+
+
 def save_loss_plot(metrics: dict[str, Any], path: Path) -> tuple[Path, str]:
     """Write the PNG atomically; return its path and a Markdown snippet embedding it inline."""
     png = loss_plot_png(metrics)
     atomic_write_bytes(Path(path), png)
     return Path(path), f"![loss curves](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def ppl_sets_md(export: dict[str, Any]) -> str:
+    """Perplexity per evaluation set (validation split, held-out text) with the tokens each scored."""
+    rows = [(s["name"], s["source"], s["examples"], s["tokens"], round(s["ppl_merged"], 3),
+             "" if s.get("ppl_f16") is None else round(s["ppl_f16"], 3), round(s["ppl_gguf"], 3),
+             f"{100 * (s['ppl_gguf'] / s['ppl_merged'] - 1):+.2f}%") for s in export.get("ppl_sets") or []]
+    rows.append(("all", "", "", export.get("ppl_tokens", ""), round(export["ppl_merged"], 3),
+                 "" if export.get("ppl_intermediate_gguf") is None else round(export["ppl_intermediate_gguf"], 3),
+                 round(export["ppl_gguf"], 3), f"{100 * export['ppl_degradation']:+.2f}%"))
+    return md_table(rows, ["set", "source", "examples", "tokens", "merged", "f16 GGUF", export["quant"], "change"],
+                    align="llrrrrrr", digits=3)
+
+
+def quant_attempts_md(export: dict[str, Any]) -> str:
+    """Each quantization tried, in order, against the bound; the last row is the kept file."""
+    limit = export.get("ppl_limit")
+    rows = [(a["quant"], round(a["ppl_gguf"], 3), f"{100 * a['ppl_degradation']:+.2f}%",
+             "yes" if a["within_limit"] else "no", round(a["gguf_bytes"] / 1e6, 1),
+             "kept" if i == len(export["quant_attempts"]) - 1 else "")
+            for i, a in enumerate(export.get("quant_attempts") or [])]
+    head = ["quant", "ppl", "vs merged", f"within {100 * limit:.0f}%" if limit is not None else "within limit",
+            "MB", ""]
+    return md_table(rows, head, align="lrrrrl", digits=3)
+
+
+def _ppl_scope(export: dict[str, Any]) -> str:
+    sets = export.get("ppl_sets") or []
+    if not sets:
+        return " on validation (assistant tokens)"
+    return " on " + " + ".join(f"{s['name']} ({s['tokens']} tokens)" for s in sets)
+
+
+def _export_sections(export: dict[str, Any]) -> list[str]:
+    out = []
+    if export.get("ppl_sets"):
+        out += ["", "## Perplexity", "", ppl_sets_md(export)]
+    if export.get("quant_attempts"):
+        primary = export.get("primary_quant") or export["quant"]
+        fallbacks = ", ".join(export.get("fallback_quants") or []) or "none"
+        out += ["", "## Quantization", "",
+                f"Primary {primary}; fallbacks in order: {fallbacks}; kept: **{export['quant']}**.", "",
+                quant_attempts_md(export)]
+    return out
 
 
 def model_card(*, role: str, base_model: str, base_note: str, data: dict[str, Any], settings: dict[str, Any],
@@ -59,6 +154,10 @@ def model_card(*, role: str, base_model: str, base_note: str, data: dict[str, An
     chat = export.get("chat") or {}
     description = (f"A LoRA fine-tune of **{base_model}** for the **{role}** role, merged and quantized to "
                    f"**{export['quant']}** with llama.cpp. Built by the Distillery pipeline; trained on {ran_on}.")
+    primary = export.get("primary_quant") or export["quant"]
+    if primary != export["quant"]:
+        description += (f"\n\nThe primary quantization {primary} lost more perplexity than the bound allows, so the "
+                        f"fallback **{export['quant']}** was kept (see Quantization below).")
     if base_note:
         description += f"\n\nBase model note: {base_note}"
     sections = [
@@ -74,10 +173,12 @@ def model_card(*, role: str, base_model: str, base_note: str, data: dict[str, An
         loss_table_md(training),
         "",
         f"- validation loss: base {training['base_val_loss']:.4f} -> fine-tuned {training['val_loss']:.4f}",
-        f"- perplexity on validation (assistant tokens): merged model {export['ppl_merged']:.3f}, "
+        f"- perplexity{_ppl_scope(export)}: merged model {export['ppl_merged']:.3f}, "
         f"{export['quant']} GGUF {export['ppl_gguf']:.3f} ({100 * export['ppl_degradation']:+.1f}%)",
         f"- tensor types in the file: {export['gguf']['tensor_types']}",
-        f"- chat check: finish_reason `{chat.get('finish_reason')}` after {chat.get('completion_tokens')} tokens",
+        f"- chat check: finish_reason `{chat.get('finish_reason')}` after {chat.get('completion_tokens')} tokens"
+        + (f" (budget {chat['max_tokens']})" if chat.get("max_tokens") else ""),
+        *_export_sections(export),
     ]
     return render_model_card(ModelCardInfo(
         repo_id=repo_id or f"distillery-{role}-gguf", title=export["gguf_file"], description=description,
@@ -85,5 +186,7 @@ def model_card(*, role: str, base_model: str, base_note: str, data: dict[str, An
         gguf_file=export["gguf_file"], quantization=export["quant"], settings=settings,
         metrics={"base_val_loss": training["base_val_loss"], "val_loss": training["val_loss"],
                  "ppl_merged": export["ppl_merged"], "ppl_gguf": export["ppl_gguf"],
-                 "ppl_degradation_pct": round(100 * export["ppl_degradation"], 2)},
+                 "ppl_degradation_pct": round(100 * export["ppl_degradation"], 2),
+                 **({"ppl_tokens": export["ppl_tokens"]} if export.get("ppl_tokens") else {}),
+                 **({"primary_quant": export["primary_quant"]} if export.get("primary_quant") else {})},
         extra_markdown="\n".join(sections)))

@@ -5,8 +5,8 @@ caller re-validates the dict with the step's ``result_type``. Each finished step
 beside its output (``record_json``), which is what a later run reuses and what the upload reads.
 
 The judgements a check reports are made here, once, from the numbers in hand:
-``TrainResult.loss_improved``, ``ExportResult.ppl_degradation_ok`` (set by the export from its limit)
-and ``ExportResult.chat_stopped``.
+``TrainResult.loss_improved``, ``ExportResult.ppl_degradation_ok`` (set by the export from its limit, for
+the quantization it kept), ``ExportResult.fallback_used`` and ``ExportResult.chat_stopped``.
 """
 
 from __future__ import annotations
@@ -108,6 +108,34 @@ class ChatReply(_Record):
     max_tokens: int
 
 
+class PerplexitySet(_Record):
+    """One evaluation set's figures: the validation split (assistant tokens) or the held-out text."""
+
+    name: str
+    """``validation`` or ``held-out``."""
+    source: str
+    """The file it came from."""
+    examples: int
+    """Conversations (validation) or token windows (held-out)."""
+    tokens: int
+    """Tokens scored."""
+    ppl_merged: float
+    ppl_gguf: float
+    """The kept GGUF's."""
+    ppl_f16: float | None = None
+
+
+class QuantAttempt(_Record):
+    """One quantization tried: its perplexity on every set together, and whether it is within the bound."""
+
+    quant: str
+    ppl_gguf: float
+    ppl_degradation: float
+    within_limit: bool
+    gguf_bytes: int
+    ppl_by_set: dict[str, float]
+
+
 class ExportResult(StepResult):
     kind: Literal["export_gguf"] = "export_gguf"
     fingerprint: str
@@ -115,6 +143,11 @@ class ExportResult(StepResult):
     gguf_path: str
     """Relative to the step's root."""
     quant: str
+    """The quantization kept: the primary if it is within the bound, else the first fallback that is."""
+    primary_quant: str
+    fallback_quants: list[str] = []
+    quant_attempts: list[QuantAttempt]
+    """Every quantization tried, in order; the last one is the kept one."""
     intermediate: str
     merge_dtype: str
     gguf: GGUFInfo
@@ -122,15 +155,25 @@ class ExportResult(StepResult):
     intermediate_bytes: int
     gguf_bytes: int
     ppl_merged: float
+    """Over every evaluation set together (token-weighted), like ``ppl_gguf`` and ``ppl_degradation``."""
     ppl_gguf: float
     ppl_intermediate_gguf: float | None
     ppl_degradation: float
     ppl_limit: float
     ppl_degradation_ok: bool
     ppl_examples: int
+    """Validation conversations scored."""
+    ppl_tokens: int
+    """Tokens scored over every set."""
+    ppl_sets: list[PerplexitySet]
     device: str
     chat: ChatReply | None
     timings: dict[str, float]
+
+    @property
+    def fallback_used(self) -> bool:
+        """The primary quantization degraded perplexity beyond the bound and a fallback was kept."""
+        return self.quant != self.primary_quant
 
     @property
     def chat_stopped(self) -> bool:

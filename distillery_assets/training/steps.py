@@ -34,6 +34,7 @@ from distillery_assets.io.hashing import sha256_file, sha256_text
 from distillery_assets.paths import safe_child
 from distillery_assets.training.base_model import EMBEDDED_BASE_RELDIR, base_identity, resolve_base
 from distillery_assets.training.config import EMBEDDED_BASE, TrainConfig
+from distillery_assets.training.perplexity import HeldoutText
 from distillery_assets.training.results import ExportResult, StepResult, TrainResult
 
 R = TypeVar("R", bound=StepResult)
@@ -141,21 +142,35 @@ class ExportGGUFSpec(StepSpecBase):
     val: RelPath
     out_dir: RelPath
     chat_messages: list[dict[str, str]] | None = None
-    chat_max_tokens: int | None = Field(default=None, gt=0, description="default: the profile's max_seq")
+    chat_max_tokens: int | None = Field(default=None, gt=0,
+                                        description="default: export.chat_max_tokens, else the profile's max_seq")
+    heldout: HeldoutText | None = None
+    """The fixed held-out text scored beside the validation split (its text travels in the spec)."""
 
     @property
     def gguf_rel(self) -> str:
-        return f"{self.out_dir}/{self.config.gguf_file_name}"
+        """The primary quantization's GGUF; a fallback is named after its own quant (``gguf_rel_for``)."""
+        return self.gguf_rel_for(self.config.export.quant)
+
+    def gguf_rel_for(self, quant: str) -> str:
+        return f"{self.out_dir}/{self.config.gguf_file_name_for(quant)}"
 
     @property
     def record_rel(self) -> str:
-        """The recorded ``ExportResult`` beside the GGUF."""
-        return f"{self.out_dir}/{PurePosixPath(self.config.gguf_file_name).stem}.json"
+        """The recorded ``ExportResult`` beside the primary GGUF (a fallback's record is beside its file)."""
+        return self.record_rel_for(self.config.export.quant)
+
+    def record_rel_for(self, quant: str) -> str:
+        return f"{self.out_dir}/{PurePosixPath(self.config.gguf_file_name_for(quant)).stem}.json"
 
     def inputs(self) -> list[str]:
         return [self.adapter_dir, self.val, *_base_input(self.config)]
 
     def outputs(self) -> list[str]:
+        """The GGUF and its record; with fallbacks configured the kept file's name is known only after the
+        run, so the output is the folder (it holds exactly the kept GGUF and its record)."""
+        if len(self.config.export.candidate_quants) > 1:
+            return [self.out_dir]
         return [self.gguf_rel, self.record_rel]
 
     def run(self, root: Path) -> ExportResult:
@@ -168,17 +183,21 @@ class ExportGGUFSpec(StepSpecBase):
         if trained is None:
             raise FileNotFoundError(f"{adapter_dir}: no finished adapter ({METRICS_FILE} missing); run train_lora")
         final = safe_child(Path(root), self.gguf_rel, source="export_gguf GGUF file")
-        record = safe_child(Path(root), self.record_rel, source="export_gguf result record")
         settings = {"adapter": trained.fingerprint, "export": cfg.export.model_dump(), "max_seq": cfg.max_seq,
-                    "chat_messages": self.chat_messages, "chat_max_tokens": self.chat_max_tokens}
+                    "chat_messages": self.chat_messages, "chat_max_tokens": self.chat_max_tokens,
+                    "heldout": None if self.heldout is None else [self.heldout.name, self.heldout.digest]}
         fingerprint = step_fingerprint(settings, [val])
-        done = finished(record, ExportResult, fingerprint, final)
-        if done is not None:
-            return done
+        for quant in cfg.export.candidate_quants:  # whichever quantization a finished run kept
+            record = safe_child(Path(root), self.record_rel_for(quant), source="export_gguf result record")
+            artefact = safe_child(Path(root), self.gguf_rel_for(quant), source="export_gguf GGUF file")
+            done = finished(record, ExportResult, fingerprint, artefact)
+            if done is not None:
+                return done
         result = export_gguf(cfg, resolve_base(cfg.base_model, Path(root)), adapter_dir, val, final,
                              fingerprint=fingerprint, gguf_path=self.gguf_rel, chat_messages=self.chat_messages,
-                             chat_max_tokens=self.chat_max_tokens or cfg.max_seq,
-                             threads=cfg.threads or os.cpu_count() or 2)
+                             chat_max_tokens=self.chat_max_tokens or cfg.export.chat_max_tokens or cfg.max_seq,
+                             heldout=self.heldout, threads=cfg.threads or os.cpu_count() or 2)
+        record = safe_child(Path(root), self.record_rel_for(result.quant), source="export_gguf result record")
         atomic_write_text(record, result.record_json())
         return result
 
