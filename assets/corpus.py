@@ -13,10 +13,11 @@ partitions runs as one run. The domain logic lives in :mod:`distillery_assets.co
 import dagster as dg
 from pydantic import Field
 
-from assets.meta import table_md
+from assets.meta import llm_usage_meta, table_md
 from assets.pools import llm_pool
-from distillery_assets.corpus.generate import MAX_TOKENS, generate_missing
-from distillery_assets.corpus.layout import CorpusKind, corpus_root, partition_dir, stale_temp_files
+from distillery_assets.catalog import InputRef, NewArtifact
+from distillery_assets.corpus.generate import MAX_TOKENS, GenerationReport, generate_missing
+from distillery_assets.corpus.layout import PROMPTS_FILE, CorpusKind, corpus_root, partition_dir, stale_temp_files
 from distillery_assets.corpus.plan import PartitionPlan, scan_partition
 from distillery_assets.corpus.prompts import leaves_for, word_target_for, write_leaf
 from distillery_assets.corpus.quality import inspect_corpus
@@ -84,15 +85,18 @@ def _dry_run(context, asset_name: str, plans: dict[str, PartitionPlan], root, wo
         })
 
 
-def _record(catalog: CatalogResource, context, asset_name: str, after: dict[str, PartitionPlan], summary: dict,
-            config: CorpusGenerateConfig) -> None:
-    """Each partition directory as an artefact (inputs: its prompts.txt files) and the run's usage."""
+def _record(catalog: CatalogResource, context, asset_name: str, prompts_name: str, report: GenerationReport,
+            after: dict[str, PartitionPlan], summary: dict, config: CorpusGenerateConfig) -> None:
+    """Each .corpus file written as an artefact (its input: the prompts.txt beside it, an artefact of the
+    prompts asset), one transaction per partition, and the run's usage."""
     cat = catalog.get()
-    generated_now = {row[0]: row[3] for row in summary["by_partition"]}
     for key, plan in after.items():
-        register_files(context, cat, [plan.directory], plan.prompt_files, partition=key,
-                       record_count=len(plan.existing), outside_data_dir=True,
-                       metadata={"generated": generated_now[key], "missing": len(plan.pending)})
+        written = [o for o in report.generated if o.task.path.is_relative_to(plan.directory)]
+        if written:
+            register_files(context, cat, [
+                NewArtifact(o.task.path, [InputRef(o.task.path.parent / PROMPTS_FILE, prompts_name)],
+                            metadata={"words": o.words, "truncated": o.truncated})
+                for o in written], partition=key, outside_data_dir=True)
     cat.record_run(kind="generate", name=asset_name, partition=",".join(after), run_id=context.run_id,
                    params={"limit": config.limit, "model": config.model, "max_tokens": config.max_tokens},
                    metrics={**summary["usage"], "generated": summary["generated"], "failed": summary["failed"]})
@@ -176,11 +180,10 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
             context.log.error(f"FAILED {relative(outcome.task.path, root)}: {outcome.reason}")
         after = _scan(kind, keys, root)
         summary = run_summary(report, after, {k: word_target_for(tables, kind, k) for k in keys}, root)
-        _record(catalog, context, corpus_name, after, summary, config)
+        _record(catalog, context, corpus_name, prompts_name, report, after, summary, config)
         if report.failed and not report.generated:
             raise dg.Failure(f"all {len(report.failed)} requests failed; first: {report.failed[0].reason}",
                              metadata={"failures": dg.MetadataValue.json(summary["failures"])})
-        usage = summary["usage"]
         yield dg.MaterializeResult(metadata={
             "corpus_root": dg.MetadataValue.path(str(root)),
             "partitions": len(keys),
@@ -198,49 +201,62 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
             "by_partition": table_md(summary["by_partition"],
                                      ["partition", "present", "missing", "generated now", "word target"],
                                      align="lrrrl"),
-            "llm_requests": usage["requests"],
-            "llm_cache_hits": usage["cache_hits"],
-            "llm_provider_calls": usage["provider_calls"],
-            "input_tokens": usage["input_tokens"],
-            "output_tokens": usage["output_tokens"],
-            "estimated_cost_usd": usage["cost_usd"],
+            **llm_usage_meta(summary["usage"]),
             "preview": dg.MetadataValue.md(summary["preview"] or "(nothing generated)"),
         })
 
     @dg.asset_check(asset=prompts_asset, name="every_line_parses",
-                    description="Every line of every prompts.txt (all partitions on disk) is '<file>.corpus <prompt>' "
-                    "with a safe file name.")
-    def prompts_parse_check(config: CorpusRootConfig) -> dg.AssetCheckResult:
-        root = corpus_root(config.corpus_root)
-        plans = _scan(kind, partitions_def.get_partition_keys(), root)
-        rejects = [str(r) for p in plans.values() for r in p.rejects]
+                    description="Every line of every prompts.txt of the run's partitions (a run without partitions: "
+                    "of every partition that has prompts) is '<file>.corpus <prompt>' with a safe file name.")
+    def prompts_parse_check(context: dg.AssetCheckExecutionContext, config: CorpusRootConfig) -> dg.AssetCheckResult:
+        keys, scoped = _checked_partitions(context, partitions_def)
+        plans = _scan(kind, keys, corpus_root(config.corpus_root))
         empty = [k for k, p in plans.items() if not p.prompt_files]
+        if not scoped:  # a check-only run over everything: judge what exists (no partition has to be there yet)
+            plans = {k: p for k, p in plans.items() if p.prompt_files}
+        rejects = [str(r) for p in plans.values() for r in p.rejects]
         return dg.AssetCheckResult(
-            passed=not rejects and not empty,
-            metadata={"prompts": sum(p.total for p in plans.values()), "rejected": len(rejects),
+            passed=bool(plans) and not rejects and not (scoped and empty),
+            metadata={"partitions_checked": dg.MetadataValue.json(list(plans)),
+                      "prompts": sum(p.total for p in plans.values()), "rejected": len(rejects),
                       "partitions_without_prompts": dg.MetadataValue.json(empty),
                       "rejects": dg.MetadataValue.json(rejects[:100])},
         )
 
     @dg.asset_check(asset=corpus_asset, name="files_are_prose",
-                    description="Each .corpus on disk (all partitions) is non-empty UTF-8 (error); markdown "
-                    "headings or meta commentary such as 'Here is' are warnings.")
-    def prose_check(config: CorpusRootConfig) -> dg.AssetCheckResult:
-        return _inspect(partitions_def, kind, corpus_root(config.corpus_root), with_target=False)
+                    description="Each .corpus on disk in the run's partitions (without partitions: all) is "
+                    "non-empty UTF-8 (error); markdown headings or meta commentary such as 'Here is' are warnings.")
+    def prose_check(context: dg.AssetCheckExecutionContext, config: CorpusRootConfig) -> dg.AssetCheckResult:
+        keys, _ = _checked_partitions(context, partitions_def)
+        return _inspect(keys, kind, corpus_root(config.corpus_root), with_target=False)
 
     @dg.asset_check(asset=corpus_asset, name="word_counts_on_target",
-                    description="Word count of each .corpus on disk (all partitions) against its target range "
-                    "(warning).")
-    def word_count_check(config: CorpusRootConfig) -> dg.AssetCheckResult:
-        return _inspect(partitions_def, kind, corpus_root(config.corpus_root), with_target=True)
+                    description="Word count of each .corpus on disk in the run's partitions (without partitions: "
+                    "all) against its target range (warning).")
+    def word_count_check(context: dg.AssetCheckExecutionContext, config: CorpusRootConfig) -> dg.AssetCheckResult:
+        keys, _ = _checked_partitions(context, partitions_def)
+        return _inspect(keys, kind, corpus_root(config.corpus_root), with_target=True)
 
     return [prompts_asset, corpus_asset], [prompts_parse_check, prose_check, word_count_check]
 
 
-def _inspect(partitions_def: dg.PartitionsDefinition, kind: CorpusKind, root, *, with_target: bool) -> dg.AssetCheckResult:
+def _checked_partitions(context: dg.AssetCheckExecutionContext,
+                        partitions_def: dg.PartitionsDefinition) -> tuple[list[str], bool]:
+    """The partitions a check judges, and whether the run named them: the run's partition or range (with the
+    asset, or a check-only run launched for a partition), else every partition. The checks are not
+    partitioned themselves: Dagster runs a partitioned check neither in a single-run partition range nor
+    alone, so each reads the run's partitions instead."""
+    if context.has_partition_key_range:
+        return list(context.partition_keys), True
+    if context.has_partition_key:
+        return [context.partition_key], True
+    return partitions_def.get_partition_keys(), False
+
+
+def _inspect(keys: list[str], kind: CorpusKind, root, *, with_target: bool) -> dg.AssetCheckResult:
     tables = default_tables()
     errors, warnings, counts = {}, {}, []
-    for key, plan in _scan(kind, partitions_def.get_partition_keys(), root).items():
+    for key, plan in _scan(kind, keys, root).items():
         target = word_target_for(tables, kind, key)
         for task in plan.existing:
             words, findings = inspect_corpus(task.path.read_bytes(), target)
@@ -253,7 +269,8 @@ def _inspect(partitions_def: dg.PartitionsDefinition, kind: CorpusKind, root, *,
     return dg.AssetCheckResult(
         passed=not errors and not warnings,
         severity=severity,
-        metadata={"files_checked": len(counts), "errors": len(errors), "warnings": len(warnings),
+        metadata={"partitions_checked": dg.MetadataValue.json(keys),
+                  "files_checked": len(counts), "errors": len(errors), "warnings": len(warnings),
                   "findings": dg.MetadataValue.json(dict(list({**warnings, **errors}.items())[:100]))},
     )
 

@@ -19,7 +19,7 @@ from typing import Any
 import dagster as dg
 
 from assets.meta import table_md
-from distillery_assets.catalog import ArtifactRecord, Catalog, InputRef
+from distillery_assets.catalog import ArtifactRecord, Catalog, InputRef, NewArtifact
 from distillery_assets.paths import data_dir
 from io_managers.tracking import loaded_inputs
 
@@ -44,26 +44,34 @@ def _existing(path: Path, *, what: str, outside_data_dir: bool) -> Path:
     return resolved
 
 
+FILES_TABLE_ROWS = 50  # rows of the files table in an asset's metadata (the catalogue has them all)
+
+
 def record_metadata(records: list[ArtifactRecord], catalog: Catalog) -> dict[str, Any]:
     """Dagster metadata describing one or more registered artefacts."""
     if len(records) == 1:
         rec = records[0]
         meta: dict[str, Any] = {
             "path": dg.MetadataValue.path(str(catalog.absolute(rec.path))),
+            "size_mb": round(rec.bytes / 1e6, 2),
             "bytes": rec.bytes,
             "sha256": rec.sha256,
-            "catalog_artifact_id": rec.id,
+            "catalog_artifact_id": dg.MetadataValue.text(str(rec.id)),  # an id, not a measure: no plot
         }
         if rec.kind == "dir":
             meta["files"] = rec.files
         if rec.record_count is not None:
             meta["records"] = rec.record_count
         return meta
+    shown = records[:FILES_TABLE_ROWS]
+    more = f"\n\n… and {len(records) - len(shown)} more" if len(records) > len(shown) else ""
     return {
         "files": len(records),
+        "size_mb": round(sum(r.bytes for r in records) / 1e6, 2),
         "bytes": sum(r.bytes for r in records),
-        "files_table": table_md([(r.path, r.bytes, r.record_count, r.sha256[:12]) for r in records],
-                                ("path", "bytes", "records", "sha256"), align="lrrl"),
+        "files_table": dg.MetadataValue.md(
+            table_md([(r.path, r.bytes, r.record_count, r.sha256[:12]) for r in shown],
+                     ("path", "bytes", "records", "sha256"), align="lrrl").value + more),
         "catalog_artifact_ids": dg.MetadataValue.json([r.id for r in records]),
     }
 
@@ -104,7 +112,7 @@ def _partition(context: dg.AssetExecutionContext) -> str | None:
 def register_files(
     context: dg.AssetExecutionContext,
     catalog: Catalog,
-    paths: Iterable[Path],
+    paths: Iterable[Path | NewArtifact],
     inputs: Iterable[Path | str | InputRef] = (),
     *,
     asset_key: dg.AssetKey | None = None,
@@ -114,33 +122,40 @@ def register_files(
     outside_data_dir: bool = False,
 ) -> dict[str, Any]:
     """Record each path (file or directory under data_dir) as an artefact of the current asset, in
-    ``partition`` (default: the run's partition key, if it has one). ``record_count`` overrides the counted
-    lines of a .jsonl file (a directory has none of its own). Paths must lie under data_dir unless
-    ``outside_data_dir`` (a user-owned folder such as the corpus root, catalogued by absolute path).
+    ``partition`` (default: the run's partition key, if it has one), all in one catalogue transaction.
+    ``record_count`` overrides the counted lines of a .jsonl file (a directory has none of its own). Paths
+    must lie under data_dir unless ``outside_data_dir`` (a user-owned folder such as the corpus root,
+    catalogued by absolute path).
 
-    Inputs: ``inputs`` plus whatever :func:`collect_inputs` finds for this step."""
+    Inputs: ``inputs`` plus whatever :func:`collect_inputs` finds for this step. A file made from inputs of
+    its own (each ``.corpus`` from its ``prompts.txt``) comes as ``NewArtifact(path, inputs=[...],
+    metadata={...})``: its inputs and metadata are added to the shared ones, and an upstream asset it names
+    (``InputRef(path, asset_key)``) is not looked up again for every file::
+
+        register_files(context, cat, [NewArtifact(p, [InputRef(prompts, "story_prompts")]) for p in written])
+    """
     key = asset_key or context.asset_key
+    name = key.to_user_string()
     part = partition if partition is not None else _partition(context)
+    given = [p if isinstance(p, NewArtifact) else NewArtifact(p) for p in paths]
+    if not given:
+        raise ValueError(f"asset {name}: register_files called with no paths")
+    named_per_file = {r.asset_key for item in given for r in item.inputs if isinstance(r, InputRef) and r.asset_key}
     input_refs = collect_inputs(
         catalog,
         run_id=context.run_id,
         step_key=context.get_step_execution_context().step.key,
-        deps=[dep.asset_key for dep in context.assets_def.specs_by_key[key].deps],
+        deps=[dep.asset_key for dep in context.assets_def.specs_by_key[key].deps
+              if dep.asset_key.to_user_string() not in named_per_file],
         partitions=[part],
         explicit=inputs,
     )
-    records = [
-        catalog.record_artifact(
-            asset_key=key.to_user_string(),
-            partition=part,
-            path=_existing(p, what=f"asset {key.to_user_string()}", outside_data_dir=outside_data_dir),
-            run_id=context.run_id,
-            record_count=record_count,
-            inputs=input_refs,
-            metadata=metadata,
-        )
-        for p in paths
+    items = [
+        NewArtifact(_existing(item.path, what=f"asset {name}", outside_data_dir=outside_data_dir),
+                    inputs=[*input_refs, *item.inputs],
+                    record_count=item.record_count if item.record_count is not None else record_count,
+                    metadata={**(metadata or {}), **(item.metadata or {})} or None)
+        for item in given
     ]
-    if not records:
-        raise ValueError(f"asset {key.to_user_string()}: register_files called with no paths")
+    records = catalog.record_artifacts(asset_key=name, items=items, partition=part, run_id=context.run_id)
     return record_metadata(records, catalog)

@@ -1,8 +1,10 @@
 """Dagster wiring of the corpus assets, with a tiny in-test LLM resource (the documented get_client/complete_batch
 contract); the real LLM resource and local model are exercised in tests/e2e/test_corpus_e2e.py."""
 
+import hashlib
 import os
 import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -110,3 +112,54 @@ def test_corpus_asset_without_prompts_fails_clearly(data_dir):
     assert not result.success
     failure = result.failure_data_for_node("story_corpus")
     assert "materialize story_prompts" in failure.error.message
+
+
+def test_every_line_parses_judges_the_partitions_of_its_run(data_dir):
+    parse_check = corpus._encyclopedia_checks[0]
+    one = run([corpus.encyclopedia_prompts], partition="mathematics", checks=[parse_check])
+    [evaluation] = one.get_asset_check_evaluations()
+    assert evaluation.passed is True  # the other seven categories have no prompts yet: not this check's business
+    assert evaluation.metadata["partitions_checked"].value == ["mathematics"]
+    assert evaluation.metadata["prompts"].value == 100
+
+    ranged = run([corpus.encyclopedia_prompts], start="arts", end="geography", checks=[parse_check])
+    [evaluation] = ranged.get_asset_check_evaluations()
+    assert evaluation.passed is True and evaluation.metadata["partitions_checked"].value == ["arts", "geography"]
+
+    [leaf] = sorted((data_dir / "corpus" / "encyclopedia" / "geography").rglob("prompts.txt"))[:1]
+    leaf.write_bytes(leaf.read_bytes() + b"bad_\xff.corpus Not UTF-8.\n")
+    alone = dg.materialize([corpus.encyclopedia_prompts, parse_check], selection=dg.AssetSelection.checks(parse_check),
+                           tags={"dagster/partition": "mathematics"}, resources={"catalog": CatalogResource()})
+    [evaluation] = alone.get_asset_check_evaluations()
+    assert evaluation.passed is True and evaluation.metadata["partitions_checked"].value == ["mathematics"]
+    everything = dg.materialize([corpus.encyclopedia_prompts, parse_check],
+                                selection=dg.AssetSelection.checks(parse_check), resources={"catalog": CatalogResource()})
+    [evaluation] = everything.get_asset_check_evaluations()
+    assert evaluation.passed is False and evaluation.metadata["rejected"].value == 1
+    assert evaluation.metadata["partitions_checked"].value == ["arts", "geography", "mathematics"]
+    assert f"{leaf.parent.name}/prompts.txt line" in evaluation.metadata["rejects"].value[0]
+    assert "not UTF-8" in evaluation.metadata["rejects"].value[0]
+
+
+def test_each_corpus_file_written_is_one_catalogue_row_made_from_its_prompts(data_dir):
+    from distillery_assets.catalog import Catalog
+
+    assert run([corpus.encyclopedia_prompts], partition="mathematics").success
+    first = run([corpus.encyclopedia_corpus], partition="mathematics", config={"limit": 3})
+    m = meta(first, "encyclopedia_corpus")
+    assert (m["llm_requests"], m["llm_cache_hits"], m["llm_retries"]) == (3, 0, 0)
+    cat = Catalog()
+    rows = cat.query("SELECT id, path, kind, sha256, partition, metadata->>'words' AS words FROM artifacts "
+                     "WHERE asset_key = 'encyclopedia_corpus' ORDER BY path")
+    assert [Path(r["path"]).name for r in rows] == [
+        "algebra_history.corpus", "algebra_introduction.corpus", "algebra_key_concepts.corpus"]
+    assert all(r["kind"] == "file" and r["partition"] == "mathematics" and int(r["words"]) > 0 for r in rows)
+    assert rows[0]["sha256"] == hashlib.sha256(cat.absolute(rows[0]["path"]).read_bytes()).hexdigest()
+    prompts = data_dir / "corpus" / "encyclopedia" / "mathematics" / "algebra" / "prompts.txt"
+    for row in rows:
+        [edge] = cat.artifact_inputs(row["id"])
+        assert (edge["input_path"], edge["input_asset_key"]) == (cat.relative(prompts), "encyclopedia_prompts")
+        assert edge["input_sha256"] == hashlib.sha256(prompts.read_bytes()).hexdigest()
+    assert run([corpus.encyclopedia_corpus], partition="mathematics", config={"limit": 2}).success
+    assert cat.query("SELECT count(*) AS n FROM artifacts WHERE asset_key = 'encyclopedia_corpus' "
+                     "AND kind = 'file'") == [{"n": 5}]
