@@ -12,15 +12,15 @@ from pathlib import Path
 import dagster as dg
 
 from assets.finetune import FinetuneChain, finetune_chain
-from assets.meta import chat_md, inputs_meta
+from assets.meta import chat_md, inputs_meta, llm_usage_meta, records_table
 from assets.pools import LOCAL_MODEL_POOL, llm_pool
 
 from distillery_assets.datasets import chatml
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, read_jsonl
+from distillery_assets.markdown import text_block
 from distillery_assets.poetry import generate
 from distillery_assets.poetry.datasets import build_role_dataset, check_role_split, gate_for
 from distillery_assets.poetry.generate import TaskOutput
-from distillery_assets.poetry.io_helpers import dumps_preview
 from distillery_assets.poetry.quality_gate import TEXT_FIELD, reason_counts
 from distillery_assets.poetry.session import session_markdown
 from distillery_assets.poetry.settings import PoetryConfig
@@ -31,12 +31,35 @@ GROUP = "poetry"
 LLM_POOL = llm_pool()  # local_model only when the LLM runs in this process (assets/pools.py)
 
 
-def _result(out: TaskOutput, *, preview_field: str | None = None, **extra) -> dg.Output:
+def _cells(record: dict) -> dict:
+    """A record one level deep, for previews: a nested poem shows as its text."""
+    return {k: v.get("text", json.dumps(v, ensure_ascii=False)) if isinstance(v, dict) else v
+            for k, v in record.items()}
+
+
+def _first_record_md(records: list[dict]) -> dg.MetadataValue:
+    """The first record field by field, long or multi-line text (poems, critiques) in blocks that keep
+    their line breaks."""
+    if not records:
+        return dg.MetadataValue.md("(no records)")
+    parts = []
+    for key, value in _cells(records[0]).items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        parts.append(f"**{key}**\n\n{text_block(text, 1500)}" if "\n" in text or len(text) > 80
+                     else f"**{key}**: {text}")
+    return dg.MetadataValue.md("\n\n".join(parts))
+
+
+def _result(out: TaskOutput, **extra) -> dg.Output:
+    counts = {k: v for k, v in out.summary().items() if not k.startswith("llm_")}
+    rows = [_cells(r) for r in out.records]
     meta = {
-        **out.summary(),
+        **counts,
+        **llm_usage_meta(out.usage),
         "path": dg.MetadataValue.path(str(out.path)),
         "reject_log": dg.MetadataValue.path(str(out.reject_path)) if out.reject_path else None,
-        "preview": dg.MetadataValue.json(json.loads(dumps_preview(out.records))),
+        "preview": _first_record_md(out.records),
+        "records_preview": records_table(rows, list(rows[0])) if rows else None,
         **extra,
     }
     if out.rejects:
@@ -217,31 +240,15 @@ DATASET_CHECKS = [_dataset_check(k, role) for role in ("educator", "poet") for k
 
 # ---- fine-tunes (built by the shared factory) and sample sessions ------------------------------------------
 
-# Each GGUF also lists the data assets it descends from as (non-loading) deps: true lineage, and it makes
-# `--select '+poet_gguf'` (one layer upstream in Dagster's syntax) take the whole chain from an empty data dir.
-LINEAGE_DEPS = {
-    "educator_gguf": ["poetry_good_poems", "poetry_bad_poems", *[a for t, a in TASK_ASSETS.items() if t != "poet_pair"],
-                      "educator_train", "base_model"],
-    "poet_gguf": ["poetry_briefs", "poetry_poet_pairs", "poet_train", "base_model"],
-}
-
-
-def _with_lineage(spec: dg.AssetSpec) -> dg.AssetSpec:
-    extra = LINEAGE_DEPS.get(spec.key.to_user_string())
-    if not extra:
-        return spec
-    have = {d.asset_key for d in spec.deps}
-    return spec.merge_attributes(deps=[dg.AssetKey(k) for k in extra if dg.AssetKey(k) not in have])
-
-
+# The graph has only the data dependencies; `--select '*poet_gguf'` (every ancestor) takes the whole chain
+# from an empty data dir.
 def _finetune_assets() -> list:
-    chain = [
+    return [
         *finetune_chain(FinetuneChain(name="educator", train_asset="educator_train", val_asset="educator_val",
                                       group=GROUP, config_file="educator.yaml")),
         *finetune_chain(FinetuneChain(name="poet", train_asset="poet_train", val_asset="poet_val", group=GROUP,
                                       config_file="poet.yaml")),
     ]
-    return dg.map_asset_specs(_with_lineage, chain)
 
 
 @dg.asset(group_name=GROUP, pool=LOCAL_MODEL_POOL, description="A few tutor sessions (brief, drafts, critiques, final note) run on the exported GGUF files.")

@@ -7,7 +7,7 @@ Thin wiring: the work lives in ``distillery_assets.theme``; editable data in ``d
 
 Offline run on the shipped sample books (LLM provider from DISTILLERY_LLM_*, default ``local`` SmolLM2):
 
-    dagster asset materialize -m distillery_assets.definitions --select '+theme_chatml_val' \
+    dagster asset materialize -m distillery_assets.definitions --select '*theme_chatml_val' \
         --config-json '{"ops": {"theme_chatml": {"config": {"max_chunks": 4, "examples_per_chunk": 1}}}}'
 
 Against LM Studio / llama.cpp server: DISTILLERY_LLM_PROVIDER=openai DISTILLERY_LLM_BASE_URL=http://localhost:1234/v1
@@ -228,8 +228,6 @@ def theme_chatml(context: dg.AssetExecutionContext, theme_chunks: Path, config: 
     })
 
 
-# The splits also list the chain's earlier assets as deps (transitive lineage, nothing is loaded from them)
-# so that `--select '+theme_chatml_val'` (one layer upstream) takes the whole chain from the books on.
 class SplitConfig(dg.Config):
     train_ratio: float = 0.9
     seed: int = 42
@@ -237,7 +235,7 @@ class SplitConfig(dg.Config):
 
 @dg.multi_asset(group_name=GROUP, outs={"theme_chatml_train": dg.AssetOut(is_required=False),
                                         "theme_chatml_val": dg.AssetOut(is_required=False)},
-                can_subset=True, deps=[gutenberg_books, gutenberg_chunks, theme_chunks],
+                can_subset=True,
                 description="90/10 shuffle split (seed 42) of theme_chatml by the shared ChatML split rule.")
 def theme_chatml_splits(context: dg.AssetExecutionContext, theme_chatml: Path, config: SplitConfig):
     """Both files are always written together (one seeded split); only the selected outputs are yielded."""

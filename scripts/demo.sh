@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 request=${1:-"Write a poem about winter light"}
 start=$(date +%s)
 
-bash scripts/dagster.sh asset materialize -m distillery_assets.definitions --select '+poet_gguf,+educator_gguf'
+bash scripts/dagster.sh asset materialize -m distillery_assets.definitions --select '*poet_gguf,*educator_gguf'
 echo
 echo "=== materialized in $(( $(date +%s) - start )) s; a tutor session on the exported GGUF files ==="
 .venv/bin/python -m distillery_assets.poetry.tutor "$request"

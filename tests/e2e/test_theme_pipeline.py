@@ -1,4 +1,4 @@
-"""End to end: `dagster asset materialize --select '+theme_chatml_val'` on the shipped sample books.
+"""End to end: `dagster asset materialize --select '*theme_chatml_val'` on the shipped sample books.
 
 * through the in-process local provider (SmolLM2 via llama-cpp-python), then again (all resumed);
 * through a real OpenAI-compatible HTTP server: `python -m llama_cpp.server` serving SmolLM2 on 127.0.0.1,
@@ -45,7 +45,7 @@ def _command(select: str, ops: dict) -> list[str]:
             "--config-json", json.dumps(run_config)]
 
 
-def _materialize(env: dict, ops: dict, select: str = "+theme_chatml_val", timeout: int = 400):
+def _materialize(env: dict, ops: dict, select: str = "*theme_chatml_val", timeout: int = 400):
     proc = subprocess.run(_command(select, ops), env=env, cwd=repo_root(), capture_output=True, text=True,
                           timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
@@ -158,7 +158,7 @@ def test_kill_midway_then_resume_equals_uninterrupted(data_dir):
     with serve_openai_compat(reply=_fake_reply, latency_s=0.4, model="fake-gen") as srv:
         env = _env(data_dir, DISTILLERY_LLM_PROVIDER="openai", DISTILLERY_LLM_BASE_URL=srv.base_url,
                    DISTILLERY_LLM_MODEL="fake-gen", DISTILLERY_LLM_CONCURRENCY="1")
-        proc = subprocess.Popen(_command("+theme_chatml_val", ops), env=env, cwd=repo_root(),
+        proc = subprocess.Popen(_command("*theme_chatml_val", ops), env=env, cwd=repo_root(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         journal = None
         try:

@@ -119,3 +119,23 @@ def test_user_bad_poems_skip_generation_and_bad_files_are_logged(data_dir, tmp_p
     mats = {m.asset_key.to_user_string(): m.metadata
             for m in (e.event_specific_data.materialization for e in result.get_asset_materialization_events())}
     assert mats["poetry_bad_poems"]["origin"].value == "inputs"
+
+
+def test_task_metadata_keeps_line_breaks_tables_records_and_shows_llm_usage(data_dir):
+    result = dg.materialize([poetry.poetry_good_poems, poetry.poetry_bad_poems, poetry.poetry_critiques],
+                            resources={"llm": FakeLLM()})
+    assert result.success
+    mats = {m.asset_key.to_user_string(): m.metadata
+            for m in (e.event_specific_data.materialization for e in result.get_asset_materialization_events())}
+    good = mats["poetry_good_poems"]
+    first = read_jsonl(data_dir / "poetry" / "generated" / "good_poems.jsonl")[0]
+    assert "\n" in first["text"] and first["text"].strip().splitlines()[1] in good["preview"].value
+    assert "```text\n" in good["preview"].value  # the poem in a block that keeps its line breaks
+    assert isinstance(good["records_preview"], dg.TableMetadataValue)
+    assert {c.name for c in good["records_preview"].schema.columns} >= {"id", "text", "source"}
+    critiques = mats["poetry_critiques"]
+    assert isinstance(critiques["records_preview"], dg.TableMetadataValue)
+    usage = {k: critiques[k].value for k in ("llm_requests", "llm_provider_calls", "llm_retries", "input_tokens",
+                                             "output_tokens", "estimated_cost_usd")}
+    assert usage["llm_requests"] == 8 and usage["llm_retries"] == 0, usage  # the fake reports no provider attempts
+    assert not any(k.startswith("llm_input") or k == "llm_cost_usd" for k in critiques)

@@ -18,13 +18,26 @@ def _select(graph, text):
     return {k.to_user_string() for k in AssetSelection.from_string(text).resolve(graph)}
 
 
-def test_one_layer_upstream_of_each_gguf_is_the_whole_chain(graph):
-    assert _select(graph, "+poet_gguf") == {"base_model", "poet_gguf", "poet_lora", "poet_train", "poet_val",
+def test_all_ancestors_of_each_gguf_are_the_whole_chain(graph):
+    assert _select(graph, "*poet_gguf") == {"base_model", "poet_gguf", "poet_lora", "poet_train", "poet_val",
                                             "poetry_briefs", "poetry_poet_pairs"}
-    educator = _select(graph, "+educator_gguf")
+    assert {k.to_user_string() for k in dg.AssetSelection.assets("poet_gguf").upstream().resolve(graph)} == _select(
+        graph, "*poet_gguf")
+    educator = _select(graph, "*educator_gguf")
     assert {"poetry_good_poems", "poetry_bad_poems", "poetry_critiques", "poetry_dialogues", "poetry_lessons",
             "educator_train", "educator_val", "educator_lora", "base_model"} <= educator
     assert "poetry_poet_pairs" not in educator
+
+
+def test_the_graph_has_only_data_dependencies(graph):
+    # one layer up is what each asset reads; the raw data is reached through the chain, not by extra deps
+    def parents(key):
+        return {k.to_user_string() for k in graph.get(dg.AssetKey(key)).parent_keys}
+
+    assert "poetry_briefs" not in _select(graph, "+poet_gguf")
+    assert parents("poet_lora") == {"base_model", "poet_train", "poet_val"}
+    assert not parents("poet_gguf") & {"poetry_briefs", "poetry_poet_pairs", "poet_train"}
+    assert not parents("educator_gguf") & {"poetry_good_poems", "poetry_bad_poems", "poetry_critiques"}
 
 
 def test_sample_sessions_read_both_gguf_files(graph):

@@ -55,3 +55,12 @@ def test_all_books_bad_fails_clearly(data_dir, tmp_path):
     run_config = {"ops": {"gutenberg_books": {"config": {"local_dir": str(tmp_path), "ids": [61]}}}}
     with pytest.raises(dg.Failure, match="no usable books"):
         dg.materialize([theme.gutenberg_books], resources=_resources(), run_config=run_config)
+
+
+def test_the_splits_read_only_theme_chatml_and_all_ancestors_reach_the_books():
+    placeholders = {k: dg.ResourceDefinition.none_resource() for k in ("llm", "catalog", "compute", "hub")}
+    graph = dg.Definitions.merge(theme.defs, dg.Definitions(resources=placeholders)).resolve_asset_graph()
+    split = graph.get(dg.AssetKey("theme_chatml_val"))
+    assert {k.to_user_string() for k in split.parent_keys} == {"theme_chatml"}
+    chain = {k.to_user_string() for k in dg.AssetSelection.from_string("*theme_chatml_val").resolve(graph)}
+    assert {"gutenberg_books", "gutenberg_chunks", "theme_chunks", "theme_chatml", "theme_chatml_val"} <= chain
