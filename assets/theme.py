@@ -26,7 +26,7 @@ import dagster as dg
 from pydantic import create_model
 
 from assets.finetune import FinetuneChain, finetune_chain
-from assets.meta import chat_md, inputs_meta, llm_usage_meta, table_md
+from assets.meta import chat_md, inputs_meta, llm_usage_meta, records_table, table_md
 from assets.pools import llm_pool
 
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, iter_jsonl, read_jsonl
@@ -162,7 +162,20 @@ def theme_chunks(context: dg.AssetExecutionContext, gutenberg_chunks: Path, conf
         "top_themes": table_md(kept.theme_hits.most_common(16), ("theme", "kept chunks with >=1 keyword"),
                                align="lr"),
         "count_rate_mb_s": kept.rate_mb_s,
+        "preview": _chunks_preview(path),
     })
+
+
+def _chunks_preview(path: Path, n: int = 10) -> dg.TableMetadataValue:
+    """The first kept chunks as a table: id, keyword total, the themes they hit, the text's start."""
+    rows = []
+    for _, row in iter_jsonl(path, on_error="raise"):
+        counts = row["keyword_counts"]
+        rows.append({"chunk_id": row["chunk_id"], "keywords": counts["total"], "text": row["text"],
+                     "themes": ", ".join(f"{k} {v}" for k, v in counts.items() if k != "total" and v)})
+        if len(rows) == n:
+            break
+    return records_table(rows, ["chunk_id", "keywords", "themes", "text"], n=n)
 
 
 @dg.asset_check(asset=theme_chunks, description="Every kept chunk meets the threshold and its total equals the sum of its themes.")
@@ -247,7 +260,8 @@ def theme_chatml_splits(context: dg.AssetExecutionContext, theme_chatml: Path, c
                              ("theme_chatml_val", res.valid_path, res.valid)):
         if name in context.op_execution_context.selected_output_names:
             yield dg.Output(path, output_name=name, metadata={
-                "examples": len(rows), "train_ratio": config.train_ratio, "seed": config.seed,
+                "examples": len(rows), "train_ratio": config.train_ratio,
+                "seed": dg.MetadataValue.text(str(config.seed)),  # a setting, not a measure: no plot
                 "duplicates_removed": res.duplicates_removed, "split": dg.MetadataValue.json(res.info),
                 "personas": dg.MetadataValue.json(dict(Counter(r["metadata"]["persona"] for r in rows))),
                 "preview": chat_md(rows),
@@ -301,7 +315,8 @@ def theme_model_benchmark(theme_chunks: Path, config: ModelBenchConfig) -> dg.Ou
     atomic_write_text(path, json.dumps(result, indent=2, ensure_ascii=False))
     return dg.Output(path, metadata={**inputs_meta(theme_config.generator_files(config_dir() / "theme")),
                                      "ranking": dg.MetadataValue.md(modelbench.markdown_table(result)),
-                                     "models": len(result["ranked"]), "prompt_chunk": chunk["chunk_id"]})
+                                     "models": len(result["ranked"]),
+                                     "prompt_chunk": dg.MetadataValue.text(str(chunk["chunk_id"]))})
 
 
 # ----------------------------------------------------------------------------------------- wiring

@@ -48,6 +48,10 @@ def test_bad_books_named_good_books_chunked_and_filtered(data_dir, tmp_path):
     assert all(k["keyword_counts"]["total"] >= 3 for k in kept)
     assert "| total | chunks |" in kept_meta["histogram_of_totals"].value
     assert (data_dir / "theme" / "theme_chunks_totals.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    preview = kept_meta["preview"]
+    assert isinstance(preview, dg.TableMetadataValue) and len(preview.records) == min(10, len(kept))
+    assert preview.records[0].data["chunk_id"] == kept[0]["chunk_id"]
+    assert preview.records[0].data["keywords"] == str(kept[0]["keyword_counts"]["total"])
 
 
 def test_all_books_bad_fails_clearly(data_dir, tmp_path):
