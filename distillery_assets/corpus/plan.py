@@ -27,7 +27,9 @@ class PartitionPlan:
 def scan_partition(directory: Path) -> PartitionPlan:
     """Walk ``directory`` for ``prompts.txt`` files (sorted, so runs are repeatable) and classify each line.
 
-    A file counts as done when it exists: writes are atomic, so an existing ``.corpus`` is never partial.
+    A file counts as done when it exists and is not empty: writes are atomic, so an existing ``.corpus`` is
+    never partial; an empty one can only be what a power loss left of a file renamed before its bytes
+    reached the disk (files are flushed together at the end of a run), and is made again.
     """
     plan = PartitionPlan(directory=directory)
     if not directory.is_dir():
@@ -37,5 +39,12 @@ def scan_partition(directory: Path) -> PartitionPlan:
         tasks, rejects = parse_prompts_file(prompts)
         plan.rejects.extend(rejects)
         for task in tasks:
-            (plan.existing if task.path.exists() else plan.pending).append(task)
+            (plan.existing if _done(task.path) else plan.pending).append(task)
     return plan
+
+
+def _done(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False

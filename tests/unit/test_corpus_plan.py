@@ -114,3 +114,13 @@ def test_stale_temp_files_are_found_only_when_old(tmp_path):
     old.write_text("x")
     os.utime(old, (time.time() - 3600, time.time() - 3600))
     assert stale_temp_files(tmp_path) == [old]
+
+
+def test_an_empty_corpus_file_counts_as_missing(tmp_path):
+    leaf = tmp_path / "cat" / "sub"
+    leaf.mkdir(parents=True)
+    (leaf / "prompts.txt").write_text("a.corpus Prompt A.\nb.corpus Prompt B.\n")
+    (leaf / "a.corpus").write_text("")  # what a power loss can leave of a renamed, unflushed file
+    (leaf / "b.corpus").write_text("Done.\n")
+    plan = scan_partition(tmp_path / "cat")
+    assert [t.file for t in plan.pending] == ["a.corpus"] and [t.file for t in plan.existing] == ["b.corpus"]
