@@ -10,7 +10,11 @@ start=$(date +%s)
 
 bash scripts/dagster.sh asset materialize -m distillery_assets.definitions --select '*poet_gguf,*educator_gguf'
 echo
-echo "=== materialized in $(( $(date +%s) - start )) s; a tutor session on the exported GGUF files ==="
+echo "=== materialized in $(( $(date +%s) - start )) s; the exports and their checks ==="
+gguf_dir=$(.venv/bin/python -c 'from distillery_assets.paths import data_dir; print(data_dir() / "models" / "gguf")')
+.venv/bin/python -m distillery_assets.training.report "$gguf_dir/educator" "$gguf_dir/poet"
+echo
+echo "=== a tutor session on the exported GGUF files ==="
 .venv/bin/python -m distillery_assets.poetry.tutor "$request"
 echo
 echo "=== what made poet_gguf (the catalogue) ==="

@@ -15,12 +15,18 @@ loop runs against GGUF files (:mod:`distillery_assets.poetry.gguf_chat`) or scri
 
 from __future__ import annotations
 
+import difflib
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from distillery_assets.poetry.settings import Sampling, StepSampling
 from distillery_assets.poetry.tasks import render
+from distillery_assets.poetry.verse import verse_verdict
+
+ECHO_RATIO = 0.8
+"""A reply this similar (difflib ratio) to the text it was asked about repeats it instead of answering."""
 
 
 @dataclass(frozen=True)
@@ -48,16 +54,37 @@ def approved(critique: str, phrases: Sequence[str]) -> str | None:
     return next((p for p in phrases if p.lower() in low), None)
 
 
-def run_session(request: str, *, educator: Chat, poet: Chat, prompts: SessionPrompts, sampling: StepSampling,
-                max_revisions: int = 3, approval_phrases: Sequence[str] = ()) -> dict[str, Any]:
-    """One tutoring session; returns the final poem, the educator's note, the brief and every round."""
-    steps: list[dict[str, Any]] = []
+def echoes(reply: str, source: str) -> bool:
+    """``reply`` mostly repeats ``source`` (a small model copying the draft back as its critique)."""
+    a, b = " ".join(reply.split()).lower(), " ".join(source.split()).lower()
+    return bool(a and b) and difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= ECHO_RATIO
 
+
+def _asker(steps: list[dict[str, Any]]):
     def ask(who: str, chat: Chat, system: str, user: str, step: str, params: Sampling) -> str:
         raw = chat([{"role": "system", "content": system}, {"role": "user", "content": user}], params)
         reply = raw if isinstance(raw, Reply) else Reply(str(raw))
         steps.append({"step": step, "model": who, "finish_reason": reply.finish_reason, "chars": len(reply.text)})
         return reply.text.strip()
+
+    return ask
+
+
+def draft_for_request(request: str, *, educator: Chat, poet: Chat, prompts: SessionPrompts,
+                      sampling: StepSampling, steps: list[dict[str, Any]] | None = None) -> tuple[str, str]:
+    """The session's first two steps: the educator's brief for ``request``, the poet's draft from that brief."""
+    ask = _asker(steps if steps is not None else [])
+    brief = ask("educator", educator, prompts.educator_system,
+                render(prompts.brief, name="session_brief", request=request), "brief", sampling.brief)
+    draft = ask("poet", poet, prompts.poet_system, brief, "draft", sampling.draft)
+    return brief, draft
+
+
+def run_session(request: str, *, educator: Chat, poet: Chat, prompts: SessionPrompts, sampling: StepSampling,
+                max_revisions: int = 3, approval_phrases: Sequence[str] = ()) -> dict[str, Any]:
+    """One tutoring session; returns the final poem, the educator's note, the brief and every round."""
+    steps: list[dict[str, Any]] = []
+    ask = _asker(steps)
 
     def educate(user: str, step: str, params: Sampling) -> str:
         return ask("educator", educator, prompts.educator_system, user, step, params)
@@ -65,8 +92,8 @@ def run_session(request: str, *, educator: Chat, poet: Chat, prompts: SessionPro
     def write(user: str, step: str, params: Sampling) -> str:
         return ask("poet", poet, prompts.poet_system, user, step, params)
 
-    brief = educate(render(prompts.brief, name="session_brief", request=request), "brief", sampling.brief)
-    draft = write(brief, "draft", sampling.draft)
+    brief, draft = draft_for_request(request, educator=educator, poet=poet, prompts=prompts, sampling=sampling,
+                                     steps=steps)
     rounds: list[dict[str, Any]] = []
     approval = None
     for i in range(1, max_revisions + 1):
@@ -76,7 +103,8 @@ def run_session(request: str, *, educator: Chat, poet: Chat, prompts: SessionPro
             history = f"Last round's draft:\n---\n{last['draft']}\n---\nYour critique then:\n{last['critique']}\n"
         critique = educate(render(prompts.critique, name="session_critique", brief=brief, history=history,
                                   draft=draft), f"critique {i}", sampling.critique)
-        rounds.append({"iteration": i, "draft": draft, "critique": critique})
+        rounds.append({"iteration": i, "draft": draft, "critique": critique, "verse": verse_verdict(draft).verse,
+                       "critique_echoes_draft": echoes(critique, draft)})
         approval = approved(critique, approval_phrases)
         if approval:
             break
@@ -86,6 +114,7 @@ def run_session(request: str, *, educator: Chat, poet: Chat, prompts: SessionPro
         draft = write(revision_brief, f"revision {i}", sampling.revision)
     note = educate(render(prompts.final_note, name="session_final_note", draft=draft), "final note",
                    sampling.final_note)
+    final = verse_verdict(draft)
     return {
         "user_request": request,
         "generation_brief": brief,
@@ -93,7 +122,8 @@ def run_session(request: str, *, educator: Chat, poet: Chat, prompts: SessionPro
         "educator_note": note,
         "revision_history": rounds,
         "metadata": {"revisions": sum(1 for r in rounds if "revision_brief" in r), "critique_rounds": len(rounds),
-                     "approved_by": approval, "steps": steps},
+                     "approved_by": approval, "steps": steps, "final_is_verse": final.verse,
+                     "final_verse_reason": final.reason, "note_echoes_poem": echoes(note, draft)},
     }
 
 
@@ -105,15 +135,70 @@ def session_prompts(cfg) -> SessionPrompts:
                           final_note=p.session_final_note)
 
 
+def _poem_md(text: str) -> list[str]:
+    """A poem as a fenced block: every line break kept, as written."""
+    return ["```text", (text or "(empty)").replace("```", "``\u200b`"), "```"]
+
+
+def _echo_md(flag: bool, what: str) -> list[str]:
+    return [f"_({what} repeats the draft instead of answering it: the small offline model copies its input)_", ""] \
+        if flag else []
+
+
+def _verse_tag(text: str) -> str:
+    v = verse_verdict(text)
+    return f"verse: {v.reason}" if v.verse else f"not verse: {v.reason}"
+
+
 def session_markdown(session: dict[str, Any]) -> str:
-    """A readable rendering of one session (for the Dagster UI and the CLI)."""
-    out = [f"### {session['user_request']}", "", "**Brief**", "", session["generation_brief"], ""]
+    """A readable rendering of one session (for the Dagster UI): the brief and critiques as prose, every poem
+    in a block that keeps its line breaks, each draft labelled verse or not (``poetry.verse``)."""
+    out = [f"### {session['user_request']}", "", "**Brief** (educator)", "", session["generation_brief"], ""]
     for r in session["revision_history"]:
-        out += [f"**Draft {r['iteration']}**", "", "```", r["draft"], "```", "", f"**Critique {r['iteration']}**", "",
-                r["critique"], ""]
-    out += ["**Final poem**", "", "```", session["final_poem"], "```", "", "**Educator's note**", "",
-            session["educator_note"], ""]
+        out += [f"**Draft {r['iteration']}** (poet; {_verse_tag(r['draft'])})", "", *_poem_md(r["draft"]), "",
+                f"**Critique {r['iteration']}** (educator)", "", r["critique"], "",
+                *_echo_md(r.get("critique_echoes_draft", False), "the critique")]
+    out += [f"**Final poem** ({_verse_tag(session['final_poem'])})", "", *_poem_md(session["final_poem"]), "",
+            "**Educator's note**", "", session["educator_note"], "",
+            *_echo_md(session["metadata"].get("note_echoes_poem", False), "the note")]
     meta = session["metadata"]
     finishes = ", ".join(f"{s['step']}={s['finish_reason']}" for s in meta["steps"])
     out += [f"_critique rounds: {meta['critique_rounds']}, approved by: {meta['approved_by']!r}; finish: {finishes}_", ""]
+    return "\n".join(out)
+
+
+def _prose(text: str, width: int, indent: str = "  ") -> list[str]:
+    paragraphs = [p for p in (text or "(empty)").split("\n\n") if p.strip()] or ["(empty)"]
+    lines: list[str] = []
+    for p in paragraphs:
+        lines += textwrap.wrap(" ".join(p.split()), width=width, initial_indent=indent, subsequent_indent=indent)
+        lines.append("")
+    return lines
+
+
+def _poem(text: str, indent: str = "      ") -> list[str]:
+    return [indent + line if line.strip() else "" for line in (text or "(empty)").splitlines()] + [""]
+
+
+def session_text(session: dict[str, Any], width: int = 88) -> str:
+    """The session for a terminal (what ``demo.sh`` and the tutor CLI print): headings, prose wrapped to
+    ``width``, poems indented with their own line breaks."""
+    rule = "=" * min(width, 72)
+    out = [rule, f"Tutor session: {session['user_request']}", rule, "", "BRIEF (educator)",
+           *_prose(session["generation_brief"], width)]
+    for r in session["revision_history"]:
+        out += [f"DRAFT {r['iteration']} (poet; {_verse_tag(r['draft'])})", *_poem(r["draft"]),
+                f"CRITIQUE {r['iteration']} (educator)", *_prose(r["critique"], width)]
+        if r.get("critique_echoes_draft"):
+            out += ["  (the critique repeats the draft: the small offline model copies its input)", ""]
+        if r.get("revision_brief"):
+            out += [f"REVISION BRIEF {r['iteration']} (educator)", *_prose(r["revision_brief"], width)]
+    out += [f"FINAL POEM ({_verse_tag(session['final_poem'])})", *_poem(session["final_poem"]),
+            "EDUCATOR'S NOTE", *_prose(session["educator_note"], width)]
+    meta = session["metadata"]
+    if meta.get("note_echoes_poem"):
+        out += ["  (the note repeats the poem: the small offline model copies its input)", ""]
+    out.append(f"critique rounds: {meta['critique_rounds']}; approved by: {meta['approved_by'] or 'none'}; "
+               f"replies cut at max_tokens: {sum(1 for s in meta['steps'] if s['finish_reason'] == 'length')} of "
+               f"{len(meta['steps'])}")
     return "\n".join(out)

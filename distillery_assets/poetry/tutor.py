@@ -1,11 +1,13 @@
 """CLI: run the educator/poet loop on two GGUF files.
 
     python -m distillery_assets.poetry.tutor "Write a poem about winter light" \
-        [--educator X.gguf] [--poet Y.gguf] [--max-revisions 3] [--json OUT.jsonl]
+        [--educator X.gguf] [--poet Y.gguf] [--max-revisions 3] [--json OUT.jsonl] [--markdown]
 
 Without ``--educator``/``--poet`` it takes the newest exported ``*educator*.gguf`` / ``*poet*.gguf`` under
 ``data_dir()`` (what ``educator_gguf`` / ``poet_gguf`` wrote). Settings come from
 ``data/config/poetry/inference.yaml`` (profile ``small`` unless ``$DISTILLERY_POETRY_PROFILE`` says otherwise).
+It prints the session as text for a terminal (poems indented with their line breaks); ``--markdown`` prints
+the markdown the Dagster asset shows.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from distillery_assets.paths import data_dir
 from distillery_assets.poetry.io_helpers import append_jsonl
-from distillery_assets.poetry.session import run_session, session_markdown, session_prompts
+from distillery_assets.poetry.session import run_session, session_markdown, session_prompts, session_text
 from distillery_assets.poetry.settings import PoetryConfig
 
 
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poet", type=Path, help="poet GGUF (default: newest under data_dir())")
     parser.add_argument("--max-revisions", type=int, default=None, help="critique rounds (default: inference.yaml)")
     parser.add_argument("--json", type=Path, help="append the session as one JSON line to this file")
+    parser.add_argument("--markdown", action="store_true", help="print markdown instead of terminal text")
     args = parser.parse_args(argv)
     try:
         educator = args.educator or latest_gguf("educator")
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(session_markdown(session))
+    print(session_markdown(session) if args.markdown else session_text(session))
     if args.json:
         append_jsonl(args.json, session)
         print(f"session appended to {args.json}", file=sys.stderr)

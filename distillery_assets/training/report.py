@@ -190,3 +190,49 @@ def model_card(*, role: str, base_model: str, base_note: str, data: dict[str, An
                  **({"ppl_tokens": export["ppl_tokens"]} if export.get("ppl_tokens") else {}),
                  **({"primary_quant": export["primary_quant"]} if export.get("primary_quant") else {})},
         extra_markdown="\n".join(sections)))
+
+
+def export_summary(export: dict[str, Any]) -> str:
+    """A few lines on one export for a terminal: the kept quant (and why), perplexity with its tokens, chat."""
+    chat = export.get("chat") or {}
+    attempts = ", ".join(f"{a['quant']} {100 * a['ppl_degradation']:+.2f}%" for a in export.get("quant_attempts") or [])
+    ok = "PASS" if export.get("ppl_degradation_ok") else "FAIL"
+    stopped = "PASS" if chat.get("finish_reason") == "stop" else "FAIL"
+    primary = export.get("primary_quant") or export["quant"]
+    kept = export["quant"] if export["quant"] == primary else f"{export['quant']} (fallback; primary {primary})"
+    sets = "; ".join(f"{s['name']} {s['tokens']} tokens: {s['ppl_merged']:.3f} -> {s['ppl_gguf']:.3f}"
+                     for s in export.get("ppl_sets") or [])
+    return "\n".join([
+        f"{export['gguf_file']}  ({export['gguf_bytes'] / 1e6:.1f} MB)",
+        f"  quant kept: {kept}; tried: {attempts or export['quant']}",
+        f"  [{ok}] perplexity {export['ppl_merged']:.3f} merged -> {export['ppl_gguf']:.3f} GGUF "
+        f"({100 * export['ppl_degradation']:+.2f}%, limit {100 * export['ppl_limit']:.0f}%) over "
+        f"{export.get('ppl_tokens', '?')} tokens ({sets})",
+        f"  [{stopped}] chat reply: finish_reason {chat.get('finish_reason')} after {chat.get('completion_tokens')} "
+        f"of {chat.get('max_tokens')} tokens",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m distillery_assets.training.report FOLDER...``: the summary of each export record found."""
+    import json
+    import sys
+
+    from distillery_assets.training.results import ExportResult
+
+    found = 0
+    for folder in (argv if argv is not None else sys.argv[1:]):
+        for record in sorted(Path(folder).rglob("*.json")):
+            try:
+                result = ExportResult.model_validate_json(record.read_text(encoding="utf-8"))
+            except ValueError:
+                continue
+            print(export_summary(json.loads(result.model_dump_json())))
+            found += 1
+    if not found:
+        print("no export records found", file=sys.stderr)
+    return 0 if found else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
