@@ -188,6 +188,7 @@ def _run(args, work: Path) -> int:
             t0 = time.perf_counter()
             report = generate_missing(tasks, client, tag="bench", label="bench")
             plat_s.append(time.perf_counter() - t0)
+            client.close()  # as the bare client closes its own
             plat_requests.append(srv.request_count - before)
             failures += [o.reason for o in report.failed]
             last = (root, tasks, settings, report)

@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 import dagster as dg
-from pydantic import Field, create_model
+from pydantic import Field, PrivateAttr, create_model
 
 from distillery_assets.llm import ConfigError, LLMClient, LLMSettings, build_client
 from resources.catalog import CatalogResource
@@ -37,6 +37,7 @@ class LLMResource(_LLMSettingsFields):
     """One LLM entry point for every asset: cache, rate limits, retries and JSON checks included."""
 
     catalog: CatalogResource | None = None
+    _clients: list = PrivateAttr(default_factory=list)
 
     @classmethod
     def from_env(cls, catalog: CatalogResource | None = None, **overrides: Any) -> LLMResource:
@@ -53,5 +54,15 @@ class LLMResource(_LLMSettingsFields):
         logger = getattr(context, "log", None) or log
         run_id = getattr(context, "run_id", None)
         sink = self.catalog.get().record_llm_calls if self.catalog is not None else None
-        return build_client(self.settings(), usage_sink=sink, progress=lambda p: logger.info(p.line()),
-                            run_id=run_id, logger=logger)
+        client = build_client(self.settings(), usage_sink=sink, progress=lambda p: logger.info(p.line()),
+                              run_id=run_id, logger=logger)
+        self._clients.append(client)
+        return client
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Close the step's clients: their HTTP connections, thread pools, and usage rows not yet saved."""
+        while self._clients:
+            try:
+                self._clients.pop().close()
+            except Exception as exc:  # closing must never fail the step that used the client
+                log.warning(f"closing an LLM client: {exc}")

@@ -7,7 +7,7 @@ Every request ends as ``ok=True`` or ``ok=False`` with a reason; nothing raises 
 Identical requests in flight at once are made only once (the second waits and is served from the cache).
 Errors, logs and rows pass through the secret scrubber.
 
-The core is asyncio: each client owns one event loop on a daemon thread, where every request is a
+The core is asyncio: one event loop per process, on a daemon thread, where every request is a
 coroutine (providers with an async SDK, ``acall``, run there directly; a sync ``call`` runs in a small thread
 pool sized to the concurrency). Concurrency is a semaphore around provider attempts, so a cache hit never
 waits for a slot. Callers stay synchronous:
@@ -99,8 +99,6 @@ class LLMClient:
         self._rows_lock = threading.Lock()
         self.unsaved_rows: list[dict[str, Any]] = []
         self.provider_calls = 0  # attempts that reached the provider (for tests and metadata)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_guard = threading.Lock()
         self._key_locks: dict[str, list] = {}  # touched only on the loop thread
         self._slots: asyncio.Semaphore | None = None
         self._sync_pool: ThreadPoolExecutor | None = None
@@ -156,12 +154,24 @@ class LLMClient:
 
     # ------------------------------------------------------------------ event loop plumbing
     def _submit(self, coro) -> Future:
-        with self._loop_guard:
-            if self._loop is None or self._loop.is_closed():
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="llm-loop", daemon=True).start()
-                self._loop = loop
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return asyncio.run_coroutine_threadsafe(coro, _shared_loop())
+
+    def close(self) -> None:
+        """Close the provider's HTTP connections (an async SDK client) and the thread pools. The client can
+        still be used afterwards: connections are opened again as needed."""
+        aclose = getattr(self.provider, "aclose", None)
+        if aclose is not None:
+            self._submit(aclose()).result(timeout=30)
+        if self._sync_pool is not None:
+            self._sync_pool.shutdown(wait=False)
+            self._sync_pool = None
+        self._flush([])
+
+    def __enter__(self) -> LLMClient:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     async def _batch(self, requests: list[LLMRequest], tracker: ProgressTracker, out: queue.Queue,
                      flush_every: int, flush_every_s: float) -> None:
@@ -235,6 +245,7 @@ class LLMClient:
                 out.text, out.parsed, out.finish_reason = entry.get("text"), entry.get("parsed"), entry.get("finish_reason")
                 out.input_tokens, out.output_tokens = entry.get("input_tokens", 0), entry.get("output_tokens", 0)
                 return self._finish(request, provider, model, key, out, started, cached=True)
+            await self._prepare(model)  # model load / SDK client: set-up, not part of any call's latency
             out = await self._ask(request, model)
             if out.error is None and self.cache is not None:
                 self.cache.put(key, {
@@ -339,6 +350,18 @@ class LLMClient:
                                             f"{self.max_attempts - 1} in {wait:.1f}s"))
                 await self._asleep(wait)
 
+    async def _prepare(self, model: str) -> None:
+        """The provider's one-time set-up for ``model`` (``aprepare`` or a blocking ``prepare``), if it has one."""
+        aprepare = getattr(self.provider, "aprepare", None)
+        if aprepare is not None:
+            await aprepare(model)
+            return
+        prepare = getattr(self.provider, "prepare", None)
+        if prepare is not None:
+            if self._sync_pool is None:
+                self._sync_pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="llm-call")
+            await asyncio.get_running_loop().run_in_executor(self._sync_pool, prepare, model)
+
     async def _provider_call(self, messages: list[ChatMessage], kwargs: dict[str, Any]) -> ProviderReply:
         acall = getattr(self.provider, "acall", None)
         if acall is not None:
@@ -422,6 +445,22 @@ class LLMClient:
                     locks.pop(key, None)
 
         return _Hold()
+
+
+_LOOP: asyncio.AbstractEventLoop | None = None
+_LOOP_GUARD = threading.Lock()
+
+
+def _shared_loop() -> asyncio.AbstractEventLoop:
+    """The process's one LLM event loop, on a daemon thread started on first use: every client runs its
+    requests there, so making clients (one per Dagster step) never leaves threads behind."""
+    global _LOOP
+    with _LOOP_GUARD:
+        if _LOOP is None or _LOOP.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="llm-loop", daemon=True).start()
+            _LOOP = loop
+        return _LOOP
 
 
 def _now() -> str:

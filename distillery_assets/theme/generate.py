@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from distillery_assets.llm import ChatMessage, LLMRequest, LLMResult
 from distillery_assets.llm.task import LLMTask, Reject, TaskJournal, TaskRun, run_task
@@ -33,9 +33,8 @@ from distillery_assets.theme.validate import ExampleValidator, QuestionIndex
 
 
 class Exchange(BaseModel):
-    """The generator's reply: one question and the character's answer."""
-
-    model_config = ConfigDict(extra="forbid")
+    """The generator's reply: one question and the character's answer (other keys a small model adds
+    are ignored, as the seed's parser did)."""
 
     user: str = Field(min_length=5)
     assistant: str = Field(min_length=5)

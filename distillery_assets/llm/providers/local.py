@@ -69,6 +69,10 @@ class LocalProvider:
                 _MODELS[key] = _load_model(*key)
         return _MODELS[key], lock
 
+    def prepare(self, model: str) -> None:
+        """Load the model (once per process) before the first timed call."""
+        self._model(self._resolve_path(model))
+
     def call(
         self,
         messages: list[ChatMessage],

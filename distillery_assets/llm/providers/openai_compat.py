@@ -59,6 +59,16 @@ class OpenAIProvider:
                 self._client_loop = loop
             return self._client
 
+    async def aprepare(self, model: str) -> None:
+        """Import the SDK and make the HTTP client before the first timed call."""
+        self._sdk()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pool (the next call opens a new one)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
     @staticmethod
     async def _json_object(client, kwargs: dict[str, Any], messages: list[ChatMessage], schema: dict[str, Any]):
         """JSON mode without a schema: the schema goes into the system turn (which also says "JSON",
