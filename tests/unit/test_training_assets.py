@@ -74,3 +74,28 @@ def test_chain_is_a_frozen_dataclass_and_checks_ride_on_their_assets():
     assert lora.required_resource_keys - {"io_manager"} == {"compute", "catalog"}
     assert gguf.required_resource_keys - {"io_manager"} == {"compute", "catalog"}
     assert upload.required_resource_keys - {"io_manager"} == {"hub"}
+
+
+def test_chat_probe_is_the_validation_conversation_with_the_shortest_reply(tmp_path):
+    import json
+
+    from assets.finetune import _chat_messages
+
+    def record(user, reply):
+        return {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": user},
+                             {"role": "assistant", "content": reply}]}
+
+    val = tmp_path / "valid.jsonl"
+    val.write_text("\n".join(json.dumps(r) for r in [record("long", "x" * 900), record("short", "a poem"),
+                                                       {"messages": []}]) + "\n")
+    assert _chat_messages(val) == [{"role": "system", "content": "S"}, {"role": "user", "content": "short"}]
+
+
+def test_the_poetry_chains_read_their_held_out_text_without_its_comment_header():
+    from assets.finetune import FinetuneChain
+
+    chain = FinetuneChain(name="poet", train_asset="poet_train", val_asset="poet_val", group="poetry",
+                          config_file="poet.yaml")
+    held = chain.heldout(chain.config("cpu_small"))
+    assert held.name == "training/heldout/poetry_teaching.txt" and not held.text.startswith("#")
+    assert len(held.text.split()) > 2000

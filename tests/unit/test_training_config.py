@@ -86,3 +86,19 @@ def test_fingerprint_changes_with_any_setting(tmp_path):
     b = load_train_config(_write(tmp_path, BODY.replace("epochs: 1", "epochs: 2")), "cpu_small")
     assert a.fingerprint() != b.fingerprint()
     assert a.fingerprint() == load_train_config(_write(tmp_path, BODY), "cpu_small").fingerprint()
+
+
+@pytest.mark.parametrize("role", ["educator", "poet", "theme"])
+def test_export_follows_the_seed_pipeline_primary_then_fallbacks(role):
+    for profile in ("full", "cpu_small"):
+        ex = load_train_config(CONFIGS / f"{role}.yaml", profile).export
+        assert ex.candidate_quants == ["Q4_K_M", "Q5_K_M", "Q8_0"] and ex.ppl_max_examples is None
+        assert ex.chat_max_tokens and ex.chat_max_tokens >= 512
+        if role != "theme":
+            assert (CONFIGS / ex.heldout_text).is_file()
+
+
+def test_an_unknown_fallback_quant_is_an_error_naming_the_field(tmp_path):
+    path = _write(tmp_path, BODY + "    export: {fallback_quants: [Q5_K_M, Q9_X]}\n")
+    with pytest.raises(TrainingConfigError, match=r"export.*fallback_quants.*Q9_X|Q9_X.*fallback_quants"):
+        load_train_config(path, "cpu_small")

@@ -225,3 +225,32 @@ def test_an_interrupted_lora_run_resumes_from_its_epoch_checkpoint(tiny_root, mo
     assert not checkpoint.exists()
     history = json.loads((tiny_root / "models/lora/demo/training_history.json").read_text())
     assert [s["step"] for s in history["steps"]] == list(range(1, 9))
+
+
+def test_export_falls_back_in_config_order_keeps_one_file_and_scores_the_held_out_text(tiny_root):
+    from distillery_assets.training.perplexity import HeldoutText
+
+    cfg = _cfg(max_steps=2, epochs=1, export=dict(quant="Q4_K_M", fallback_quants=["Q8_0"], max_ppl_degradation=0.0))
+    _train_spec(cfg).run(tiny_root)
+    text = "The heron stands\nin the shallows and does not\nmove for a long time, and then\nit moves.\n" * 6
+    spec = ExportGGUFSpec(config=cfg, adapter_dir="models/lora/demo", val="demo/val.jsonl",
+                          out_dir="models/gguf/demo", heldout=HeldoutText(name="heldout.txt", text=text))
+    assert spec.outputs() == ["models/gguf/demo"]  # the kept file's name is known only after the run
+    out = spec.run(tiny_root)
+    assert [a.quant for a in out.quant_attempts][0] == "Q4_K_M" and out.primary_quant == "Q4_K_M"
+    first = out.quant_attempts[0]
+    if first.within_limit:  # Q4_K_M within a 0% bound: kept, nothing else tried
+        assert out.quant == "Q4_K_M" and len(out.quant_attempts) == 1 and not out.fallback_used
+    else:  # over the bound: Q8_0 tried; kept is the first within the bound, else the least degraded
+        assert sorted(a.quant for a in out.quant_attempts) == ["Q4_K_M", "Q8_0"]
+        within = [a for a in out.quant_attempts if a.within_limit]
+        expect = within[0] if within else min(out.quant_attempts, key=lambda a: a.ppl_degradation)
+        assert out.quant == expect.quant == out.quant_attempts[-1].quant
+    assert out.ppl_degradation_ok == (out.ppl_degradation <= 0.0)
+    name = f"SmolLM2-135M-Instruct-demo-{out.quant}.gguf"
+    assert out.gguf_file == name and out.gguf_path == f"models/gguf/demo/{name}" and out.gguf.file_type == out.quant
+    assert sorted(p.name for p in (tiny_root / "models/gguf/demo").iterdir()) == [name, name[:-5] + ".json"]
+    sets = {s.name: s for s in out.ppl_sets}
+    assert set(sets) == {"validation", "held-out"} and sets["held-out"].source == "heldout.txt"
+    assert sets["held-out"].tokens > 50 and out.ppl_tokens == sum(s.tokens for s in out.ppl_sets)
+    assert spec.run(tiny_root).reused is True

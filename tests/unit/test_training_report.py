@@ -53,3 +53,33 @@ def test_gguf_names_follow_base_role_quant():
 def test_unknown_quant_type_is_refused_before_running(tmp_path):
     with pytest.raises(ValueError, match="Q9_Z"):
         quantize_gguf(tmp_path / "a.gguf", tmp_path / "b.gguf", "Q9_Z")
+
+
+def test_inline_loss_plot_fits_where_the_ui_shows_markdown_without_a_click():
+    from distillery_assets.training.report import INLINE_MD_LIMIT, loss_inline_md
+
+    md = loss_inline_md(METRICS)
+    assert md.startswith("![loss per epoch") and "data:image/png;base64," in md and len(md) < INLINE_MD_LIMIT
+    many = dict(METRICS, epochs=[{"epoch": i, "steps": 8 * i, "train_loss": 3 / i, "val_loss": 2 / i} for i in range(1, 21)])
+    assert len(loss_inline_md(many)) < INLINE_MD_LIMIT
+
+
+def test_card_and_summary_report_a_fallback_quant_with_every_attempt_and_the_tokens():
+    from distillery_assets.training.report import export_summary
+
+    export = dict(EXPORT, quant="Q8_0", primary_quant="Q4_K_M", fallback_quants=["Q5_K_M", "Q8_0"], ppl_limit=0.05,
+                  gguf_file="SmolLM2-135M-Instruct-poet-Q8_0.gguf", gguf_bytes=144_800_000, ppl_tokens=3038,
+                  ppl_degradation=0.002, ppl_degradation_ok=True, ppl_intermediate_gguf=None,
+                  quant_attempts=[{"quant": q, "ppl_gguf": 1.4, "ppl_degradation": d, "within_limit": d <= 0.05,
+                                   "gguf_bytes": b, "ppl_by_set": {}}
+                                  for q, d, b in (("Q4_K_M", 0.08, 105e6), ("Q5_K_M", 0.16, 112e6), ("Q8_0", 0.002, 145e6))],
+                  ppl_sets=[{"name": "validation", "source": "valid.jsonl", "examples": 1, "tokens": 95,
+                             "ppl_merged": 1.746, "ppl_gguf": 1.739, "ppl_f16": None},
+                            {"name": "held-out", "source": "training/heldout/poetry_teaching.txt", "examples": 12,
+                             "tokens": 2943, "ppl_merged": 54.17, "ppl_gguf": 54.28, "ppl_f16": None}])
+    card = model_card(role="poet", base_model="b", base_note="", data={"train": "t"}, settings={}, training=METRICS,
+                      export=export, ran_on="cpu")
+    assert "fallback **Q8_0** was kept" in card and "| Q4_K_M | 1.4 | +8.00% | no | 105 |  |" in card
+    assert "| Q8_0 | 1.4 | +0.20% | yes | 145 | kept |" in card and "held-out (2943 tokens)" in card
+    text = export_summary(export)
+    assert "Q8_0 (fallback; primary Q4_K_M)" in text and "over 3038 tokens" in text and "[PASS] perplexity" in text
