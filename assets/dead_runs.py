@@ -1,6 +1,6 @@
 """Runs whose process is gone hold no pool slot: find them, mark them failed, free their slots.
 
-A run killed with ``kill -9`` (or by a crash, an OOM kill, a closed laptop) never writes its end event: it
+A run killed with ``kill -9`` (or by a crash, an out-of-memory kill) never writes its end event: it
 stays STARTED and keeps its ``local_model`` slot (limit 1, dagster.yaml), so every later run logs "Step
 blocked by limit for pool local_model" forever. Dagster's run monitoring cannot see this with the default
 run launcher (it has no worker health check) and lives in the daemon, which ``dagster asset materialize``

@@ -11,8 +11,8 @@ same environment the resources are built from (``resources.build_resources``):
 * ``llm_pool()``: ``local_model`` when ``DISTILLERY_LLM_PROVIDER`` is ``local`` (the default), else none;
 * ``compute_pool()``: ``local_model`` when ``DISTILLERY_COMPUTE_BACKEND`` is ``local`` (the default), else none.
 
-Changing either variable takes effect when the code location is (re)loaded: the next
-``dagster asset materialize``, or "Reload" in ``dagster dev``. A resource overridden in the launchpad's run
+Changing either variable takes effect in the next process that loads the code location: the next
+``dagster asset materialize``, or ``dagster dev`` started again (its "Reload" keeps the old environment). A resource overridden in the launchpad's run
 config does not move the step in or out of the pool.
 """
 

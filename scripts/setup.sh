@@ -70,4 +70,8 @@ then
   echo "        e.g. CMAKE_ARGS='-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=OFF' bash scripts/setup.sh" >&2
   exit 1
 fi
-echo "[setup] done: activate with 'source .venv/bin/activate'"
+# The venv's activation points the dagster CLI at this project: DAGSTER_HOME (the repo root, dagster.yaml) and
+# DAGSTER_MODULE_NAME (the code location), so `dagster asset materialize --select ...` and `dagster dev` work as
+# typed from the repo root, and their runs share one history. Rewritten in place on every setup.
+.venv/bin/python scripts/venv_activation.py .venv/bin/activate
+echo "[setup] done: activate with 'source .venv/bin/activate', then e.g. 'dagster dev' (from the repo root)"
