@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,6 @@ SYSTEM_PROMPT = (
 )
 TEMPERATURE = 0.8
 MAX_TOKENS = 4096
-WRITER_THREADS = 8
 
 
 def build_request(task: CorpusTask, *, model: str | None, tag: str, max_tokens: int = MAX_TOKENS,
@@ -125,7 +123,6 @@ def generate_missing(
     label: str = "corpus",
     max_tokens: int = MAX_TOKENS,
     accept_truncated: bool = False,
-    writers: int = WRITER_THREADS,
 ) -> GenerationReport:
     """Ask for every task's text and write each answer to its ``.corpus`` file as it arrives (with no tasks
     the client is not needed and may be None).
@@ -152,27 +149,13 @@ def generate_missing(
         outcomes[key] = FileOutcome(row, "generated", words=word_count(text),
                                     truncated=result.finish_reason == "length", **_usage(result))
 
-    # Files are written by a few threads as answers arrive: each write is several system calls (open,
-    # write, rename), and every one hands the interpreter lock to the LLM client's event loop; one writing
-    # thread waited up to a switch interval (5 ms) after each, measured at 6 ms a file, slower than 128
-    # requests in flight deliver them.
-    with ThreadPoolExecutor(max_workers=max(1, writers), thread_name_prefix="corpus-write") as pool:
-        pending: list[Future] = []
-
-        def submit(row: CorpusTask, text: str, result: LLMResult) -> None:
-            pending.append(pool.submit(write, row, text, result))
-            if pending[0].done():  # a failed write (disk full, a kill) stops the run at once
-                pending.pop(0).result()
-
-        try:
-            run = run_task(writing, tasks, client, label=label, on_record=submit)
-        finally:
-            for future in pending:
-                future.result()
-            # One flush for the run's files instead of an fsync each (0.7 s of a 4 s run of 512 files,
-            # measured). A kill never leaves a partial file (rename); power loss before this line can leave
-            # empty ones, which the next run's plan treats as missing.
-            os.sync()
+    try:
+        run = run_task(writing, tasks, client, label=label, on_record=write)
+    finally:
+        # One flush for the run's files instead of an fsync each (0.7 s of a 4 s run of 512 files, measured).
+        # A kill never leaves a partial file (rename); power loss before this line can leave empty ones,
+        # which the next run's plan treats as missing.
+        os.sync()
     for item in [*run.rejects, *run.failures]:
         outcomes[item.key] = FileOutcome(by_key[item.key], "failed", reason=item.reason,
                                          **_usage(run.results[item.key]))

@@ -13,8 +13,9 @@ pool sized to the concurrency). Concurrency is a semaphore around provider attem
 waits for a slot. Callers stay synchronous:
 
 * ``complete(request)`` one answer;
-* ``stream(requests, label)`` yields ``(index, result)`` as each answer arrives (the LLM task runner writes
-  each record the moment it exists);
+* ``each(requests, on_result, label)`` calls ``on_result(index, result)`` on the loop thread as each answer
+  arrives (the LLM task runner parses and writes each record there, the moment it exists);
+* ``stream(requests, label)`` yields ``(index, result)`` as each answer arrives, in the caller's thread;
 * ``complete_batch(requests, label)`` the results in input order.
 
 Usage rows go to the sink in batches from one writer thread, so a slow catalogue never stalls requests.
@@ -30,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -52,6 +54,10 @@ RAW_IN_ERROR_CHARS = 600
 REASK_TEXT = ("Your previous reply could not be used: {reason}. Reply again with exactly one JSON object that "
               "satisfies the requested schema, and no other text.")
 _DONE = object()
+
+
+class _Stopped(Exception):
+    """``each``: the consumer raised; the batch stops (the consumer's own exception is raised to the caller)."""
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +137,8 @@ class LLMClient:
         label = label or requests[0].tag
         tracker = ProgressTracker(label, len(requests), self.progress, clock=self._clock)
         out: queue.Queue = queue.Queue()
-        job = self._submit(self._batch(requests, tracker, out, flush_every, flush_every_s))
+        job = self._submit(self._batch(requests, tracker, lambda i, r: out.put((i, r)), lambda: out.put(_DONE),
+                                       flush_every, flush_every_s))
         received = 0
         try:
             while received < len(requests):
@@ -148,6 +155,43 @@ class LLMClient:
                 received += 1
                 yield item
             job.result()
+        finally:
+            if not job.done():
+                job.cancel()
+
+    def each(self, requests: Sequence[LLMRequest], on_result: Callable[[int, LLMResult], None],
+             label: str | None = None, *, flush_every: int = 200, flush_every_s: float = 10.0) -> None:
+        """Call ``on_result(index, result)`` for every request as its answer arrives, ON THE CLIENT'S EVENT
+        LOOP THREAD (keep it short: parse, write a file), and return when all are done. No thread hand-off
+        per answer: the fastest way to consume a large batch (a consumer thread waits for the interpreter
+        lock after every system call it makes). An exception in ``on_result`` cancels what is still in
+        flight and is raised here."""
+        requests = list(requests)
+        if not requests:
+            return
+        label = label or requests[0].tag
+        tracker = ProgressTracker(label, len(requests), self.progress, clock=self._clock)
+        raised: list[BaseException] = []
+
+        def deliver(index: int, result: LLMResult) -> None:
+            if raised:
+                raise _Stopped()
+            try:
+                on_result(index, result)
+            except BaseException as exc:  # KeyboardInterrupt too: it must reach the caller, not the loop
+                raised.append(exc)
+                raise _Stopped() from None
+
+        job = self._submit(self._batch(requests, tracker, deliver, lambda: None, flush_every, flush_every_s))
+        try:
+            while True:
+                try:
+                    job.result(timeout=tracker.every_s)
+                    return
+                except FutureTimeout:
+                    tracker.heartbeat()
+                except _Stopped:
+                    raise raised[0] from None
         finally:
             if not job.done():
                 job.cancel()
@@ -173,7 +217,8 @@ class LLMClient:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    async def _batch(self, requests: list[LLMRequest], tracker: ProgressTracker, out: queue.Queue,
+    async def _batch(self, requests: list[LLMRequest], tracker: ProgressTracker,
+                     deliver: Callable[[int, LLMResult], None], done: Callable[[], None],
                      flush_every: int, flush_every_s: float) -> None:
         loop = asyncio.get_running_loop()
         pending_rows: list[dict[str, Any]] = []
@@ -190,7 +235,7 @@ class LLMClient:
                 pending_rows.clear()
                 last_flush = self._clock()
                 flushes.append(loop.run_in_executor(self._sink_pool, self._flush, batch))
-            out.put((index, result))
+            deliver(index, result)
 
         tasks = [asyncio.ensure_future(one(i)) for i in range(len(requests))]
         try:
@@ -202,7 +247,7 @@ class LLMClient:
                 flushes.append(loop.run_in_executor(self._sink_pool, self._flush, pending_rows[:]))
             if flushes:
                 await asyncio.gather(*flushes, return_exceptions=True)
-            out.put(_DONE)
+            done()
 
     async def _asleep(self, seconds: float) -> None:
         if self._sleep is time.sleep:

@@ -12,7 +12,8 @@ the client):
 and a ``key(row)`` that names the row in rejects, failures and the journal.
 
 ``run_task(task, rows, client, journal=...)`` asks for every row concurrently and streams: each answer is
-parsed (and a record handed to ``on_record(row, record, result)``) as soon as it arrives, or, for ``ordered = True`` tasks, as soon as
+parsed (and a record handed to ``on_record(row, record, result)``; with an ``LLMClient`` both run on the
+client's event loop thread, so keep them short) as soon as it arrives, or, for ``ordered = True`` tasks, as soon as
 every earlier row is done, so parsing state (a duplicate memory) sees rows in input order. A call that
 produced no usable answer (provider error, retries exhausted, cut off at ``max_tokens``, JSON invalid after
 the re-asks) is a :class:`Failure`: never a record, never journalled, so the next run asks again.
@@ -213,14 +214,21 @@ class TaskJournal:
         self.entries[entry["key"]] = entry
 
 
-def _stream(client: Any, requests: list[LLMRequest], label: str) -> Iterator[tuple[int, LLMResult]]:
+def _deliver(client: Any, requests: list[LLMRequest], label: str, handle: Callable[[int, LLMResult], None]) -> None:
+    """Hand every answer to ``handle(position, result)`` as it arrives: on the LLM client's own loop thread
+    (``each``), else in this thread from ``stream``, else from the documented ``complete_batch`` contract."""
+    if hasattr(client, "each"):
+        client.each(requests, handle, label)
+        return
     if hasattr(client, "stream"):
-        yield from client.stream(requests, label)
+        for position, result in client.stream(requests, label):
+            handle(position, result)
         return
     results = client.complete_batch(requests, label=label)  # any object with the documented batch contract
     if len(results) != len(requests):
         raise RuntimeError(f"LLM client returned {len(results)} results for {len(requests)} requests")
-    yield from enumerate(results)
+    for position, result in enumerate(results):
+        handle(position, result)
 
 
 def _request_key(client: Any, request: LLMRequest) -> str:
@@ -285,14 +293,18 @@ def run_task(task: LLMTask[Row], rows: Iterable[Row], client: Any, *, journal: P
 
     waiting: dict[int, LLMResult] = {}
     next_up = 0  # position in `todo` of the next row an ordered task may parse
-    for position, result in _stream(client, requests, label):
+
+    def handle(position: int, result: LLMResult) -> None:
+        nonlocal next_up
         if not task.ordered:
             settle(todo[position], result)
-            continue
+            return
         waiting[position] = result
         while next_up in waiting:
             settle(todo[next_up], waiting.pop(next_up))
             next_up += 1
+
+    _deliver(client, requests, label, handle)
 
     for index, outcome in enumerate(outcomes):
         if outcome is None:

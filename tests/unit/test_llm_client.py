@@ -265,3 +265,21 @@ def test_rpm_limit_spaces_provider_calls(tmp_path):
     results = client.complete_batch([ask(f"q{i}") for i in range(5)])
     assert all(r.ok for r in results)
     assert stamps == [0.0, 0.0, 60.0, 60.0, 120.0]
+
+
+def test_each_runs_the_consumer_as_answers_arrive_and_its_exception_stops_the_batch(tmp_path):
+    seen = []
+    client = make(ScriptedProvider(), tmp_path, concurrency=2)
+    client.each([ask(f"q{i}") for i in range(6)], lambda i, r: seen.append((i, r.text)), label="each")
+    assert sorted(seen) == [(i, f"echo: q{i}") for i in range(6)]
+
+    def stop_at_third(index, result):
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")  # a kill inside the consumer reaches the caller, not the loop
+        calls.append(index)
+
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        make(ScriptedProvider(), tmp_path / "b", concurrency=1).each([ask(f"x{i}") for i in range(20)], stop_at_third)
+    assert len(calls) == 2
+    assert client.complete(ask("after")).ok  # the shared event loop survived
