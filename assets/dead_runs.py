@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 import psutil
-from dagster._core.events import DagsterEvent, DagsterEventType
+from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
 from dagster._core.executor.base import Executor
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
@@ -163,7 +163,7 @@ class _RecoveringExecutor(Executor):
         instance = plan_context.instance
         if not instance.is_ephemeral:
             for line in _free_quietly(instance, plan_context.run_id, plan_context.log.warning):
-                yield DagsterEvent.engine_event(plan_context, f"dead run recovery: {line}")
+                yield DagsterEvent.engine_event(plan_context, f"dead run recovery: {line}", EngineEventData())
         yield from self._inner.execute(plan_context, execution_plan)
 
 
