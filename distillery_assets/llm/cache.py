@@ -7,10 +7,14 @@ and an unreadable entry is treated as a miss (and overwritten by the next succes
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from distillery_assets.io import atomic_write_text
+
+
+_KEY = re.compile(r"[0-9a-f]{64}")
 
 
 class ResponseCache:
@@ -18,7 +22,7 @@ class ResponseCache:
         self.root = Path(root)
 
     def path(self, key: str) -> Path:
-        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        if not _KEY.fullmatch(key):
             raise ValueError(f"not a sha256 request key: {key!r}")
         return self.root / key[:2] / f"{key}.json"
 
