@@ -13,7 +13,7 @@ partitions runs as one run. The domain logic lives in :mod:`distillery_assets.co
 import dagster as dg
 from pydantic import Field
 
-from assets.meta import llm_usage_meta, table_md
+from assets.meta import llm_usage_meta, table_md, text_md
 from assets.pools import llm_pool
 from distillery_assets.catalog import InputRef, NewArtifact
 from distillery_assets.corpus.generate import MAX_TOKENS, GenerationReport, generate_missing
@@ -106,122 +106,121 @@ def _scan(kind: CorpusKind, keys: list[str], root) -> dict[str, PartitionPlan]:
     return {key: scan_partition(partition_dir(root, kind, key)) for key in keys}
 
 
+def _write_prompts(context, kind: CorpusKind, config: CorpusRootConfig, cat) -> dg.MaterializeResult:
+    """Render every leaf's prompts.txt of the run's partitions from the prompt tables; register each."""
+    tables, root, keys = default_tables(), corpus_root(config.corpus_root), _require_keys(context)
+    rows, first = [], None
+    for key in keys:
+        for leaf in leaves_for(tables, kind, key):
+            written = write_leaf(root, leaf)
+            register_files(context, cat, [written.path], [default_tables_path()], partition=key,
+                           record_count=written.lines, outside_data_dir=True)
+            rows.append([key, relative(written.path, root), written.lines, "yes" if written.changed else "no"])
+            first = first or written.path
+    context.log.info(f"wrote {len(rows)} prompts.txt files ({sum(r[2] for r in rows)} prompts) under {root}")
+    return dg.MaterializeResult(metadata={
+        "corpus_root": dg.MetadataValue.path(str(root)),
+        "partitions": len(keys),
+        "prompts_files": len(rows),
+        "prompts": sum(r[2] for r in rows),
+        "changed_files": sum(r[3] == "yes" for r in rows),
+        "files": table_md(rows, ["partition", "prompts.txt", "prompts", "changed"], align="llrl"),
+        "preview": text_md(first.read_text(encoding="utf-8"), PREVIEW_CHARS),
+    })
+
+
+def _corpus_metadata(root, keys: list[str], plans: dict[str, PartitionPlan], summary: dict) -> dict:
+    return {
+        "corpus_root": dg.MetadataValue.path(str(root)),
+        "partitions": len(keys),
+        "generated": summary["generated"],
+        "skipped_existing": sum(len(p.existing) for p in plans.values()),
+        "failed": summary["failed"],
+        "failures": dg.MetadataValue.json(summary["failures"]),
+        "still_missing": summary["still_missing"],
+        "rejected_lines": sum(len(p.rejects) for p in plans.values()),
+        "rejects": dg.MetadataValue.json(rejects_summary(plans)),
+        "truncated_at_max_tokens": summary["truncated_at_max_tokens"],
+        "truncated_files": dg.MetadataValue.json(summary["truncated_files"]),
+        "words_median": summary["words_median"],
+        "words_per_file": dg.MetadataValue.json(summary["words_per_file"]),
+        "by_partition": table_md(summary["by_partition"],
+                                 ["partition", "present", "missing", "generated now", "word target"], align="lrrrl"),
+        **llm_usage_meta(summary["usage"]),
+        "preview": dg.MetadataValue.md(summary["preview"] or "(nothing generated)"),
+    }
+
+
+def _generate(context, kind: CorpusKind, names: tuple[str, str], config: CorpusGenerateConfig, llm: LLMResource,
+              catalog: CatalogResource):
+    """The missing .corpus files of the run's partitions (up to ``limit``), or a dry-run observation."""
+    prompts_name, corpus_name = names
+    if config.limit is not None and config.limit < 1:
+        raise dg.Failure(f"config.limit must be at least 1 or null (got {config.limit}); use dry_run to list")
+    tables, root, keys = default_tables(), corpus_root(config.corpus_root), _require_keys(context)
+    plans = _plan_run(context, kind, keys, root, prompts_name)
+    pending = [task for plan in plans.values() for task in plan.pending]
+    selected = pending if config.limit is None else pending[: config.limit]
+    if config.dry_run:
+        yield from _dry_run(context, corpus_name, plans, root, len(selected))
+        return
+    client = llm.get_client(context) if selected else None  # a finished set needs no client, no model
+    report = generate_missing(selected, client, model=config.model, tag=corpus_name,
+                              label=f"{corpus_name}/{keys[0] if len(keys) == 1 else f'{keys[0]}...{keys[-1]}'}",
+                              max_tokens=config.max_tokens, accept_truncated=config.accept_truncated)
+    for outcome in report.failed:
+        context.log.error(f"FAILED {relative(outcome.task.path, root)}: {outcome.reason}")
+    after = _scan(kind, keys, root)
+    summary = run_summary(report, after, {k: word_target_for(tables, kind, k) for k in keys}, root)
+    _record(catalog, context, corpus_name, prompts_name, report, after, summary, config)
+    if report.failed and not report.generated:
+        raise dg.Failure(f"all {len(report.failed)} requests failed; first: {report.failed[0].reason}",
+                         metadata={"failures": dg.MetadataValue.json(summary["failures"])})
+    yield dg.MaterializeResult(metadata=_corpus_metadata(root, keys, plans, summary))
+
+
+def _parse_check(context, kind: CorpusKind, partitions_def, config: CorpusRootConfig) -> dg.AssetCheckResult:
+    keys, scoped = _checked_partitions(context, partitions_def)
+    plans = _scan(kind, keys, corpus_root(config.corpus_root))
+    empty = [k for k, p in plans.items() if not p.prompt_files]
+    if not scoped:  # a check-only run over everything: judge what exists (no partition has to be there yet)
+        plans = {k: p for k, p in plans.items() if p.prompt_files}
+    rejects = [str(r) for p in plans.values() for r in p.rejects]
+    return dg.AssetCheckResult(
+        passed=bool(plans) and not rejects and not (scoped and empty),
+        metadata={"partitions_checked": dg.MetadataValue.json(list(plans)),
+                  "prompts": sum(p.total for p in plans.values()), "rejected": len(rejects),
+                  "partitions_without_prompts": dg.MetadataValue.json(empty),
+                  "rejects": dg.MetadataValue.json(rejects[:100])},
+    )
+
+
 def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.PartitionsDefinition):
     """The prompts asset, the corpus asset and their checks for one half of the corpus."""
     prompts_name, corpus_name = f"{prefix}_prompts", f"{prefix}_corpus"
 
-    @dg.asset(
-        name=prompts_name,
-        group_name="corpus",
-        partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        kinds={"python"},
-        description="prompts.txt for every leaf directory of the partition, rendered from "
-        "data/config/corpus/prompt_tables.yaml; .corpus files beside them are never touched.",
-    )
-    def prompts_asset(
-        context: dg.AssetExecutionContext, config: CorpusRootConfig, catalog: CatalogResource
-    ) -> dg.MaterializeResult:
-        tables, root, cat = default_tables(), corpus_root(config.corpus_root), catalog.get()
-        keys = _require_keys(context)
-        rows, first = [], None
-        for key in keys:
-            for leaf in leaves_for(tables, kind, key):
-                written = write_leaf(root, leaf)
-                register_files(context, cat, [written.path], [default_tables_path()], partition=key,
-                               record_count=written.lines, outside_data_dir=True)
-                rows.append([key, relative(written.path, root), written.lines, "yes" if written.changed else "no"])
-                first = first or written.path
-        context.log.info(f"wrote {len(rows)} prompts.txt files ({sum(r[2] for r in rows)} prompts) under {root}")
-        return dg.MaterializeResult(
-            metadata={
-                "corpus_root": dg.MetadataValue.path(str(root)),
-                "partitions": len(keys),
-                "prompts_files": len(rows),
-                "prompts": sum(r[2] for r in rows),
-                "changed_files": sum(r[3] == "yes" for r in rows),
-                "files": table_md(rows, ["partition", "prompts.txt", "prompts", "changed"], align="llrl"),
-                "preview": dg.MetadataValue.md("```\n" + first.read_text(encoding="utf-8")[:PREVIEW_CHARS] + "\n```"),
-            }
-        )
+    @dg.asset(name=prompts_name, group_name="corpus", partitions_def=partitions_def,
+              backfill_policy=dg.BackfillPolicy.single_run(), kinds={"python"},
+              description="prompts.txt for every leaf directory of the partition, rendered from "
+              "data/config/corpus/prompt_tables.yaml; .corpus files beside them are never touched.")
+    def prompts_asset(context: dg.AssetExecutionContext, config: CorpusRootConfig,
+                      catalog: CatalogResource) -> dg.MaterializeResult:
+        return _write_prompts(context, kind, config, catalog.get())
 
-    @dg.asset(
-        name=corpus_name,
-        group_name="corpus",
-        pool=llm_pool(),  # local_model only when the LLM runs in this process
-        partitions_def=partitions_def,
-        deps=[prompts_asset],
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        output_required=False,  # a dry run observes, it does not materialize
-        kinds={"python"},
-        description="The missing .corpus files of the partition, generated by the LLM resource (temperature 0.8, "
-        "up to 4096 tokens, plain prose) and written atomically; existing files are skipped.",
-    )
-    def corpus_asset(
-        context: dg.AssetExecutionContext, config: CorpusGenerateConfig, llm: LLMResource, catalog: CatalogResource
-    ):
-        if config.limit is not None and config.limit < 1:
-            raise dg.Failure(f"config.limit must be at least 1 or null (got {config.limit}); use dry_run to list")
-        tables, root, keys = default_tables(), corpus_root(config.corpus_root), _require_keys(context)
-        plans = _plan_run(context, kind, keys, root, prompts_name)
-        pending = [task for plan in plans.values() for task in plan.pending]
-        selected = pending if config.limit is None else pending[: config.limit]
-        if config.dry_run:
-            yield from _dry_run(context, corpus_name, plans, root, len(selected))
-            return
-
-        client = llm.get_client(context) if selected else None  # a finished set needs no client, no model
-        report = generate_missing(
-            selected, client, model=config.model, tag=corpus_name,
-            label=f"{corpus_name}/{keys[0] if len(keys) == 1 else f'{keys[0]}...{keys[-1]}'}",
-            max_tokens=config.max_tokens, accept_truncated=config.accept_truncated,
-        )
-        for outcome in report.failed:
-            context.log.error(f"FAILED {relative(outcome.task.path, root)}: {outcome.reason}")
-        after = _scan(kind, keys, root)
-        summary = run_summary(report, after, {k: word_target_for(tables, kind, k) for k in keys}, root)
-        _record(catalog, context, corpus_name, prompts_name, report, after, summary, config)
-        if report.failed and not report.generated:
-            raise dg.Failure(f"all {len(report.failed)} requests failed; first: {report.failed[0].reason}",
-                             metadata={"failures": dg.MetadataValue.json(summary["failures"])})
-        yield dg.MaterializeResult(metadata={
-            "corpus_root": dg.MetadataValue.path(str(root)),
-            "partitions": len(keys),
-            "generated": summary["generated"],
-            "skipped_existing": sum(len(p.existing) for p in plans.values()),
-            "failed": summary["failed"],
-            "failures": dg.MetadataValue.json(summary["failures"]),
-            "still_missing": summary["still_missing"],
-            "rejected_lines": sum(len(p.rejects) for p in plans.values()),
-            "rejects": dg.MetadataValue.json(rejects_summary(plans)),
-            "truncated_at_max_tokens": summary["truncated_at_max_tokens"],
-            "truncated_files": dg.MetadataValue.json(summary["truncated_files"]),
-            "words_median": summary["words_median"],
-            "words_per_file": dg.MetadataValue.json(summary["words_per_file"]),
-            "by_partition": table_md(summary["by_partition"],
-                                     ["partition", "present", "missing", "generated now", "word target"],
-                                     align="lrrrl"),
-            **llm_usage_meta(summary["usage"]),
-            "preview": dg.MetadataValue.md(summary["preview"] or "(nothing generated)"),
-        })
+    @dg.asset(name=corpus_name, group_name="corpus", pool=llm_pool(),  # local_model only for an in-process LLM
+              partitions_def=partitions_def, deps=[prompts_asset], backfill_policy=dg.BackfillPolicy.single_run(),
+              output_required=False, kinds={"python"},  # a dry run observes, it does not materialize
+              description="The missing .corpus files of the partition, generated by the LLM resource (temperature "
+              "0.8, up to 4096 tokens, plain prose) and written atomically; existing files are skipped.")
+    def corpus_asset(context: dg.AssetExecutionContext, config: CorpusGenerateConfig, llm: LLMResource,
+                     catalog: CatalogResource):
+        yield from _generate(context, kind, (prompts_name, corpus_name), config, llm, catalog)
 
     @dg.asset_check(asset=prompts_asset, name="every_line_parses",
                     description="Every line of every prompts.txt of the run's partitions (a run without partitions: "
                     "of every partition that has prompts) is '<file>.corpus <prompt>' with a safe file name.")
     def prompts_parse_check(context: dg.AssetCheckExecutionContext, config: CorpusRootConfig) -> dg.AssetCheckResult:
-        keys, scoped = _checked_partitions(context, partitions_def)
-        plans = _scan(kind, keys, corpus_root(config.corpus_root))
-        empty = [k for k, p in plans.items() if not p.prompt_files]
-        if not scoped:  # a check-only run over everything: judge what exists (no partition has to be there yet)
-            plans = {k: p for k, p in plans.items() if p.prompt_files}
-        rejects = [str(r) for p in plans.values() for r in p.rejects]
-        return dg.AssetCheckResult(
-            passed=bool(plans) and not rejects and not (scoped and empty),
-            metadata={"partitions_checked": dg.MetadataValue.json(list(plans)),
-                      "prompts": sum(p.total for p in plans.values()), "rejected": len(rejects),
-                      "partitions_without_prompts": dg.MetadataValue.json(empty),
-                      "rejects": dg.MetadataValue.json(rejects[:100])},
-        )
+        return _parse_check(context, kind, partitions_def, config)
 
     @dg.asset_check(asset=corpus_asset, name="files_are_prose",
                     description="Each .corpus on disk in the run's partitions (without partitions: all) is "
