@@ -1,0 +1,163 @@
+"""Perplexity of Thyme models and of two baselines, on the same split and tokenizer.
+
+Three numbers per model:
+
+* ``seed_ppl``: the seed's metric exactly: the validation samples (``Split.windows``) in order, batches
+  of ``batch_size``, each batch's mean cross-entropy over its non-PAD targets, ``exp`` of the mean of
+  those batch means (the 57.1 the seed reported is this, on its best epoch).
+* ``ppl``: token-weighted: every validation token scored once (``Split.cover``), ``exp(sum nll / count)``.
+* ``bpb``: bits per byte: the same summed NLL in bits over the UTF-8 bytes of the validation chunks,
+  comparable across vocabularies and architectures (with the Whitespace pre-tokenizer the tokens do
+  not carry the text's exact whitespace, so it is slightly optimistic for every model alike).
+
+Baselines: a unigram model (add-one smoothing) and an interpolated absolute-discounting n-gram model
+(order 3, discount 0.75, backing off to the unigram), counted on the training split's tokens.
+Both score exactly the targets the neural models score (context before a window's start is PAD).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from distillery_assets.thyme.dataset import Split
+from distillery_assets.thyme.tokenizer import PAD_ID
+
+LN2 = math.log(2)
+
+
+@dataclass
+class EvalRow:
+    model: str
+    seed_ppl: float
+    ppl: float
+    bpb: float
+    scored_tokens: int
+    samples: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------ window NLL
+
+WindowScorer = Callable[[list[np.ndarray]], list[np.ndarray]]
+"""Windows of token ids -> per-target NLL (nats) of each, targets = window[1:]."""
+
+
+def neural_scorer(model, device: str = "cpu") -> WindowScorer:
+    import torch
+    import torch.nn.functional as F
+
+    def score(windows: list[np.ndarray]) -> list[np.ndarray]:
+        width = max(len(w) for w in windows)
+        ids = torch.full((len(windows), width), PAD_ID, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, w in enumerate(windows):
+            ids[row, : len(w)] = torch.from_numpy(w)
+            mask[row, : len(w)] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1), reduction="none")
+        nll = nll.view(len(windows), width - 1).cpu().numpy()
+        return [nll[row, : len(w) - 1].astype(np.float64) for row, w in enumerate(windows)]
+
+    return score
+
+
+def _windows(split: Split, rows: np.ndarray) -> list[np.ndarray]:
+    return [np.asarray(split.tokens[s:e], dtype=np.int64) for s, e in rows[:, :2]]
+
+
+def evaluate(name: str, scorer: WindowScorer, split: Split, *, batch_size: int) -> EvalRow:
+    """The three metrics of one model on ``split`` (see the module docstring)."""
+    if len(split.windows) == 0 or len(split.cover) == 0:
+        raise ValueError(f"{split.name} split has no windows to score")
+    batch_means = []
+    for k in range(0, len(split.windows), batch_size):
+        nll = np.concatenate(scorer(_windows(split, split.windows[k : k + batch_size])))
+        batch_means.append(nll.mean())
+    total, count = 0.0, 0
+    for k in range(0, len(split.cover), batch_size):
+        rows = split.cover[k : k + batch_size]
+        for (start, _end, score_from), nll in zip(rows, scorer(_windows(split, rows))):
+            kept = nll[score_from - start - 1:]  # target j sits at position start + 1 + j
+            total += float(kept.sum())
+            count += len(kept)
+    return EvalRow(name, float(math.exp(np.mean(batch_means))), math.exp(total / count),
+                   total / LN2 / max(split.text_bytes, 1), count, len(split.windows))
+
+
+# ------------------------------------------------------------------------------------------- baselines
+
+def _contexts(split: Split, rows: np.ndarray, order: int, scored_only: bool):
+    """Targets and their ``order - 1`` preceding tokens (PAD before the window start), window by window."""
+    targets, ctx = [], [[] for _ in range(order - 1)]
+    tokens = np.asarray(split.tokens, dtype=np.int64)  # counting reads the whole split once
+    for row in rows:
+        start, end = int(row[0]), int(row[1])
+        first = int(row[2]) if scored_only else start + 1
+        pos = np.arange(first, end)
+        targets.append(tokens[first:end])
+        for k in range(1, order):
+            back = pos - k
+            ok = back >= start
+            ctx[k - 1].append(np.where(ok, tokens[np.where(ok, back, 0)], PAD_ID))
+    return targets, ctx
+
+
+class NGram:
+    """Interpolated absolute discounting, orders 1..``order`` (order 1: add-one unigram)."""
+
+    def __init__(self, train: Split, vocab_size: int, order: int = 3, discount: float = 0.75):
+        self.V, self.order, self.D = vocab_size, order, discount
+        targets, ctx = _contexts(train, train.cover, order, scored_only=True)
+        w = np.concatenate(targets)
+        self.unigram = (np.bincount(w, minlength=vocab_size) + 1.0) / (len(w) + vocab_size)
+        self.tables = []
+        for k in range(1, order):  # k = context length
+            h = np.zeros_like(w)
+            for j in range(k):
+                h = h * vocab_size + np.concatenate(ctx[j])
+            keys, counts = np.unique(h * vocab_size + w, return_counts=True)
+            hist, inverse = np.unique(keys // vocab_size, return_inverse=True)
+            self.tables.append((keys, counts, hist, np.bincount(inverse, weights=counts),
+                                np.bincount(inverse).astype(np.float64)))
+
+    def prob(self, w: np.ndarray, ctx: list[np.ndarray]) -> np.ndarray:
+        p = self.unigram[w]
+        for k, (keys, counts, hist, hist_total, hist_types) in enumerate(self.tables, start=1):
+            h = np.zeros_like(w)
+            for j in range(k):
+                h = h * self.V + ctx[j]
+            hi = np.clip(np.searchsorted(hist, h), 0, len(hist) - 1)
+            seen = hist[hi] == h
+            key = h * self.V + w
+            ki = np.clip(np.searchsorted(keys, key), 0, len(keys) - 1)
+            c = np.where(keys[ki] == key, counts[ki], 0).astype(np.float64)
+            total = np.where(seen, hist_total[hi], 1.0)
+            interp = (np.maximum(c - self.D, 0) + self.D * hist_types[hi] * p) / total
+            p = np.where(seen, interp, p)
+        return p
+
+    def scorer(self) -> WindowScorer:
+        def score(windows: list[np.ndarray]) -> list[np.ndarray]:
+            out = []
+            for win in windows:
+                pos = np.arange(1, len(win))
+                ctx = [np.where(pos - k >= 0, win[np.maximum(pos - k, 0)], PAD_ID) for k in range(1, self.order)]
+                out.append(-np.log(self.prob(win[1:], ctx)))
+            return out
+
+        return score
+
+
+def baseline_rows(train: Split, val: Split, vocab_size: int, *, batch_size: int, order: int = 3) -> list[EvalRow]:
+    unigram = NGram(train, vocab_size, order=1)
+    ngram = NGram(train, vocab_size, order=order)
+    return [evaluate("unigram", unigram.scorer(), val, batch_size=batch_size),
+            evaluate(f"{order}-gram", ngram.scorer(), val, batch_size=batch_size)]

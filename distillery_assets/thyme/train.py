@@ -1,0 +1,166 @@
+"""Train an experiment's models (ThymeLM or the Llama-style transformer) through the shared loop.
+
+``training.loop.train_loop`` does the work: AdamW, the schedule, gradient clipping, per-epoch validation,
+``training_history.json``, checkpoints with the step counter and resume. This module builds the model
+from the experiment, turns its training profile into a ``LoopConfig``, feeds the loop the dataset's
+windows (read from the memory-mapped token array as the loop asks for them), logs progress every
+``log_every`` steps with an ETA, and writes the trained weights atomically. A finished run with the same
+fingerprint is reused, not retrained.
+
+Differences from the seed's loop, on purpose: the cosine schedule steps per optimizer step (the seed's
+``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch), and the batch order comes from the loop's
+seeded shuffle rather than a torch DataLoader. The loss is the seed's: the batch's mean cross-entropy
+over non-PAD targets (with ``grad_accum`` > 1, the mean over the whole accumulation group).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distillery_assets.io import atomic_path, atomic_write_text
+from distillery_assets.io.hashing import sha256_text
+from distillery_assets.thyme.dataset import Dataset
+from distillery_assets.thyme.experiments import Experiment, LlamaArchitecture, ThymeArchitecture, warmup_ratio
+from distillery_assets.thyme.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.pt"
+MODEL_FILE = "model.json"
+CHECKPOINT_DIR = "checkpoint"
+
+
+def build_model(arch: ThymeArchitecture | LlamaArchitecture, vocab_size: int):
+    """A freshly initialised model (seed torch first for a reproducible init)."""
+    if isinstance(arch, ThymeArchitecture):
+        from distillery_assets.thyme.model import ThymeLM
+
+        return ThymeLM(arch.thyme_config(vocab_size))
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=arch.hidden_size, intermediate_size=arch.intermediate_size,
+        num_hidden_layers=arch.num_hidden_layers, num_attention_heads=arch.num_attention_heads,
+        num_key_value_heads=arch.num_key_value_heads or arch.num_attention_heads,
+        max_position_embeddings=arch.max_position_embeddings, tie_word_embeddings=arch.tie_word_embeddings,
+        rope_theta=arch.rope_theta, attention_dropout=arch.dropout,
+        pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID,
+    )
+    return LlamaForCausalLM(config)
+
+
+def loop_config(exp: Experiment, key: str, n_train_windows: int):
+    """The experiment's training profile (with the model's overrides) as the shared loop's ``LoopConfig``."""
+    from distillery_assets.training.config import LoopConfig
+    from distillery_assets.training.loop import plan_steps
+
+    t = exp.training_for(key)
+    cfg = LoopConfig(
+        role="thyme", profile=f"{exp.name}/{key}", learning_rate=t.learning_rate, lr_scheduler=t.lr_scheduler,
+        epochs=t.epochs, batch_size=t.batch_size, grad_accum=t.grad_accum, max_seq=exp.dataset.window + 1,
+        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, max_steps=t.max_steps, seed=t.seed,
+        threads=t.threads, checkpoint_every=t.checkpoint_every,
+    )
+    if t.warmup_steps:
+        cfg = cfg.model_copy(update={"warmup_ratio": warmup_ratio(t.warmup_steps, plan_steps(n_train_windows, cfg))})
+    return cfg
+
+
+def run_fingerprint(exp: Experiment, key: str, dataset: Dataset, cfg) -> str:
+    body = {"loop": cfg.fingerprint(), "model": exp.models[key].model_dump(), "dataset": dataset.info["fingerprint"],
+            "vocab": dataset.vocab_size}
+    return sha256_text(json.dumps(body, sort_keys=True))[:16]
+
+
+class ProgressLog:
+    """The loop's per-step progress, logged every ``every`` steps with the time left."""
+
+    def __init__(self, every: int, logger: logging.Logger = log):
+        self.every, self.logger, self.started = every, logger, time.perf_counter()
+        self.first_step: int | None = None
+
+    def __call__(self, p) -> None:
+        if self.first_step is None:
+            self.first_step, self.started = p.step - 1, time.perf_counter()
+        if p.step % self.every and p.step != p.total_steps:
+            return
+        done = p.step - self.first_step
+        eta = (time.perf_counter() - self.started) / max(done, 1) * (p.total_steps - p.step)
+        self.logger.info("step %d/%d epoch %d loss %.4f %.0f tok/s lr %.2e eta %s", p.step, p.total_steps, p.epoch,
+                         p.loss, p.tokens_per_s, p.lr, time.strftime("%H:%M:%S", time.gmtime(eta)))
+
+
+@dataclass
+class TrainedModel:
+    key: str
+    folder: Path
+    model: Any
+    info: dict[str, Any]
+    reused: bool
+
+
+def train_model(exp: Experiment, key: str, dataset: Dataset, folder: Path, *, device: str | None = None,
+                progress=None) -> TrainedModel:
+    """Train ``exp.models[key]`` on ``dataset`` into ``folder`` (``model.pt``, ``model.json``,
+    ``training_history.json``); resume from ``folder/checkpoint`` when it matches; reuse a finished run."""
+    import torch
+
+    from distillery_assets.training.loop import HISTORY_FILE, Checkpoints, pick_device, seed_torch, train_loop
+
+    folder = Path(folder)
+    arch = exp.models[key]
+    cfg = loop_config(exp, key, len(dataset.train))
+    fingerprint = run_fingerprint(exp, key, dataset, cfg)
+    finished = _read_json(folder / MODEL_FILE)
+    if finished and finished.get("fingerprint") == fingerprint and (folder / WEIGHTS_FILE).exists():
+        log.info("%s/%s: a finished run with the same settings is in %s; reused", exp.name, key, folder)
+        return TrainedModel(key, folder, load_model(folder), finished, reused=True)
+    if exp.training_for(key).amp:
+        log.warning("%s/%s: amp is set but the shared loop trains in fp32 (autocast not wired yet)", exp.name, key)
+
+    device = device or pick_device(cfg)
+    seed_torch(cfg)
+    model = build_model(arch, dataset.vocab_size).to(device)
+    checkpoints = Checkpoints(folder / CHECKPOINT_DIR, fingerprint)
+    result = train_loop(model, dataset.train.examples(), dataset.val.examples(), cfg, device=device, pad_id=PAD_ID,
+                        checkpoints=checkpoints, progress=progress or ProgressLog(exp.training_for(key).log_every))
+    info = {
+        "experiment": exp.name, "key": key, "fingerprint": fingerprint, "architecture": arch.architecture,
+        "config": arch.model_dump(exclude={"training"}), "vocab_size": dataset.vocab_size,
+        "parameters": sum(p.numel() for p in model.parameters()), "steps": result.steps,
+        "tokens_seen": result.tokens_seen, "train_seconds": result.train_seconds,
+        "tokens_per_s": result.tokens_per_s, "resumed_from_step": result.resumed_from_step, "device": device,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    result.history.write(folder / HISTORY_FILE)
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    atomic_write_text(folder / MODEL_FILE, json.dumps(info, indent=1))  # written last: marks the run finished
+    checkpoints.clear()
+    return TrainedModel(key, folder, model, info, reused=False)
+
+
+def load_model(folder: Path):
+    """The trained model of ``folder`` (weights and ``model.json``), on CPU, in eval mode."""
+    import torch
+
+    folder = Path(folder)
+    info = _read_json(folder / MODEL_FILE)
+    if not info:
+        raise FileNotFoundError(f"{folder}: no {MODEL_FILE}; the model was not trained (or not to the end)")
+    arch_cls = ThymeArchitecture if info["architecture"] == "thyme" else LlamaArchitecture
+    model = build_model(arch_cls.model_validate(info["config"]), info["vocab_size"])
+    model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
