@@ -16,7 +16,7 @@ from distillery_assets.paths import config_dir
 from resources import build_resources
 
 TINY = {"good_poems": 1, "bad_poems": 1, "critiques": 1, "briefs": 1, "comparisons": 1, "autopsies": 1,
-        "dialogues": 1, "lessons": 1, "poet_pairs": 1, "max_tokens": 32, "poem_max_tokens": 32}
+        "dialogues": 1, "lessons": 1, "poet_pairs": 1, "max_tokens": 128, "poem_max_tokens": 96}  # a cut-off reply is no record
 FIELDS = {"critique": "critique", "brief": "brief", "comparison": "comparison", "autopsy": "autopsy",
           "dialogue": "follow_up", "lesson": "lesson", "poet_pair": "poem"}
 
@@ -47,15 +47,24 @@ def test_teaching_data_on_the_local_model_and_rerun_is_served_from_cache(data_di
     for task, field in FIELDS.items():
         records = read_jsonl(gen / f"{task}.jsonl")
         rejects = read_jsonl(data_dir / "poetry" / "rejects" / f"{task}.jsonl")
+        if task == "dialogue" and not read_jsonl(gen / "critique.jsonl"):
+            continue  # a dialogue revises a critique: none came back whole, so there is nothing to ask
         assert len(records) + len(rejects) >= 1, task
         assert all(isinstance(r[field], str) and r[field].strip() for r in records), task  # never an empty field
-    assert len(read_jsonl(gen / "bad_poems.jsonl")) == 1  # written by the model: data/inputs has no bad poems
+        # a reply cut off at max_tokens is a reject with its reason, never a record
+        assert all("finish_reason=length" in r["reason"] for r in rejects if "cut off" in r["reason"]), task
+    assert len(read_jsonl(gen / "bad_poems.jsonl")) + len(read_jsonl(data_dir / "poetry" / "rejects" /
+                                                                     "bad_poems.jsonl")) == 1  # asked of the model
     catalog = Catalog(data_dir / "catalog.duckdb")
+    first_ok = {r["request_key"] for r in catalog.query("select request_key from llm_calls where ok and not cached")}
     paid = catalog.query("select count(*) as n from llm_calls where not cached")[0]["n"]
-    # bad, critique, brief, comparison, autopsy, lesson, pair, dialogue revision (+ follow-up if the revision came back)
-    assert paid >= 8
+    # bad, critique, brief, comparison, autopsy, lesson, pair (+ the dialogue's calls if a critique came back)
+    assert paid >= 7
 
-    second = dg.materialize(selection, resources=resources)
-    assert second.success
-    assert catalog.query("select count(*) as n from llm_calls where not cached")[0]["n"] == paid  # nothing paid twice
-    assert catalog.query("select count(*) as n from llm_calls where cached")[0]["n"] == paid
+    second = dg.materialize(selection, resources=resources, raise_on_error=False)
+    paid_twice = catalog.query("select request_key from llm_calls where ok and not cached group by 1 having count(*) > 1")
+    assert paid_twice == []  # nothing that came back whole was paid for again
+    rows = {r["request_key"]: r["n"] for r in catalog.query("select request_key, count(*) as n from llm_calls group by 1")}
+    assert all(rows[key] == 1 for key in first_ok)  # whole answers: resumed from the task journal, not even asked
+    assert second.success or any("finish_reason=length" in r["reason"] for t in FIELDS
+                                 for r in read_jsonl(data_dir / "poetry" / "rejects" / f"{t}.jsonl"))
