@@ -69,6 +69,7 @@ class _Outcome:
         self.text: str | None = None
         self.parsed: dict | None = None
         self.error: str | None = None
+        self.error_kind: str | None = None  # "length" | "invalid_json" | None (provider, configuration, bug)
         self.finish_reason: str | None = None
         self.input_tokens = 0
         self.output_tokens = 0
@@ -346,6 +347,7 @@ class LLMClient:
                     budget = max(budget + 1, int(budget * self.length_growth))
                     continue
                 what = "the JSON reply" if schema is not None else "the reply"
+                out.error_kind = "length"
                 out.error = (f"finish_reason=length: {what} was cut off at max_tokens={budget} "
                              f"({1 + self.length_retries} attempt(s)); raw reply: {reply.text[:RAW_IN_ERROR_CHARS]!r}")
                 return out
@@ -356,6 +358,7 @@ class LLMClient:
                 return out
             except JSONReplyError as exc:
                 if reasks_left <= 0:
+                    out.error_kind = "invalid_json"
                     out.error = (f"invalid JSON after {1 + self.json_reasks} attempts: {exc.reason}; "
                                  f"raw reply: {(out.text or '')[:RAW_IN_ERROR_CHARS]!r}")
                     return out
@@ -437,6 +440,7 @@ class LLMClient:
             cost = estimate_cost(provider, model, out.input_tokens, out.output_tokens)
         error = self.scrub(out.error)
         result = LLMResult(ok=error is None, text=out.text, parsed=out.parsed, error=error,
+                           error_kind=(out.error_kind or "provider") if error else None,
                            finish_reason=out.finish_reason, cached=cached, provider=provider, model=model,
                            request_key=key, attempts=out.attempts,
                            usage=Usage(input_tokens=out.input_tokens, output_tokens=out.output_tokens,

@@ -7,7 +7,8 @@ the client):
   schema and the client returns a schema-valid ``parsed`` dict (re-asking on its own when it is not);
 * ``prompt(row) -> LLMRequest``;
 * ``parse(row, result) -> record | Reject``: called only for answers that came back whole (``result.ok``);
-  a record is any JSON-able value, a :class:`Reject` says why the answer is not usable.
+  a record is any JSON-able value, a :class:`Reject` says why the answer is not usable. A whole reply that
+  never matched the JSON schema (the client re-asked already) is a reject ``invalid_json`` without parse.
 
 and a ``key(row)`` that names the row in rejects, failures and the journal.
 
@@ -15,8 +16,8 @@ and a ``key(row)`` that names the row in rejects, failures and the journal.
 parsed (and a record handed to ``on_record(row, record, result)``; with an ``LLMClient`` both run on the
 client's event loop thread, so keep them short) as soon as it arrives, or, for ``ordered = True`` tasks, as soon as
 every earlier row is done, so parsing state (a duplicate memory) sees rows in input order. A call that
-produced no usable answer (provider error, retries exhausted, cut off at ``max_tokens``, JSON invalid after
-the re-asks) is a :class:`Failure`: never a record, never journalled, so the next run asks again.
+produced no answer (provider error, retries exhausted) or only part of one (cut off at ``max_tokens``) is a
+:class:`Failure`: never a record, never journalled, so the next run asks again.
 
 With a journal (a JSONL file), every finished row (record or reject) is one fsynced line holding the
 row's request key; a later run with the same journal skips rows whose line matches the request it would
@@ -277,13 +278,18 @@ def run_task(task: LLMTask[Row], rows: Iterable[Row], client: Any, *, journal: P
         run.results[key] = result
         reason = getattr(result, "finish_reason", None) or "unknown"
         run.finish_reasons[reason] = run.finish_reasons.get(reason, 0) + 1
-        if not result.ok:
+        if not result.ok and getattr(result, "error_kind", None) == "invalid_json":
+            # a whole reply, re-asked, that still does not match the schema: the model's answer, not a fault of
+            # the way there; asking again gives the same (the client re-asked already), so it is a reject
+            parsed: Any = Reject(key, "invalid_json", (result.error or "")[:500])
+        elif not result.ok:
             outcomes[index] = ("failure", Failure(key, getattr(result, "error", None) or "unknown error"))
             return
-        try:
-            parsed = task.parse(row, result)
-        except (ValidationError, ValueError, KeyError, TypeError) as exc:
-            parsed = Reject(key, "unparseable_reply", f"{type(exc).__name__}: {exc}"[:500])
+        else:
+            try:
+                parsed = task.parse(row, result)
+            except (ValidationError, ValueError, KeyError, TypeError) as exc:
+                parsed = Reject(key, "unparseable_reply", f"{type(exc).__name__}: {exc}"[:500])
         outcomes[index] = ("reject", parsed) if isinstance(parsed, Reject) else ("record", parsed)
         if book is not None:
             body = {"reject": parsed.to_dict()} if isinstance(parsed, Reject) else {"record": parsed}

@@ -74,6 +74,9 @@ class LLMResult(BaseModel):
     text: str | None = None
     parsed: dict[str, Any] | None = None
     error: str | None = None
+    # why a result is not ok: "length" (cut off at max_tokens), "invalid_json" (a whole reply that never
+    # matched the schema, re-asks included) or "provider" (HTTP, timeouts, configuration)
+    error_kind: str | None = None
     finish_reason: str | None = None
     cached: bool = False
     provider: str

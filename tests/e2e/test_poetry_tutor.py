@@ -20,7 +20,7 @@ def test_cli_runs_brief_draft_and_a_critique_round_ending_on_end_of_turn(data_di
          "--educator", gguf, "--poet", gguf, "--max-revisions", "1", "--json", str(out)],
         cwd=repo_root(), capture_output=True, text=True, timeout=600, env={**os.environ})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "**Final poem**" in proc.stdout and "**Critique 1**" in proc.stdout
+    assert "FINAL POEM (" in proc.stdout and "CRITIQUE 1 (educator)" in proc.stdout  # the terminal view
     session = json.loads(out.read_text(encoding="utf-8").splitlines()[0])
     assert session["metadata"]["critique_rounds"] == 1
     steps = session["metadata"]["steps"]

@@ -165,7 +165,7 @@ def test_unanswered_chunk_is_not_checkpointed(tmp_path):
     assert report2.chunks_processed == 1 and {k.split("#")[0] for k in again.journal.entries} == {"5-0", "5-1", "5-2", "5-3"}
 
 
-def test_invalid_json_is_reasked_by_the_client_and_a_reply_never_valid_is_a_failure_retried_next_run(tmp_path):
+def test_invalid_json_is_reasked_by_the_client_and_a_reply_never_valid_is_a_journalled_reject(tmp_path):
     llm = FakeLLM(bad_json_first=True)
     gen = make(tmp_path)
     sel, report = gen.run(chunks(2), client(llm, json_reasks=1))
@@ -178,11 +178,27 @@ def test_invalid_json_is_reasked_by_the_client_and_a_reply_never_valid_is_a_fail
     llm2 = FakeLLM(bad_json_first=True)
     gen2 = make(tmp_path / "noreask")
     _, report2 = gen2.run(chunks(2), client(llm2, json_reasks=0))
-    # never valid JSON: a failure with its reason, not a reject journalled as done
-    assert len(llm2.calls) == 4 and report2.chunks_failed == 2 and report2.examples_kept == 0
-    assert "invalid JSON" in report2.failures[0] and not gen2.journal.entries
-    _, report3 = make(tmp_path / "noreask").run(chunks(2), client(FakeLLM()))
-    assert report3.chunks_processed == 2 and report3.usage["requests"] == 4  # exactly the failures asked again
+    assert len(llm2.calls) == 4 and report2.rejected["invalid_json"] == 4 and report2.examples_kept == 0
+    # a whole reply that never matched the schema is the model's answer: journalled, not asked again
+    assert len(gen2.journal.entries) == 4 and report2.chunks_failed == 0
+    llm3 = FakeLLM()
+    make(tmp_path / "noreask").run(chunks(2), client(llm3))
+    assert llm3.calls == []
+
+
+def test_a_json_reply_cut_off_at_max_tokens_is_a_failure_asked_again_next_run(tmp_path):
+    class CutOff(FakeLLM):
+        def call(self, messages, **kw):
+            reply = super().call(messages, **kw)
+            return ProviderReply(reply.text[: len(reply.text) // 2], "length", 100, 400)
+
+    gen = make(tmp_path)
+    _, report = gen.run(chunks(2), client(CutOff(), length_retries=1))
+    assert report.chunks_failed == 2 and report.examples_kept == 0 and not gen.journal.entries
+    assert all("finish_reason=length" in f for f in report.failures)
+    llm = FakeLLM()
+    _, again = make(tmp_path).run(chunks(2), client(llm))
+    assert again.chunks_processed == 2 and len(llm.calls) == 4  # exactly the failures asked again
 
 
 def test_short_chunks_skipped_and_max_chunks(tmp_path):
