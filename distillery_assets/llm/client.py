@@ -389,6 +389,10 @@ class LLMClient:
                     finally:
                         out.provider_s += max(self._clock() - began, 0.0)
                     self.limiter.settle(ticket, reply.input_tokens + reply.output_tokens)
+                # let the request that was waiting for this slot go out before this answer's cache write,
+                # usage row and the consumer's work: answers arrive in waves, and work done first here
+                # would delay every next request by it
+                await asyncio.sleep(0)
                 return reply
             except RetryableError as exc:
                 if attempt >= self.max_attempts:
