@@ -24,6 +24,7 @@ Usage rows go to the sink in batches from one writer thread, so a slow catalogue
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import queue
 import random
@@ -226,23 +227,42 @@ class LLMClient:
         flushes: list[asyncio.Future] = []
         last_flush = self._clock()
 
+        finished: collections.deque = collections.deque()
+        ready = asyncio.Event()
+
         async def one(index: int) -> None:
+            finished.append((index, *(await self._guarded(requests[index]))))
+            ready.set()
+
+        async def consume() -> None:
+            # One answer's bookkeeping and consumer work per loop iteration, after the network work of that
+            # iteration: answers arrive in waves, and doing this inline delayed the next answers' parsing
+            # (and so their slots) by it.
             nonlocal last_flush
-            result, row = await self._guarded(requests[index])
-            tracker.record(result.ok, result.cached)
-            pending_rows.append(row)
-            if len(pending_rows) >= flush_every or self._clock() - last_flush >= flush_every_s:
-                batch = pending_rows[:]
-                pending_rows.clear()
-                last_flush = self._clock()
-                flushes.append(loop.run_in_executor(self._sink_pool, self._flush, batch))
-            deliver(index, result)
+            handled = 0
+            while handled < len(requests):
+                if not finished:
+                    ready.clear()
+                    await ready.wait()
+                    continue
+                index, result, row = finished.popleft()
+                handled += 1
+                tracker.record(result.ok, result.cached)
+                pending_rows.append(row)
+                if len(pending_rows) >= flush_every or self._clock() - last_flush >= flush_every_s:
+                    batch = pending_rows[:]
+                    pending_rows.clear()
+                    last_flush = self._clock()
+                    flushes.append(loop.run_in_executor(self._sink_pool, self._flush, batch))
+                deliver(index, result)
+                await asyncio.sleep(0)
 
         tasks = [asyncio.ensure_future(one(i)) for i in range(len(requests))]
+        consumer = asyncio.ensure_future(consume())
         try:
-            await asyncio.gather(*tasks)
+            await asyncio.gather(consumer, *tasks)
         finally:
-            for task in tasks:
+            for task in (consumer, *tasks):
                 task.cancel()
             if pending_rows:
                 flushes.append(loop.run_in_executor(self._sink_pool, self._flush, pending_rows[:]))
