@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import io
-from pathlib import Path
 
-from distillery_assets.io import atomic_write_bytes
+from distillery_assets.plots import GREY, RED, inline_md, save_png  # noqa: F401  (save_png re-exported)
 
 
 def totals_histogram_png(histogram: dict[str, int], min_matches: int) -> bytes:
@@ -29,7 +27,13 @@ def totals_histogram_png(histogram: dict[str, int], min_matches: int) -> bytes:
     return buffer.getvalue()
 
 
-def save_png(png: bytes, path: Path, alt: str) -> str:
-    """Write the PNG; return a Markdown snippet that shows it inline in the Dagster UI."""
-    atomic_write_bytes(Path(path), png)
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+def totals_histogram_inline_md(histogram: dict[str, int], min_matches: int) -> str:
+    """The same histogram small enough for the asset page to show in place (kept bars red, the rest grey)."""
+    labels, values = list(histogram), list(histogram.values())
+    kept = [int(label.lstrip(">=")) >= min_matches for label in labels]
+
+    def draw(ax) -> None:
+        ax.bar(labels, values, color=[RED if k else GREY for k in kept])
+        ax.set_xticks(range(len(labels)), labels if len(labels) <= 12 else [l if i % 2 == 0 else "" for i, l in enumerate(labels)])
+
+    return inline_md(draw, f"chunks by keyword total; red bars kept (>= {min_matches})", colours=[RED])

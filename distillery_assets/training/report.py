@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import io
 from pathlib import Path
 from typing import Any
 
 from distillery_assets.io import atomic_write_bytes
 from distillery_assets.markdown import md_table
+from distillery_assets.plots import BLUE, GREY, INLINE_MD_LIMIT, RED, inline_md, png_md, tiny_png  # noqa: F401
 
 
 def loss_table_md(metrics: dict[str, Any]) -> str:
@@ -42,62 +42,36 @@ def loss_plot_png(metrics: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-INLINE_MD_LIMIT = 1000
-"""Dagster's UI shows a markdown entry in place only below this many characters (else behind a click)."""
-_INLINE_COLOURS = ((255, 255, 255), (31, 119, 180), (214, 39, 40), (110, 110, 110))  # white, train, val, base
+def _draw_losses(metrics: dict[str, Any]):
+    epochs = [e["epoch"] for e in metrics["epochs"]]
+
+    def draw(ax) -> None:
+        ax.plot(epochs, [e["train_loss"] for e in metrics["epochs"]], "-", color=BLUE, lw=1.5)
+        ax.plot(epochs, [e["val_loss"] for e in metrics["epochs"]], "-", color=RED, lw=1.5)
+        ax.axhline(metrics["base_val_loss"], color=GREY, linestyle="--", lw=1)
+        ax.set_xticks(epochs if len(epochs) <= 8 else epochs[:: max(1, len(epochs) // 6)])
+    return draw
 
 
 def loss_inline_png(metrics: dict[str, Any], dpi: int = 60) -> bytes:
     """A small four-colour PNG of the loss curves (train blue, validation red, base dashed grey), a few hundred
     bytes, so its data URI fits in a metadata entry the UI renders in place."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    epochs = [e["epoch"] for e in metrics["epochs"]]
-    grey = "#6e6e6e"
-    flat = {"lines.antialiased": False, "text.antialiased": False, "patch.antialiased": False, "font.size": 7}
-    with plt.rc_context(flat):
-        fig, ax = plt.subplots(figsize=(4, 2), dpi=dpi)
-        ax.plot(epochs, [e["train_loss"] for e in metrics["epochs"]], "-", color="#1f77b4", lw=1.5)
-        ax.plot(epochs, [e["val_loss"] for e in metrics["epochs"]], "-", color="#d62728", lw=1.5)
-        ax.axhline(metrics["base_val_loss"], color=grey, linestyle="--", lw=1)
-        ax.set_xticks(epochs if len(epochs) <= 8 else epochs[:: max(1, len(epochs) // 6)])
-        ax.tick_params(colors=grey)
-        for side, spine in ax.spines.items():
-            spine.set_color(grey)
-            spine.set_visible(side in ("left", "bottom"))
-        fig.tight_layout(pad=0.3)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        plt.close(fig)
-    palette = Image.new("P", (1, 1))
-    colours = [c for rgb in _INLINE_COLOURS for c in rgb]
-    palette.putpalette(colours + [0] * (768 - len(colours)))
-    image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB").quantize(palette=palette, dither=Image.Dither.NONE)
-    out = io.BytesIO()
-    image.save(out, format="PNG", optimize=True, bits=2)
-    return out.getvalue()
+    return tiny_png(_draw_losses(metrics), [BLUE, RED], dpi=dpi)
 
 
 def loss_inline_md(metrics: dict[str, Any]) -> str:
     """The loss curves as one markdown image under :data:`INLINE_MD_LIMIT` characters (shrinking the image
     if need be), so the plot shows on the asset page without a click."""
-    alt = "loss per epoch: train blue, validation red, base model dashed"
-    for dpi in (60, 50, 40, 30):
-        md = f"![{alt}](data:image/png;base64,{base64.b64encode(loss_inline_png(metrics, dpi)).decode()})"
-        if len(md) < INLINE_MD_LIMIT:
-            return md
-    return f"_(loss plot too large to show in place; see `losses`)_ final val loss {metrics['val_loss']:.4f}"
+    return inline_md(_draw_losses(metrics), "loss per epoch: train blue, validation red, base model dashed",
+                     colours=[BLUE, RED],
+                     fallback=f"_(loss plot too large to show in place; see `losses`)_ final val loss {metrics['val_loss']:.4f}")
 
 
 def save_loss_plot(metrics: dict[str, Any], path: Path) -> tuple[Path, str]:
     """Write the PNG atomically; return its path and a Markdown snippet embedding it inline."""
     png = loss_plot_png(metrics)
     atomic_write_bytes(Path(path), png)
-    return Path(path), f"![loss curves](data:image/png;base64,{base64.b64encode(png).decode()})"
+    return Path(path), png_md(png, "loss curves")
 
 
 def ppl_sets_md(export: dict[str, Any]) -> str:
