@@ -9,9 +9,10 @@ object with ``.logits`` (any Hugging Face causal LM does). Settings come from a 
 here knows about LoRA.
 
 Checkpoints hold only the trainable parameters, the optimizer, the scheduler, torch's RNG state and the
-loop position; the newest one replaces the previous one. A run resumes only from a checkpoint with the
-same fingerprint (same settings and data), and continues the step counter, the history and the epoch it
-stopped in, so a resumed run ends where an uninterrupted one would.
+loop position; the newest one (``latest``) replaces the previous one. With ``best_dir`` the trainable
+parameters of the epoch with the lowest validation loss so far are kept there too (``best``). A run
+resumes only from a checkpoint with the same fingerprint (same settings and data), and continues the step
+counter, the history and the epoch it stopped in, so a resumed run ends where an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -49,8 +50,19 @@ class Progress:
     tokens_per_s: float
     lr: float
 
+    @property
+    def ppl(self) -> float:
+        return _ppl(self.loss)
+
+
+def _ppl(loss: float) -> float:
+    return math.exp(min(loss, 50.0))  # capped: a diverged loss stays a finite, plottable number
+
 
 ProgressFn = Callable[[Progress], None]
+EpochEndFn = Callable[[Any, int], dict[str, Any]]
+"""``on_epoch_end(model, epoch) -> dict``: extra numbers merged into the epoch's history record (the model is
+in eval mode during the call, under ``torch.no_grad``)."""
 
 
 def log_progress(p: Progress) -> None:
@@ -233,6 +245,33 @@ class Checkpoints:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+BEST_TENSORS = "best.pt"
+BEST_STATE = "best.json"
+
+
+def save_best(folder: Path, model: Any, record: dict[str, Any]) -> None:
+    """The trainable parameters of the best epoch so far and its history record, replacing the previous best."""
+    import torch
+
+    with atomic_path(Path(folder), is_dir=True) as tmp:
+        torch.save({n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}, tmp / BEST_TENSORS)
+        atomic_write_text(tmp / BEST_STATE, json.dumps(record, indent=1))
+    log.info("best checkpoint (val loss %.4f, epoch %d) in %s", record["val_loss"], record["epoch"], folder)
+
+
+def load_best(folder: Path, model: Any) -> dict[str, Any]:
+    """Copy the best epoch's parameters (see :func:`save_best`) into ``model``; its history record."""
+    import torch
+
+    folder = Path(folder)
+    record = json.loads((folder / BEST_STATE).read_text(encoding="utf-8"))
+    named = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in torch.load(folder / BEST_TENSORS, map_location="cpu", weights_only=True).items():
+            named[name].copy_(value.to(named[name].device))
+    return record
+
+
 # -------------------------------------------------------------------------------------------------- loop
 
 @dataclass
@@ -258,11 +297,16 @@ def train_loop(
     pad_id: int,
     checkpoints: Checkpoints | None = None,
     progress: ProgressFn | None = log_progress,
+    on_epoch_end: EpochEndFn | None = None,
+    best_dir: Path | None = None,
 ) -> LoopResult:
     """Train the parameters of ``model`` that require gradients; validate after each epoch.
 
     With ``checkpoints``, the state is saved every ``cfg.checkpoint_every`` steps and at each epoch's end,
-    and a matching checkpoint found there at the start is resumed from."""
+    and a matching checkpoint found there at the start is resumed from. Each epoch's history record holds
+    train/val loss and perplexity, the learning rate and the run's tokens/s so far, plus whatever
+    ``on_epoch_end(model, epoch)`` returns; with ``best_dir``, the epoch with the lowest validation loss so
+    far is saved there (:func:`save_best`)."""
     import torch
 
     total_steps = plan_steps(len(train), cfg)
@@ -277,7 +321,7 @@ def train_loop(
     restored = checkpoints.load(model, optimizer, scheduler) if checkpoints else None
     if restored:
         state, history = restored
-        log.info("resuming at step %d (epoch %d) from %s", state.step, state.epoch, checkpoints.folder)
+        log.info("resuming from step %d (epoch %d) of %s", state.step, state.epoch, checkpoints.folder)
     resumed_from = state.step
 
     def save() -> None:
@@ -305,15 +349,28 @@ def train_loop(
             state.train_seconds = seconds_before + time.perf_counter() - segment_start
             record = Progress(state.step, total_steps, state.epoch, loss / max(tokens, 1),
                               state.tokens_seen / max(state.train_seconds, 1e-9), scheduler.get_last_lr()[0])
-            history.steps.append(asdict(record))
+            history.steps.append({**asdict(record), "ppl": record.ppl})
             if progress is not None:
                 progress(record)
             if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and state.step < total_steps:
                 save()
         val_loss = evaluate_loss(model, val, **eval_kw)
-        history.epochs.append({"epoch": state.epoch, "steps": state.step,
-                               "train_loss": state.epoch_nll / max(state.epoch_tokens, 1), "val_loss": val_loss})
-        log.info("epoch %d: train %.4f val %.4f", state.epoch, history.epochs[-1]["train_loss"], val_loss)
+        best_before = min((e["val_loss"] for e in history.epochs), default=math.inf)
+        train_loss = state.epoch_nll / max(state.epoch_tokens, 1)
+        state.train_seconds = seconds_before + time.perf_counter() - segment_start
+        epoch_record = {"epoch": state.epoch, "steps": state.step, "train_loss": train_loss, "val_loss": val_loss,
+                        "train_ppl": _ppl(train_loss), "val_ppl": _ppl(val_loss), "lr": scheduler.get_last_lr()[0],
+                        "tokens_per_s": state.tokens_seen / max(state.train_seconds, 1e-9)}
+        if on_epoch_end is not None:
+            model.eval()
+            with torch.no_grad():
+                epoch_record.update(on_epoch_end(model, state.epoch) or {})
+            model.train()
+        history.epochs.append(epoch_record)
+        log.info("epoch %d: train %.4f val %.4f (ppl %.2f)", state.epoch, train_loss, val_loss,
+                 epoch_record["val_ppl"])
+        if best_dir is not None and val_loss < best_before:
+            save_best(best_dir, model, epoch_record)
         state.epoch, state.groups_done, state.epoch_nll, state.epoch_tokens = state.epoch + 1, 0, 0.0, 0
         state.train_seconds = seconds_before + time.perf_counter() - segment_start
         if state.step < total_steps and state.epoch <= cfg.epochs:

@@ -134,7 +134,7 @@ def train_lora(
         val_loss=last["val_loss"],
         train_loss=last["train_loss"],
         improvement=base_val_loss - last["val_loss"],
-        epochs=[EpochRecord(**e) for e in run.history.epochs],
+        epochs=[EpochRecord(**{k: e[k] for k in EpochRecord.model_fields}) for e in run.history.epochs],
         steps=run.steps,
         resumed_from_step=run.resumed_from_step,
         train=SplitStats(**train.stats()),

@@ -3,6 +3,7 @@ it learns, writes its history, checkpoints, and an interrupted run resumes where
 exactly where an uninterrupted run ends."""
 
 import json
+import math
 import random
 from types import SimpleNamespace
 
@@ -112,3 +113,34 @@ def test_nothing_trainable_is_an_error():
         p.requires_grad_(False)
     with pytest.raises(ValueError, match="no parameters that require gradients"):
         train_loop(model, _examples(4, 1), _examples(4, 2), _cfg(), device="cpu", pad_id=0, progress=None)
+
+
+def test_epoch_records_carry_perplexity_lr_speed_and_the_hook_and_best_keeps_the_lowest_val_loss(tmp_path):
+    from distillery_assets.training.loop import BEST_STATE, load_best
+
+    cfg = _cfg(lr_scheduler="cosine")
+    train, val = _examples(16, 1), _examples(8, 2)
+    calls = []
+
+    def hook(model, epoch):
+        calls.append((epoch, model.training))
+        return {"probe": float(epoch) * 10}
+
+    model = _fresh_model()
+    run = train_loop(model, train, val, cfg, device="cpu", pad_id=0, progress=None, on_epoch_end=hook,
+                     best_dir=tmp_path / "best")
+    assert calls == [(1, False), (2, False), (3, False)] and model.training  # eval mode only during the hook
+    for e in run.history.epochs:
+        assert e["probe"] == e["epoch"] * 10
+        assert e["val_ppl"] == pytest.approx(math.exp(e["val_loss"]))
+        assert e["train_ppl"] == pytest.approx(math.exp(e["train_loss"]))
+        assert e["lr"] >= 0 and e["tokens_per_s"] > 0
+    assert all(s["ppl"] == pytest.approx(math.exp(s["loss"])) and "lr" in s and "tokens_per_s" in s
+               for s in run.history.steps)
+    best_epoch = min(run.history.epochs, key=lambda e: e["val_loss"])
+    record = json.loads((tmp_path / "best" / BEST_STATE).read_text())
+    assert record["epoch"] == best_epoch["epoch"] and record["val_loss"] == best_epoch["val_loss"]
+    restored = _fresh_model()
+    assert load_best(tmp_path / "best", restored)["epoch"] == best_epoch["epoch"]
+    assert evaluate_loss(restored, val, batch_size=4, pad_id=0, device="cpu") == pytest.approx(
+        best_epoch["val_loss"], rel=1e-5)
