@@ -37,11 +37,39 @@ def _run(args: list[str], what: str, timeout: float) -> str:
     return output
 
 
-def convert_to_gguf(hf_dir: Path, out_file: Path, *, outtype: str = "f16", timeout: float = 3600) -> str:
-    """HF checkpoint folder -> GGUF (``outtype`` f16/bf16/f32) via the converter package, in a child."""
+# The converter picks a Llama's vocabulary by trying SentencePiece, then Llama-HF BPE, then GPT-2 BPE, and
+# the last refuses a BPE whose pre-tokenizer hash it does not know. A tokenizer trained here with the HF
+# ``Whitespace`` pre-tokenizer (``\w+|[^\w\s]+``, thyme's) matches the converter's own "whitespace" vocab
+# (tokenizer model and pre-tokenizer pinned together, the path it takes for JinaBert's Whitespace
+# tokenizers), which LlamaModel.set_vocab never tries. This child selects it, then runs the converter as is.
+_CONVERT_WHITESPACE = textwrap.dedent(
+    """
+    import runpy
+    from conversion import base
+    from conversion.llama import LlamaModel
+
+    def set_vocab(self):
+        self.get_vocab_base_pre = lambda tokenizer: "whitespace"  # pinned, as _set_vocab_whitespace writes it
+        self._set_vocab_whitespace()
+
+    LlamaModel.set_vocab = set_vocab
+    runpy.run_module("convert_hf_to_gguf", run_name="__main__")
+    """
+)
+
+
+def convert_to_gguf(hf_dir: Path, out_file: Path, *, outtype: str = "f16", vocab: str | None = None,
+                    timeout: float = 3600) -> str:
+    """HF checkpoint folder -> GGUF (``outtype`` f16/bf16/f32) via the converter package, in a child.
+
+    ``vocab="whitespace"``: a Llama whose ``tokenizer.json`` uses the ``Whitespace`` pre-tokenizer (see
+    ``_CONVERT_WHITESPACE``); ``None``: the converter's own choice."""
     out_file.parent.mkdir(parents=True, exist_ok=True)
+    if vocab not in (None, "whitespace"):
+        raise ValueError(f"unknown vocab {vocab!r} (None or 'whitespace')")
+    entry = ["-m", "convert_hf_to_gguf"] if vocab is None else ["-c", _CONVERT_WHITESPACE]
     return _run(
-        [sys.executable, "-m", "convert_hf_to_gguf", str(hf_dir), "--outtype", outtype, "--outfile", str(out_file)],
+        [sys.executable, *entry, str(hf_dir), "--outtype", outtype, "--outfile", str(out_file)],
         "convert_hf_to_gguf", timeout,
     )
 
