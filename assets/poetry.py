@@ -135,7 +135,9 @@ def poetry_lessons(context: dg.AssetExecutionContext, llm: LLMResource) -> dg.Ou
     return _result(generate.lessons(PoetryConfig(), llm.get_client(context)), **_read("lesson"))
 
 
-@dg.asset(group_name=GROUP, pool=LLM_POOL, description="Brief -> poem pairs for the poet model.")
+@dg.asset(group_name=GROUP, pool=LLM_POOL,
+          description="Brief -> poem pairs for the poet model: the LLM's poem for each brief, and the LLM's brief "
+                      "for each shipped public-domain poem (data/inputs/poetry/verse), that poem as the target.")
 def poetry_poet_pairs(context: dg.AssetExecutionContext, llm: LLMResource, poetry_briefs: Path) -> dg.Output:
     out = generate.poet_pairs(PoetryConfig(), llm.get_client(context), read_jsonl(poetry_briefs))
     return _result(out, **_read("poet_pair"))
@@ -154,11 +156,12 @@ TASK_ASSETS = {
 
 def _gate_check(task: str, asset_name: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset_name, name=f"{asset_name}_quality_gate",
-                    description=f"Quality gate on {task} records' own field {TEXT_FIELD[task]!r}: fails when none pass.")
+                    description=f"Quality gate on {task} records' own field {TEXT_FIELD[task]!r} (the rules the "
+                                f"dataset applies, the verse rule included): fails when none pass.")
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         path = generate.poetry_dir("generated", f"{task}.jsonl")
         records = read_jsonl(path)
-        passed, rejected = gate_for(PoetryConfig()).split(task, records)
+        passed, rejected = gate_for(PoetryConfig()).split(task, records, verse=True)
         return dg.AssetCheckResult(
             passed=bool(passed),
             severity=dg.AssetCheckSeverity.ERROR,

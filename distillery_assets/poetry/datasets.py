@@ -86,7 +86,7 @@ def build_role_dataset(cfg: PoetryConfig, role: str, task_files: dict[str, Path]
     examples, rejected, per_task = [], [], {}
     for task, path in task_files.items():
         records = read_jsonl(path)
-        passed, failed = gate.split(task, records)
+        passed, failed = gate.split(task, records, verse=True)
         per_task[task] = {"records": len(records), "passed": len(passed), "rejected": len(failed)}
         examples += task_examples(task, passed, system)
         rejected += failed

@@ -152,5 +152,20 @@ def lessons(cfg: PoetryConfig, client) -> TaskOutput:
     return _run("lesson", tasks.lessons(cfg, cfg.pipeline.volumes.lessons), client)
 
 
+def verse_poems() -> tuple[list[Poem], list[Reject]]:
+    """The shipped public-domain verse under ``data/inputs/poetry/verse`` (targets of the poet's pairs)."""
+    return load_poems(poetry_inputs(), "verse")
+
+
 def poet_pairs(cfg: PoetryConfig, client, brief_records: list[dict]) -> TaskOutput:
-    return _run("poet_pair", tasks.poet_pairs(cfg, brief_records, cfg.pipeline.volumes.poet_pairs), client)
+    """Brief -> poem pairs of two kinds, in one file: the LLM's poem for each T2 brief, and, for each of
+    ``verse_pairs`` shipped poems, the brief the LLM writes for that poem (the poem is the target)."""
+    vol = cfg.pipeline.volumes
+    gen_task, gen_rows = tasks.poet_pairs(cfg, brief_records, vol.poet_pairs)
+    written = ask("poet_pair", gen_task, gen_rows, client)
+    poems, unreadable = verse_poems() if vol.verse_pairs else ([], [])
+    verse_task, verse_rows = tasks.verse_briefs(cfg, poems, vol.verse_pairs)
+    grounded = ask("poet_pair/verse_brief", verse_task, verse_rows, client)
+    merged = _merge(written, grounded, records=written.records + grounded.records)
+    merged.rejects += unreadable
+    return _write("poet_pair", merged, len(gen_rows) + len(verse_rows))

@@ -6,6 +6,8 @@ Series*): poems headed by a Roman numeral line (``XIV.``), optionally followed b
 separated by runs of blank lines. Editorial notes in square brackets are dropped.
 
     python -m distillery_assets.poetry.gutenberg /path/pg12242.txt OUT_DIR --limit 30
+    python -m distillery_assets.poetry.gutenberg /path/pg12242.txt data/inputs/poetry/verse --limit 60 \
+        --max-lines 12 --exclude data/inputs/poetry/good     # the poet's verse, none of the good poems
 """
 
 from __future__ import annotations
@@ -92,8 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--limit", type=int, default=30)
     parser.add_argument("--prefix", default="dickinson")
+    parser.add_argument("--max-lines", type=int, default=16, help="longest poem kept, in non-empty lines")
+    parser.add_argument("--exclude", type=Path, action="append", default=[],
+                        help="skip poems already written (same file name) in this folder; repeatable")
     args = parser.parse_args(argv)
-    poems = pick_short(split_numbered_poems(args.book.read_text(encoding="utf-8")), limit=args.limit)
+    taken = {f.name for folder in args.exclude for f in folder.glob("*.txt")}
+    poems = [p for p in pick_short(split_numbered_poems(args.book.read_text(encoding="utf-8")), limit=10**9,
+                                   max_lines=args.max_lines) if f"{args.prefix}_{p.number:03d}.txt" not in taken]
+    poems = poems[: args.limit]
     for poem in poems:
         name = f"{args.prefix}_{poem.number:03d}.txt"
         atomic_write_text(safe_child(args.out_dir, name, source=str(args.book)), poem.text + "\n")

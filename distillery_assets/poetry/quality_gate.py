@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from distillery_assets.poetry.settings import GateSettings
+from distillery_assets.poetry.verse import verse_verdict
 
 # task name -> the field that holds the generated text the gate judges
 TEXT_FIELD = {
@@ -57,11 +58,21 @@ class Gate:
             reasons.append("specificity: no line/stanza number or quoted phrase")
         return reasons
 
-    def split(self, task: str, records: Iterable[dict]) -> tuple[list[dict], list[dict]]:
-        """(passed, rejected); each rejected record carries ``_task`` and ``_reject_reasons``."""
+    def shape(self, task: str, record: dict) -> list[str]:
+        """``not_verse: <why>`` when ``task`` is one of ``verse_tasks`` and its text is not verse by
+        :func:`distillery_assets.poetry.verse.verse_verdict` (a poet trained on prose writes prose)."""
+        text = record.get(TEXT_FIELD[task])
+        if task not in self.settings.verse_tasks or not isinstance(text, str) or not text.strip():
+            return []
+        verdict = verse_verdict(text)
+        return [] if verdict.verse else [f"not_verse: {verdict.reason}"]
+
+    def split(self, task: str, records: Iterable[dict], *, verse: bool = False) -> tuple[list[dict], list[dict]]:
+        """(passed, rejected); each rejected record carries ``_task`` and ``_reject_reasons``. With ``verse``
+        the records of ``verse_tasks`` must also be verse (:meth:`shape`), as the datasets require."""
         passed, rejected = [], []
         for record in records:
-            reasons = self.check(task, record)
+            reasons = self.check(task, record) + (self.shape(task, record) if verse else [])
             if reasons:
                 rejected.append({**record, "_task": task, "_reject_reasons": reasons})
             else:

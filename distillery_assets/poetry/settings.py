@@ -54,6 +54,10 @@ class Volumes(_Strict):
     dialogues: int = Field(ge=0)
     lessons: int = Field(ge=0)
     poet_pairs: int = Field(ge=0)
+    # shipped public-domain poems (data/inputs/poetry/verse) made into brief -> poem pairs: the educator
+    # writes the brief each poem answers, the poem is the target (0 = none; more than shipped = all)
+    verse_pairs: int = Field(0, ge=0)
+    verse_brief_max_tokens: int | None = Field(None, gt=0)  # those briefs' budget (default max_tokens)
     max_tokens: int = Field(gt=0)
     poem_max_tokens: int = Field(gt=0)
     temperature: float = Field(ge=0, le=2)
@@ -75,6 +79,8 @@ class GateSettings(_Strict):
     specificity_tasks: list[str]
     specificity_pattern: str
     min_chars: int = Field(40, ge=0)
+    # tasks whose poem must be verse by distillery_assets.poetry.verse (the dataset's gate; reason not_verse)
+    verse_tasks: list[str] = Field(default_factory=list)
 
 
 class PipelineSettings(_Strict):
@@ -133,6 +139,7 @@ class Prompts(_Strict):
     t5_follow_up: str
     t6_lesson: str
     poet_pair: str
+    verse_brief: str
     bad_poem: str
     session_brief: str
     session_critique: str

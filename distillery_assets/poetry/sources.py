@@ -36,11 +36,13 @@ def step_sources(cfg: PoetryConfig, step: str) -> list[Path]:
     if step in EDUCATOR_TASKS:
         requests = [poetry_inputs() / "requests.txt"] if step == "brief" else []
         return [*requests, pipeline, prompts, *_educator_system(cfg)]
-    if step == "poet_pair":
-        return [pipeline, prompts, cfg.file("poet_system.txt")]
+    if step == "poet_pair":  # the LLM's poems (poet system) and the briefs for the shipped verse (educator system)
+        verse = poem_files(poetry_inputs(), "verse") if cfg.pipeline.volumes.verse_pairs else []
+        return [*verse, pipeline, prompts, cfg.file("poet_system.txt"),
+                *(_educator_system(cfg) if verse else [])]
     if step == "educator_dataset":  # quality gate (pipeline + banned list), condensed persona as system
         return [pipeline, cfg.file("banned_phrases.txt"), cfg.file("persona_condensed.txt")]
-    if step == "poet_dataset":
+    if step == "poet_dataset":  # the gate (pipeline + banned list + the verse rule), poet system
         return [pipeline, cfg.file("banned_phrases.txt"), cfg.file("poet_system.txt")]
     if step == "sessions":
         return [cfg.file("inference.yaml"), prompts, cfg.file("persona_condensed.txt"), cfg.file("poet_system.txt")]

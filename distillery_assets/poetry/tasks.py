@@ -13,7 +13,8 @@ comparison     ``{"poem_a": Poem, "poem_b": Poem, "comparison"}``
 autopsy (T4)   ``{"poem": Poem, "autopsy"}``
 dialogue (T5)  ``{"poem": Poem, "critique", "revision", "follow_up"}``
 lesson (T6)    ``{"question", "lesson"}``
-poet_pair      ``{"user_request", "brief", "poem"}``
+poet_pair      ``{"user_request", "brief", "poem"}`` (the LLM's poem), or
+               ``{"brief", "poem", "source", "origin": "verse"}`` (a shipped poem)
 =============  ===========================================================
 """
 
@@ -164,6 +165,28 @@ def poet_pairs(cfg: PoetryConfig, brief_records: Sequence[dict], n: int) -> tupl
     rows = [Item(rec["user_request"], {"brief": rec["brief"]},
                  {"user_request": rec["user_request"], "brief": rec["brief"]}) for rec in _take(brief_records, n)]
     return TeachingTask(cfg, "poetry_poet_pairs", "poet_pair", "poem", system=cfg.poet_system, poem=True), rows
+
+
+class VerseBriefTask(TeachingTask):
+    """The brief a finished poem answers; a brief that mostly repeats the poem is a reject."""
+
+    def parse(self, row: Item, result: LLMResult) -> dict | Reject:
+        from distillery_assets.poetry.session import echoes  # session imports this module
+
+        rec = super().parse(row, result)
+        if isinstance(rec, dict) and echoes(rec["brief"], rec["poem"]):
+            return Reject(row.key, "the brief repeats the poem instead of describing it")
+        return rec
+
+
+def verse_briefs(cfg: PoetryConfig, poems: Sequence[Poem], n: int) -> tuple[TeachingTask, list[Item]]:
+    """Poet pairs grounded in real verse: for each of the first ``n`` shipped poems (``0`` = none) the educator
+    writes the brief the poem answers; the record is a poet pair ``brief -> poem`` whose poem is the original."""
+    rows = [Item(p.id, {"poem": p.text}, {"poem": p.text, "source": p.source, "origin": "verse"})
+            for p in (list(poems[:n]) if n > 0 else [])]
+    task = VerseBriefTask(cfg, "poetry_poet_pairs/verse_brief", "verse_brief", "brief", system=educator_system(cfg))
+    task.max_tokens = cfg.pipeline.volumes.verse_brief_max_tokens or cfg.pipeline.volumes.max_tokens
+    return task, rows
 
 
 # ---- answers -> records ---------------------------------------------------------------------------------
