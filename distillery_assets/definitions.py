@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets import corpus, dead_runs, finetune, poetry, theme
+from assets import corpus, dead_runs, finetune, poetry, theme, thyme
 from resources import build_resources
 
 defs = dg.Definitions.merge(
@@ -10,6 +10,7 @@ defs = dg.Definitions.merge(
     finetune.defs,
     poetry.defs,
     theme.defs,
+    thyme.defs,
     dead_runs.defs,  # the executor and sensor that free the pool slots of killed runs
     dg.Definitions(resources=build_resources()),
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dagster as dg
 
 from distillery_assets.corpus.tables import default_tables
+from distillery_assets.thyme.experiments import experiment_names
 
 _corpus_tables = default_tables()
 
@@ -16,3 +17,6 @@ _corpus_tables = default_tables()
 # encyclopedia categories sorted by name, so that the range "arts...technology" covers every category.
 story_group_partitions = dg.StaticPartitionsDefinition(list(_corpus_tables.story_groups))
 encyclopedia_category_partitions = dg.StaticPartitionsDefinition(sorted(_corpus_tables.encyclopedia))
+
+# thyme: one partition per experiment file data/config/thyme/<name>.yaml (a new file is a new partition).
+thyme_experiment_partitions = dg.StaticPartitionsDefinition(experiment_names())

@@ -150,7 +150,9 @@ class ModelCardInfo(BaseModel):
     license: str = "apache-2.0"
     language: list[str] = Field(default_factory=lambda: ["en"])
     tags: list[str] = Field(default_factory=list)
-    gguf_file: str | None = None  # None: a LoRA adapter folder
+    gguf_file: str | None = None  # None: a LoRA adapter folder, unless ``artefact`` says what it is
+    artefact: str | None = None  # what the repo holds when it is neither a GGUF nor a LoRA (weights from scratch)
+    library_name: str | None = None  # default: gguf, or peft for a LoRA
     quantization: str | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -212,16 +214,18 @@ def _shell_quote(text: str) -> str:
 
 
 def render_model_card(info: ModelCardInfo) -> str:
-    tags = sorted({"distillery", *info.tags, "gguf" if info.gguf_file else "lora"})
+    kind_tag = "gguf" if info.gguf_file else (None if info.artefact else "lora")
+    tags = sorted({"distillery", *info.tags, *([kind_tag] if kind_tag else [])})
+    library = info.library_name or ("gguf" if info.gguf_file else "peft")
     data = ModelCardData(
         base_model=info.base_model, datasets=info.datasets or None, license=info.license,
-        language=info.language, library_name="gguf" if info.gguf_file else "peft", tags=tags,
+        language=info.language, library_name=library, tags=tags,
         pipeline_tag="text-generation", model_name=info.title,
     )
     base = f"[{info.base_model}](https://huggingface.co/{info.base_model})" if info.base_model else "(trained from scratch)"
     built = f"Distillery asset `{info.asset_key}`" + (f", run `{info.run_id}`" if info.run_id else "")
     glance = [("Base model", base),
-              ("Artefact", f"GGUF file `{info.gguf_file}`" if info.gguf_file else "LoRA adapter (PEFT)"),
+              ("Artefact", f"GGUF file `{info.gguf_file}`" if info.gguf_file else info.artefact or "LoRA adapter (PEFT)"),
               *([("Quantization", info.quantization)] if info.quantization else []), ("Built by", built)]
     card = ModelCard.from_template(
         data, template_str=MODEL_TEMPLATE,

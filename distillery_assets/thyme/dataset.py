@@ -201,9 +201,8 @@ def _write_split(tmp: Path, name: str, tok, chunks: list[str], recipe: DatasetRe
             "text_bytes": sum(len(c.encode("utf-8")) for c in chunks)}
 
 
-def build_dataset(texts: Iterable[str], exp: Experiment, folder: Path) -> Dataset:
-    """Chunk, split, train the tokenizer, tokenize both splits into ``folder`` (atomically)."""
-    folder = Path(folder)
+def experiment_chunks(texts: Iterable[str], exp: Experiment, folder: Path) -> tuple[list[str], list[str], list[str]]:
+    """All chunks, then the training and validation chunks of ``exp`` (errors name ``folder``)."""
     recipe = exp.dataset
     chunks = chunk_text("\n\n".join(texts), recipe.chunk_chars, recipe.min_chunk_chars)
     if len(chunks) < 2:
@@ -212,8 +211,42 @@ def build_dataset(texts: Iterable[str], exp: Experiment, folder: Path) -> Datase
     if not val or not train:
         raise DatasetError(f"{folder}: dataset.val_fraction={recipe.val_fraction} leaves an empty split "
                            f"of {len(chunks)} chunks")
-    tok = train_bpe(_tokenizer_texts(train, val, exp.tokenizer, recipe.split_seed), exp.tokenizer.vocab_size,
-                    exp.tokenizer.min_frequency)
+    return chunks, train, val
+
+
+TOKENIZER_INFO = "tokenizer_info.json"
+
+
+def build_tokenizer(texts: Iterable[str], exp: Experiment, folder: Path) -> dict[str, Any]:
+    """Train the experiment's BPE on its training chunks (or all chunks with ``train_on: all``) into
+    ``folder/tokenizer.json`` with ``tokenizer_info.json`` beside it; the folder appears only when complete."""
+    folder = Path(folder)
+    chunks, train, val = experiment_chunks(texts, exp, folder)
+    texts_used = _tokenizer_texts(train, val, exp.tokenizer, exp.dataset.split_seed)
+    tok = train_bpe(texts_used, exp.tokenizer.vocab_size, exp.tokenizer.min_frequency)
+    info = {"experiment": exp.name, "fingerprint": exp.fingerprint("dataset"), "vocab_size": tok.get_vocab_size(),
+            "requested_vocab_size": exp.tokenizer.vocab_size, "trained_on": exp.tokenizer.train_on,
+            "training_chunks": len(texts_used), "chunks": len(chunks), "train_chunks": len(train),
+            "val_chunks": len(val), "specials": {"<PAD>": 0, "<UNK>": 1, "<BOS>": 2, "<EOS>": 3}}
+    with atomic_path(folder, is_dir=True) as tmp:
+        save_tokenizer(tok, tmp)
+        atomic_write_text(tmp / TOKENIZER_INFO, json.dumps(info, indent=1))
+    log.info("tokenizer %s: vocabulary %d from %d chunks (%s)", folder, info["vocab_size"], len(texts_used),
+             exp.tokenizer.train_on)
+    return info
+
+
+def build_dataset(texts: Iterable[str], exp: Experiment, folder: Path, *, tokenizer: Path | None = None) -> Dataset:
+    """Chunk, split, train the tokenizer (or use ``tokenizer``, a ``tokenizer.json`` made by
+    :func:`build_tokenizer` for this experiment), tokenize both splits into ``folder`` (atomically)."""
+    folder = Path(folder)
+    recipe = exp.dataset
+    chunks, train, val = experiment_chunks(texts, exp, folder)
+    if tokenizer is not None:
+        tok = load_tokenizer(tokenizer)
+    else:
+        tok = train_bpe(_tokenizer_texts(train, val, exp.tokenizer, recipe.split_seed), exp.tokenizer.vocab_size,
+                        exp.tokenizer.min_frequency)
     vocab = tok.get_vocab_size()
     dtype = token_dtype(vocab)
     with atomic_path(folder, is_dir=True) as tmp:
@@ -226,6 +259,9 @@ def build_dataset(texts: Iterable[str], exp: Experiment, folder: Path) -> Datase
         }
         for name, part in (("train", train), ("val", val)):
             info[name] = _write_split(tmp, name, tok, part, recipe, dtype)
+        if info["val"]["windows"] == 0:
+            raise DatasetError(f"{folder}: the validation chunks make no window of at least "
+                               f"{recipe.min_window_tokens} tokens; nothing to validate on")
         with open(tmp / "val.chunks.jsonl", "w", encoding="utf-8") as fh:
             for c in val:
                 fh.write(json.dumps(c, ensure_ascii=False) + "\n")
@@ -233,6 +269,22 @@ def build_dataset(texts: Iterable[str], exp: Experiment, folder: Path) -> Datase
     log.info("dataset %s: %d chunks (%d train / %d val), vocab %d, %d / %d tokens", folder, len(chunks),
              len(train), len(val), vocab, info["train"]["tokens"], info["val"]["tokens"])
     return open_dataset(folder)
+
+
+def split_from_chunks(name: str, tok, chunks: list[str], recipe: DatasetRecipe) -> Split:
+    """A split held in memory (e.g. an out-of-domain book), cut into windows exactly as the dataset's splits."""
+    ids = list(encode_chunks(tok, chunks))
+    windows, cover, offset = [], [], 0
+    for arr in ids:
+        windows.extend((offset + s, offset + e) for s, e in
+                       seed_windows(len(arr), recipe.window, recipe.window_stride, recipe.min_window_tokens))
+        cover.extend((offset + s, offset + e, offset + f) for s, e, f in
+                     cover_windows(len(arr), recipe.window, recipe.window_stride))
+        offset += len(arr)
+    tokens = np.asarray([t for arr in ids for t in arr], dtype=np.int64)
+    return Split(name, tokens, np.asarray(windows, dtype=np.int64).reshape(-1, 2),
+                 np.asarray(cover, dtype=np.int64).reshape(-1, 3), sum(len(c.encode("utf-8")) for c in chunks),
+                 len(chunks))
 
 
 def open_dataset(folder: Path) -> Dataset:

@@ -73,6 +73,16 @@ def _windows(split: Split, rows: np.ndarray) -> list[np.ndarray]:
     return [np.asarray(split.tokens[s:e], dtype=np.int64) for s, e in rows[:, :2]]
 
 
+def seed_metric(scorer: WindowScorer, split: Split, *, batch_size: int) -> float:
+    """The seed's validation perplexity alone: ``exp`` of the mean of per-batch mean cross-entropy over the
+    split's samples in order (what the training loop records per epoch as ``seed_ppl``)."""
+    if len(split.windows) == 0:
+        raise ValueError(f"{split.name} split has no windows to score")
+    means = [np.concatenate(scorer(_windows(split, split.windows[k : k + batch_size]))).mean()
+             for k in range(0, len(split.windows), batch_size)]
+    return float(math.exp(np.mean(means)))
+
+
 def evaluate(name: str, scorer: WindowScorer, split: Split, *, batch_size: int) -> EvalRow:
     """The three metrics of one model on ``split`` (see the module docstring)."""
     if len(split.windows) == 0 or len(split.cover) == 0:

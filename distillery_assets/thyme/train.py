@@ -7,6 +7,12 @@ windows (read from the memory-mapped token array as the loop asks for them), log
 ``log_every`` steps with an ETA, and writes the trained weights atomically. A finished run with the same
 fingerprint is reused, not retrained.
 
+A run's folder: ``latest/`` (the loop's checkpoint every ``checkpoint_every`` steps and at each epoch's
+end, removed when the run finishes), ``best/`` (the parameters of the epoch with the lowest validation
+loss), ``model.pt`` (the final weights), ``training_history.json`` (every step; per epoch train/val loss
+and perplexity, learning rate, tokens/s and the seed's validation metric ``seed_ppl``) and ``model.json``
+(written last: it marks the run finished).
+
 Differences from the seed's loop, on purpose: the cosine schedule steps per optimizer step (the seed's
 ``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch), and the batch order comes from the loop's
 seeded shuffle rather than a torch DataLoader. The loss is the seed's: the batch's mean cross-entropy
@@ -32,7 +38,8 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.pt"
 MODEL_FILE = "model.json"
-CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_DIR = "latest"
+BEST_DIR = "best"
 
 
 def build_model(arch: ThymeArchitecture | LlamaArchitecture, vocab_size: int):
@@ -104,13 +111,36 @@ class TrainedModel:
     reused: bool
 
 
+def checkpoint_step(folder: Path, fingerprint: str) -> int | None:
+    """The step of ``folder/latest`` if it belongs to this run (same fingerprint), else None."""
+    from distillery_assets.training.loop import CHECKPOINT_STATE
+
+    state = _read_json(Path(folder) / CHECKPOINT_DIR / CHECKPOINT_STATE)
+    if not state or state.get("fingerprint") != fingerprint:
+        return None
+    return int(state.get("step", 0))
+
+
+def seed_metric_hook(dataset: Dataset, batch_size: int, device: str):
+    """``on_epoch_end`` for the shared loop: the seed's validation metric of the epoch's model."""
+    from distillery_assets.thyme.evaluate import neural_scorer, seed_metric
+
+    def hook(model, epoch: int) -> dict[str, float]:
+        return {"seed_ppl": seed_metric(neural_scorer(model, device), dataset.val, batch_size=batch_size)}
+
+    return hook
+
+
 def train_model(exp: Experiment, key: str, dataset: Dataset, folder: Path, *, device: str | None = None,
                 progress=None) -> TrainedModel:
     """Train ``exp.models[key]`` on ``dataset`` into ``folder`` (``model.pt``, ``model.json``,
-    ``training_history.json``); resume from ``folder/checkpoint`` when it matches; reuse a finished run."""
+    ``training_history.json``, ``best/``); resume from ``folder/latest`` when it matches; reuse a finished run."""
+    import shutil
+
     import torch
 
-    from distillery_assets.training.loop import HISTORY_FILE, Checkpoints, pick_device, seed_torch, train_loop
+    from distillery_assets.training.loop import (BEST_STATE, HISTORY_FILE, Checkpoints, pick_device, seed_torch,
+                                                 train_loop)
 
     folder = Path(folder)
     arch = exp.models[key]
@@ -127,14 +157,25 @@ def train_model(exp: Experiment, key: str, dataset: Dataset, folder: Path, *, de
     seed_torch(cfg)
     model = build_model(arch, dataset.vocab_size).to(device)
     checkpoints = Checkpoints(folder / CHECKPOINT_DIR, fingerprint)
+    resume_at = checkpoint_step(folder, fingerprint)
+    if resume_at is None:
+        shutil.rmtree(folder / BEST_DIR, ignore_errors=True)  # a best of other settings is not this run's
+    else:
+        log.info("%s/%s: resuming from step %d (checkpoint %s)", exp.name, key, resume_at, folder / CHECKPOINT_DIR)
+    t = exp.training_for(key)
     result = train_loop(model, dataset.train.examples(), dataset.val.examples(), cfg, device=device, pad_id=PAD_ID,
-                        checkpoints=checkpoints, progress=progress or ProgressLog(exp.training_for(key).log_every))
+                        checkpoints=checkpoints, progress=progress or ProgressLog(t.log_every),
+                        on_epoch_end=seed_metric_hook(dataset, t.eval_batch_size or t.batch_size, device),
+                        best_dir=folder / BEST_DIR)
+    best = _read_json(folder / BEST_DIR / BEST_STATE) or {}
     info = {
         "experiment": exp.name, "key": key, "fingerprint": fingerprint, "architecture": arch.architecture,
         "config": arch.model_dump(exclude={"training"}), "vocab_size": dataset.vocab_size,
         "parameters": sum(p.numel() for p in model.parameters()), "steps": result.steps,
         "tokens_seen": result.tokens_seen, "train_seconds": result.train_seconds,
         "tokens_per_s": result.tokens_per_s, "resumed_from_step": result.resumed_from_step, "device": device,
+        "best_epoch": best.get("epoch"), "best_val_loss": best.get("val_loss"), "best_seed_ppl": best.get("seed_ppl"),
+        "epochs": result.history.epochs,
     }
     folder.mkdir(parents=True, exist_ok=True)
     result.history.write(folder / HISTORY_FILE)
@@ -145,17 +186,26 @@ def train_model(exp: Experiment, key: str, dataset: Dataset, folder: Path, *, de
     return TrainedModel(key, folder, model, info, reused=False)
 
 
-def load_model(folder: Path):
-    """The trained model of ``folder`` (weights and ``model.json``), on CPU, in eval mode."""
+def load_model(folder: Path, weights: str = "final"):
+    """The trained model of ``folder`` (weights and ``model.json``), on CPU, in eval mode. ``weights``:
+    ``final`` (``model.pt``) or ``best`` (the epoch with the lowest validation loss, ``best/``)."""
     import torch
+
+    from distillery_assets.training.loop import load_best
 
     folder = Path(folder)
     info = _read_json(folder / MODEL_FILE)
     if not info:
         raise FileNotFoundError(f"{folder}: no {MODEL_FILE}; the model was not trained (or not to the end)")
+    if weights not in ("final", "best"):
+        raise ValueError(f"weights must be 'final' or 'best', not {weights!r}")
     arch_cls = ThymeArchitecture if info["architecture"] == "thyme" else LlamaArchitecture
     model = build_model(arch_cls.model_validate(info["config"]), info["vocab_size"])
     model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    if weights == "best":
+        if not (folder / BEST_DIR).is_dir():
+            raise FileNotFoundError(f"{folder}: no {BEST_DIR}/ checkpoint")
+        load_best(folder / BEST_DIR, model)
     return model.eval()
 
 

@@ -207,6 +207,14 @@ class ExportGGUFSpec(StepSpecBase):
 STEP_KINDS: dict[str, type[StepSpecBase]] = {"train_lora": TrainLoraSpec, "export_gguf": ExportGGUFSpec}
 """Every step by its ``kind``: what a dict from the wire is parsed into."""
 
+
+def step_kinds() -> dict[str, type[StepSpecBase]]:
+    """:data:`STEP_KINDS` with the steps defined outside this module (``thyme.steps``: it imports this one)."""
+    from distillery_assets.thyme.steps import TrainThymeSpec
+
+    STEP_KINDS.setdefault("train_thyme", TrainThymeSpec)
+    return STEP_KINDS
+
 StepSpec = Annotated[Union[TrainLoraSpec, ExportGGUFSpec], Field(discriminator="kind")]  # noqa: UP007
 """The discriminated union of the step specs, for a model that holds a step (``TypeAdapter(StepSpec)``)."""
 
@@ -214,6 +222,7 @@ StepSpec = Annotated[Union[TrainLoraSpec, ExportGGUFSpec], Field(discriminator="
 def parse_spec(data: dict[str, Any]) -> StepSpecBase:
     """A spec from its JSON form, chosen by ``kind``."""
     kind = data.get("kind") if isinstance(data, dict) else None
-    if kind not in STEP_KINDS:
-        raise ValueError(f"unknown step {kind!r}; known steps: {', '.join(sorted(STEP_KINDS))}")
-    return STEP_KINDS[kind].model_validate(data)
+    kinds = step_kinds()
+    if kind not in kinds:
+        raise ValueError(f"unknown step {kind!r}; known steps: {', '.join(sorted(kinds))}")
+    return kinds[kind].model_validate(data)

@@ -1,0 +1,346 @@
+"""Thyme (seed 002): language models trained from scratch, one static partition per experiment file
+(``data/config/thyme/<name>.yaml``).
+
+    thyme_corpus -> thyme_tokenizer -> thyme_dataset -> thyme_model -> thyme_eval -> thyme_upload
+                                                                  \\-> thyme_gguf (llama models)
+
+Thin wiring over :mod:`distillery_assets.thyme`. Files live under ``<data>/thyme/<experiment>/``; each asset
+writes its folder atomically, registers it in the catalogue (``register_files``: the upstream asset's
+artefact of the same partition, the experiment file and the shipped books as inputs) and returns a
+``MaterializeResult``. Training goes through the ``compute`` resource (``TrainThymeSpec``); in process its
+progress lines (step, loss, tokens/s, ETA) and "resuming from step N" reach the Dagster log.
+
+The ``distillery`` experiment reads the platform's own documents: the ``.corpus`` files of
+``story_corpus`` / ``encyclopedia_corpus`` and ``theme_chunks``. Those are not Dagster dependencies of
+``thyme_corpus`` (a dependency holds for every partition, so ``*thyme_eval --partition books-cpu`` would
+generate the LLM corpus first); the catalogue records the real edges file by file, so
+``python -m distillery_assets.catalog lineage thyme_model`` reaches the prompts.txt files, and the asset
+fails with the assets to materialize first when those documents do not exist yet.
+"""
+
+
+import json
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+
+from assets.meta import path_md, size_mb, table_md, text_md
+from assets.pools import compute_pool
+from distillery_assets.catalog import InputRef
+from distillery_assets.corpus.layout import CORPUS_SUFFIX, CorpusKind, corpus_root
+from distillery_assets.partitions import thyme_experiment_partitions
+from distillery_assets.paths import data_dir, inputs_dir, repo_root
+from distillery_assets.thyme import corpus as thyme_corpus_lib
+from distillery_assets.thyme.dataset import TOKENIZER_INFO, build_dataset, build_tokenizer, open_dataset
+from distillery_assets.thyme.experiments import (Experiment, LlamaArchitecture, LocalSource, PlatformSource,
+                                                 experiment_path, load_experiment)
+from distillery_assets.thyme.report import (PLOT_FILE, SAMPLES_FILE, curves_inline_md, eval_table_md,
+                                            evaluate_experiment, model_card_markdown, samples_md)
+from distillery_assets.thyme.steps import TrainThymeSpec
+from distillery_assets.thyme.tokenizer import TOKENIZER_FILE
+from io_managers.register import register_files
+from resources.catalog import CatalogResource
+from resources.compute import ComputeResource
+from resources.hub import HubResource
+
+GROUP = "thyme"
+OOD_BOOK = "thyme_ood/pg2434.txt"  # Bacon's New Atlantis: in no experiment's corpus (thyme books, theme books)
+CORPUS_ASSETS = {CorpusKind.STORIES: "story_corpus", CorpusKind.ENCYCLOPEDIA: "encyclopedia_corpus"}
+FORWARDED_LOGGERS = ("distillery_assets.thyme", "distillery_assets.training.loop")
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+def _experiment(context: dg.AssetExecutionContext) -> Experiment:
+    return load_experiment(context.partition_key)
+
+
+def _folder(exp: Experiment, part: str) -> Path:
+    return data_dir() / "thyme" / exp.name / part
+
+
+def _rel(path: Path) -> str:
+    return Path(path).resolve().relative_to(data_dir()).as_posix()
+
+
+def _source_files(exp: Experiment) -> list[Path]:
+    """The edited files an experiment reads directly: its YAML and the shipped books it names."""
+    files = [experiment_path(exp.name)]
+    for src in exp.corpus.sources:
+        if isinstance(src, LocalSource):
+            folder = Path(src.path) if Path(src.path).is_absolute() else repo_root() / src.path
+            books = sorted(folder.glob("*.txt"))
+            files += [p for p in books if src.files is None or p.name in src.files]
+    return files
+
+
+def _require(path: Path, what: str, asset: str) -> Path:
+    if not path.exists():
+        raise dg.Failure(f"{path}: no {what}; materialize {asset} for this partition first")
+    return path
+
+
+@contextmanager
+def _dagster_log(context: dg.AssetExecutionContext):
+    """The thyme library's and the training loop's log lines (progress, resume, checkpoints) in the run's log."""
+    class Forward(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            (context.log.warning if record.levelno >= logging.WARNING else context.log.info)(record.getMessage())
+
+    handler, loggers = Forward(level=logging.INFO), [logging.getLogger(n) for n in FORWARDED_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+
+
+# ------------------------------------------------------------------------------------------ corpus
+
+def _platform_paths(exp: Experiment, catalog) -> tuple[dict[str, list[Path]], list[InputRef]]:
+    """The platform documents a ``platform`` source reads, and the catalogue inputs naming their assets."""
+    wanted = {a for src in exp.corpus.sources if isinstance(src, PlatformSource) for a in src.assets}
+    paths: dict[str, list[Path]] = {}
+    refs: list[InputRef] = []
+    if "corpus" in wanted:
+        root = corpus_root()
+        for kind, asset in CORPUS_ASSETS.items():
+            files = sorted((root / kind.value).rglob(f"*{CORPUS_SUFFIX}")) if (root / kind.value).is_dir() else []
+            paths.setdefault("corpus", []).extend(files)
+            refs += [InputRef(f, asset) for f in files]
+        if not paths.get("corpus"):
+            raise dg.Failure(
+                f"experiment {exp.name}: no .corpus files under {root}; materialize the corpus pipeline first "
+                "(story_prompts -> story_corpus and/or encyclopedia_prompts -> encyclopedia_corpus)")
+    if "theme_chunks" in wanted:
+        row = catalog.latest_artifact("theme_chunks", None)
+        path = catalog.absolute(row["path"]) if row else None
+        if path is None or not path.exists():
+            raise dg.Failure(f"experiment {exp.name}: theme_chunks has no file yet; materialize "
+                             "gutenberg_books -> gutenberg_chunks -> theme_chunks first")
+        paths["theme_chunks"] = [path]
+        refs.append(InputRef(path, "theme_chunks"))
+    return paths, refs
+
+
+@dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, kinds={"python"},
+          description="The experiment's documents: local books, the platform's own corpus and theme chunks, or the "
+                      "Hub's Gutenberg/Wikipedia streams; cleaned as the seed did, every drop logged with its reason.")
+def thyme_corpus(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
+    exp, cat = _experiment(context), catalog.get()
+    platform, platform_refs = _platform_paths(exp, cat)
+    folder = _folder(exp, "corpus")
+    drops = []
+
+    def on_drop(drop) -> None:
+        drops.append(drop)
+        context.log.warning(f"dropped {drop.source}: {drop.reason}")
+
+    items = thyme_corpus_lib.iter_sources(exp.corpus, platform_paths=platform)
+    try:
+        stats = thyme_corpus_lib.write_corpus(items, folder, on_drop=on_drop)
+    except thyme_corpus_lib.CorpusError as exc:
+        raise dg.Failure(f"experiment {exp.name} ({experiment_path(exp.name)}): {exc}") from exc
+    meta = register_files(context, cat, [folder], [*_source_files(exp), *platform_refs])
+    return dg.MaterializeResult(metadata={
+        **meta, "documents": stats.documents, "characters": stats.characters, "bytes_text": stats.bytes,
+        "dropped": stats.dropped, "by_source": dg.MetadataValue.json(stats.by_source),
+        "drops": table_md([(d.source, d.reason) for d in drops[:50]], ["source", "reason"]) if drops else "none",
+        "experiment_file": path_md(experiment_path(exp.name)),
+    })
+
+
+# ---------------------------------------------------------------------------------------- tokenizer
+
+def _texts(exp: Experiment):
+    return (d.text for d in thyme_corpus_lib.read_corpus(_require(_folder(exp, "corpus"), "corpus", "thyme_corpus")))
+
+
+@dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, deps=[thyme_corpus], kinds={"python"},
+          description="BPE tokenizer (<PAD> <UNK> <BOS> <EOS> = 0-3) trained on the training chunks only "
+                      "(tokenizer.train_on: all is the seed's leak), saved as tokenizer.json.")
+def thyme_tokenizer(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
+    exp = _experiment(context)
+    folder = _folder(exp, "tokenizer")
+    info = build_tokenizer(_texts(exp), exp, folder)
+    meta = register_files(context, catalog.get(), [folder / TOKENIZER_FILE], [experiment_path(exp.name)])
+    return dg.MaterializeResult(metadata={
+        **meta, "vocab_size": info["vocab_size"], "requested_vocab_size": info["requested_vocab_size"],
+        "trained_on": info["trained_on"], "training_chunks": info["training_chunks"],
+        "chunks": info["chunks"], "train_chunks": info["train_chunks"], "val_chunks": info["val_chunks"],
+    })
+
+
+# ------------------------------------------------------------------------------------------ dataset
+
+@dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, deps=[thyme_corpus, thyme_tokenizer],
+          kinds={"numpy"},
+          description="Chunks split 90/10 by chunk as the seed (np.random.seed(42) shuffle), tokenized once into "
+                      "memory-mapped token arrays with the seed's windows and covering windows.")
+def thyme_dataset(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
+    exp = _experiment(context)
+    tokenizer = _require(_folder(exp, "tokenizer") / TOKENIZER_FILE, "tokenizer", "thyme_tokenizer")
+    folder = _folder(exp, "dataset")
+    ds = build_dataset(_texts(exp), exp, folder, tokenizer=tokenizer)
+    meta = register_files(context, catalog.get(), [folder], [experiment_path(exp.name)])
+    rows = [(name, ds.info[name]["chunks"], ds.info[name]["tokens"], ds.info[name]["windows"],
+             ds.info[name]["text_bytes"]) for name in ("train", "val")]
+    return dg.MaterializeResult(metadata={
+        **meta, "chunks": ds.info["chunks"], "train_chunks": ds.info["train"]["chunks"],
+        "val_chunks": ds.info["val"]["chunks"], "train_tokens": ds.info["train"]["tokens"],
+        "val_tokens": ds.info["val"]["tokens"], "train_windows": ds.info["train"]["windows"],
+        "steps_per_epoch": -(-ds.info["train"]["windows"] // exp.training.batch_size),
+        "vocab_size": ds.vocab_size, "splits": table_md(rows, ["split", "chunks", "tokens", "windows", "bytes"]),
+    })
+
+
+# -------------------------------------------------------------------------------------------- model
+
+@dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, deps=[thyme_dataset], kinds={"pytorch"},
+          pool=compute_pool(),
+          description="Each model of the experiment (ThymeLM and/or the Llama-style transformer) trained from scratch "
+                      "through the compute resource: latest/ every N steps (resumed after a kill), best/ by validation "
+                      "loss, training_history.json; a finished run is reused, not retrained.")
+def thyme_model(context: dg.AssetExecutionContext, compute: ComputeResource,
+                catalog: CatalogResource) -> dg.MaterializeResult:
+    exp, cat = _experiment(context), catalog.get()
+    dataset_dir = _require(_folder(exp, "dataset"), "dataset", "thyme_dataset")
+    results, ran_on = {}, {}
+    for key in exp.models:
+        out = _folder(exp, "models") / key
+        spec = TrainThymeSpec(experiment=exp, model_key=key, dataset_dir=_rel(dataset_dir), out_dir=_rel(out))
+        context.log.info(f"{exp.name}/{key}: training {exp.models[key].architecture} on {compute.backend}")
+        with _dagster_log(context):
+            result = compute.run_step(spec)
+        results[key], ran_on[key] = result, compute.ran_on(result.device)
+        if result.reused:
+            context.log.info(f"{exp.name}/{key}: finished run reused (fingerprint {result.fingerprint}); nothing trained")
+        else:
+            cat.record_run(kind="train", name=f"thyme_model/{key}", partition=exp.name, run_id=context.run_id,
+                           params={"experiment": exp.name, "model": exp.models[key].model_dump(),
+                                   "training": exp.training_for(key).model_dump()},
+                           metrics=result.model_dump(mode="json", exclude={"epochs"}) | {"ran_on": ran_on[key]})
+    folder = _folder(exp, "models")
+    meta = register_files(context, cat, [folder], [experiment_path(exp.name)])
+    rows = [(k, r.architecture, f"{r.parameters:,}", r.steps, r.best_epoch,
+             round(r.best_val_loss, 4) if r.best_val_loss is not None else "",
+             round(r.best_seed_ppl, 2) if r.best_seed_ppl is not None else "", round(r.tokens_per_s),
+             r.resumed_from_step, "yes" if r.reused else "no", ran_on[k]) for k, r in results.items()]
+    epochs = [(k, e["epoch"], round(e["train_loss"], 4), round(e["val_loss"], 4), round(e["val_ppl"], 2),
+               round(e.get("seed_ppl") or 0, 2), f"{e['lr']:.2e}", round(e["tokens_per_s"]))
+              for k, r in results.items() for e in r.epochs]
+    return dg.MaterializeResult(metadata={
+        **meta, "ran_on": ", ".join(sorted(set(ran_on.values()))),
+        "reused_finished_runs": sum(r.reused for r in results.values()),
+        "trained_models": sum(not r.reused for r in results.values()),
+        "models": table_md(rows, ["model", "architecture", "parameters", "steps", "best epoch", "best val loss",
+                                  "best seed ppl", "tok/s", "resumed from step", "reused", "ran on"]),
+        "epochs": table_md(epochs, ["model", "epoch", "train loss", "val loss", "val ppl", "seed ppl", "lr", "tok/s"]),
+        "train_seconds": round(sum(r.train_seconds for r in results.values() if not r.reused), 1),
+        "models_mb": size_mb(folder),
+    })
+
+
+# --------------------------------------------------------------------------------------------- eval
+
+def _model_folders(exp: Experiment) -> dict[str, Path]:
+    return {key: _require(_folder(exp, "models") / key / "model.json", f"trained model {key}", "thyme_model").parent
+            for key in exp.models}
+
+
+@dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, deps=[thyme_model, thyme_dataset],
+          kinds={"pytorch"}, pool=compute_pool(),
+          description="The seed's metric, token-weighted perplexity and bits per byte on validation, bits per byte on "
+                      "an out-of-domain book, unigram and 3-gram baselines in the same table, samples for the seed's "
+                      "five prompts (top-k 50, top-p 0.9), loss/perplexity curves; one runs row per experiment.")
+def thyme_eval(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
+    exp, cat = _experiment(context), catalog.get()
+    dataset = open_dataset(_require(_folder(exp, "dataset"), "dataset", "thyme_dataset"))
+    models, ood = _model_folders(exp), inputs_dir() / OOD_BOOK
+    out = _folder(exp, "eval")
+    with _dagster_log(context):
+        report = evaluate_experiment(exp, dataset, models, ood, out)
+    data = report.data
+    if not report.reused:
+        metrics = {f"{r['model']}.{m}": r[m] for r in data["rows"] for m in ("seed_ppl", "ppl", "bpb", "ood_bpb")}
+        cat.record_run(kind="eval", name="thyme_eval", partition=exp.name, run_id=context.run_id,
+                       params={"experiment": exp.name, "fingerprint": exp.fingerprint(), "ood_book": OOD_BOOK,
+                               "models": {k: m.architecture for k, m in exp.models.items()}},
+                       metrics=metrics | {"seed_ppl_per_epoch": data["seed_ppl_per_epoch"],
+                                          "seed_reported_ppl": data["seed_reported_ppl"]})
+    histories = {k: json.loads((f / "training_history.json").read_text(encoding="utf-8")) for k, f in models.items()}
+    samples = json.loads((out / SAMPLES_FILE).read_text(encoding="utf-8"))
+    meta = register_files(context, cat, [out], [ood, experiment_path(exp.name)])
+    unigram = next(r for r in data["rows"] if r["model"] == "unigram")
+    return dg.MaterializeResult(metadata={
+        **meta, "reused": report.reused, "table": dg.MetadataValue.md(eval_table_md(data["rows"])),
+        "curves": dg.MetadataValue.md(curves_inline_md(histories, data["rows"])),
+        "curves_png": path_md(out / PLOT_FILE),
+        "samples": text_md(samples_md(samples), 4000),
+        "below_unigram": dg.MetadataValue.json({r["model"]: r["ppl"] < unigram["ppl"]
+                                                for r in data["rows"] if r["kind"] != "baseline"}),
+        "seed_ppl_per_epoch": dg.MetadataValue.json(data["seed_ppl_per_epoch"]),
+        "seed_reported_ppl": data["seed_reported_ppl"], "ood_book": data["ood"]["book"],
+        **{f"{r['model']}_ppl": round(r["ppl"], 3) for r in data["rows"]},
+        **{f"{r['model']}_bpb": round(r["bpb"], 4) for r in data["rows"]},
+    })
+
+
+# ------------------------------------------------------------------------------------------- upload
+
+class ThymeUploadConfig(dg.Config):
+    hub_repo_id: str | None = None
+    """Hub repository; empty: ``distillery-thyme-<experiment>`` under the token's namespace."""
+
+
+@dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions,
+          deps=[thyme_eval, thyme_model, thyme_tokenizer, thyme_corpus], kinds={"huggingface"},
+          description="The experiment's models, tokenizer, history and evaluation with a model card (data, tokenizer, "
+                      "architecture, metrics, perplexity table vs baselines), private by default. Without HF_TOKEN: "
+                      "uploads nothing and says why.")
+def thyme_upload(context: dg.AssetExecutionContext, config: ThymeUploadConfig, hub: HubResource,
+                 catalog: CatalogResource) -> dg.MaterializeResult:
+    import shutil
+
+    from distillery_assets.io import atomic_path, atomic_write_text
+
+    exp = _experiment(context)
+    report = json.loads(_require(_folder(exp, "eval") / "eval.json", "evaluation", "thyme_eval").read_text())
+    models = {k: json.loads((f / "model.json").read_text()) for k, f in _model_folders(exp).items()}
+    corpus_stats = json.loads((_folder(exp, "corpus") / thyme_corpus_lib.CORPUS_MANIFEST).read_text())
+    tokenizer_info = json.loads((_folder(exp, "tokenizer") / TOKENIZER_INFO).read_text())
+    repo_id = config.hub_repo_id or f"distillery-thyme-{exp.name}"
+    card = model_card_markdown(exp, report, models, corpus_stats, tokenizer_info, repo_id=hub.full_repo_id(repo_id),
+                               run_id=context.run_id)
+    staging = _folder(exp, "upload")
+    with atomic_path(staging, is_dir=True) as tmp:
+        shutil.copy2(_folder(exp, "tokenizer") / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
+        for key in models:
+            src, dst = _folder(exp, "models") / key, tmp / key
+            dst.mkdir()
+            for name in ("model.pt", "model.json", "training_history.json"):
+                shutil.copy2(src / name, dst / name)
+        for name in ("eval.json", SAMPLES_FILE, PLOT_FILE):
+            shutil.copy2(_folder(exp, "eval") / name, tmp / name)
+        atomic_write_text(tmp / "README.md", card)
+    result = hub.upload_folder(staging, repo_id, repo_type="model", card_markdown=card)
+    meta = register_files(context, catalog.get(), [staging], [experiment_path(exp.name)])
+    return dg.MaterializeResult(metadata={
+        **meta, "uploaded": bool(result.get("uploaded")), "reason": str(result.get("reason") or ""),
+        "url": str(result.get("url") or ""), "repo_id": str(result.get("repo_id") or repo_id),
+        "private": bool(result.get("private")), "model_card": dg.MetadataValue.md(card),
+        "gguf": ("ThymeLM has no GGUF form (no llama.cpp architecture has its state update); "
+                 + ("the transformer's GGUF is thyme_gguf" if any(isinstance(a, LlamaArchitecture)
+                                                                   for a in exp.models.values()) else "")),
+    })
+
+
+ASSETS = [thyme_corpus, thyme_tokenizer, thyme_dataset, thyme_model, thyme_eval, thyme_upload]
+defs = dg.Definitions(assets=ASSETS)
