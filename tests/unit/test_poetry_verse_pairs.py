@@ -1,0 +1,97 @@
+"""Poet pairs grounded in real verse (issue 10, item 6): the shipped public-domain poems, the brief the LLM
+writes for each, and the dataset gate that keeps prose out of the poet's training targets."""
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from assets import poetry
+from distillery_assets.io import read_jsonl
+from distillery_assets.llm.task import Reject
+from distillery_assets.paths import config_dir, inputs_dir
+from distillery_assets.poetry import tasks
+from distillery_assets.poetry.datasets import gate_for
+from distillery_assets.poetry.raw_poems import Poem, load_poems
+from distillery_assets.poetry.settings import PoetryConfig
+from distillery_assets.poetry.verse import is_verse
+
+PROSE = ("The poem captures the feeling of winter light falling through a window and the way it makes the room "
+         "feel both warm and cold at once, which is what the brief asked for.")
+VERSE = "Salt on the sill,\nthe kettle ticking,\nfrost in the hinge,\na spoon left to cool."
+
+
+@dataclass
+class R:
+    ok: bool = True
+    text: str | None = None
+    error: str | None = None
+    finish_reason: str | None = "stop"
+
+
+def test_shipped_verse_is_verse_and_shares_nothing_with_good_poems_or_the_heldout_text():
+    verse, rejects = load_poems(inputs_dir() / "poetry", "verse")
+    good, _ = load_poems(inputs_dir() / "poetry", "good")
+    assert len(verse) >= 40 and rejects == []
+    assert all(is_verse(p.text) for p in verse)
+    assert not {p.text for p in verse} & {p.text for p in good}
+    assert not {p.source.split("/")[-1] for p in verse} & {p.source.split("/")[-1] for p in good}
+    heldout = (config_dir() / "training" / "heldout" / "poetry_teaching.txt").read_text(encoding="utf-8")
+    for poem in verse:  # not a line of any poet target is in the held-out perplexity text
+        assert not any(len(line) > 12 and line.strip() in heldout for line in poem.text.splitlines()), poem.source
+
+
+def test_verse_briefs_ask_the_educator_about_the_poem_and_keep_the_poem_as_target():
+    cfg = PoetryConfig()
+    poems = [Poem(id=f"verse:verse/{i}.txt", text=VERSE + f"\nline {i}", source=f"verse/{i}.txt", quality="verse")
+             for i in range(3)]
+    task, rows = tasks.verse_briefs(cfg, poems, 2)
+    assert [r.key for r in rows] == ["verse:verse/0.txt", "verse:verse/1.txt"]
+    request = task.request(rows[0])
+    assert request.messages[0].content == tasks.educator_system(cfg) and poems[0].text in request.messages[-1].content
+    assert request.max_tokens == (cfg.pipeline.volumes.verse_brief_max_tokens or cfg.pipeline.volumes.max_tokens)
+    rec = task.parse(rows[0], R(text="Write about a kitchen at dawn, in short lines, ending on a cooling spoon."))
+    assert rec == {"poem": poems[0].text, "source": "verse/0.txt", "origin": "verse",
+                   "brief": "Write about a kitchen at dawn, in short lines, ending on a cooling spoon."}
+    echoed = task.parse(rows[0], R(text=poems[0].text))
+    assert isinstance(echoed, Reject) and "repeats the poem" in echoed.reason
+    assert tasks.verse_briefs(cfg, poems, 0)[1] == []
+
+
+def test_the_dataset_gate_rejects_prose_poet_pairs_with_a_reason():
+    gate = gate_for(PoetryConfig())
+    prose, verse = {"brief": "b", "poem": PROSE}, {"brief": "b", "poem": VERSE}
+    assert gate.check("poet_pair", prose) == []  # the generic rules alone let prose through
+    assert gate.shape("poet_pair", prose)[0].startswith("not_verse: ")
+    assert gate.shape("poet_pair", verse) == [] and gate.shape("brief", {"brief": PROSE}) == []
+    passed, rejected = gate.split("poet_pair", [prose, verse], verse=True)
+    assert passed == [verse] and rejected[0]["_reject_reasons"][0].startswith("not_verse")
+
+
+class PoetLLM(dg.ConfigurableResource):
+    """Briefs and verse briefs come back as prose; the LLM's own poems come back as prose too."""
+
+    def get_client(self, context):
+        class Client:
+            def complete_batch(self, requests, label):
+                return [R(text=PROSE if r.tag == "poetry_poet_pairs" else
+                          f"Write about what the poem sees, in short lines, turning at the end ({i}).")
+                        for i, r in enumerate(requests)]
+        return Client()
+
+
+def test_poet_training_targets_are_verse_from_the_shipped_poems(data_dir):
+    result = dg.materialize([poetry.poetry_briefs, poetry.poetry_poet_pairs, poetry.poet_dataset],
+                            resources={"llm": PoetLLM()})
+    assert result.success
+    cfg = PoetryConfig()
+    pairs = read_jsonl(data_dir / "poetry" / "generated" / "poet_pair.jsonl")
+    grounded = [p for p in pairs if p.get("origin") == "verse"]
+    assert len(grounded) == cfg.pipeline.volumes.verse_pairs
+    examples = [ex for side in ("train", "valid")
+                for ex in read_jsonl(data_dir / "poetry" / "datasets" / "poet" / f"{side}.jsonl")]
+    targets = [ex["messages"][-1]["content"] for ex in examples]
+    assert len(examples) == len(grounded) and all(is_verse(t) for t in targets)
+    assert set(targets) == {p["poem"] for p in grounded}
+    gate_log = read_jsonl(data_dir / "poetry" / "rejects" / "quality_gate_poet.jsonl")
+    assert len(gate_log) == cfg.pipeline.volumes.poet_pairs
+    assert all(r["_reject_reasons"][0].startswith("not_verse") for r in gate_log)
