@@ -27,7 +27,7 @@ ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"
 BIDI_CONTROLS = "\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 _REMOVE = {ord(c): None for c in ZERO_WIDTH + BIDI_CONTROLS}
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_TAG = re.compile(r"<\s*/?\s*([a-zA-Z][a-zA-Z0-9]*)(\s[^<>]*)?/?\s*>")
+_TAG = re.compile(r"</?([a-zA-Z][a-zA-Z0-9]*)(?:\s+[a-zA-Z_:][-\w:.]*(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'|[^\s\"'=<>`]+))?)*\s*/?>")
 _HTML_TAGS = frozenset(
     "a abbr article aside b blockquote body br caption cite code dd div dl dt em figcaption figure footer h1 h2 "
     "h3 h4 h5 h6 head header hr html i img li link main meta nav ol p pre q s script section small span strong "
