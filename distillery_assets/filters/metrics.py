@@ -1,0 +1,152 @@
+"""How a filter's scorer is judged: regression error per dimension, tier accuracy, and a binary decision
+at a tier threshold (FineWeb-Edu's classifier reached F1 0.82 at its "educational" threshold; that number
+is the field's anchor and is named beside ours in the report).
+
+Everything takes plain arrays: ``pred`` and ``target`` are (n, n_dims) float matrices in the order of
+``dims``; overall scores come from ``weights`` (a plain weighted sum) or from an ``overall`` callable
+(the filter's own rules, caps and gatekeepers included); tiers are ``(name, threshold)`` pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+FINEWEB_EDU_F1 = 0.82
+"""F1 of FineWeb-Edu's distilled classifier at its educational threshold (the anchor named in reports)."""
+
+Tiers = Sequence[tuple[str, float]]
+OverallFn = Callable[[np.ndarray], np.ndarray]
+
+
+def as_matrix(values: Any, n_dims: int, what: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim == 1 and n_dims == 1:
+        array = array[:, None]
+    if array.ndim != 2 or array.shape[1] != n_dims:
+        raise ValueError(f"{what}: expected shape (n, {n_dims}), got {array.shape}")
+    return array
+
+
+def regression_metrics(pred: Any, target: Any, dims: Sequence[str]) -> dict[str, float]:
+    """``loss`` (MSE over all dims, the training loss), ``mae``, ``rmse`` and ``<dim>_mae``/``<dim>_rmse``:
+    the seed's per-epoch metric names."""
+    p, t = as_matrix(pred, len(dims), "pred"), as_matrix(target, len(dims), "target")
+    if p.shape != t.shape:
+        raise ValueError(f"pred {p.shape} and target {t.shape} differ")
+    if not len(p):
+        raise ValueError("no examples to score")
+    err = p - t
+    out = {"loss": float(np.mean(err**2)), "mae": float(np.mean(np.abs(err))),
+           "rmse": float(np.sqrt(np.mean(err**2)))}
+    for j, dim in enumerate(dims):
+        out[f"{dim}_mae"] = float(np.mean(np.abs(err[:, j])))
+        out[f"{dim}_rmse"] = float(np.sqrt(np.mean(err[:, j] ** 2)))
+    return out
+
+
+def weighted_overall(weights: Sequence[float] | Mapping[str, float], dims: Sequence[str] | None = None) -> OverallFn:
+    """Overall = sum(dim x weight), no caps: the default when no rules are given."""
+    if isinstance(weights, Mapping):
+        if dims is None:
+            raise ValueError("dims are needed to order a weights mapping")
+        missing = [d for d in dims if d not in weights]
+        if missing:
+            raise ValueError(f"no weight for dimension(s) {missing}")
+        vector = np.asarray([float(weights[d]) for d in dims])
+    else:
+        vector = np.asarray(list(weights), dtype=np.float64)
+
+    def overall(matrix: np.ndarray) -> np.ndarray:
+        m = np.asarray(matrix, dtype=np.float64)
+        if m.shape[1] != len(vector):
+            raise ValueError(f"{m.shape[1]} dims for {len(vector)} weights")
+        return m @ vector
+
+    return overall
+
+
+def sorted_tiers(tiers: Tiers | Mapping[str, float]) -> list[tuple[str, float]]:
+    items = list(tiers.items()) if isinstance(tiers, Mapping) else [(str(n), float(t)) for n, t in tiers]
+    if not items:
+        raise ValueError("at least one tier is needed")
+    return sorted(((str(n), float(t)) for n, t in items), key=lambda x: -x[1])
+
+
+def tier_of(score: float, tiers: Tiers | Mapping[str, float]) -> str:
+    """The first tier, by descending threshold, whose threshold the score reaches (else the lowest)."""
+    ordered = sorted_tiers(tiers)
+    for name, threshold in ordered:
+        if score >= threshold:
+            return name
+    return ordered[-1][0]
+
+
+def tiers_of(scores: Sequence[float], tiers: Tiers | Mapping[str, float]) -> list[str]:
+    ordered = sorted_tiers(tiers)
+    return [tier_of(float(s), ordered) for s in scores]
+
+
+def tier_accuracy(pred_overall: Sequence[float], true_overall: Sequence[float],
+                  tiers: Tiers | Mapping[str, float]) -> float:
+    p, t = tiers_of(pred_overall, tiers), tiers_of(true_overall, tiers)
+    return float(np.mean([a == b for a, b in zip(p, t, strict=True)])) if p else float("nan")
+
+
+def binary_at(pred_overall: Sequence[float], true_overall: Sequence[float], threshold: float) -> dict[str, float]:
+    """Precision, recall and F1 of "overall >= threshold" (the positive class), with the counts."""
+    p = np.asarray(pred_overall, dtype=np.float64) >= threshold
+    t = np.asarray(true_overall, dtype=np.float64) >= threshold
+    tp, fp, fn = int(np.sum(p & t)), int(np.sum(p & ~t)), int(np.sum(~p & t))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"threshold": float(threshold), "precision": precision, "recall": recall, "f1": f1,
+            "positives": int(np.sum(t)), "predicted_positives": int(np.sum(p)), "n": int(len(t))}
+
+
+def judge(pred: Any, target: Any, dims: Sequence[str], *, overall: OverallFn, tiers: Tiers | Mapping[str, float],
+          threshold: float | None = None) -> dict[str, Any]:
+    """Everything one results-table row holds for one model on one split. ``threshold`` defaults to the
+    lowest tier threshold above the bottom tier (the "worth keeping" line)."""
+    p, t = as_matrix(pred, len(dims), "pred"), as_matrix(target, len(dims), "target")
+    row: dict[str, Any] = regression_metrics(p, t, dims)
+    po, to = overall(p), overall(t)
+    row["overall_mae"] = float(np.mean(np.abs(po - to)))
+    row["tier_accuracy"] = tier_accuracy(po, to, tiers)
+    ordered = sorted_tiers(tiers)
+    if threshold is None:
+        threshold = ordered[-2][1] if len(ordered) > 1 else ordered[0][1]
+    row["binary"] = binary_at(po, to, threshold)
+    return row
+
+
+def results_rows(results: Mapping[str, Mapping[str, Any]], dims: Sequence[str]) -> list[list[Any]]:
+    """One row per model: name, MAE, RMSE, overall MAE, tier accuracy, P/R/F1, per-dim MAE."""
+    rows = []
+    for name, r in results.items():
+        b = r.get("binary", {})
+        rows.append([name, r["mae"], r["rmse"], r.get("overall_mae"), r.get("tier_accuracy"),
+                     b.get("precision"), b.get("recall"), b.get("f1"), *[r[f"{d}_mae"] for d in dims]])
+    return rows
+
+
+def results_head(dims: Sequence[str]) -> list[str]:
+    return ["model", "MAE", "RMSE", "overall MAE", "tier acc.", "precision", "recall", "F1",
+            *[f"{d} MAE" for d in dims]]
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "nan" if value != value else f"{value:.{digits}f}"
+    return str(value)
+
+
+def results_markdown(results: Mapping[str, Mapping[str, Any]], dims: Sequence[str]) -> str:
+    from distillery_assets.markdown import md_table
+
+    return md_table([[fmt(v) for v in row] for row in results_rows(results, dims)], results_head(dims))
