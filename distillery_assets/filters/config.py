@@ -257,27 +257,41 @@ class Scoring(_Strict):
 
 
 class Training(_Strict):
-    """What ``filter_model`` trains (read by the trainer; see filters/train.py)."""
+    """What ``filter_model`` trains and how the ground truth is split. The recipe fields carry the names of
+    the trainer's ``FilterTrainConfig`` (distillery_assets/filters/train.py); :meth:`trainer_fields` is
+    the dict to build it from (``options`` passes any other trainer field through, checked there)."""
 
-    encoder: str = "all-MiniLM-L6-v2"  # offline default; or an HF model id (GPU recipe)
-    mode: Literal["frozen", "finetune", "lora"] = "frozen"
+    mode: Literal["frozen_head", "full_finetune", "lora"] = "frozen_head"
+    base_model: str = "embedded:all-MiniLM-L6-v2"  # the shipped encoder; or an HF id (lora: Qwen/Qwen2.5-0.5B)
     epochs: int = Field(default=20, ge=1)
     batch_size: int = Field(default=16, ge=1)
     learning_rate: float = Field(default=3e-4, gt=0.0)
-    max_length: int = Field(default=512, ge=16)
+    max_length: int = Field(default=256, ge=8)
     warmup_steps: int = Field(default=0, ge=0)
     seed: int = 42
+    options: dict[str, Any] = Field(default_factory=dict)
+    # splits
     train_ratio: float = Field(default=0.8, gt=0.0, lt=1.0)
     val_ratio: float = Field(default=0.1, gt=0.0, lt=1.0)
+    # judging and documentation
+    binary_tier: str | None = None  # the tier whose threshold is "positive" for precision/recall/F1
     target_samples: int | None = Field(default=None, ge=1)
-    binary_tier: str | None = None  # the tier whose threshold defines "positive" for precision/recall/F1
     expected_accuracy: str | None = None
 
     @model_validator(mode="after")
     def _ratios(self) -> Training:
         if self.train_ratio + self.val_ratio >= 1.0:
             raise ValueError("train_ratio + val_ratio must leave a test share")
+        clash = sorted(set(self.options) & {"mode", "base_model", "epochs", "batch_size", "learning_rate",
+                                            "max_length", "warmup_steps", "seed"})
+        if clash:
+            raise ValueError(f"options: {clash} are fields of training itself; set them there")
         return self
+
+    def trainer_fields(self) -> dict[str, Any]:
+        return {"mode": self.mode, "base_model": self.base_model, "epochs": self.epochs,
+                "batch_size": self.batch_size, "learning_rate": self.learning_rate, "max_length": self.max_length,
+                "warmup_steps": self.warmup_steps, "seed": self.seed, **self.options}
 
 
 class Deployment(_Strict):

@@ -92,7 +92,8 @@ def test_invalid_configs_are_rejected_with_the_field(tmp_path, change, field):
     edit_config(folder, change)
     with pytest.raises(FilterConfigError) as err:
         load_filter(folder)
-    assert "config.yaml" in str(err.value) and field in str(err.value)
+    where, _, message = str(err.value).partition("config.yaml: ")
+    assert where == f"{folder}/" and field in message
 
 
 def test_prompt_without_template_block(tmp_path):
@@ -189,3 +190,20 @@ def test_filter_paths_follow_the_seed_layout(tmp_path, monkeypatch):
     assert q.version_dir == (tmp_path / "d").resolve() / "filters" / "deep_red_theme" / "v2"
     monkeypatch.setenv("DISTILLERY_FILTERS_DIR", str(tmp_path / "defs"))
     assert filters_root() == (tmp_path / "defs").resolve()
+
+
+def test_training_section_builds_the_trainers_config():
+    from distillery_assets.filters.train import FilterTrainConfig
+
+    for v in filter_versions(SHIPPED):
+        t = load_filter(v.folder).config.training
+        cfg = FilterTrainConfig(**t.trainer_fields())
+        assert (cfg.mode, cfg.epochs, cfg.learning_rate, cfg.seed) == (t.mode, t.epochs, t.learning_rate, 42)
+
+
+def test_training_options_may_not_shadow_fields(tmp_path):
+    folder = copy_filter(tmp_path)
+    edit_config(folder, lambda c: c["training"].__setitem__("options", {"epochs": 3}))
+    with pytest.raises(FilterConfigError) as err:
+        load_filter(folder)
+    assert str(err.value).startswith(f"{folder / 'config.yaml'}: training: ") and "options: ['epochs']" in str(err.value)
