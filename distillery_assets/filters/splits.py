@@ -3,11 +3,12 @@
 The rule is the platform's one split rule (:func:`distillery_assets.datasets.chatml.split`) applied twice,
 stratified by tier both times: first ``holdout = ceil(n x (val + test))`` of each tier comes off (shuffled
 with ``random.Random(seed)``), then the holdout is cut again into val and test, test taking
-``ceil(holdout x test / (val + test))`` of each tier. For 80/10/10 that is the seed's rule (train
-``int(0.8 n)``, val up to ``int(0.9 n)``, test the rest) for every tier size that is a multiple of ten and
-close to it otherwise; a tier of one document lands in test. With three or more documents every split
-keeps at least one (taken from the largest split when stratification left one empty), so training always
-has a validation set.
+``ceil(holdout x test / (val + test))`` of each tier. For 80/10/10 the counts per tier are the seed's
+(train ``int(0.8 n)``, val up to ``int(0.9 n)``, test the rest) for every tier size n >= 6 (checked for
+6..200 in the tests); for 3 to 5 the seed's val is empty and this rule gives val one document from train.
+A tier of one or two documents goes to the holdout. With three or more documents in all, every split
+keeps at least one (taken from the largest split when stratification left one empty), so training
+always has a validation set.
 
 A split row is the seed's training record plus the tier and overall score::
 

@@ -137,3 +137,12 @@ def test_write_splits_files_and_legacy_metadata(tmp_path):
     with pytest.raises(SplitError):
         write_splits(recs + recs[:1], d, out)
     assert json.loads((out / "split_metadata.json").read_text()) == meta
+
+
+def test_per_tier_counts_equal_the_seeds_rule_from_six_documents():
+    for n in range(3, 201):
+        recs = [{"id": str(i), "tier": "t"} for i in range(n)]
+        p = stratified_split(recs)
+        got = (len(p["train"]), len(p["val"]), len(p["test"]))
+        seed = (int(n * 0.8), int(n * 0.9) - int(n * 0.8), n - int(n * 0.9))
+        assert got == seed if n >= 6 else got == (seed[0] - 1, 1, seed[2]), n

@@ -1,0 +1,120 @@
+"""The steps from sources to labelled ground truth, each one call for an asset to make (Dagster-free).
+
+    cands = candidates(definition, locate)                 # sources -> cleaned documents (+ source rejects)
+    pre = prefilter(definition, cands.documents)           # pass/block per document with its rule
+    gt = label(definition, pre.passed, client, journal=p)  # oracle (mode llm) or labels file (mode labels)
+    agr = oracle_agreement(definition, docs, client, model_a, model_b)   # two oracles, same sample
+
+Every function returns plain data (documents, decisions, records, rejects, summaries); writing files is
+the caller's (``atomic_write_jsonl``), so nothing partial reaches disk. Rejects of the oracle are
+``{"key", "reason", "detail"}``, failures ``{"key", "reason"}`` (asked again next run, never a score).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distillery_assets.filters.clean import clean_document
+from distillery_assets.filters.config import AssetSource, FilterDefinition
+from distillery_assets.filters.labels import agreement, read_labels
+from distillery_assets.filters.oracle import OracleTask
+from distillery_assets.filters.prefilter import Decision, Prefilter, PrefilterSummary
+from distillery_assets.filters.sources import SourceReject, collect, spread
+
+
+@dataclass
+class Candidates:
+    documents: list[dict]
+    rejects: list[SourceReject]
+    per_source: dict[str, int]
+    emptied_by_cleaning: int = 0  # documents whose content was only markup / invisible characters
+
+
+def candidates(definition: FilterDefinition, locate: Callable[[AssetSource], Path],
+               load_dataset: Callable | None = None) -> Candidates:
+    got = collect(definition, locate, load_dataset)
+    docs, empty = [], 0
+    for doc in got.documents:
+        cleaned = clean_document(doc)
+        if not cleaned["content"].strip():
+            empty += 1
+            got.rejects.append(SourceReject(f"document {doc['id']}", "empty_after_cleaning"))
+            continue
+        docs.append(cleaned)
+    return Candidates(docs, got.rejects, got.per_source, empty)
+
+
+@dataclass
+class Prefiltered:
+    decisions: list[Decision]
+    passed: list[dict]
+    summary: PrefilterSummary
+
+
+def prefilter(definition: FilterDefinition, documents: Sequence[dict]) -> Prefiltered:
+    settings = definition.config.prefilter
+    pf = Prefilter(definition.prefilter, enabled=settings.enabled)
+    decisions = pf.run(documents)
+    passed = [doc for doc, d in zip(documents, decisions) if d.passed]
+    return Prefiltered(decisions, passed, Prefilter.summarize(decisions, settings.expected_pass_rate))
+
+
+@dataclass
+class GroundTruth:
+    records: list[dict]
+    rejects: list[dict]
+    failures: list[dict] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)
+    selected: int = 0
+
+
+def select_for_oracle(definition: FilterDefinition, documents: Sequence[dict]) -> list[dict]:
+    """The documents the oracle labels: all, or ``oracle.max_documents`` spread evenly over them."""
+    return spread(list(documents), definition.config.oracle.max_documents)
+
+
+def label(definition: FilterDefinition, documents: Sequence[dict], client: Any = None, *,
+          journal: Path | None = None, model: str | None = None, log: Callable[[str], None] | None = None
+          ) -> GroundTruth:
+    """Ground truth for the (prefiltered) documents. ``oracle.mode: llm`` runs :class:`OracleTask` through
+    ``client`` (the LLM resource's client; with ``journal`` a rerun asks only what is not finished);
+    ``oracle.mode: labels`` reads the labels file (documents fill in missing title/content)."""
+    o = definition.config.oracle
+    if o.mode == "labels":
+        records, rejects = read_labels(definition.resolve(o.labels), definition,
+                                       documents={d["id"]: d for d in documents})
+        return GroundTruth(records, [r.to_dict() for r in rejects], [],
+                           {"mode": "labels", "records": len(records), "rejects": len(rejects)}, {}, len(records))
+    from distillery_assets.llm.task import run_task
+
+    if client is None:
+        raise ValueError("oracle mode 'llm' needs an LLM client")
+    chosen = select_for_oracle(definition, documents)
+    run = run_task(OracleTask(definition, model=model), chosen, client, journal=journal, log=log)
+    return GroundTruth(list(run.records), [r.to_dict() for r in run.rejects], [f.to_dict() for f in run.failures],
+                       {"mode": "llm", **run.summary()}, run.usage.as_dict(), len(chosen))
+
+
+def oracle_agreement(definition: FilterDefinition, documents: Sequence[dict], client: Any, model_a: str | None,
+                     model_b: str | None, *, sample: int | None = None, journal_dir: Path | None = None
+                     ) -> dict[str, Any]:
+    """Two oracles (models, or providers behind different clients' defaults) on the same documents:
+    per-dimension Pearson/Spearman and MAE (:func:`distillery_assets.filters.labels.agreement`)."""
+    from distillery_assets.llm.task import run_task
+
+    docs = spread(list(documents), sample or definition.config.oracle.agreement_sample)
+    runs = []
+    for tag, model in (("a", model_a), ("b", model_b)):
+        task = OracleTask(definition, model=model, tag=f"filter_agreement/{definition.name}.v{definition.version}/{tag}")
+        journal = journal_dir / f"agreement_{tag}.jsonl" if journal_dir is not None else None
+        runs.append(run_task(task, docs, client, journal=journal))
+    out = agreement(runs[0].records, runs[1].records, definition.dimensions)
+    out.update({"sample": len(docs), "model_a": model_a, "model_b": model_b,
+                "rejects_a": len(runs[0].rejects), "rejects_b": len(runs[1].rejects),
+                "failures_a": len(runs[0].failures), "failures_b": len(runs[1].failures),
+                "usage_a": runs[0].usage.as_dict(), "usage_b": runs[1].usage.as_dict()})
+    return out
