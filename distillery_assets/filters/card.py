@@ -1,0 +1,111 @@
+"""The Hub model card of a trained filter scorer: YAML metadata from huggingface_hub's ``ModelCardData``,
+tables with the project's ``md_table`` (as ``hub/cards.py`` renders its cards), and a body that says how
+to load the scorer, what it scores, and how it compares with the baselines on the test split."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from distillery_assets.filters.metrics import FINEWEB_EDU_F1, fmt, results_head, results_rows
+from distillery_assets.hub.cards import _pairs_table
+from distillery_assets.markdown import md_table
+
+TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ title }}
+
+{{ description }}
+
+A document scorer distilled from LLM labels: it reads a document (title, blank line, content; at most
+{{ max_length }} tokens) and returns one score per dimension. The overall score is the weighted sum of the
+dimensions, then the filter's caps and gatekeepers; the tier is the first whose threshold it reaches.
+
+## Dimensions
+
+{{ dims_table }}
+
+## Tiers
+
+{{ tiers_table }}
+
+## Results on the held-out test split
+
+{{ results_table }}
+
+`mean` predicts the training mean for every document; `ridge` is a ridge regression on frozen sentence
+embeddings. For scale: FineWeb-Edu's distilled classifier reached F1 {{ anchor }} at its threshold.
+
+## Training
+
+{{ settings_table }}
+
+## Use it
+
+{{ usage }}
+
+## Limitations
+
+{{ limitations }}
+"""
+
+USAGE_HEAD = """The folder holds the encoder (`config.json`, `model.safetensors`, tokenizer), `head.safetensors` and
+`filter_model.json`. With Distillery:
+
+```python
+from distillery_assets.filters.score import Scorer
+
+scorer = Scorer("{repo_dir}")        # a local copy: hf download {repo_id} --local-dir {repo_dir}
+scores = scorer.predict(["Title\\n\\nThe document text ..."])   # (n, {n_dims}) in the order {dims}
+```
+"""
+
+USAGE_LORA = """A PEFT adapter on `{base}` (sequence classification, {n_dims} regression outputs):
+
+```python
+from peft import PeftModel
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+base = AutoModelForSequenceClassification.from_pretrained("{base}", num_labels={n_dims}, problem_type="regression")
+model = PeftModel.from_pretrained(base, "{repo_id}").merge_and_unload()
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
+```
+"""
+
+
+def render_filter_card(*, repo_id: str, filter_name: str, filter_version: str, description: str,
+                       dims: Sequence[tuple[str, float, str]], tiers: Sequence[tuple[str, float]],
+                       metadata: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]],
+                       datasets: Sequence[str] = (), limitations: str | None = None) -> str:
+    """README.md for the Hub repository of one filter version's scorer."""
+    names = [d[0] for d in dims]
+    mode = metadata.get("training_mode", "frozen_head")
+    base = str(metadata.get("model_name", ""))
+    hub_base = None if base.startswith("embedded:") else base
+    if base.startswith("embedded:"):
+        hub_base = "sentence-transformers/" + base.split(":", 1)[1]
+    data = ModelCardData(base_model=hub_base, datasets=list(datasets) or None, license="apache-2.0",
+                         language=["en"], library_name="peft" if mode == "lora" else "transformers",
+                         pipeline_tag="text-classification", model_name=f"{filter_name} v{filter_version}",
+                         tags=sorted({"distillery", "filter", "regression", f"filter-{filter_name}"}))
+    usage = (USAGE_LORA if mode == "lora" else USAGE_HEAD).format(
+        repo_id=repo_id, repo_dir=repo_id.split("/")[-1], base=base, n_dims=len(names), dims=names)
+    settings = {k: metadata[k] for k in ("training_mode", "model_name", "max_length", "epochs", "batch_size",
+                                         "learning_rate", "train_examples", "val_examples", "test_examples",
+                                         "best_epoch", "best_val_mae") if k in metadata}
+    card = ModelCard.from_template(
+        data, template_str=TEMPLATE, title=f"{filter_name} v{filter_version}: distilled scorer",
+        description=description, max_length=metadata.get("max_length", "?"),
+        dims_table=md_table([(n, fmt(float(w)), d) for n, w, d in dims], ["dimension", "weight", "description"]),
+        tiers_table=md_table([(n, fmt(float(t))) for n, t in tiers], ["tier", "threshold"]),
+        results_table=md_table([[fmt(v) for v in row] for row in results_rows(results, names)], results_head(names)),
+        settings_table=_pairs_table(settings, ["Setting", "Value"]) or "No settings recorded.",
+        anchor=FINEWEB_EDU_F1, usage=usage,
+        limitations=limitations or ("Trained on LLM labels: it reproduces the oracle's judgement, including its "
+                                    "mistakes and biases, and only as well as the test table shows."),
+    )
+    return str(card)

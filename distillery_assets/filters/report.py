@@ -1,0 +1,262 @@
+"""A trained filter's report: the seed's plots and summary, and a .docx document (python-docx).
+
+:func:`write_plots` -> ``overall_metrics.png`` (MAE and RMSE, train and val, per epoch),
+``per_dimension_mae.png`` (val MAE per dimension per epoch), ``loss_curves.png`` (MSE), and
+``training_summary.txt``; :func:`write_docx` -> the report with summary, filter architecture (the
+dimensions table), method, results (the results table with the baselines, and the plots), conclusions,
+and the cost of scoring: the oracle's $ per 1,000 documents against the scorer's.
+
+Everything is plain data in: ``history`` (``training_history.json``: ``[{epoch, train:{...}, val:{...}}]``),
+``metadata`` (``training_metadata.json``), the results table by model name, the dimensions as
+``(name, weight, description)`` rows, tiers as ``(name, threshold)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distillery_assets.filters.metrics import FINEWEB_EDU_F1, fmt, results_head, results_rows
+from distillery_assets.io import atomic_path, atomic_write_text
+
+PLOTS = ("overall_metrics.png", "per_dimension_mae.png", "loss_curves.png")
+SUMMARY = "training_summary.txt"
+DPI = 150
+
+
+def _series(history: Sequence[Mapping[str, Any]], split: str, key: str) -> list[float]:
+    return [float(h[split][key]) for h in history]
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+def write_plots(history: Sequence[Mapping[str, Any]], dims: Sequence[str], out_dir: Path, *,
+                title: str = "") -> dict[str, Path]:
+    """The three plots and ``training_summary.txt`` in ``out_dir`` (each written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        raise ValueError("training history is empty: nothing to plot")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    epochs = [int(h["epoch"]) for h in history]
+    paths: dict[str, Path] = {}
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, label in ((axes[0], "mae", "MAE"), (axes[1], "rmse", "RMSE")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            ax.plot(epochs, _series(history, split, key), style, label=split, markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} per epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title or "Overall metrics")
+    paths["overall_metrics.png"] = _save(fig, out_dir / "overall_metrics.png")
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for dim in dims:
+        ax.plot(epochs, _series(history, "val", f"{dim}_mae"), "-o", label=dim, markersize=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation MAE")
+    ax.set_title("Validation MAE per dimension")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    paths["per_dimension_mae.png"] = _save(fig, out_dir / "per_dimension_mae.png")
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for split, style in (("train", "-o"), ("val", "-s")):
+        ax.plot(epochs, _series(history, split, "loss"), style, label=split, markersize=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("Loss (MSE)")
+    ax.set_title("Loss curves")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    paths["loss_curves.png"] = _save(fig, out_dir / "loss_curves.png")
+
+    paths[SUMMARY] = atomic_write_text(out_dir / SUMMARY, training_summary(history, dims, title=title))
+    return paths
+
+
+def training_summary(history: Sequence[Mapping[str, Any]], dims: Sequence[str], *, title: str = "") -> str:
+    last = history[-1]
+    best = min(history, key=lambda h: h["val"]["mae"])
+    lines = [title or "Training summary", "=" * max(16, len(title)), f"epochs: {len(history)}",
+             f"best epoch (val MAE): {best['epoch']}", ""]
+    for name, rec in (("final", last), ("best", best)):
+        lines.append(f"{name} epoch {rec['epoch']}:")
+        for split in ("train", "val"):
+            r = rec[split]
+            lines.append(f"  {split:5s} MAE {r['mae']:.4f}  RMSE {r['rmse']:.4f}  loss {r['loss']:.4f}")
+    lines += ["", "per-dimension MAE (best epoch, train / val):"]
+    width = max(len(d) for d in dims)
+    for dim in dims:
+        lines.append(f"  {dim:<{width}}  {best['train'][f'{dim}_mae']:.4f} / {best['val'][f'{dim}_mae']:.4f}")
+    return "\n".join(lines) + "\n"
+
+
+# -------------------------------------------------------------------------------------------------- cost
+
+def cost_per_1000(*, provider: str, model: str, prompt_tokens: float, completion_tokens: float) -> float | None:
+    """The oracle's list-price $ per 1,000 documents from the mean tokens per document (None: unpriced)."""
+    from distillery_assets.llm.pricing import estimate_cost
+
+    one = estimate_cost(provider, model, int(round(prompt_tokens)), int(round(completion_tokens)))
+    return None if one is None else round(one * 1000, 6)
+
+
+def scorer_cost_per_1000(docs_per_s: float, dollars_per_hour: float) -> float:
+    """The scorer's $ per 1,000 documents on hardware billed at ``dollars_per_hour`` (0 on your own CPU)."""
+    if docs_per_s <= 0:
+        return math.inf
+    return round(dollars_per_hour / 3600 / docs_per_s * 1000, 6)
+
+
+@dataclass
+class CostLine:
+    what: str
+    dollars_per_1000: float | None
+    docs_per_s: float | None = None
+    note: str = ""
+
+
+# -------------------------------------------------------------------------------------------------- docx
+
+@dataclass
+class ReportInputs:
+    filter_name: str
+    filter_version: str
+    description: str
+    dims: Sequence[tuple[str, float, str]]
+    tiers: Sequence[tuple[str, float]]
+    history: Sequence[Mapping[str, Any]]
+    metadata: Mapping[str, Any]
+    results: Mapping[str, Mapping[str, Any]]
+    """Test-split results table by model name (``model``, ``mean``, ``ridge``...)."""
+    plots_dir: Path
+    oracle: str = "the oracle"
+    prefilter: str = ""
+    label_counts: Mapping[str, int] = field(default_factory=dict)
+    costs: Sequence[CostLine] = ()
+    notes: Sequence[str] = ()
+
+
+def _table(doc: Any, head: Sequence[str], rows: Sequence[Sequence[Any]]) -> Any:
+    table = doc.add_table(rows=1, cols=len(head))
+    table.style = "Light Grid Accent 1"
+    for cell, text in zip(table.rows[0].cells, head, strict=True):
+        cell.text = str(text)
+    for row in rows:
+        cells = table.add_row().cells
+        for cell, value in zip(cells, row, strict=True):
+            cell.text = fmt(value)
+    return table
+
+
+def conclusions(inputs: ReportInputs) -> list[str]:
+    """Findings read off the numbers (what a reader should take away), stated as measured."""
+    r = inputs.results
+    model, mean = r.get("model"), r.get("mean")
+    out = []
+    if model and mean:
+        gain = 1 - model["mae"] / mean["mae"] if mean["mae"] else 0.0
+        verdict = ("learned from the labels" if gain > 0.1 else
+                   "barely beats predicting the mean: the labels carry little the encoder can see" if gain > 0
+                   else "does not beat predicting the mean: these labels are not worth distilling as they are")
+        out.append(f"Test MAE {model['mae']:.3f} against {mean['mae']:.3f} for the mean predictor "
+                   f"({gain:+.0%}): the scorer {verdict}.")
+    if model and "ridge" in r:
+        out.append(f"A ridge regression on the same frozen embeddings reaches {r['ridge']['mae']:.3f} "
+                   f"({'better than' if r['ridge']['mae'] < model['mae'] else 'no better than'} the trained scorer).")
+    if inputs.history:
+        best = min(inputs.history, key=lambda h: h["val"]["mae"])
+        gap = best["val"]["mae"] - best["train"]["mae"]
+        out.append(f"Best epoch {best['epoch']}: train MAE {best['train']['mae']:.3f}, val MAE "
+                   f"{best['val']['mae']:.3f} (gap {gap:+.3f}{', overfitting' if gap > 0.25 * best['val']['mae'] else ''}).")
+    if model and "binary" in model:
+        b = model["binary"]
+        out.append(f"At the {b['threshold']:g} threshold: precision {b['precision']:.2f}, recall {b['recall']:.2f}, "
+                   f"F1 {b['f1']:.2f} (FineWeb-Edu's distilled classifier: F1 {FINEWEB_EDU_F1} at its "
+                   f"educational threshold, on ~450k Llama-3-70B labels).")
+    return out
+
+
+def write_docx(inputs: ReportInputs, path: Path) -> Path:
+    """The training report as .docx, written atomically."""
+    from docx import Document
+    from docx.shared import Inches
+
+    doc = Document()
+    name = f"{inputs.filter_name} v{inputs.filter_version}"
+    doc.add_heading(f"Training report: {name}", 0)
+    doc.add_paragraph(inputs.description)
+
+    doc.add_heading("Summary", 1)
+    for line in conclusions(inputs)[:2] or ["No results were recorded."]:
+        doc.add_paragraph(line, style="List Bullet")
+    meta = inputs.metadata
+    doc.add_paragraph(f"Trained {meta.get('training_mode', '?')} on {meta.get('model_name', '?')}: "
+                      f"{meta.get('train_examples', '?')} training, {meta.get('val_examples', '?')} validation and "
+                      f"{meta.get('test_examples', '?')} test documents, best epoch {meta.get('best_epoch', '?')} "
+                      f"of {meta.get('epochs', '?')}.")
+
+    doc.add_heading("Filter architecture", 1)
+    doc.add_heading("Stage 1: rule-based prefilter", 2)
+    doc.add_paragraph(inputs.prefilter or "Documents pass a rule-based prefilter before they are scored.")
+    doc.add_heading("Stage 2: multi-dimensional scoring", 2)
+    doc.add_paragraph("Each dimension is scored; the overall score is the weighted sum, then caps and "
+                      "gatekeepers; the tier is the first whose threshold the overall reaches.")
+    _table(doc, ["dimension", "weight", "description"], [list(d) for d in inputs.dims])
+    doc.add_paragraph("")
+    _table(doc, ["tier", "threshold"], [list(t) for t in inputs.tiers])
+
+    doc.add_heading("Method", 1)
+    doc.add_paragraph(f"Ground truth: {inputs.oracle} scored every document against the filter's prompt. "
+                      + (", ".join(f"{k}: {v}" for k, v in inputs.label_counts.items()) + "."
+                         if inputs.label_counts else ""))
+    settings = [(k, meta.get(k)) for k in ("training_mode", "model_name", "max_length", "epochs", "batch_size",
+                                            "learning_rate", "warmup_steps", "num_parameters",
+                                            "num_trainable_parameters", "device") if k in meta]
+    _table(doc, ["setting", "value"], settings)
+    doc.add_paragraph("Loss: mean squared error over all dimensions; optimizer AdamW; the best epoch by "
+                      "validation MAE is kept. Baselines on the same test split: the training mean for every "
+                      "document, and a ridge regression on frozen sentence embeddings.")
+
+    doc.add_heading("Results", 1)
+    dims = [d[0] for d in inputs.dims]
+    _table(doc, results_head(dims), results_rows(inputs.results, dims))
+    for plot, caption in zip(PLOTS, ("MAE and RMSE per epoch", "Validation MAE per dimension", "Loss (MSE)"),
+                             strict=True):
+        file = Path(inputs.plots_dir) / plot
+        if file.exists():
+            doc.add_picture(str(file), width=Inches(6))
+            doc.add_paragraph().add_run(caption).italic = True
+
+    doc.add_heading("Conclusions", 1)
+    for line in [*conclusions(inputs), *inputs.notes]:
+        doc.add_paragraph(line, style="List Bullet")
+
+    doc.add_heading("Cost", 1)
+    if inputs.costs:
+        _table(doc, ["", "$ per 1,000 documents", "documents/s", "note"],
+               [[c.what, c.dollars_per_1000, c.docs_per_s, c.note] for c in inputs.costs])
+    else:
+        doc.add_paragraph("No cost figures were recorded.")
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        doc.save(str(tmp))
+    return path
