@@ -16,7 +16,8 @@ from distillery_assets.paths import config_dir
 from resources import build_resources
 
 TINY = {"good_poems": 1, "bad_poems": 1, "critiques": 1, "briefs": 1, "comparisons": 1, "autopsies": 1,
-        "dialogues": 1, "lessons": 1, "poet_pairs": 1, "max_tokens": 128, "poem_max_tokens": 96}  # a cut-off reply is no record
+        "dialogues": 1, "lessons": 1, "poet_pairs": 1, "verse_pairs": 1, "max_tokens": 128,
+        "poem_max_tokens": 96}  # a cut-off reply is no record
 FIELDS = {"critique": "critique", "brief": "brief", "comparison": "comparison", "autopsy": "autopsy",
           "dialogue": "follow_up", "lesson": "lesson", "poet_pair": "poem"}
 
