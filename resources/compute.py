@@ -211,6 +211,23 @@ class ComputeResource(dg.ConfigurableResource):
             raise ComputeBackendError(f"run_step {spec.kind!r} finished but did not produce: {', '.join(absent)}")
         return result
 
+    def shard_runner(self, model_rel: str, *, parallelism: int = 8, **options: Any):
+        """A runner for ``distillery_assets.filters.score.score_dataset``: ``local`` scores each shard in this
+        process; ``modal`` uploads the model folder (``model_rel``, under data_dir) to the volume and fans
+        waves of ``parallelism`` shards out with ``.map`` over the deployed ``score_shard`` function."""
+        from distillery_assets.filters.score import in_process_runner, modal_map_runner
+
+        rel = _rel_paths([model_rel], "model")[0]
+        if self.backend == "local":
+            return in_process_runner(data_dir() / rel, **options)
+        runner = self.modal_runner()
+        runner.upload([rel])
+        import modal
+
+        function = modal.Function.from_name(self.modal_app, "score_shard", environment_name=self.modal_environment)
+        function = function.with_options(gpu=self.gpu, timeout=self.timeout_s)
+        return modal_map_runner(function, rel, parallelism=parallelism, **options)
+
     def modal_runner(self) -> ModalStepRunner:
         """Handles on the Modal Volume and deployed function (lazy: no network until used)."""
         if not modal_credentials_present():

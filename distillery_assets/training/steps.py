@@ -210,9 +210,11 @@ STEP_KINDS: dict[str, type[StepSpecBase]] = {"train_lora": TrainLoraSpec, "expor
 
 def step_kinds() -> dict[str, type[StepSpecBase]]:
     """:data:`STEP_KINDS` with the steps defined outside this module (``thyme.steps``: it imports this one)."""
+    from distillery_assets.filters.train import TrainFilterSpec
     from distillery_assets.thyme.steps import TrainThymeSpec
 
     STEP_KINDS.setdefault("train_thyme", TrainThymeSpec)
+    STEP_KINDS.setdefault("train_filter", TrainFilterSpec)
     return STEP_KINDS
 
 StepSpec = Annotated[Union[TrainLoraSpec, ExportGGUFSpec], Field(discriminator="kind")]  # noqa: UP007
