@@ -1,53 +1,99 @@
 """ThymeLM training step: the seed's per-time-step loop vs the parallel recurrence, and the floor.
 
 Same weights, same batches (batch 32, length 128, vocabulary 10,000, the books config): the time of one
-forward + backward + AdamW step for each form, their ratio, the largest logit difference between the
-forms, and the floor: the same step for the output MLP alone (576 -> 512 -> 10,000 at every position),
-which no form of the recurrence can beat. All ratios are measured in this run.
+forward + backward + AdamW step (with the seed's gradient clipping) for each form, their ratios, the largest
+logit difference between the forms, and the floor: the same step for the output MLP alone (576 -> 512 ->
+10,000 at every position, on fixed states), which no form of the recurrence can beat. Beside them:
 
-    .venv/bin/python benchmarks/thyme_training.py [--steps 5] [--threads 2] [--device cpu]
+* ``plain parallel``: the first parallel form (outer products by a broadcast multiply, batch-major matmul,
+  ``m`` applied to the states), kept here only to show what the current form (``ThymeLM.states_parallel``:
+  outer products by a batched matmul, one time-major GEMM, ``m`` folded into the weights) saves.
+* ``books-transformer``: the Llama-style decoder of ``data/config/thyme/books-transformer.yaml`` (random
+  init), the same step on the same batches, for its tokens/s.
+
+The forms are timed round-robin (one step of each, then again), so load from other processes falls on all of
+them alike; each figure is the median over the rounds after one warm-up round. All ratios come from this run.
+
+    .venv/bin/python benchmarks/thyme_training.py [--steps 6] [--threads 2] [--device cpu] [--no-transformer]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
+import statistics
 import time
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
-from distillery_assets.thyme.model import N_STATE, ThymeConfig, ThymeLM
+from distillery_assets.thyme.model import N_STATE, ThymeConfig, ThymeLM, parameter_count
 
 
-def step_time(forward, params, batches, device) -> float:
-    opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.01)
-    times = []
-    for ids in batches:
-        if device == "cuda":
+def plain_parallel_logits(model: ThymeLM, ids: torch.Tensor) -> torch.Tensor:
+    """The first parallel form, for comparison only (same function as ``ThymeLM.forward``)."""
+    c = model.composites(ids)
+    d, m = model.rates()
+    T = c.size(1)
+    outer = (c.unsqueeze(-1) * c.unsqueeze(-2)).flatten(-2)
+    t = torch.arange(T, device=c.device)
+    lag = (t[:, None] - t[None, :]).to(c.dtype)
+    causal = lag >= 0
+    weights = torch.exp(torch.where(causal, lag, torch.zeros_like(lag)) * torch.log(d)) * causal
+    return model.output(m * torch.matmul(weights, outer))
+
+
+class Form:
+    """One form's model, optimizer and timings: ``step(ids)`` is forward + loss + backward + clip + AdamW."""
+
+    def __init__(self, name: str, forward, params, device: str):
+        self.name, self.forward, self.params, self.device = name, forward, list(params), device
+        self.opt = torch.optim.AdamW(self.params, lr=2e-3, weight_decay=0.01)
+        self.times: list[float] = []
+
+    def step(self, ids: torch.Tensor) -> None:
+        if self.device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        logits = forward(ids[:, :-1])
+        logits = self.forward(ids[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1), ignore_index=0)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if device == "cuda":
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if self.device == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    times = times[1:] if len(times) > 1 else times  # the first step warms up
-    return sorted(times)[len(times) // 2]
+        self.times.append(time.perf_counter() - t0)
+
+    @property
+    def median(self) -> float:
+        times = self.times[1:] if len(self.times) > 1 else self.times  # the first round warms up
+        return statistics.median(times)
+
+
+def transformer_form(vocab: int, device: str) -> tuple[Form, int] | None:
+    try:
+        from distillery_assets.thyme.experiments import load_experiment
+        from distillery_assets.thyme.train import build_model
+    except ImportError:
+        return None
+    arch = load_experiment("books-transformer").models["transformer"]
+    torch.manual_seed(0)
+    model = build_model(arch, vocab).to(device).train()
+    return Form("books-transformer", lambda x: model(x).logits, model.parameters(), device), parameter_count(model)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=6, help="rounds (the first warms up)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--vocab", type=int, default=10_000)
+    ap.add_argument("--no-transformer", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = args.device
@@ -58,29 +104,52 @@ def main() -> None:
     batches = [torch.randint(4, args.vocab, (args.batch, args.length + 1), generator=gen).to(dev)
                for _ in range(args.steps)]
 
-    base.eval()  # no dropout: both forms compute the same function
+    base.eval()  # no dropout: the forms compute the same function
     with torch.no_grad():
         ids = batches[0][:, :-1]
-        diff = (base(ids).logits - base(ids, recurrence="loop").logits).abs().max().item()
+        par = base(ids).logits
+        diff = (par - base(ids, recurrence="loop").logits).abs().max().item()
+        diff_plain = (par - plain_parallel_logits(base, ids)).abs().max().item()
     base.train()
 
-    loop_model, par_model = copy.deepcopy(base), copy.deepcopy(base)
-    t_loop = step_time(lambda x: loop_model(x, recurrence="loop").logits, list(loop_model.parameters()), batches, dev)
-    t_par = step_time(lambda x: par_model(x).logits, list(par_model.parameters()), batches, dev)
-
+    loop_m, par_m, plain_m = (copy.deepcopy(base) for _ in range(3))
     mlp = copy.deepcopy(base.output)
     states = torch.randn(args.batch, args.length, N_STATE, device=dev)
-    t_floor = step_time(lambda x: mlp(states), list(mlp.parameters()), batches, dev)
+    forms = {
+        "loop": Form("seed loop", lambda x: loop_m(x, recurrence="loop").logits, loop_m.parameters(), dev),
+        "plain": Form("plain parallel", lambda x: plain_parallel_logits(plain_m, x), plain_m.parameters(), dev),
+        "parallel": Form("parallel", lambda x: par_m(x).logits, par_m.parameters(), dev),
+        "floor": Form("floor: output MLP only", lambda x: mlp(states), mlp.parameters(), dev),
+    }
+    n_transformer = None
+    if not args.no_transformer:
+        made = transformer_form(args.vocab, dev)
+        if made is not None:
+            forms["transformer"], n_transformer = made
+
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    for ids in batches:
+        for form in forms.values():
+            form.step(ids)
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     tokens = args.batch * args.length
+    t = {k: f.median for k, f in forms.items()}
     print(f"device {dev} threads {args.threads} batch {args.batch} length {args.length} vocab {args.vocab} "
-          f"steps {args.steps} (median after one warm-up)")
-    print(f"{'form':<24}{'s/step':>10}{'tokens/s':>12}")
-    for name, t in (("seed loop", t_loop), ("parallel", t_par), ("floor: output MLP only", t_floor)):
-        print(f"{name:<24}{t:>10.4f}{tokens / t:>12.0f}")
-    print(f"parallel speed-up over the loop: {t_loop / t_par:.2f}x")
-    print(f"parallel / floor: {t_par / t_floor:.3f} ({(t_par / t_floor - 1) * 100:+.1f}% over the floor)")
-    print(f"max |logit difference| parallel vs loop: {diff:.2e}")
+          f"rounds {args.steps} (median after one warm-up round, forms interleaved) "
+          f"load average {load_before:.2f} -> {load_after:.2f}")
+    print(f"{'form':<26}{'s/step':>10}{'tokens/s':>12}{'x loop':>9}{'/ floor':>9}")
+    for key, form in forms.items():
+        print(f"{form.name:<26}{t[key]:>10.4f}{tokens / t[key]:>12.0f}{t['loop'] / t[key]:>9.2f}"
+              f"{t[key] / t['floor']:>9.3f}")
+    print(f"parallel speed-up over the loop: {t['loop'] / t['parallel']:.2f}x (goal on CPU >= 2.5x, on GPU >= 10x)")
+    print(f"parallel / floor: {t['parallel'] / t['floor']:.3f} ({(t['parallel'] / t['floor'] - 1) * 100:+.1f}% over "
+          f"the floor; goal within 15%)")
+    print(f"parallel vs plain parallel: {t['plain'] / t['parallel']:.2f}x")
+    print(f"max |logit difference| parallel vs loop: {diff:.2e}; vs plain parallel: {diff_plain:.2e} (goal 1e-5)")
+    if n_transformer is not None:
+        print(f"books-transformer ({n_transformer / 1e6:.2f}M parameters; ThymeLM {parameter_count(base) / 1e6:.2f}M): "
+              f"{tokens / t['transformer']:.0f} tokens/s, {t['transformer'] / t['parallel']:.2f}x ThymeLM's step")
 
 
 if __name__ == "__main__":

@@ -145,16 +145,19 @@ class ThymeLM(nn.Module):
     # ----------------------------------------------------------------------------------------- the state
 
     def states_parallel(self, c: torch.Tensor) -> torch.Tensor:
-        """All states at once: ``(B, T, 24)`` composites -> ``(B, T, 576)`` flattened ``S_1..S_T``."""
+        """All states at once: ``(B, T, 24)`` composites -> ``(B, T, 576)`` flattened ``S_1..S_T``.
+
+        ``vec(S_t) = sum_s m d^(t-s) vec(c_s c_s^T)``: the per-token outer products laid out time-major as one
+        ``(T, B*576)`` matrix, so the whole recurrence is one GEMM with the ``(T, T)`` weights, ``m`` folded in.
+        The outer products are a batched matmul, not a broadcast multiply, so their backward is two small
+        batched matmuls (``(G + G^T) c``) instead of broadcast products and reductions over ``B*T*576`` values;
+        that backward, not the GEMM, was most of the recurrence's cost on a CPU."""
         d, m = self.rates()
-        T = c.size(1)
-        outer = (c.unsqueeze(-1) * c.unsqueeze(-2)).flatten(-2)  # (B, T, 576): vec(c_s c_s^T)
-        t = torch.arange(T, device=c.device)
-        lag = (t[:, None] - t[None, :]).to(c.dtype)  # t - s
-        causal = lag >= 0
-        # d^(t-s) = exp((t-s) log d) below the diagonal, 0 above it (masked before exp: no inf*0)
-        weights = torch.exp(torch.where(causal, lag, torch.zeros_like(lag)) * torch.log(d)) * causal
-        return m * torch.matmul(weights.to(c.dtype), outer)
+        B, T, K = c.shape
+        ct = c.transpose(0, 1).reshape(T * B, K)  # time-major: row t*B + b
+        outer = torch.bmm(ct.unsqueeze(2), ct.unsqueeze(1)).view(T, B * K * K)
+        states = torch.matmul(decay_weights(T, d, m).to(c.dtype), outer).view(T, B, K * K)
+        return states.transpose(0, 1).contiguous()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 recurrence: Literal["parallel", "loop"] = "parallel") -> SimpleNamespace:
@@ -216,6 +219,15 @@ class ThymeLM(nn.Module):
                 on_state(i, state)
         self.train(was_training)
         return out
+
+
+def decay_weights(T: int, d: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``W[t, s] = m * d^(t-s)`` for ``s <= t`` and 0 above the diagonal: ``exp((t-s) log d + log m)``, masked
+    before the exp (no inf * 0)."""
+    t = torch.arange(T, device=d.device)
+    lag = (t[:, None] - t[None, :]).to(d.dtype)
+    causal = lag >= 0
+    return torch.exp(torch.where(causal, lag, torch.zeros_like(lag)) * torch.log(d) + torch.log(m)) * causal
 
 
 def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = 50,
