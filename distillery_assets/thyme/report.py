@@ -8,8 +8,13 @@ one folder that appears only when complete; a second call with the same models, 
 
 Samples: top-k 50, top-p 0.9 (the seed's sampler, :func:`~distillery_assets.thyme.model.sample_next`),
 the same sampler for both architectures; ThymeLM generates with its constant-state step form, the
-transformer re-reads its context (up to its position limit) every token. Each prompt is encoded without
-``<BOS>``/``<EOS>`` framing beyond a leading ``<BOS>``, as training chunks start.
+transformer re-reads its context (up to its position limit) every token. Each prompt is encoded with a
+leading ``<BOS>``, as training chunks start. The continuation is shown as its tokens joined by spaces:
+the Whitespace pre-tokenizer keeps no record of where the spaces were, so a word split into pieces shows
+with spaces inside it.
+
+The out-of-domain book is scored on its first ``ood_max_chars`` characters after cleaning (default
+30,000: enough for a stable bits-per-byte figure, small enough for the CPU profile).
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ def sample(model, tok, prompt: str, *, max_new_tokens: int = 60, seed: int = 0, 
                 if nxt == EOS_ID:
                     break
                 context.append(nxt)
-    return tok.decode([t for t in new if t != EOS_ID])
+    return " ".join(tok.id_to_token(t) for t in new if t != EOS_ID)
 
 
 # ---------------------------------------------------------------------------------------- evaluation
@@ -80,7 +85,7 @@ def read_ood_book(path: Path) -> str:
         raise EvalError(f"{path}: out-of-domain book unusable: {exc}") from None
 
 
-def _fingerprint(dataset: Dataset, models: dict[str, Path], ood: Path, batch_size: int, max_new_tokens: int) -> str:
+def _fingerprint(dataset: Dataset, models: dict[str, Path], ood: Path, batch_size: int, max_new_tokens) -> str:
     body = {"dataset": dataset.info["fingerprint"], "ood": sha256_file(ood), "batch": batch_size,
             "samples": [SEED_PROMPTS, TOP_K, TOP_P, max_new_tokens],
             "models": {k: json.loads((Path(f) / "model.json").read_text(encoding="utf-8"))["fingerprint"]
@@ -100,7 +105,8 @@ class EvalReport:
 
 
 def evaluate_experiment(exp: Experiment, dataset: Dataset, models: dict[str, Path], ood_book: Path, out: Path, *,
-                        weights: str = "best", max_new_tokens: int = 60) -> EvalReport:
+                        weights: str = "best", max_new_tokens: int = 60,
+                        ood_max_chars: int | None = 30_000) -> EvalReport:
     """Every model of ``models`` (key -> run folder) and the baselines on the validation split, bits per
     byte on ``ood_book`` for all of them, samples for the seed's prompts, the curves plot."""
     from distillery_assets.thyme.evaluate import NGram, evaluate, neural_scorer
@@ -111,7 +117,7 @@ def evaluate_experiment(exp: Experiment, dataset: Dataset, models: dict[str, Pat
     if missing:
         raise EvalError(f"models not trained yet: {', '.join(missing)} (no model.json under {out.parent})")
     batch = exp.training.eval_batch_size or exp.training.batch_size
-    fingerprint = _fingerprint(dataset, models, ood_book, batch, max_new_tokens)
+    fingerprint = _fingerprint(dataset, models, ood_book, batch, [max_new_tokens, ood_max_chars])
     try:
         done = json.loads((out / EVAL_FILE).read_text(encoding="utf-8"))
         if done.get("fingerprint") == fingerprint:
@@ -121,7 +127,7 @@ def evaluate_experiment(exp: Experiment, dataset: Dataset, models: dict[str, Pat
         pass
 
     tok = dataset.tokenizer()
-    ood_text = read_ood_book(ood_book)
+    ood_text = read_ood_book(ood_book)[:ood_max_chars]
     ood = split_from_chunks("ood", tok, chunk_text(ood_text, exp.dataset.chunk_chars, exp.dataset.min_chunk_chars),
                             exp.dataset)
     rows, samples, histories = [], {}, {}
@@ -149,7 +155,7 @@ def evaluate_experiment(exp: Experiment, dataset: Dataset, models: dict[str, Pat
     data = {"experiment": exp.name, "fingerprint": fingerprint, "weights": weights, "rows": rows,
             "val": {"chunks": dataset.val.chunks, "tokens": dataset.val.scored_tokens,
                     "bytes": dataset.val.text_bytes, "windows": len(dataset.val)},
-            "ood": {"book": Path(ood_book).name, "chunks": ood.chunks, "tokens": ood.scored_tokens,
+            "ood": {"book": Path(ood_book).name, "max_chars": ood_max_chars, "chunks": ood.chunks, "tokens": ood.scored_tokens,
                     "bytes": ood.text_bytes},
             "seed_ppl_per_epoch": {k: [e.get("seed_ppl") for e in h["epochs"]] for k, h in histories.items()},
             "seed_reported_ppl": SEED_REPORTED_PPL, "sampling": {"top_k": TOP_K, "top_p": TOP_P,
