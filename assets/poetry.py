@@ -140,7 +140,9 @@ def poetry_lessons(context: dg.AssetExecutionContext, llm: LLMResource) -> dg.Ou
                       "for each shipped public-domain poem (data/inputs/poetry/verse), that poem as the target.")
 def poetry_poet_pairs(context: dg.AssetExecutionContext, llm: LLMResource, poetry_briefs: Path) -> dg.Output:
     out = generate.poet_pairs(PoetryConfig(), llm.get_client(context), read_jsonl(poetry_briefs))
-    return _result(out, **_read("poet_pair"))
+    grounded = sum(r.get("origin") == "verse" for r in out.records)
+    return _result(out, pairs_on_shipped_verse=grounded, pairs_on_llm_poems=len(out.records) - grounded,
+                   **_read("poet_pair"))
 
 
 TASK_ASSETS = {
