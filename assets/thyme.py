@@ -2,7 +2,7 @@
 (``data/config/thyme/<name>.yaml``).
 
     thyme_corpus -> thyme_tokenizer -> thyme_dataset -> thyme_model -> thyme_eval -> thyme_upload
-                                                                  \\-> thyme_gguf (llama models)
+                                                                  \\-> thyme_gguf (the transformers)
 
 Thin wiring over :mod:`distillery_assets.thyme`. Files live under ``<data>/thyme/<experiment>/``; each asset
 writes its folder atomically, registers it in the catalogue (``register_files``: the upstream asset's
@@ -342,5 +342,53 @@ def thyme_upload(context: dg.AssetExecutionContext, config: ThymeUploadConfig, h
     })
 
 
-ASSETS = [thyme_corpus, thyme_tokenizer, thyme_dataset, thyme_model, thyme_eval, thyme_upload]
+# --------------------------------------------------------------------------------------------- gguf
+
+EXPORT_RECORD = "export.json"
+
+
+@dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, deps=[thyme_model, thyme_tokenizer],
+          kinds={"gguf"}, pool=compute_pool(),
+          description="Each Llama-style transformer of the experiment exported to GGUF (Q8_0) with the project's GGUF "
+                      "path, checked in llama.cpp (same tokens, logits against torch) and continuing a prompt. "
+                      "ThymeLM has no GGUF form; an experiment without a transformer exports nothing.")
+def thyme_gguf(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
+    from distillery_assets.io import atomic_write_text
+    from distillery_assets.thyme.export import TransformerExport, export_transformer_gguf
+
+    exp = _experiment(context)
+    keys = [k for k, a in exp.models.items() if isinstance(a, LlamaArchitecture)]
+    if not keys:
+        return dg.MaterializeResult(metadata={"exported": "nothing: the experiment has no transformer "
+                                                          "(ThymeLM has no GGUF form)"})
+    tokenizer = _require(_folder(exp, "tokenizer") / TOKENIZER_FILE, "tokenizer", "thyme_tokenizer")
+    rows, paths = [], []
+    for key in keys:
+        model_dir = _require(_folder(exp, "models") / key / "model.json", f"trained model {key}", "thyme_model").parent
+        fingerprint = json.loads((model_dir / "model.json").read_text())["fingerprint"]
+        out = _folder(exp, "gguf") / key
+        record = out / EXPORT_RECORD
+        done = json.loads(record.read_text()) if record.exists() else {}
+        if done.get("model_fingerprint") == fingerprint and Path(done.get("gguf_path", "")).exists():
+            result, reused = TransformerExport.model_validate({k: v for k, v in done.items() if k != "model_fingerprint"}), True
+        else:
+            with _dagster_log(context):
+                result, reused = export_transformer_gguf(model_dir, tokenizer, out), False
+            atomic_write_text(record, json.dumps({"model_fingerprint": fingerprint, **result.model_dump(mode="json")},
+                                                 indent=1))
+        paths.append(Path(result.gguf_path))
+        rows.append((key, Path(result.gguf_path).name, result.quant, round(result.gguf_bytes / 1e6, 2),
+                     result.llama_tokenize_matches, f"{result.logits_max_abs_diff:.2e}", round(result.top1_agreement, 3),
+                     "yes" if reused else "no"))
+        context.log.info(f"{exp.name}/{key}: llama.cpp continues {result.prompt!r} with {result.sample_text[:200]!r}")
+    meta = register_files(context, catalog.get(), paths, [experiment_path(exp.name)])
+    return dg.MaterializeResult(metadata={
+        **meta, "ran_on": "local CPU (in process)",
+        "exports": table_md(rows, ["model", "file", "quant", "MB", "llama.cpp tokens match", "max |logit diff|",
+                                   "top-1 agreement", "reused"]),
+        "llama_cpp_sample": text_md(f"{result.prompt} … {result.sample_text}"),
+    })
+
+
+ASSETS = [thyme_corpus, thyme_tokenizer, thyme_dataset, thyme_model, thyme_eval, thyme_upload, thyme_gguf]
 defs = dg.Definitions(assets=ASSETS)
