@@ -69,7 +69,7 @@ reply = llm.create_chat_completion(messages=[
 ])
 print(reply["choices"][0]["message"]["content"])
 ```
-{%- else %}
+{%- elif not artefact %}
 ## Use the adapter
 
 ```python
@@ -238,6 +238,7 @@ def render_model_card(info: ModelCardInfo) -> str:
         system_prompt_shell=_shell_quote(info.system_prompt or ""),
         system_prompt_py=json.dumps(info.system_prompt or ""),
         n_ctx=info.n_ctx, limitations=info.limitations, extra_markdown=info.extra_markdown,
+        artefact=info.artefact,
     )
     return str(card)
 

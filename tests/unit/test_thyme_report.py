@@ -131,7 +131,7 @@ def test_evaluation_table_samples_reuse_and_card(built):
     card = model_card_markdown(exp, report.data, models_info, {"documents": 1, "characters": 30000, "dropped": 0},
                                info, repo_id="someone/distillery-thyme-tiny")
     assert NO_GGUF_NOTE in card and "Perplexity against the baselines" in card and "3-gram" in card
-    assert "library_name: pytorch" in card and "- lora" not in card
+    assert "library_name: pytorch" in card and "- lora" not in card and "Use the adapter" not in card
     assert "Chained layers" not in card  # only a multi-layer ThymeLM needs the note
 
 
