@@ -2,11 +2,12 @@
 
 import dagster as dg
 
-from assets import corpus, dead_runs, finetune, poetry, theme, thyme
+from assets import corpus, dead_runs, filters, finetune, poetry, theme, thyme
 from resources import build_resources
 
 defs = dg.Definitions.merge(
     corpus.defs,
+    filters.defs,
     finetune.defs,
     poetry.defs,
     theme.defs,

@@ -1,0 +1,156 @@
+"""End to end: ``*filter_report`` of the shipped ``deep_red_theme`` filter from an empty data folder, the oracle
+answered by a fake OpenAI-compatible server on 127.0.0.1 (deterministic scores from the prompt's hash, an
+occasional answer that misses a dimension), then again (the journal answers everything: no LLM call), then
+``v2`` as its own partition beside it.
+
+Checked: the seed's layout (version folder's ``model/``, ``training_history.json``, ``training_metadata.json``;
+the splits folder with ``split_metadata.json``; the report folder with the .docx and the plots), the results
+tables carry the mean-predictor and ridge baselines, a ``runs`` row per trained model, the catalogue's
+lineage of ``filter_model`` reaches the chunk file and the oracle journal whose request keys are the
+``llm_calls`` rows, and the Hub upload declines without HF_TOKEN.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from assets import filters, theme
+from distillery_assets.catalog import Catalog
+from io_managers.files import DistilleryIOManager
+from resources.catalog import CatalogResource
+from resources.compute import ComputeResource
+from resources.hub import HubResource
+from resources.llm import LLMResource
+from tests.support.fakeapi.openai_compat import serve_openai_compat
+
+pytestmark = pytest.mark.e2e
+V1, V2 = "deep_red_theme.v1", "deep_red_theme.v2"
+
+
+def _reply(messages, body) -> str:
+    """Scores drawn from the document prompt's hash (the first message, so a re-ask gets the same answer); one
+    document in eleven always misses its first dimension."""
+    schema = body["response_format"]["json_schema"]["schema"]
+    digest = hashlib.sha256(messages[0]["content"].encode()).digest()
+    out = {}
+    for i, (name, prop) in enumerate(schema["properties"].items()):
+        if "enum" in prop:
+            out[name] = prop["enum"][-1]
+        else:
+            lo, hi = int(prop.get("minimum", 0)), int(prop.get("maximum", 10))
+            out[name] = lo + digest[i + 1] % (hi - lo + 1)
+    if digest[0] % 11 == 0:
+        out.pop(next(iter(schema["properties"])))
+    return json.dumps(out)
+
+
+def _resources(base_url: str) -> dict:
+    catalog = CatalogResource()
+    return {"catalog": catalog, "compute": ComputeResource(), "hub": HubResource(),
+            "io_manager": DistilleryIOManager(catalog=catalog),
+            "llm": LLMResource(provider="openai", base_url=base_url, concurrency=4, max_attempts=2, json_reasks=1,
+                               api_key_env="DISTILLERY_TEST_UNSET_KEY", catalog=catalog)}
+
+
+def _meta(result, node: str) -> dict:
+    [mat] = result.asset_materializations_for_node(node)
+    return {k: v.value for k, v in mat.metadata.items()}
+
+
+def _run(instance, base_url: str, partition: str, selection):
+    result = dg.materialize([theme.gutenberg_books, theme.gutenberg_chunks, *filters.ASSETS], selection=selection,
+                            partition_key=partition, resources=_resources(base_url), instance=instance)
+    assert result.success
+    return result
+
+
+def test_filter_report_chain_reruns_free_and_versions_are_partitions(data_dir: Path):
+    upstream_of_report = dg.AssetSelection.assets(filters.filter_report, filters.filter_upload).upstream()
+    only_filters = dg.AssetSelection.assets(filters.filter_report, filters.filter_upload).upstream() \
+        - dg.AssetSelection.assets(theme.gutenberg_books, theme.gutenberg_chunks)
+    with serve_openai_compat(reply=_reply) as srv, dg.instance_for_test() as instance:
+        first = _run(instance, srv.base_url, V1, upstream_of_report)
+        asked = srv.request_count
+        assert asked >= 40  # deep_red_theme v1 labels at most 40 passed documents (+ re-asks)
+
+        root = data_dir / "filters"
+        version = root / "deep_red_theme" / "v1"
+        assert (version / "model" / "filter_model.json").exists() and (version / "model" / "head.safetensors").exists()
+        history = json.loads((version / "training_history.json").read_text())
+        assert len(history) == 20 and {"train", "val"} <= set(history[0])
+        training = json.loads((version / "training_metadata.json").read_text())
+        assert training["filter_name"] == "deep_red_theme" and set(training["baseline_test_mae"]) == {"mean", "ridge"}
+        splits = root / "datasets" / "deep_red_theme_ground_truth_v1_splits"
+        split_meta = json.loads((splits / "split_metadata.json").read_text())
+        assert split_meta["seed"] == 42 and split_meta["stratified_by"] == "tier"
+        assert split_meta["train_articles"] + split_meta["val_articles"] + split_meta["test_articles"] == \
+            split_meta["total_articles"]
+        assert all((splits / f"{s}.jsonl").exists() for s in ("train", "val", "test"))
+        reports = root / "reports"
+        docx = reports / "deep_red_theme_v1_training_report.docx"
+        assert docx.stat().st_size > 20_000
+        plots = reports / "deep_red_theme_v1_plots"
+        assert {p.name for p in plots.iterdir()} >= {"overall_metrics.png", "per_dimension_mae.png",
+                                                     "loss_curves.png", "training_summary.txt"}
+        from docx import Document
+
+        text = "\n".join(p.text for p in Document(str(docx)).paragraphs)
+        assert "0.82" in text and "Cost" in text
+
+        gt = _meta(first, "filter_ground_truth")
+        assert gt["records"] + gt["rejects"] + gt["failures"] == gt["selected_for_oracle"]
+        assert gt["rejects"] >= 1 and "invalid_json" in gt["reject_reasons"]  # the schema check, after re-asks
+        rejects = [json.loads(line) for line in (root / "datasets" / "deep_red_theme_ground_truth_v1" /
+                                                 "oracle_rejects.jsonl").read_text().splitlines()]
+        assert len(rejects) == gt["rejects"] + gt["failures"] and all(r["reason"] and r["key"] for r in rejects)
+        assert gt["llm_provider_calls"] >= gt["selected_for_oracle"]
+        pre = _meta(first, "filter_prefiltered")
+        assert 0 < pre["passed"] < pre["documents"] and pre["expected_pass_rate"] == 0.6
+        for node in ("filter_model", "filter_report"):
+            meta = _meta(first, node)
+            table = meta["results"]
+            assert "| mean " in table and "| ridge " in table and "| model " in table
+            assert "0.82" in meta["f1_anchor"]
+        model_meta = _meta(first, "filter_model")
+        assert model_meta["ran_on"] == "local CPU"
+        report_meta = _meta(first, "filter_report")
+        assert report_meta["mae_curves"].startswith("![") and len(report_meta["mae_curves"]) < 1000
+        upload = _meta(first, "filter_upload")
+        assert upload["uploaded"] is False and "HF_TOKEN" in upload["reason"]
+
+        catalog = Catalog()
+        runs = catalog.query("SELECT name, partition, metrics FROM runs WHERE name = 'filter_model'")
+        assert [r["partition"] for r in runs] == [V1]
+        assert set(json.loads(runs[0]["metrics"])["test"]) == {"model", "mean", "ridge"}
+        lineage = catalog.lineage("filter_model")
+        reached = {r["input_asset_key"] for r in lineage}
+        assert {"filter_splits", "filter_ground_truth", "filter_prefiltered", "filter_candidates",
+                "gutenberg_chunks"} <= reached
+        journal = root / "datasets" / "deep_red_theme_ground_truth_v1" / "oracle_journal.jsonl"
+        assert any(r["input_path"].endswith("oracle_journal.jsonl") for r in lineage)
+        keys = {json.loads(line)["request_key"] for line in journal.read_text().splitlines()}
+        called = {r["request_key"] for r in catalog.query("SELECT request_key FROM llm_calls")}
+        assert keys and keys <= called
+
+        # again: every answer comes from the journal; the fake server hears nothing
+        second = _run(instance, srv.base_url, V1, only_filters)
+        assert srv.request_count == asked
+        again = _meta(second, "filter_ground_truth")
+        assert again["llm_provider_calls"] == 0 and again["resumed_from_journal"] == gt["selected_for_oracle"]
+        assert _meta(second, "filter_model")["reused"] is True
+
+        # v2 is its own partition: its own folders, report and runs row; v1's files stay
+        third = _run(instance, srv.base_url, V2, only_filters)
+        assert (root / "deep_red_theme" / "v2" / "model" / "filter_model.json").exists()
+        assert (reports / "deep_red_theme_v2_training_report.docx").exists() and docx.exists()
+        assert json.loads((root / "datasets" / "deep_red_theme_ground_truth_v2_splits" / "split_metadata.json")
+                          .read_text())["filter_version"] == "2.0"
+        assert _meta(third, "filter_prefiltered")["expected_pass_rate"] == 0.45
+        runs = catalog.query("SELECT partition FROM runs WHERE name = 'filter_model' ORDER BY id")
+        assert [r["partition"] for r in runs] == [V1, V2]
+        parts = {e.partition for e in instance.fetch_materializations(dg.AssetKey("filter_report"), limit=10).records
+                 for e in [e.asset_materialization]}
+        assert parts == {V1, V2}
