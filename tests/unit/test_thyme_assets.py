@@ -1,0 +1,66 @@
+"""The ``distillery`` experiment's corpus: the platform's own ``.corpus`` files and theme chunks, with
+catalogue edges back to the prompts.txt behind each file; a clear failure naming the assets to materialize
+first when those documents do not exist yet."""
+
+import json
+
+import dagster as dg
+import pytest
+
+from assets.thyme import thyme_corpus
+from distillery_assets.catalog import Catalog, InputRef
+from distillery_assets.partitions import thyme_experiment_partitions
+from distillery_assets.thyme.experiments import experiment_names
+from resources.catalog import CatalogResource
+
+STORY = "Once the lighthouse keeper had counted every ship, she wrote their names in the sand.\n\n" * 8
+
+
+@pytest.fixture(autouse=True)
+def _default_corpus_root(monkeypatch):
+    monkeypatch.delenv("DISTILLERY_CORPUS_ROOT", raising=False)  # the corpus lives under the test's data dir
+
+
+def _run():
+    return dg.materialize([thyme_corpus], partition_key="distillery", resources={"catalog": CatalogResource()},
+                          raise_on_error=False)
+
+
+def test_every_experiment_file_is_a_partition():
+    assert thyme_experiment_partitions.get_partition_keys() == experiment_names()
+    assert {"books-seed", "books-transformer", "books-cpu", "corpus-seed", "distillery"} <= set(experiment_names())
+
+
+def test_without_platform_documents_the_asset_says_what_to_materialize_first(data_dir):
+    result = _run()
+    assert not result.success
+    failure = result.get_step_failure_events()[0].event_specific_data.error.message
+    assert "story_corpus" in failure and "encyclopedia_corpus" in failure and ".corpus" in failure
+    assert not (data_dir / "thyme" / "distillery" / "corpus").exists()
+
+
+def test_platform_corpus_edges_reach_the_prompts(data_dir):
+    cat = Catalog(data_dir / "catalog.duckdb")
+    leaf = data_dir / "corpus" / "stories" / "200-400w" / "sea"
+    leaf.mkdir(parents=True)
+    prompts = leaf / "prompts.txt"
+    prompts.write_text("A lighthouse keeper counts ships\n", encoding="utf-8")
+    cat.record_artifact(asset_key="story_prompts", path=prompts, partition="200-400w")
+    doc = leaf / "lighthouse.corpus"
+    doc.write_text(STORY, encoding="utf-8")
+    cat.record_artifact(asset_key="story_corpus", path=doc, partition="200-400w",
+                        inputs=[InputRef(prompts, "story_prompts")])
+    chunks = data_dir / "theme" / "theme_chunks.jsonl"
+    chunks.parent.mkdir(parents=True)
+    chunks.write_text(json.dumps({"chunk_id": "32-1", "text": "Herland had no men. " * 40}) + "\n", encoding="utf-8")
+    cat.record_artifact(asset_key="theme_chunks", path=chunks)
+
+    result = _run()
+    assert result.success
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("thyme_corpus")[0].metadata.items()}
+    assert meta["documents"] == 2 and meta["by_source"] == {"corpus": 1, "theme_chunks": 1}
+    edges = Catalog(data_dir / "catalog.duckdb", read_only=True).lineage("thyme_corpus")
+    inputs = {(r["input_asset_key"], r["input_path"].rsplit("/", 1)[-1]) for r in edges}
+    assert ("story_corpus", "lighthouse.corpus") in inputs and ("theme_chunks", "theme_chunks.jsonl") in inputs
+    assert ("story_prompts", "prompts.txt") in inputs  # one level further: the prompts behind the document
+    assert any(r["input_asset_key"] == "source:config/thyme/distillery.yaml" for r in edges)
