@@ -6,12 +6,12 @@ llama.cpp's quantizer) serves this model as it serves the fine-tunes. What is pa
 * The HF folder needs a tokenizer the converter reads: thyme's ``tokenizer.json`` wrapped as a
   ``PreTrainedTokenizerFast`` with ``<BOS> <EOS> <PAD> <UNK>`` (ids 2, 3, 0, 1) and saved beside the weights.
 * The converter would try GPT-2 byte-level BPE for a Llama and refuse the tokenizer: its pre-tokenizer hash is
-  unknown (it is no published model's). Thyme's BPE uses the HF ``Whitespace`` pre-tokenizer, which is the
-  converter's "whitespace" vocabulary (the one it writes for JinaBert's Whitespace tokenizers, tokenizer model
-  and pre-tokenizer pinned together); ``convert_to_gguf(..., vocab="whitespace")`` selects it. Nothing in the
-  installed converter is edited and no hash is invented.
+  unknown (it is no published model's). ``convert_to_gguf(..., vocab="whitespace")`` writes the vocabulary of a
+  ``Whitespace``-pre-tokenized BPE itself, in the byte-level form llama.cpp reads (tokens, merges, the books'
+  curly quotes and accents included; see ``gguf_tools._CONVERT_WHITESPACE``), and runs the converter for the
+  rest. Nothing in the installed converter is edited and no hash is invented.
 * Checks that make the file usable, recorded in the result: llama.cpp tokenizes the prompt into the same ids as
-  the HF tokenizer; llama.cpp's logits on the prompt agree with the fp32 torch model's (largest absolute
+  the HF tokenizer and gives each of those tokens the same text; llama.cpp's logits on the prompt agree with the fp32 torch model's (largest absolute
   difference and top-1 agreement per position); llama.cpp continues the prompt.
 
 The tokenizer does not keep spaces (Whitespace pre-tokenization drops them; decoding glues tokens), so the
@@ -47,11 +47,12 @@ class TransformerExport(BaseModel):
     sha256: str
     quant: str  # F16 (the converter's output, kept as is) or Q8_0 (llama.cpp's quantizer on it)
     gguf: GGUFInfo
-    tokenizer_model: str  # what the GGUF says: "whitespace"
+    tokenizer_model: str  # what the GGUF says: "gpt2" (byte-level BPE)
     parameters: int
     prompt: str
     prompt_ids: list[int]  # <BOS> + the HF tokenizer's ids
     llama_tokenize_matches: bool  # llama.cpp's own tokenization of the prompt gives the same ids
+    llama_pieces_match: bool | None = None  # llama.cpp's text of each prompt token is the HF token's text
     logits_max_abs_diff: float  # llama.cpp vs torch fp32, over every prompt position and the vocabulary
     logits_scale: float  # max |torch logit| on those positions, for reading the difference
     top1_agreement: float  # share of prompt positions whose argmax is the same in both
@@ -132,7 +133,8 @@ def export_transformer_gguf(model_folder: Path, tokenizer_json: Path, out_dir: P
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    check = _llama_check(final, prompt, prompt_ids, ref, max_new_tokens=max_new_tokens, top_k=top_k, top_p=top_p,
+    pieces = tokenizer.convert_ids_to_tokens(prompt_ids[1:])
+    check = _llama_check(final, prompt, prompt_ids, pieces, ref, max_new_tokens=max_new_tokens, top_k=top_k, top_p=top_p,
                          temperature=temperature, seed=seed, threads=threads)
     gguf = GGUFInfo.model_validate(inspect_gguf(final))
     return TransformerExport(
@@ -142,7 +144,7 @@ def export_transformer_gguf(model_folder: Path, tokenizer_json: Path, out_dir: P
     )
 
 
-def _llama_check(gguf_file: Path, prompt: str, prompt_ids: list[int], ref, *, max_new_tokens: int, top_k: int,
+def _llama_check(gguf_file: Path, prompt: str, prompt_ids: list[int], prompt_pieces: list[str], ref, *, max_new_tokens: int, top_k: int,
                  top_p: float, temperature: float, seed: int, threads: int) -> dict:
     import numpy as np
     from llama_cpp import Llama
@@ -152,6 +154,7 @@ def _llama_check(gguf_file: Path, prompt: str, prompt_ids: list[int], ref, *, ma
                 verbose=False)
     try:
         own = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=False)
+        own_pieces = [llm.detokenize([t]).decode("utf-8", "replace") for t in prompt_ids[1:]]
         llm.reset()
         llm.eval(prompt_ids)
         got = np.asarray(llm.scores[: len(prompt_ids)], dtype=np.float32)
@@ -169,7 +172,8 @@ def _llama_check(gguf_file: Path, prompt: str, prompt_ids: list[int], ref, *, ma
         pieces = [llm.detokenize([t]).decode("utf-8", "replace") for t in sample if t != EOS_ID]
     finally:
         llm.close()
-    return {"llama_tokenize_matches": [BOS_ID, *own] == prompt_ids, "logits_max_abs_diff": diff,
+    return {"llama_tokenize_matches": [BOS_ID, *own] == prompt_ids, "llama_pieces_match": own_pieces == prompt_pieces,
+            "logits_max_abs_diff": diff,
             "logits_scale": float(np.abs(ref).max()), "top1_agreement": top1, "sample_ids": sample,
             "sample_text": " ".join(pieces), "sample_stopped": bool(sample) and sample[-1] == EOS_ID}
 

