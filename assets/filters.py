@@ -283,9 +283,11 @@ def filter_ground_truth(context: dg.AssetExecutionContext, llm: LLMResource,
     except FilterConfigError as exc:
         raise dg.Failure(str(exc)) from exc
     seconds = time.perf_counter() - started
-    for r in [*gt.rejects, *gt.failures][:30]:
-        context.log.warning(f"oracle {('reject ' + r['reason']) if 'detail' in r or 'where' in r else 'failure'}: "
-                            f"{r.get('key')}: {r.get('detail') or r.get('where') or r.get('reason')}")
+    for r in gt.rejects[:30]:
+        context.log.warning(f"oracle reject {r.get('key')}: {r.get('reason')} "
+                            f"({r.get('where') or ''} {r.get('detail') or ''})".replace("( ", "(").replace(" )", ")"))
+    for r in gt.failures[:30]:
+        context.log.warning(f"oracle failure {r.get('key')} (asked again next run): {r.get('reason')}")
     if len(gt.records) < 3:
         raise dg.Failure(f"{paths.key}: only {len(gt.records)} labelled documents ({len(gt.rejects)} rejects, "
                          f"{len(gt.failures)} failures); at least 3 are needed for train/val/test")
