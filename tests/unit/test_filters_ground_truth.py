@@ -60,7 +60,7 @@ def test_sources_to_splits_with_the_llm_oracle(tmp_path):
 
 def test_max_documents_limits_oracle_calls(tmp_path):
     docs = [{"id": f"p{i}", "content": LONG} for i in range(30)]
-    d = load_filter(_folder(tmp_path, docs))  # the shipped config: max_documents 40
+    d = load_filter(_folder(tmp_path, docs))  # the shipped config labels 16; 10 here
     edit_config(d.folder, lambda c: c["oracle"].__setitem__("max_documents", 10))
     d = load_filter(d.folder)
     client = ScriptedClient(_answer)
