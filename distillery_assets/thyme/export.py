@@ -53,6 +53,7 @@ class TransformerExport(BaseModel):
     prompt_ids: list[int]  # <BOS> + the HF tokenizer's ids
     llama_tokenize_matches: bool  # llama.cpp's own tokenization of the prompt gives the same ids
     llama_pieces_match: bool | None = None  # llama.cpp's text of each prompt token is the HF token's text
+    adds_bos: bool | None = None  # llama.cpp puts <BOS> before a text prompt, as training did
     logits_max_abs_diff: float  # llama.cpp vs torch fp32, over every prompt position and the vocabulary
     logits_scale: float  # max |torch logit| on those positions, for reading the difference
     top1_agreement: float  # share of prompt positions whose argmax is the same in both
@@ -85,6 +86,11 @@ def save_hf_folder(model, tokenizer, folder: Path) -> Path:
         gc.bos_token_id, gc.eos_token_id, gc.pad_token_id = BOS_ID, EOS_ID, PAD_ID
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
+    # every training sequence starts with <BOS>: a text prompt in llama.cpp gets one too (tokenizer.ggml.add_bos_token)
+    config_file = Path(folder) / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config.update(add_bos_token=True, add_eos_token=False)
+    config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
     return folder
 
 
@@ -155,6 +161,7 @@ def _llama_check(gguf_file: Path, prompt: str, prompt_ids: list[int], prompt_pie
     try:
         own = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=False)
         own_pieces = [llm.detokenize([t]).decode("utf-8", "replace") for t in prompt_ids[1:]]
+        adds_bos = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)[:1] == [BOS_ID]
         llm.reset()
         llm.eval(prompt_ids)
         got = np.asarray(llm.scores[: len(prompt_ids)], dtype=np.float32)
@@ -173,6 +180,7 @@ def _llama_check(gguf_file: Path, prompt: str, prompt_ids: list[int], prompt_pie
     finally:
         llm.close()
     return {"llama_tokenize_matches": [BOS_ID, *own] == prompt_ids, "llama_pieces_match": own_pieces == prompt_pieces,
+            "adds_bos": adds_bos,
             "logits_max_abs_diff": diff,
             "logits_scale": float(np.abs(ref).max()), "top1_agreement": top1, "sample_ids": sample,
             "sample_text": " ".join(pieces), "sample_stopped": bool(sample) and sample[-1] == EOS_ID}

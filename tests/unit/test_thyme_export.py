@@ -71,6 +71,7 @@ def test_export_loads_in_llama_cpp_and_matches_torch(trained, quant, tol, top1):
     assert [p.name for p in out.iterdir()] == [f"transformer-{quant}.gguf"]  # no temporary left behind
     assert res.gguf_bytes == (out / f"transformer-{quant}.gguf").stat().st_size and len(res.sha256) == 64
     assert res.prompt_ids[0] == BOS_ID and res.llama_tokenize_matches and res.llama_pieces_match
+    assert res.adds_bos
     assert UNK_ID not in res.prompt_ids  # the curly quotes and accents are in the vocabulary, not <UNK>
     assert res.logits_max_abs_diff < tol * res.logits_scale
     assert res.top1_agreement >= top1
