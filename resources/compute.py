@@ -36,6 +36,7 @@ from distillery_assets.training.steps import ExportGGUFSpec, StepSpecBase, Train
 log = logging.getLogger(__name__)
 
 DEFAULT_APP = "distillery-gpu"
+SCORE_APP = "distillery-score"  # resources/modal_scoring.py: filter scoring fanned out over shards
 DEFAULT_VOLUME = "distillery-data"
 DEFAULT_GPU = "A10G"
 DEFAULT_TIMEOUT_S = 4 * 3600
@@ -214,7 +215,7 @@ class ComputeResource(dg.ConfigurableResource):
     def shard_runner(self, model_rel: str, *, parallelism: int = 8, **options: Any):
         """A runner for ``distillery_assets.filters.score.score_dataset``: ``local`` scores each shard in this
         process; ``modal`` uploads the model folder (``model_rel``, under data_dir) to the volume and fans
-        waves of ``parallelism`` shards out with ``.map`` over the deployed ``score_shard`` function."""
+        waves of ``parallelism`` shards out with ``.map`` over ``score_shard`` of ``resources/modal_scoring.py``."""
         from distillery_assets.filters.score import in_process_runner, modal_map_runner
 
         rel = _rel_paths([model_rel], "model")[0]
@@ -224,7 +225,7 @@ class ComputeResource(dg.ConfigurableResource):
         runner.upload([rel])
         import modal
 
-        function = modal.Function.from_name(self.modal_app, "score_shard", environment_name=self.modal_environment)
+        function = modal.Function.from_name(SCORE_APP, "score_shard", environment_name=self.modal_environment)
         function = function.with_options(gpu=self.gpu, timeout=self.timeout_s)
         return modal_map_runner(function, rel, parallelism=parallelism, **options)
 

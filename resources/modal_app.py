@@ -1,6 +1,7 @@
 """The Modal app that runs Distillery's GPU steps: ``modal deploy resources/modal_app.py``.
 
-It holds ``run_step(spec)`` and, for the filters' batch scoring, ``score_shard`` (at the end). ``spec`` is a step spec's ``model_dump()`` (its ``kind`` says which
+It holds one function, ``run_step(spec)`` (the filters' batch scoring has its own app on the same image:
+``resources/modal_scoring.py``): ``spec`` is a step spec's ``model_dump()`` (its ``kind`` says which
 step); it is parsed and run with ``root=/vol`` (a Modal Volume) by ``distillery_assets.training.steps.run_dumped``,
 exactly as the local backend runs the spec with ``root=data_dir()``, and the result comes back as
 ``result.model_dump()``. The volume is committed so the caller (``resources.compute.ComputeResource``,
@@ -82,18 +83,3 @@ def run_step(spec: dict) -> dict:
         return step.run(Path(VOLUME_ROOT)).model_dump(mode="json")
     finally:
         volume.commit()  # keep partial outputs (checkpoints) even when the step fails
-
-
-SCORE_FUNCTION_NAME = "score_shard"
-
-
-@app.function(gpu=GPU, timeout=TIMEOUT_S, volumes={VOLUME_ROOT: volume}, serialized=False)
-def score_shard(model_rel: str, rows: list, options: dict | None = None) -> list:
-    """Score one shard of documents (``{"id", "text"}``) with the filter model at ``/vol/<model_rel>``:
-    ``distillery_assets.filters.score.score_shard``, the same function the local backend runs. Fanned out
-    with ``.map`` over shards by ``ComputeResource.shard_runner``; the container keeps the model loaded."""
-    from distillery_assets.filters.score import score_shard as run_shard
-    from distillery_assets.paths import safe_child
-
-    volume.reload()  # see a model folder uploaded since this container started
-    return run_shard(safe_child(Path(VOLUME_ROOT), model_rel, source="score_shard model"), rows, **(options or {}))
