@@ -37,11 +37,15 @@ from distillery_assets.training.results import GGUFInfo
 
 QUANTS = ("F16", "Q8_0")  # a model this small loses nothing worth measuring at 8 bits
 DEFAULT_PROMPT = "It is a truth universally acknowledged"
+# Bumped when the exported file changes for the same model (2: tokens in byte-level form, add_bos_token);
+# a caller reusing an earlier export should compare it with ``TransformerExport.exporter``.
+EXPORT_VERSION = 2
 
 
 class TransformerExport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    exporter: int | None = None  # EXPORT_VERSION of the code that wrote it (None: written before versions)
     gguf_path: str
     gguf_bytes: int
     sha256: str
@@ -144,7 +148,7 @@ def export_transformer_gguf(model_folder: Path, tokenizer_json: Path, out_dir: P
                          temperature=temperature, seed=seed, threads=threads)
     gguf = GGUFInfo.model_validate(inspect_gguf(final))
     return TransformerExport(
-        gguf_path=str(final), gguf_bytes=final.stat().st_size, sha256=sha256_file(final), quant=quant, gguf=gguf,
+        exporter=EXPORT_VERSION, gguf_path=str(final), gguf_bytes=final.stat().st_size, sha256=sha256_file(final), quant=quant, gguf=gguf,
         tokenizer_model=_tokenizer_model(final), parameters=sum(p.numel() for p in model.parameters()),
         prompt=prompt, prompt_ids=prompt_ids, **check,
     )

@@ -21,7 +21,7 @@ pytest.importorskip("llama_cpp")
 pytest.importorskip("transformers")
 
 from distillery_assets.thyme.experiments import LlamaArchitecture  # noqa: E402
-from distillery_assets.thyme.export import export_transformer_gguf  # noqa: E402
+from distillery_assets.thyme.export import EXPORT_VERSION, export_transformer_gguf  # noqa: E402
 from distillery_assets.thyme.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, save_tokenizer, train_bpe  # noqa: E402
 from distillery_assets.thyme.train import MODEL_FILE, WEIGHTS_FILE, build_model  # noqa: E402
 
@@ -65,6 +65,7 @@ def test_export_loads_in_llama_cpp_and_matches_torch(trained, quant, tol, top1):
     res = export_transformer_gguf(folder, tok_path, out, quant=quant, prompt="“It was the best of times,” said the fiancée",
                                   max_new_tokens=12, seed=1)
     print(quant, res.logits_max_abs_diff, res.logits_scale, res.top1_agreement, loss, res.sample_text)
+    assert res.exporter == EXPORT_VERSION
     assert res.quant == quant and res.gguf.file_type == ("F16" if quant == "F16" else "Q8_0")
     assert res.tokenizer_model == "gpt2" and res.gguf.architecture == "llama"
     assert res.gguf.eos_token_id == EOS_ID
