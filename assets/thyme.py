@@ -353,8 +353,10 @@ EXPORT_RECORD = "export.json"
                       "path, checked in llama.cpp (same tokens, logits against torch) and continuing a prompt. "
                       "ThymeLM has no GGUF form; an experiment without a transformer exports nothing.")
 def thyme_gguf(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
+    from pydantic import ValidationError
+
     from distillery_assets.io import atomic_write_text
-    from distillery_assets.thyme.export import TransformerExport, export_transformer_gguf
+    from distillery_assets.thyme.export import EXPORT_VERSION, TransformerExport, export_transformer_gguf
 
     exp = _experiment(context)
     keys = [k for k, a in exp.models.items() if isinstance(a, LlamaArchitecture)]
@@ -369,9 +371,13 @@ def thyme_gguf(context: dg.AssetExecutionContext, catalog: CatalogResource) -> d
         out = _folder(exp, "gguf") / key
         record = out / EXPORT_RECORD
         done = json.loads(record.read_text()) if record.exists() else {}
-        if done.get("model_fingerprint") == fingerprint and Path(done.get("gguf_path", "")).exists():
-            result, reused = TransformerExport.model_validate({k: v for k, v in done.items() if k != "model_fingerprint"}), True
-        else:
+        try:  # reused only if it is this model's and this exporter's (an older record is exported again)
+            result = TransformerExport.model_validate({k: v for k, v in done.items() if k != "model_fingerprint"})
+            reused = (done.get("model_fingerprint") == fingerprint and result.exporter == EXPORT_VERSION
+                      and Path(result.gguf_path).exists())
+        except ValidationError:
+            reused = False
+        if not reused:
             with _dagster_log(context):
                 result, reused = export_transformer_gguf(model_dir, tokenizer, out), False
             atomic_write_text(record, json.dumps({"model_fingerprint": fingerprint, **result.model_dump(mode="json")},
