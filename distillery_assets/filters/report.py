@@ -241,7 +241,11 @@ def write_docx(inputs: ReportInputs, path: Path) -> Path:
 
     doc.add_heading("Results", 1)
     dims = [d[0] for d in inputs.dims]
-    _table(doc, results_head(dims), results_rows(inputs.results, dims))
+    # two tables a page wide: the judged metrics per model, then the per-dimension MAE (a dimension a row)
+    head, rows = results_head(dims), results_rows(inputs.results, dims)
+    _table(doc, head[:8], [row[:8] for row in rows])
+    doc.add_paragraph("")
+    _table(doc, ["test MAE", *[row[0] for row in rows]], [[d, *[row[8 + j] for row in rows]] for j, d in enumerate(dims)])
     for plot, caption in zip(PLOTS, ("MAE and RMSE per epoch", "Validation MAE per dimension", "Loss (MSE)"),
                              strict=True):
         file = Path(inputs.plots_dir) / plot
