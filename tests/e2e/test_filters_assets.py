@@ -154,3 +154,46 @@ def test_filter_report_chain_reruns_free_and_versions_are_partitions(data_dir: P
         parts = {e.partition for e in instance.fetch_materializations(dg.AssetKey("filter_report"), limit=10).records
                  for e in [e.asset_materialization]}
         assert parts == {V1, V2}
+
+
+def test_labels_mode_reads_a_labels_file_and_never_asks_an_llm(data_dir: Path, tmp_path: Path, monkeypatch):
+    """``oracle: labels`` with a JSONL source of articles: the labels file is the ground truth (a malformed line
+    and a score out of range are rejects naming file:line:field), no LLM is asked, and lineage reaches it."""
+    import yaml
+
+    from tests.support.filters_defs import copy_filter, edit_config
+
+    root = tmp_path / "defs"
+    folder = copy_filter(root, "educational_value", 1)
+    monkeypatch.setenv("DISTILLERY_FILTERS_DIR", str(root))
+    dims = list(yaml.safe_load((folder / "config.yaml").read_text())["scoring"]["dimensions"])
+    words = "the river carries silt to the delta where farmers plant rice each spring".split()
+    articles, labels = [], []
+    for i in range(30):
+        text = " ".join(words[(i + j) % len(words)] for j in range(80)) + f" (article {i})"
+        articles.append({"id": f"a{i}", "title": f"Article {i}", "content": text, "url": "", "source": "test",
+                         "published_date": ""})
+        labels.append({"id": f"a{i}", "scores": {d: (i * (k + 1)) % 11 for k, d in enumerate(dims)}})
+    labels[3]["scores"][dims[0]] = 14  # out of range
+    (folder / "articles.jsonl").write_text("".join(json.dumps(a) + "\n" for a in articles))
+    (folder / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labels) + "{not json\n")
+
+    def change(c):
+        c["sources"] = [{"kind": "jsonl", "path": "articles.jsonl"}]
+        c["oracle"] = {"mode": "labels", "labels": "labels.jsonl"}
+    edit_config(folder, change)
+
+    selection = dg.AssetSelection.assets(filters.filter_model).upstream() - dg.AssetSelection.assets(
+        theme.gutenberg_books, theme.gutenberg_chunks)
+    with dg.instance_for_test() as instance:  # an LLM that cannot be reached: any call would fail the run
+        result = _run(instance, "http://127.0.0.1:9/v1", "educational_value.v1", selection)
+    gt = _meta(result, "filter_ground_truth")
+    assert (gt["mode"], gt["records"], gt["rejects"], gt["llm_requests"]) == ("labels", 29, 2, 0)
+    rejects = [json.loads(line) for line in (data_dir / "filters" / "datasets" / "educational_value_ground_truth_v1"
+                                             / "oracle_rejects.jsonl").read_text().splitlines()]
+    assert {r["reason"] for r in rejects} == {"score_out_of_range", "malformed_line"}
+    assert any(r["where"].endswith(f"labels.jsonl:4:scores.{dims[0]}") for r in rejects)
+    assert "| ridge " in _meta(result, "filter_model")["results"]
+    lineage = Catalog().lineage("filter_model")
+    assert any(str(r["input_path"]).endswith("labels.jsonl") for r in lineage)
+    assert any(str(r["input_path"]).endswith("articles.jsonl") for r in lineage)
