@@ -375,7 +375,7 @@ def filter_oracle_agreement(context: dg.AssetExecutionContext, config: Agreement
     model_b = config.model or defn.config.oracle.agreement_model
     if not overrides and model_b is None:
         atomic_write_text(paths.agreement, json.dumps({"compared": False, "reason": "no second oracle"}, indent=2))
-        meta = register_files(context, catalog.get(), [paths.agreement], [paths.labels])
+        meta = register_files(context, catalog.get(), [paths.agreement], [InputRef(paths.labels, "filter_ground_truth")])
         return dg.MaterializeResult(metadata={
             **meta, "compared": False,
             "reason": "no second oracle configured: set oracle.agreement_model in config.yaml, or this asset's "
@@ -396,7 +396,7 @@ def filter_oracle_agreement(context: dg.AssetExecutionContext, config: Agreement
                 "failures_b": len(run.failures), "usage_b": run.usage.as_dict()})
     atomic_write_text(paths.agreement, json.dumps(out, indent=2))
     meta = register_files(context, catalog.get(), [paths.agreement, journal] if journal.exists() else [paths.agreement],
-                          [paths.labels])
+                          [InputRef(paths.labels, "filter_ground_truth")])
     rows = [(d, v["pearson"], v["spearman"], v["mae"], v["mean_a"], v["mean_b"]) for d, v in out["dimensions"].items()]
     return dg.MaterializeResult(metadata={
         **meta, "compared": True, "documents_compared": out["n"], "mean_pearson": out["mean_pearson"] or "undefined",
@@ -421,7 +421,7 @@ def filter_splits(context: dg.AssetExecutionContext, catalog: CatalogResource) -
         meta_split = write_splits(records, defn, paths.splits_dir)
     except SplitError as exc:
         raise dg.Failure(f"{paths.key}: {exc}") from exc
-    meta = register_files(context, catalog.get(), [paths.splits_dir], [paths.labels])
+    meta = register_files(context, catalog.get(), [paths.splits_dir], [InputRef(paths.labels, "filter_ground_truth")])
     tiers = sorted({t for part in meta_split["tiers"].values() for t in part})
     rows = [(name, meta_split[f"{name}_articles"], *[meta_split["tiers"][name].get(t, 0) for t in tiers])
             for name in ("train", "val", "test")]
@@ -636,8 +636,9 @@ def filter_report(context: dg.AssetExecutionContext, catalog: CatalogResource) -
                f"predicted scores carry no content type. Test split: {result.test_examples} documents."])
     write_docx(inputs, paths.report_docx)
     files = [paths.report_docx, *[paths.plots_dir / p for p in (*PLOTS, SUMMARY)]]
-    meta = register_files(context, catalog.get(), files, [paths.training_history, paths.training_metadata,
-                                                         paths.model_dir, paths.version_dir / TEST_RESULTS])
+    meta = register_files(context, catalog.get(), files, [
+        InputRef(p, "filter_model") for p in (paths.training_history, paths.training_metadata, paths.model_dir,
+                                              paths.version_dir / TEST_RESULTS)])
     return dg.MaterializeResult(metadata={
         **meta, "report": path_md(paths.report_docx), "plots": path_md(paths.plots_dir),
         **_curves_md(history, dims), **_results_meta(table, dims),
@@ -687,7 +688,7 @@ def filter_upload(context: dg.AssetExecutionContext, config: FilterUploadConfig,
         context.log.info("config deployment.private is false, but the hub resource uploads privately "
                          "(DISTILLERY_HF_PUBLIC=1 publishes)")
     up = hub.upload_folder(staging, repo_id, repo_type="model", card_markdown=card)
-    meta = register_files(context, catalog.get(), [staging], [paths.model_dir])
+    meta = register_files(context, catalog.get(), [staging], [InputRef(paths.model_dir, "filter_model")])
     return dg.MaterializeResult(metadata={
         **meta, "uploaded": bool(up.get("uploaded")), "reason": str(up.get("reason") or ""),
         "url": str(up.get("url") or ""), "repo_id": str(up.get("repo_id") or full_id),
@@ -767,7 +768,7 @@ def filter_scores(context: dg.AssetExecutionContext, config: FilterScoresConfig,
                             shard_size=config.shard_size, on_shard=on_shard,
                             text_of=lambda d: f"{d.get('title') or ''}\n\n{d.get('content') or ''}".strip())
     meta = register_files(context, catalog.get(), [paths.scores_dir / SCORES_FILE, paths.scores_dir / SUMMARY_FILE],
-                          [paths.model_dir, *refs])
+                          [InputRef(paths.model_dir, "filter_model"), *refs])
     return dg.MaterializeResult(metadata={
         **meta, "documents": run.documents, "scored_this_run": run.scored_documents,
         "shards": run.shards, "shards_scored": run.shards_scored, "shards_reused": run.shards_reused,

@@ -21,8 +21,12 @@ SOURCE_PREFIX = "source:"
 
 
 def default_roots() -> dict[str, Path]:
-    """Label -> folder of every place that holds edited files (the current environment's folders)."""
-    return {"inputs": inputs_dir(), "config": config_dir()}
+    """Label -> folder of every place that holds edited files (the current environment's folders): inputs,
+    config, and the filter definitions (``data/filters/<name>/v<N>/{config.yaml, prefilter.yaml, prompt.md}``;
+    what a filter version produces beside them is named with its asset key, so it is never taken for one)."""
+    from distillery_assets.filters.paths import filters_root
+
+    return {"inputs": inputs_dir(), "config": config_dir(), "filters": filters_root()}
 
 
 def is_source_key(asset_key: str | None) -> bool:

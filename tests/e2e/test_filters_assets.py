@@ -134,6 +134,9 @@ def test_filter_report_chain_reruns_free_and_versions_are_partitions(data_dir: P
         keys = {json.loads(line)["request_key"] for line in journal.read_text().splitlines()}
         called = {r["request_key"] for r in catalog.query("SELECT request_key FROM llm_calls")}
         assert keys and keys <= called
+        edited = {r["source"] for r in catalog.lineage_sources("filter_model")}  # the definition's files, by sha256
+        assert {f"source:filters/deep_red_theme/v1/{f}" for f in ("config.yaml", "prefilter.yaml", "prompt.md")} <= edited
+        assert not any("/model" in s or "training_" in s for s in edited)  # outputs beside them are not sources
 
         # again: every answer comes from the journal; the fake server hears nothing
         second = _run(instance, srv.base_url, V1, only_filters)
