@@ -200,3 +200,23 @@ def test_labels_mode_reads_a_labels_file_and_never_asks_an_llm(data_dir: Path, t
     lineage = Catalog().lineage("filter_model")
     assert any(str(r["input_path"]).endswith("labels.jsonl") for r in lineage)
     assert any(str(r["input_path"]).endswith("articles.jsonl") for r in lineage)
+
+    # agreement: without a second oracle it says so; with one (a fake server) per-dimension r and MAE
+    agree = dg.AssetSelection.assets(filters.filter_oracle_agreement)
+    with dg.instance_for_test() as instance:
+        none = _meta(_run(instance, "http://127.0.0.1:9/v1", "educational_value.v1", agree), "filter_oracle_agreement")
+        assert none["compared"] is False and "second oracle" in none["reason"]
+        with serve_openai_compat(reply=_reply) as srv:
+            config = {"provider": "openai", "base_url": srv.base_url, "api_key_env": "DISTILLERY_TEST_UNSET_KEY",
+                      "model": "fake-b", "sample": 12}
+            result = dg.materialize([theme.gutenberg_books, theme.gutenberg_chunks, *filters.ASSETS], selection=agree,
+                                    partition_key="educational_value.v1", resources=_resources("http://127.0.0.1:9/v1"),
+                                    instance=instance,
+                                    run_config={"ops": {"filter_oracle_agreement": {"config": config}}})
+            assert result.success and srv.request_count >= 12
+    meta = _meta(result, "filter_oracle_agreement")
+    assert meta["compared"] is True and 0 < meta["documents_compared"] <= 12
+    assert all(f"| {d} " in meta["per_dimension"] for d in dims)
+    saved = json.loads((data_dir / "filters" / "datasets" / "educational_value_ground_truth_v1" /
+                        "oracle_agreement.json").read_text())
+    assert set(saved["dimensions"]) == set(dims) and saved["oracle_b"]["model"] == "fake-b"
