@@ -43,13 +43,13 @@ import logging
 import shutil
 import time
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import numpy as np
 
+from assets.logs import forward_logs
 from assets.meta import llm_usage_meta, path_md, records_table, size_mb, table_md
 from assets.pools import compute_pool, llm_pool
 from distillery_assets.catalog import InputRef
@@ -121,24 +121,9 @@ def _chunk_file(asset: str) -> Path:
     return data_dir() / "theme" / f"{asset}.jsonl"
 
 
-@contextmanager
 def _dagster_log(context):
     """The filters library's log lines (training epochs, scoring shards) in the run's log."""
-    class Forward(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            (context.log.warning if record.levelno >= logging.WARNING else context.log.info)(record.getMessage())
-
-    handler, loggers = Forward(level=logging.INFO), [logging.getLogger(n) for n in FORWARDED_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.addHandler(handler)
-        lg.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.removeHandler(handler)
-            lg.setLevel(level)
+    return forward_logs(context, FORWARDED_LOGGERS)
 
 
 def _tiers(defn: FilterDefinition) -> list[tuple[str, float]]:

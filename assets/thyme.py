@@ -20,12 +20,11 @@ fails with the assets to materialize first when those documents do not exist yet
 
 
 import json
-import logging
-from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 
+from assets.logs import forward_logs
 from assets.meta import path_md, size_mb, table_md, text_md
 from assets.pools import compute_pool
 from distillery_assets.catalog import InputRef
@@ -82,24 +81,9 @@ def _require(path: Path, what: str, asset: str) -> Path:
     return path
 
 
-@contextmanager
 def _dagster_log(context: dg.AssetExecutionContext):
     """The thyme library's and the training loop's log lines (progress, resume, checkpoints) in the run's log."""
-    class Forward(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            (context.log.warning if record.levelno >= logging.WARNING else context.log.info)(record.getMessage())
-
-    handler, loggers = Forward(level=logging.INFO), [logging.getLogger(n) for n in FORWARDED_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.addHandler(handler)
-        lg.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.removeHandler(handler)
-            lg.setLevel(level)
+    return forward_logs(context, FORWARDED_LOGGERS)
 
 
 # ------------------------------------------------------------------------------------------ corpus
