@@ -141,34 +141,71 @@ def _count_table(counts: dict[str, int], head: tuple[str, str]) -> dg.MetadataVa
 
 # ---------------------------------------------------------------------------------------- candidates
 
+def _locator(refs: list[InputRef], *, prefix: str = "", on_empty=None):
+    """The sources' ``locate`` (:func:`distillery_assets.filters.sources.collect`): a chunk asset is its theme
+    JSONL file, which must exist; a corpus asset is the corpus root, each ``.corpus`` file of its half added
+    to ``refs`` (catalogue inputs), and ``on_empty(asset, root)`` called when it has none yet."""
+    from distillery_assets.corpus.layout import CORPUS_SUFFIX, corpus_root
+
+    def locate(src: AssetSource) -> Path:
+        if src.asset in CORPUS_ASSETS:
+            root = corpus_root()
+            files = sorted((root / CORPUS_ASSETS[src.asset]).rglob(f"*{CORPUS_SUFFIX}"))
+            if not files and on_empty is not None:
+                on_empty(src.asset, root)
+            refs.extend(InputRef(f, src.asset) for f in files)
+            return root
+        file = _chunk_file(src.asset)
+        if not file.exists():
+            raise dg.Failure(f"{prefix}source {src.asset} ({file}) does not exist; materialize it first")
+        return file
+
+    return locate
+
+
+def _source_rows(defn: FilterDefinition, per_source: dict[str, int]) -> list[tuple]:
+    """One row per configured source: its label, documents kept, limit, and how the graph shows it."""
+    rows = []
+    for src in defn.config.sources:
+        label = src.asset if isinstance(src, AssetSource) else (
+            f"hub:{src.dataset}" if isinstance(src, HubSource) else f"jsonl:{src.path}")
+        edge = ("dagster dependency" if isinstance(src, AssetSource) and src.asset in CHUNK_ASSETS else
+                "catalogue edges (partitioned upstream)" if isinstance(src, AssetSource) else "file input")
+        rows.append((label, per_source.get(label, 0), src.limit, edge))
+    return rows
+
+
+def _candidates_meta(defn: FilterDefinition, paths: FilterPaths, cands, missing: list[str]) -> dict[str, Any]:
+    reasons = Counter(r.reason for r in cands.rejects)
+    return {
+        "documents": len(cands.documents), "rejects": len(cands.rejects),
+        "emptied_by_cleaning": cands.emptied_by_cleaning,
+        "sources": table_md(_source_rows(defn, cands.per_source), ["source", "documents", "limit", "graph edge"]),
+        "missing_sources": dg.MetadataValue.json(missing),
+        "reject_reasons": _count_table(dict(reasons), ("reason", "documents")),
+        "rejects_sample": table_md([(r.where, r.reason, r.detail) for r in cands.rejects[:20]],
+                                   ["where", "reason", "detail"]) if cands.rejects else "none",
+        "preview": records_table(cands.documents, ["id", "title", "source", "content"], n=8, limit=160),
+        "definition": path_md(paths.definition),
+    }
+
+
 @dg.asset(group_name=GROUP, partitions_def=PARTITIONS, deps=_source_assets(), kinds={"python"},
           description="The filter version's documents from its configured sources (platform assets, a JSONL file "
                       "of articles, a streamed Hub dataset), cleaned: unicode NFC, HTML, zero-width and BiDi marks. "
                       "Every dropped document is a reject with its reason.")
 def filter_candidates(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
     defn, paths = _definition(context)
-    from distillery_assets.corpus.layout import CORPUS_SUFFIX, corpus_root
-
     refs: list[InputRef] = []
     missing: list[str] = []
 
-    def locate(src: AssetSource) -> Path:
-        if src.asset in CORPUS_ASSETS:
-            root = corpus_root()
-            files = sorted((root / CORPUS_ASSETS[src.asset]).rglob(f"*{CORPUS_SUFFIX}"))
-            if not files:
-                missing.append(src.asset)
-                context.log.warning(f"{paths.key}: source {src.asset} has no .corpus files under {root} yet "
-                                    f"(materialize its partitions to include them); 0 documents from it")
-            refs.extend(InputRef(f, src.asset) for f in files)
-            return root
-        file = _chunk_file(src.asset)
-        if not file.exists():
-            raise dg.Failure(f"{paths.key}: source {src.asset} ({file}) does not exist; materialize it first")
-        return file
+    def on_empty(asset: str, root: Path) -> None:
+        missing.append(asset)
+        context.log.warning(f"{paths.key}: source {asset} has no .corpus files under {root} yet "
+                            f"(materialize its partitions to include them); 0 documents from it")
 
     try:
-        cands = gt_lib.candidates(defn, locate)
+        cands = gt_lib.candidates(defn, _locator(refs, prefix=f"{paths.key}: ", on_empty=on_empty))
     except FilterConfigError as exc:
         raise dg.Failure(str(exc)) from exc
     if not cands.documents:
@@ -182,25 +219,7 @@ def filter_candidates(context: dg.AssetExecutionContext, catalog: CatalogResourc
               *[defn.resolve(s.path) for s in defn.config.sources if getattr(s, "kind", "") == "jsonl"]]
     meta = register_files(context, catalog.get(), [paths.candidates, paths.ground_truth_dir / CANDIDATE_REJECTS],
                           inputs)
-    reasons = Counter(r.reason for r in cands.rejects)
-    source_rows = []
-    for src in defn.config.sources:
-        label = src.asset if isinstance(src, AssetSource) else (
-            f"hub:{src.dataset}" if isinstance(src, HubSource) else f"jsonl:{src.path}")
-        edge = ("dagster dependency" if isinstance(src, AssetSource) and src.asset in CHUNK_ASSETS else
-                "catalogue edges (partitioned upstream)" if isinstance(src, AssetSource) else "file input")
-        source_rows.append((label, cands.per_source.get(label, 0), src.limit, edge))
-    return dg.MaterializeResult(metadata={
-        **meta, "documents": len(cands.documents), "rejects": len(cands.rejects),
-        "emptied_by_cleaning": cands.emptied_by_cleaning,
-        "sources": table_md(source_rows, ["source", "documents", "limit", "graph edge"]),
-        "missing_sources": dg.MetadataValue.json(missing),
-        "reject_reasons": _count_table(dict(reasons), ("reason", "documents")),
-        "rejects_sample": table_md([(r.where, r.reason, r.detail) for r in cands.rejects[:20]],
-                                   ["where", "reason", "detail"]) if cands.rejects else "none",
-        "preview": records_table(cands.documents, ["id", "title", "source", "content"], n=8, limit=160),
-        "definition": path_md(paths.definition),
-    })
+    return dg.MaterializeResult(metadata={**meta, **_candidates_meta(defn, paths, cands, missing)})
 
 
 # ---------------------------------------------------------------------------------------- prefilter
@@ -238,13 +257,66 @@ def _usage_totals(path: Path, usage: dict[str, Any], asked: int, seconds: float,
     """Usage summed over every materialization (a rerun answered by the journal adds nothing), so the
     cost per document stays what the labels really cost."""
     old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    keys = ("requests", "cache_hits", "provider_calls", "input_tokens", "output_tokens", "cost_usd")
-    total = {k: (old.get("total", {}).get(k, 0) or 0) + (usage.get(k, 0) or 0) for k in keys}
-    total["documents_asked"] = old.get("total", {}).get("documents_asked", 0) + asked
-    total["oracle_seconds"] = round(old.get("total", {}).get("oracle_seconds", 0.0) + seconds, 3)
-    out = {"last_run": usage, "total": total, "oracle": oracle or old.get("oracle") or {}}
+    out = gt_lib.accumulate_usage(old, usage, asked, seconds, oracle)
     atomic_write_text(path, json.dumps(out, indent=2))
     return out
+
+
+def _log_oracle_problems(context: dg.AssetExecutionContext, gt) -> None:
+    for r in gt.rejects[:30]:
+        context.log.warning(f"oracle reject {r.get('key')}: {r.get('reason')} "
+                            f"({r.get('where') or ''} {r.get('detail') or ''})".replace("( ", "(").replace(" )", ")"))
+    for r in gt.failures[:30]:
+        context.log.warning(f"oracle failure {r.get('key')} (asked again next run): {r.get('reason')}")
+
+
+def _register_labels(context: dg.AssetExecutionContext, cat, defn: FilterDefinition,
+                     paths: FilterPaths) -> dict[str, Any]:
+    """The labels, oracle rejects and usage in the catalogue. In mode llm the journal (one line per answer,
+    each with the request_key of its llm_calls row) is registered first and is an input of the labels:
+    lineage of anything made from the labels reaches the oracle calls. In mode labels the labels file is."""
+    from distillery_assets.catalog import NewArtifact
+
+    inputs: list[Any] = [*_definition_files(defn)]
+    items: list[Any] = [paths.oracle_rejects, paths.ground_truth_dir / ORACLE_USAGE]
+    if defn.config.oracle.mode == "llm" and paths.oracle_journal.exists():
+        register_files(context, cat, [paths.oracle_journal], inputs)
+        items.insert(0, NewArtifact(paths.labels, inputs=[InputRef(paths.oracle_journal, "filter_ground_truth")]))
+    else:
+        items.insert(0, paths.labels)
+        inputs.append(defn.resolve(defn.config.oracle.labels))
+    return register_files(context, cat, items, inputs)
+
+
+def _ground_truth_meta(defn: FilterDefinition, paths: FilterPaths, gt, passed: int, usage: dict[str, Any],
+                       oracle: dict, seconds: float) -> dict[str, Any]:
+    mode = defn.config.oracle.mode
+    reasons = Counter(r["reason"] for r in gt.rejects)
+    total = usage["total"]
+    per_doc = (total["cost_usd"] / total["documents_asked"] * 1000) if total["documents_asked"] else None
+    return {
+        "mode": mode, "documents_passed": passed, "selected_for_oracle": gt.selected,
+        "records": len(gt.records), "rejects": len(gt.rejects), "failures": len(gt.failures),
+        "resumed_from_journal": int(gt.summary.get("resumed_from_journal", 0)),
+        "reject_reasons": _count_table(dict(reasons), ("reason", "documents")),
+        "rejects_sample": table_md([(r.get("key"), r.get("reason"), str(r.get("detail") or r.get("where") or "")[:160])
+                                    for r in gt.rejects[:15]], ["id", "reason", "detail"]) if gt.rejects else "none",
+        "failures_sample": table_md([(r.get("key"), str(r.get("reason"))[:160]) for r in gt.failures[:15]],
+                                    ["id", "reason"]) if gt.failures else "none",
+        "tiers": _count_table(dict(Counter(r["tier"] for r in gt.records)), ("tier", "documents")),
+        "caps_and_gates_applied": _count_table(dict(Counter(a for r in gt.records for a in r.get("applied") or [])),
+                                               ("rule", "documents")),
+        "dimensions": table_md(gt_lib.dimension_stats(gt.records, defn.dimensions),
+                               ["dimension", "mean", "std", "min", "max"]),
+        "mean_overall": round(float(np.mean([r["overall"] for r in gt.records])), 3),
+        "oracle": dg.MetadataValue.json(oracle),
+        **llm_usage_meta(gt.usage or {}),
+        "oracle_seconds": round(seconds, 2),
+        "total_oracle_cost_usd": round(float(total["cost_usd"]), 6),
+        "oracle_usd_per_1000_documents": round(per_doc, 4) if per_doc is not None else "n/a",
+        "journal": path_md(paths.oracle_journal) if mode == "llm" else "labels file",
+        "preview": records_table(gt.records, ["id", "tier", "overall", "scores", "applied"], n=8),
+    }
 
 
 @dg.asset(group_name=GROUP, partitions_def=PARTITIONS, deps=[filter_prefiltered], kinds={"openai"},
@@ -268,11 +340,7 @@ def filter_ground_truth(context: dg.AssetExecutionContext, llm: LLMResource,
     except FilterConfigError as exc:
         raise dg.Failure(str(exc)) from exc
     seconds = time.perf_counter() - started
-    for r in gt.rejects[:30]:
-        context.log.warning(f"oracle reject {r.get('key')}: {r.get('reason')} "
-                            f"({r.get('where') or ''} {r.get('detail') or ''})".replace("( ", "(").replace(" )", ")"))
-    for r in gt.failures[:30]:
-        context.log.warning(f"oracle failure {r.get('key')} (asked again next run): {r.get('reason')}")
+    _log_oracle_problems(context, gt)
     if len(gt.records) < 3:
         raise dg.Failure(f"{paths.key}: only {len(gt.records)} labelled documents ({len(gt.rejects)} rejects, "
                          f"{len(gt.failures)} failures); at least 3 are needed for train/val/test")
@@ -283,49 +351,9 @@ def filter_ground_truth(context: dg.AssetExecutionContext, llm: LLMResource,
     asked = int(gt.usage.get("requests", 0) - gt.usage.get("cache_hits", 0)) if gt.usage else 0
     usage = _usage_totals(paths.ground_truth_dir / ORACLE_USAGE, gt.usage or {}, asked, seconds if asked else 0.0,
                           oracle)
-    inputs: list[Any] = [*_definition_files(defn)]
-    items: list[Any] = [paths.oracle_rejects, paths.ground_truth_dir / ORACLE_USAGE]
-    from distillery_assets.catalog import NewArtifact
-
-    if mode == "llm" and paths.oracle_journal.exists():
-        # the journal (one line per answer, each with the request_key of its llm_calls row) is registered first
-        # and is an input of the labels: lineage of anything made from the labels reaches the oracle calls
-        register_files(context, cat, [paths.oracle_journal], inputs)
-        items.insert(0, NewArtifact(paths.labels, inputs=[InputRef(paths.oracle_journal, "filter_ground_truth")]))
-    else:
-        items.insert(0, paths.labels)
-        inputs.append(defn.resolve(defn.config.oracle.labels))
-    meta = register_files(context, cat, items, inputs)
-    tiers = Counter(r["tier"] for r in gt.records)
-    dims = defn.dimensions
-    dim_rows = [(d, round(float(np.mean([r["scores"][d] for r in gt.records])), 3),
-                 round(float(np.std([r["scores"][d] for r in gt.records])), 3),
-                 min(r["scores"][d] for r in gt.records), max(r["scores"][d] for r in gt.records)) for d in dims]
-    applied = Counter(a for r in gt.records for a in r.get("applied") or [])
-    reasons = Counter(r["reason"] for r in gt.rejects)
-    total = usage["total"]
-    per_doc = (total["cost_usd"] / total["documents_asked"] * 1000) if total["documents_asked"] else None
-    return dg.MaterializeResult(metadata={
-        **meta, "mode": mode, "documents_passed": len(docs), "selected_for_oracle": gt.selected,
-        "records": len(gt.records), "rejects": len(gt.rejects), "failures": len(gt.failures),
-        "resumed_from_journal": int(gt.summary.get("resumed_from_journal", 0)),
-        "reject_reasons": _count_table(dict(reasons), ("reason", "documents")),
-        "rejects_sample": table_md([(r.get("key"), r.get("reason"), str(r.get("detail") or r.get("where") or "")[:160])
-                                    for r in gt.rejects[:15]], ["id", "reason", "detail"]) if gt.rejects else "none",
-        "failures_sample": table_md([(r.get("key"), str(r.get("reason"))[:160]) for r in gt.failures[:15]],
-                                    ["id", "reason"]) if gt.failures else "none",
-        "tiers": _count_table(dict(tiers), ("tier", "documents")),
-        "caps_and_gates_applied": _count_table(dict(applied), ("rule", "documents")),
-        "dimensions": table_md(dim_rows, ["dimension", "mean", "std", "min", "max"]),
-        "mean_overall": round(float(np.mean([r["overall"] for r in gt.records])), 3),
-        "oracle": dg.MetadataValue.json(oracle),
-        **llm_usage_meta(gt.usage or {}),
-        "oracle_seconds": round(seconds, 2),
-        "total_oracle_cost_usd": round(float(total["cost_usd"]), 6),
-        "oracle_usd_per_1000_documents": round(per_doc, 4) if per_doc is not None else "n/a",
-        "journal": path_md(paths.oracle_journal) if mode == "llm" else "labels file",
-        "preview": records_table(gt.records, ["id", "tier", "overall", "scores", "applied"], n=8),
-    })
+    meta = _register_labels(context, cat, defn, paths)
+    return dg.MaterializeResult(metadata={**meta, **_ground_truth_meta(defn, paths, gt, len(docs), usage, oracle,
+                                                                        seconds)})
 
 
 # --------------------------------------------------------------------------------------- agreement
@@ -339,6 +367,27 @@ class AgreementConfig(dg.Config):
     model: str | None = None
     api_key_env: str | None = None
     sample: int | None = None
+
+
+def _no_second_oracle(context: dg.AssetExecutionContext, catalog: CatalogResource,
+                      paths: FilterPaths) -> dg.MaterializeResult:
+    atomic_write_text(paths.agreement, json.dumps({"compared": False, "reason": "no second oracle"}, indent=2))
+    meta = register_files(context, catalog.get(), [paths.agreement], [InputRef(paths.labels, "filter_ground_truth")])
+    return dg.MaterializeResult(metadata={
+        **meta, "compared": False,
+        "reason": "no second oracle configured: set oracle.agreement_model in config.yaml, or this asset's "
+                  "provider/base_url/model config"})
+
+
+def _agreement_meta(out: dict[str, Any], run) -> dict[str, Any]:
+    rows = [(d, v["pearson"], v["spearman"], v["mae"], v["mean_a"], v["mean_b"]) for d, v in out["dimensions"].items()]
+    return {
+        "compared": True, "documents_compared": out["n"], "mean_pearson": out["mean_pearson"] or "undefined",
+        "mean_mae": out["mean_mae"] if out["mean_mae"] is not None else "n/a",
+        "per_dimension": table_md(rows, ["dimension", "pearson", "spearman", "MAE", "mean A", "mean B"]),
+        "oracle_b": dg.MetadataValue.json(out["oracle_b"]), "rejects_b": len(run.rejects),
+        **llm_usage_meta(run.usage.as_dict()),
+    }
 
 
 @dg.asset(group_name=GROUP, partitions_def=PARTITIONS, deps=[filter_ground_truth], kinds={"openai"},
@@ -359,12 +408,7 @@ def filter_oracle_agreement(context: dg.AssetExecutionContext, config: Agreement
                                    "api_key_env": config.api_key_env}.items() if v}
     model_b = config.model or defn.config.oracle.agreement_model
     if not overrides and model_b is None:
-        atomic_write_text(paths.agreement, json.dumps({"compared": False, "reason": "no second oracle"}, indent=2))
-        meta = register_files(context, catalog.get(), [paths.agreement], [InputRef(paths.labels, "filter_ground_truth")])
-        return dg.MaterializeResult(metadata={
-            **meta, "compared": False,
-            "reason": "no second oracle configured: set oracle.agreement_model in config.yaml, or this asset's "
-                      "provider/base_url/model config"})
+        return _no_second_oracle(context, catalog, paths)
     settings = llm.settings().model_copy(update={**overrides, "model": model_b})
     second = LLMResource(**settings.model_dump(), catalog=llm.catalog)
     client = second.get_client(context)
@@ -382,14 +426,7 @@ def filter_oracle_agreement(context: dg.AssetExecutionContext, config: Agreement
     atomic_write_text(paths.agreement, json.dumps(out, indent=2))
     meta = register_files(context, catalog.get(), [paths.agreement, journal] if journal.exists() else [paths.agreement],
                           [InputRef(paths.labels, "filter_ground_truth")])
-    rows = [(d, v["pearson"], v["spearman"], v["mae"], v["mean_a"], v["mean_b"]) for d, v in out["dimensions"].items()]
-    return dg.MaterializeResult(metadata={
-        **meta, "compared": True, "documents_compared": out["n"], "mean_pearson": out["mean_pearson"] or "undefined",
-        "mean_mae": out["mean_mae"] if out["mean_mae"] is not None else "n/a",
-        "per_dimension": table_md(rows, ["dimension", "pearson", "spearman", "MAE", "mean A", "mean B"]),
-        "oracle_b": dg.MetadataValue.json(out["oracle_b"]), "rejects_b": len(run.rejects),
-        **llm_usage_meta(run.usage.as_dict()),
-    })
+    return dg.MaterializeResult(metadata={**meta, **_agreement_meta(out, run)})
 
 
 # ------------------------------------------------------------------------------------------ splits
@@ -569,47 +606,14 @@ def _scorer_speed(paths: FilterPaths, n: int = 48) -> float | None:
     return round(len(texts) / max(time.perf_counter() - start, 1e-9), 2)
 
 
-@dg.asset(group_name=GROUP, partitions_def=PARTITIONS, deps=[filter_model], kinds={"docx"},
-          description="overall_metrics.png, per_dimension_mae.png, loss_curves.png, training_summary.txt and the .docx "
-                      "report (summary, filter architecture with the dimensions table, method, results with the "
-                      "baselines and plots, conclusions, cost: oracle $ per 1,000 documents against the scorer's).")
-def filter_report(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
-    from distillery_assets.filters.report import (PLOTS, SUMMARY, CostLine, ReportInputs, cost_per_1000,
-                                                  scorer_cost_per_1000, write_docx, write_plots)
+def _report_inputs(defn: FilterDefinition, paths: FilterPaths, *, history: list[dict], metadata: dict,
+                   table: dict[str, dict[str, Any]], oracle: dict, costs: list, test_examples: int):
+    """What the .docx report says, from the definition, the training outputs and the labels."""
+    from distillery_assets.filters.report import ReportInputs
 
-    defn, paths = _definition(context)
-    result = _train_result(paths)
-    history = json.loads(_require(paths.training_history, "training history", "filter_model").read_text())
-    metadata = json.loads(paths.training_metadata.read_text(encoding="utf-8"))
-    table = _judged(defn, paths, result)
-    dims = defn.dimensions
-    title = f"{defn.name} v{defn.config.filter.version}"
-    write_plots(history, dims, paths.plots_dir, title=title)
-
-    usage_file = paths.ground_truth_dir / ORACLE_USAGE
-    usage = json.loads(usage_file.read_text()) if usage_file.exists() else {}
-    total, oracle = usage.get("total", {}), usage.get("oracle", {})
-    costs: list[CostLine] = []
-    asked = total.get("documents_asked", 0)
-    oracle_speed = round(asked / total["oracle_seconds"], 3) if asked and total.get("oracle_seconds") else None
-    if asked:
-        mean_in, mean_out = total["input_tokens"] / asked, total["output_tokens"] / asked
-        provider, model = oracle.get("provider") or "?", oracle.get("model") or "?"
-        costs.append(CostLine(f"oracle as run ({provider} {model})", round(total["cost_usd"] / asked * 1000, 6),
-                              oracle_speed, f"{mean_in:.0f} prompt + {mean_out:.0f} completion tokens per document"
-                              + ("; a local model costs no API money" if provider == "local" else "")))
-        ref = cost_per_1000(provider=REFERENCE_ORACLE[0], model=REFERENCE_ORACLE[1], prompt_tokens=mean_in,
-                            completion_tokens=mean_out)
-        costs.append(CostLine(f"oracle priced as {REFERENCE_ORACLE[1]}", ref, None, "list price, same tokens"))
-    elif defn.config.oracle.mode == "labels":
-        costs.append(CostLine("oracle (labels file)", None, None, "labels brought by the user: no oracle calls"))
-    speed = _scorer_speed(paths)
-    if speed:
-        costs.append(CostLine("trained scorer (CPU)", scorer_cost_per_1000(speed, SCORER_DOLLARS_PER_HOUR), speed,
-                              f"at an assumed ${SCORER_DOLLARS_PER_HOUR}/h for the CPU it runs on"))
     labels = read_jsonl(paths.labels)
     prefilter_rules = ", ".join(f"{r.kind} ({r.reason})" for r in defn.prefilter.rules)
-    inputs = ReportInputs(
+    return ReportInputs(
         filter_name=defn.name, filter_version=defn.config.filter.version, description=defn.config.filter.description,
         dims=[(d, v.weight, v.description) for d, v in defn.config.scoring.dimensions.items()], tiers=_tiers(defn),
         history=history, metadata=metadata, results=table, plots_dir=paths.plots_dir,
@@ -618,18 +622,43 @@ def filter_report(context: dg.AssetExecutionContext, catalog: CatalogResource) -
         prefilter=f"Rules in order, the first that decides wins: {prefilter_rules}." if prefilter_rules else "",
         label_counts=dict(Counter(r["tier"] for r in labels)), costs=costs,
         notes=["The test table judges overall and tier with the filter's own rules (caps on the text, gatekeepers); "
-               f"predicted scores carry no content type. Test split: {result.test_examples} documents."])
-    write_docx(inputs, paths.report_docx)
+               f"predicted scores carry no content type. Test split: {test_examples} documents."])
+
+
+def _costs_md(costs: list) -> dg.MetadataValue | str:
+    return table_md([(c.what, c.dollars_per_1000 if c.dollars_per_1000 is not None else "unpriced",
+                      c.docs_per_s if c.docs_per_s is not None else "", c.note) for c in costs],
+                    ["", "$ per 1,000 documents", "documents/s", "note"]) if costs else "none"
+
+
+@dg.asset(group_name=GROUP, partitions_def=PARTITIONS, deps=[filter_model], kinds={"docx"},
+          description="overall_metrics.png, per_dimension_mae.png, loss_curves.png, training_summary.txt and the .docx "
+                      "report (summary, filter architecture with the dimensions table, method, results with the "
+                      "baselines and plots, conclusions, cost: oracle $ per 1,000 documents against the scorer's).")
+def filter_report(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
+    from distillery_assets.filters.report import PLOTS, SUMMARY, cost_lines, write_docx, write_plots
+
+    defn, paths = _definition(context)
+    result = _train_result(paths)
+    history = json.loads(_require(paths.training_history, "training history", "filter_model").read_text())
+    metadata = json.loads(paths.training_metadata.read_text(encoding="utf-8"))
+    table = _judged(defn, paths, result)
+    dims = defn.dimensions
+    write_plots(history, dims, paths.plots_dir, title=f"{defn.name} v{defn.config.filter.version}")
+    usage_file = paths.ground_truth_dir / ORACLE_USAGE
+    usage = json.loads(usage_file.read_text()) if usage_file.exists() else {}
+    oracle, speed = usage.get("oracle", {}), _scorer_speed(paths)
+    costs = cost_lines(usage.get("total", {}), oracle, labels_mode=defn.config.oracle.mode == "labels",
+                       scorer_docs_per_s=speed, reference=REFERENCE_ORACLE, dollars_per_hour=SCORER_DOLLARS_PER_HOUR)
+    write_docx(_report_inputs(defn, paths, history=history, metadata=metadata, table=table, oracle=oracle,
+                              costs=costs, test_examples=result.test_examples), paths.report_docx)
     files = [paths.report_docx, *[paths.plots_dir / p for p in (*PLOTS, SUMMARY)]]
     meta = register_files(context, catalog.get(), files, [
         InputRef(p, "filter_model") for p in (paths.training_history, paths.training_metadata, paths.model_dir,
                                               paths.version_dir / TEST_RESULTS)])
     return dg.MaterializeResult(metadata={
         **meta, "report": path_md(paths.report_docx), "plots": path_md(paths.plots_dir),
-        **_curves_md(history, dims), **_results_meta(table, dims),
-        "cost": table_md([(c.what, c.dollars_per_1000 if c.dollars_per_1000 is not None else "unpriced",
-                           c.docs_per_s if c.docs_per_s is not None else "", c.note) for c in costs],
-                         ["", "$ per 1,000 documents", "documents/s", "note"]) if costs else "none",
+        **_curves_md(history, dims), **_results_meta(table, dims), "cost": _costs_md(costs),
         "scorer_docs_per_s": speed or 0.0,
         "summary": dg.MetadataValue.md("```\n" + (paths.plots_dir / SUMMARY).read_text(encoding="utf-8") + "```"),
     })
@@ -697,25 +726,13 @@ class FilterScoresConfig(dg.Config):
 def _all_documents(defn: FilterDefinition, log) -> tuple[list[dict], list[InputRef]]:
     """Every document of the filter's sources, without the sampling ``limit`` of local sources (a Hub stream
     keeps its row limit), cleaned as the candidates were."""
-    from distillery_assets.corpus.layout import CORPUS_SUFFIX, corpus_root
     from distillery_assets.filters.clean import clean_document
     from distillery_assets.filters.sources import collect
 
     sources = [s if isinstance(s, HubSource) else s.model_copy(update={"limit": None}) for s in defn.config.sources]
     whole = defn.model_copy(update={"config": defn.config.model_copy(update={"sources": sources})})
     refs: list[InputRef] = []
-
-    def locate(src: AssetSource) -> Path:
-        if src.asset in CORPUS_ASSETS:
-            root = corpus_root()
-            refs.extend(InputRef(f, src.asset) for f in sorted((root / CORPUS_ASSETS[src.asset]).rglob(f"*{CORPUS_SUFFIX}")))
-            return root
-        file = _chunk_file(src.asset)
-        if not file.exists():
-            raise dg.Failure(f"source {src.asset} ({file}) does not exist; materialize it first")
-        return file
-
-    got = collect(whole, locate)
+    got = collect(whole, _locator(refs))
     for r in got.rejects[:10]:
         log(f"source reject: {r}")
     docs = [clean_document(d) for d in got.documents]

@@ -328,19 +328,13 @@ def thyme_upload(context: dg.AssetExecutionContext, config: ThymeUploadConfig, h
 
 # --------------------------------------------------------------------------------------------- gguf
 
-EXPORT_RECORD = "export.json"
-
-
 @dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, deps=[thyme_model, thyme_tokenizer],
           kinds={"gguf"}, pool=compute_pool(),
           description="Each Llama-style transformer of the experiment exported to GGUF (Q8_0) with the project's GGUF "
                       "path, checked in llama.cpp (same tokens, logits against torch) and continuing a prompt. "
                       "ThymeLM has no GGUF form; an experiment without a transformer exports nothing.")
 def thyme_gguf(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
-    from pydantic import ValidationError
-
-    from distillery_assets.io import atomic_write_text
-    from distillery_assets.thyme.export import EXPORT_VERSION, TransformerExport, export_transformer_gguf
+    from distillery_assets.thyme.export import export_once
 
     exp = _experiment(context)
     keys = [k for k, a in exp.models.items() if isinstance(a, LlamaArchitecture)]
@@ -351,21 +345,8 @@ def thyme_gguf(context: dg.AssetExecutionContext, catalog: CatalogResource) -> d
     rows, paths = [], []
     for key in keys:
         model_dir = _require(_folder(exp, "models") / key / "model.json", f"trained model {key}", "thyme_model").parent
-        fingerprint = json.loads((model_dir / "model.json").read_text())["fingerprint"]
-        out = _folder(exp, "gguf") / key
-        record = out / EXPORT_RECORD
-        done = json.loads(record.read_text()) if record.exists() else {}
-        try:  # reused only if it is this model's and this exporter's (an older record is exported again)
-            result = TransformerExport.model_validate({k: v for k, v in done.items() if k != "model_fingerprint"})
-            reused = (done.get("model_fingerprint") == fingerprint and result.exporter == EXPORT_VERSION
-                      and Path(result.gguf_path).exists())
-        except ValidationError:
-            reused = False
-        if not reused:
-            with _dagster_log(context):
-                result, reused = export_transformer_gguf(model_dir, tokenizer, out), False
-            atomic_write_text(record, json.dumps({"model_fingerprint": fingerprint, **result.model_dump(mode="json")},
-                                                 indent=1))
+        with _dagster_log(context):  # reused only if it is this model's and this exporter's
+            result, reused = export_once(model_dir, tokenizer, _folder(exp, "gguf") / key)
         paths.append(Path(result.gguf_path))
         rows.append((key, Path(result.gguf_path).name, result.quant, round(result.gguf_bytes / 1e6, 2),
                      result.llama_tokenize_matches, f"{result.logits_max_abs_diff:.2e}", round(result.top1_agreement, 3),

@@ -99,6 +99,29 @@ def label(definition: FilterDefinition, documents: Sequence[dict], client: Any =
                        {"mode": "llm", **run.summary()}, run.usage.as_dict(), len(chosen))
 
 
+USAGE_KEYS = ("requests", "cache_hits", "provider_calls", "input_tokens", "output_tokens", "cost_usd")
+
+
+def accumulate_usage(old: dict[str, Any], usage: dict[str, Any], asked: int, seconds: float,
+                     oracle: dict) -> dict[str, Any]:
+    """The oracle's usage summed over every materialization (``old``: the previous sum, ``{}`` at first),
+    so a rerun answered by the journal adds nothing and the cost per document stays what the labels
+    really cost. ``oracle`` (provider, model) falls back to the previous one."""
+    total = {k: (old.get("total", {}).get(k, 0) or 0) + (usage.get(k, 0) or 0) for k in USAGE_KEYS}
+    total["documents_asked"] = old.get("total", {}).get("documents_asked", 0) + asked
+    total["oracle_seconds"] = round(old.get("total", {}).get("oracle_seconds", 0.0) + seconds, 3)
+    return {"last_run": usage, "total": total, "oracle": oracle or old.get("oracle") or {}}
+
+
+def dimension_stats(records: Sequence[dict], dims: Sequence[str]) -> list[tuple[str, float, float, Any, Any]]:
+    """Per dimension of the labelled records: (dimension, mean, std, min, max), mean and std to 3 places."""
+    import numpy as np
+
+    return [(d, round(float(np.mean([r["scores"][d] for r in records])), 3),
+             round(float(np.std([r["scores"][d] for r in records])), 3),
+             min(r["scores"][d] for r in records), max(r["scores"][d] for r in records)) for d in dims]
+
+
 def oracle_agreement(definition: FilterDefinition, documents: Sequence[dict], client: Any, model_a: str | None,
                      model_b: str | None, *, sample: int | None = None, journal_dir: Path | None = None
                      ) -> dict[str, Any]:

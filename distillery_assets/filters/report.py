@@ -137,6 +137,32 @@ class CostLine:
     note: str = ""
 
 
+def cost_lines(total: Mapping[str, Any], oracle: Mapping[str, Any], *, labels_mode: bool,
+               scorer_docs_per_s: float | None, reference: tuple[str, str], dollars_per_hour: float) -> list[CostLine]:
+    """The report's cost table: the oracle as it ran (from the usage ``total`` summed over every
+    materialization: documents asked, tokens, cost, seconds) and priced as the ``reference`` (provider,
+    model) for the same tokens; or a note that a labels file cost nothing; then the trained scorer at
+    ``dollars_per_hour`` for the CPU it runs on (when its speed is known)."""
+    costs: list[CostLine] = []
+    asked = total.get("documents_asked", 0)
+    oracle_speed = round(asked / total["oracle_seconds"], 3) if asked and total.get("oracle_seconds") else None
+    if asked:
+        mean_in, mean_out = total["input_tokens"] / asked, total["output_tokens"] / asked
+        provider, model = oracle.get("provider") or "?", oracle.get("model") or "?"
+        costs.append(CostLine(f"oracle as run ({provider} {model})", round(total["cost_usd"] / asked * 1000, 6),
+                              oracle_speed, f"{mean_in:.0f} prompt + {mean_out:.0f} completion tokens per document"
+                              + ("; a local model costs no API money" if provider == "local" else "")))
+        ref = cost_per_1000(provider=reference[0], model=reference[1], prompt_tokens=mean_in,
+                            completion_tokens=mean_out)
+        costs.append(CostLine(f"oracle priced as {reference[1]}", ref, None, "list price, same tokens"))
+    elif labels_mode:
+        costs.append(CostLine("oracle (labels file)", None, None, "labels brought by the user: no oracle calls"))
+    if scorer_docs_per_s:
+        costs.append(CostLine("trained scorer (CPU)", scorer_cost_per_1000(scorer_docs_per_s, dollars_per_hour),
+                              scorer_docs_per_s, f"at an assumed ${dollars_per_hour}/h for the CPU it runs on"))
+    return costs
+
+
 # -------------------------------------------------------------------------------------------------- docx
 
 @dataclass

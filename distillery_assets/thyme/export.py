@@ -154,6 +154,32 @@ def export_transformer_gguf(model_folder: Path, tokenizer_json: Path, out_dir: P
     )
 
 
+EXPORT_RECORD = "export.json"  # beside the GGUF: the export's result and the fingerprint of the model it came from
+
+
+def export_once(model_folder: Path, tokenizer_json: Path, out_dir: Path) -> tuple[TransformerExport, bool]:
+    """``export_transformer_gguf`` unless ``out_dir``'s record is this model's (same fingerprint), by this
+    exporter (same ``EXPORT_VERSION``) and its GGUF still exists; an older or unreadable record is exported
+    again. Returns the export and whether it was reused; a new export's record is written atomically."""
+    from pydantic import ValidationError
+
+    from distillery_assets.io import atomic_write_text
+
+    fingerprint = json.loads((Path(model_folder) / "model.json").read_text())["fingerprint"]
+    record = Path(out_dir) / EXPORT_RECORD
+    done = json.loads(record.read_text()) if record.exists() else {}
+    try:
+        result = TransformerExport.model_validate({k: v for k, v in done.items() if k != "model_fingerprint"})
+        if (done.get("model_fingerprint") == fingerprint and result.exporter == EXPORT_VERSION
+                and Path(result.gguf_path).exists()):
+            return result, True
+    except ValidationError:
+        pass
+    result = export_transformer_gguf(model_folder, tokenizer_json, out_dir)
+    atomic_write_text(record, json.dumps({"model_fingerprint": fingerprint, **result.model_dump(mode="json")}, indent=1))
+    return result, False
+
+
 def _llama_check(gguf_file: Path, prompt: str, prompt_ids: list[int], prompt_pieces: list[str], ref, *, max_new_tokens: int, top_k: int,
                  top_p: float, temperature: float, seed: int, threads: int) -> dict:
     import numpy as np
