@@ -196,7 +196,7 @@ def test_specs_round_trip_through_their_json_form_by_kind():
         assert parse_spec(wire) == spec
     assert train.inputs() == ["demo/train.jsonl", "demo/val.jsonl", EMBEDDED_BASE_RELDIR]
     assert train.outputs() == ["models/lora/demo"]
-    with pytest.raises(ValueError, match="unknown step 'nope'; known steps: export_gguf, train_lora"):
+    with pytest.raises(ValueError, match="unknown step 'nope'; known steps: export_gguf, train_filter, train_lora, train_thyme"):
         parse_spec({"kind": "nope"})
 
 
