@@ -216,6 +216,12 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
                      catalog: CatalogResource):
         yield from _generate(context, kind, (prompts_name, corpus_name), config, llm, catalog)
 
+    return [prompts_asset, corpus_asset], _corpus_checks(kind, partitions_def, prompts_asset, corpus_asset)
+
+
+def _corpus_checks(kind: CorpusKind, partitions_def: dg.PartitionsDefinition, prompts_asset, corpus_asset) -> list:
+    """The three checks of one half of the corpus: prompts parse, files are prose, word counts on target."""
+
     @dg.asset_check(asset=prompts_asset, name="every_line_parses",
                     description="Every line of every prompts.txt of the run's partitions (a run without partitions: "
                     "of every partition that has prompts) is '<file>.corpus <prompt>' with a safe file name.")
@@ -236,7 +242,7 @@ def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.Partiti
         keys, _ = _checked_partitions(context, partitions_def)
         return _inspect(keys, kind, corpus_root(config.corpus_root), with_target=True)
 
-    return [prompts_asset, corpus_asset], [prompts_parse_check, prose_check, word_count_check]
+    return [prompts_parse_check, prose_check, word_count_check]
 
 
 def _checked_partitions(context: dg.AssetCheckExecutionContext,
