@@ -6,7 +6,8 @@ profile ``small`` unless ``$DISTILLERY_POETRY_PROFILE`` says otherwise). The mod
 ``*educator*.gguf`` / ``*poet*.gguf`` under ``data_dir()`` when present, else the bundled base SmolLM2-135M
 (``--base`` forces the base for both). Each draft is judged by
 :func:`distillery_assets.poetry.verse.verse_verdict` (several short lines, mostly distinct, no prose about
-"the poem"); the script prints each verdict and the count.
+"the poem"); the script prints each verdict and the count. When the draft's ``min_lines`` holds end-of-turn back, the same
+requests run again without the hold, in the same run, as the baseline.
 
     python benchmarks/poet_verse.py                 # 20 requests from data/inputs/poetry/requests.txt
     python benchmarks/poet_verse.py --base --n 20 --show
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", action="store_true", help="the bundled base SmolLM2 for both roles")
     parser.add_argument("--show", action="store_true", help="print every draft")
     parser.add_argument("--json", type=Path, help="write the drafts and verdicts here")
+    parser.add_argument("--no-compare", action="store_true",
+                        help="skip the same requests with the draft's min_lines off (run by default as the baseline)")
     args = parser.parse_args(argv)
 
     from distillery_assets.poetry.gguf_chat import GGUFChat
@@ -65,26 +68,39 @@ def main(argv: list[str] | None = None) -> int:
     print(f"educator: {educator_path}\npoet:     {poet_path}\nprofile:  {inf.profile}")
     educator = GGUFChat(educator_path, inf.models.get("educator"))
     poet = educator if poet_path == educator_path else GGUFChat(poet_path, inf.models.get("poet"))
-    rows, start = [], time.perf_counter()
+    held = inf.sampling.draft.min_lines
+    variants = [("as configured", inf.sampling)]
+    if held and not args.no_compare:  # the same requests without the hold, in the same run: the baseline
+        variants.append(("min_lines 0", inf.sampling.model_copy(
+            update={"draft": inf.sampling.draft.model_copy(update={"min_lines": 0})})))
+    results, start = {}, time.perf_counter()
     try:
-        for i, request in enumerate(requests_from(args.requests, args.n), 1):
-            brief, draft = draft_for_request(request, educator=educator, poet=poet, prompts=session_prompts(cfg),
-                                             sampling=inf.sampling)
-            verdict = verse_verdict(draft)
-            rows.append({"request": request, "brief": brief, "draft": draft, "verse": verdict.verse,
-                         "reason": verdict.reason})
-            print(f"{i:2d}. {'VERSE' if verdict.verse else 'prose'}  {verdict.reason:<48} {request}")
-            if args.show:
-                print("    " + draft.replace("\n", "\n    ") + "\n")
+        for label, sampling in variants:
+            print(f"\n-- drafts {label} (draft min_lines {sampling.draft.min_lines})")
+            results[label] = rows = []
+            for i, request in enumerate(requests_from(args.requests, args.n), 1):
+                brief, draft = draft_for_request(request, educator=educator, poet=poet,
+                                                 prompts=session_prompts(cfg), sampling=sampling)
+                verdict = verse_verdict(draft)
+                rows.append({"request": request, "brief": brief, "draft": draft, "verse": verdict.verse,
+                             "reason": verdict.reason})
+                print(f"{i:2d}. {'VERSE' if verdict.verse else 'prose'}  {verdict.reason:<48} {request}")
+                if args.show:
+                    print("    " + draft.replace("\n", "\n    ") + "\n")
     finally:
         educator.close()
         if poet is not educator:
             poet.close()
-    verse = sum(r["verse"] for r in rows)
-    print(f"\nverse drafts: {verse} of {len(rows)} ({time.perf_counter() - start:.0f} s)")
+    print()
+    for label, rows in results.items():
+        print(f"verse drafts, {label}: {sum(r['verse'] for r in rows)} of {len(rows)}")
+    print(f"({time.perf_counter() - start:.0f} s)")
     if args.json:
-        args.json.write_text(json.dumps({"educator": str(educator_path), "poet": str(poet_path), "verse": verse,
-                                         "n": len(rows), "rows": rows}, indent=2), encoding="utf-8")
+        args.json.write_text(json.dumps({"educator": str(educator_path), "poet": str(poet_path),
+                                         "variants": {label: {"verse": sum(r["verse"] for r in rows),
+                                                              "n": len(rows), "rows": rows}
+                                                      for label, rows in results.items()}}, indent=2),
+                             encoding="utf-8")
     return 0
 
 

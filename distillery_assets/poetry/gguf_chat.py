@@ -24,6 +24,38 @@ def end_of_turn_stops(chat_template: str | None, eos_token: str | None) -> list[
     return stops
 
 
+def end_of_turn_ids(llm, stops: list[str], eos_id: int) -> list[int]:
+    """Token ids that end a reply: the EOS token and every stop string that is a single special token."""
+    ids = {eos_id} if eos_id >= 0 else set()
+    for stop in stops:
+        toks = llm.tokenize(stop.encode("utf-8"), add_bos=False, special=True)
+        if len(toks) == 1:
+            ids.add(toks[0])
+    return sorted(ids)
+
+
+def count_lines(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line.strip())
+
+
+class HoldEndOfTurn:
+    """A llama-cpp-python logits processor: end-of-turn tokens get -inf until the generated text has
+    ``min_lines`` non-empty lines. The first call sees only the prompt, so its length marks where the reply
+    starts. The model still chooses every token; it just cannot stop before the last line is begun."""
+
+    def __init__(self, detokenize, end_ids: list[int], min_lines: int):
+        self.detokenize, self.end_ids, self.min_lines = detokenize, list(end_ids), int(min_lines)
+        self.prompt_len: int | None = None
+
+    def __call__(self, input_ids, scores):
+        if self.prompt_len is None:
+            self.prompt_len = len(input_ids)
+        reply = self.detokenize(list(input_ids[self.prompt_len:])).decode("utf-8", "ignore")
+        if count_lines(reply) < self.min_lines:
+            scores[self.end_ids] = -float("inf")
+        return scores
+
+
 class GGUFChat:
     """Loads a GGUF once; calling it runs one chat completion."""
 
@@ -42,10 +74,18 @@ class GGUFChat:
         eos = self.llm.detokenize([eos_id], special=True).decode("utf-8", "ignore") if eos_id >= 0 else None
         self.stops = end_of_turn_stops(meta.get("tokenizer.chat_template"), eos)
 
+        self.end_ids = end_of_turn_ids(self.llm, self.stops, eos_id)
+
     def __call__(self, messages: list[dict[str, str]], sampling: Sampling) -> Reply:
+        processors = None
+        if sampling.min_lines and self.end_ids:
+            from llama_cpp import LogitsProcessorList
+
+            processors = LogitsProcessorList([HoldEndOfTurn(self.llm.detokenize, self.end_ids, sampling.min_lines)])
         out = self.llm.create_chat_completion(
             messages=messages, temperature=sampling.temperature, top_p=sampling.top_p,
-            repeat_penalty=sampling.repeat_penalty, max_tokens=sampling.max_tokens, stop=self.stops, seed=0)
+            repeat_penalty=sampling.repeat_penalty, max_tokens=sampling.max_tokens, stop=self.stops, seed=0,
+            logits_processor=processors)
         choice = out["choices"][0]
         return Reply(text=choice["message"]["content"] or "", finish_reason=choice.get("finish_reason"))
 

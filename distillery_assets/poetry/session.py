@@ -153,13 +153,16 @@ def _verse_tag(text: str) -> str:
 def session_markdown(session: dict[str, Any]) -> str:
     """A readable rendering of one session (for the Dagster UI): the brief and critiques as prose, every poem
     in a block that keeps its line breaks, each draft labelled verse or not (``poetry.verse``)."""
-    out = [f"### {session['user_request']}", "", "**Brief** (educator)", "", session["generation_brief"], ""]
+    mark = _cut_marker(session)
+    out = [f"### {session['user_request']}", "", f"**Brief** (educator){mark('brief')}", "",
+           session["generation_brief"], ""]
     for r in session["revision_history"]:
-        out += [f"**Draft {r['iteration']}** (poet; {_verse_tag(r['draft'])})", "", *_poem_md(r["draft"]), "",
-                f"**Critique {r['iteration']}** (educator)", "", r["critique"], "",
+        i = r["iteration"]
+        out += [f"**Draft {i}** (poet; {_verse_tag(r['draft'])}){mark(_draft_step(i))}", "", *_poem_md(r["draft"]),
+                "", f"**Critique {i}** (educator){mark(f'critique {i}')}", "", r["critique"], "",
                 *_echo_md(r.get("critique_echoes_draft", False), "the critique")]
     out += [f"**Final poem** ({_verse_tag(session['final_poem'])})", "", *_poem_md(session["final_poem"]), "",
-            "**Educator's note**", "", session["educator_note"], "",
+            f"**Educator's note**{mark('final note')}", "", session["educator_note"], "",
             *_echo_md(session["metadata"].get("note_echoes_poem", False), "the note")]
     meta = session["metadata"]
     finishes = ", ".join(f"{s['step']}={s['finish_reason']}" for s in meta["steps"])
@@ -180,21 +183,32 @@ def _poem(text: str, indent: str = "      ") -> list[str]:
     return [indent + line if line.strip() else "" for line in (text or "(empty)").splitlines()] + [""]
 
 
+def _cut_marker(session: dict[str, Any]):
+    """``mark(step)``: ' [cut at max_tokens]' when that step's reply stopped at its token budget, else ''."""
+    cut = {s["step"] for s in session["metadata"].get("steps", []) if s.get("finish_reason") == "length"}
+    return lambda step: " [cut at max_tokens]" if step in cut else ""
+
+
+def _draft_step(iteration: int) -> str:
+    return "draft" if iteration == 1 else f"revision {iteration - 1}"
+
+
 def session_text(session: dict[str, Any], width: int = 88) -> str:
     """The session for a terminal (what ``demo.sh`` and the tutor CLI print): headings, prose wrapped to
-    ``width``, poems indented with their own line breaks."""
-    rule = "=" * min(width, 72)
-    out = [rule, f"Tutor session: {session['user_request']}", rule, "", "BRIEF (educator)",
+    ``width``, poems indented with their own line breaks, a reply that hit its token budget marked as cut."""
+    rule, mark = "=" * min(width, 72), _cut_marker(session)
+    out = [rule, f"Tutor session: {session['user_request']}", rule, "", f"BRIEF (educator){mark('brief')}",
            *_prose(session["generation_brief"], width)]
     for r in session["revision_history"]:
-        out += [f"DRAFT {r['iteration']} (poet; {_verse_tag(r['draft'])})", *_poem(r["draft"]),
-                f"CRITIQUE {r['iteration']} (educator)", *_prose(r["critique"], width)]
+        i = r["iteration"]
+        out += [f"DRAFT {i} (poet; {_verse_tag(r['draft'])}){mark(_draft_step(i))}", *_poem(r["draft"]),
+                f"CRITIQUE {i} (educator){mark(f'critique {i}')}", *_prose(r["critique"], width)]
         if r.get("critique_echoes_draft"):
             out += ["  (the critique repeats the draft: the small offline model copies its input)", ""]
         if r.get("revision_brief"):
-            out += [f"REVISION BRIEF {r['iteration']} (educator)", *_prose(r["revision_brief"], width)]
+            out += [f"REVISION BRIEF {i} (educator){mark(f'revision brief {i}')}", *_prose(r["revision_brief"], width)]
     out += [f"FINAL POEM ({_verse_tag(session['final_poem'])})", *_poem(session["final_poem"]),
-            "EDUCATOR'S NOTE", *_prose(session["educator_note"], width)]
+            f"EDUCATOR'S NOTE{mark('final note')}", *_prose(session["educator_note"], width)]
     meta = session["metadata"]
     if meta.get("note_echoes_poem"):
         out += ["  (the note repeats the poem: the small offline model copies its input)", ""]

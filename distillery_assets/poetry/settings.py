@@ -99,6 +99,9 @@ class Sampling(_Strict):
     top_p: float = Field(gt=0, le=1)
     repeat_penalty: float = Field(gt=0)
     max_tokens: int = Field(gt=0)
+    # end-of-turn is held back until the reply has this many non-empty lines (0: never held). A decoding
+    # constraint like transformers' min_new_tokens, counted in lines: a 135M poet tends to stop after two.
+    min_lines: int = Field(0, ge=0)
 
 
 class StepSampling(_Strict):

@@ -66,3 +66,24 @@ def test_a_critique_that_copies_the_draft_is_flagged():
     s = _session(["brief", POEM, "rb", "note"], [POEM, POEM])
     assert s["revision_history"][0]["critique_echoes_draft"] is True
     assert "the critique repeats the draft" in session_text(s)
+
+
+class Budgeted(Scripted):
+    """Replies whose finish reasons are scripted too."""
+
+    def __call__(self, messages, sampling):
+        text, finish = self.answers.pop(0)
+        return Reply(text, finish)
+
+
+def test_a_reply_cut_at_max_tokens_is_marked_where_it_is_shown():
+    cfg = PoetryConfig()
+    s = run_session("Write a poem about winter light",
+                    educator=Budgeted([("A brief that ran on and", "length"), ("this poem has found its shape", "stop"),
+                                       ("A note.", "stop")]),
+                    poet=Budgeted([(POEM, "stop")]), prompts=session_prompts(cfg), sampling=cfg.inference.sampling,
+                    max_revisions=1, approval_phrases=cfg.inference.approval_phrases)
+    text, md = session_text(s), session_markdown(s)
+    assert "BRIEF (educator) [cut at max_tokens]" in text and "**Brief** (educator) [cut at max_tokens]" in md
+    assert "DRAFT 1 (poet; verse: 4 short lines)\n" in text  # the draft finished: no marker
+    assert "EDUCATOR'S NOTE\n" in text and text.count("[cut at max_tokens]") == 1
