@@ -142,7 +142,11 @@ def fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return "nan" if value != value else f"{value:.{digits}f}"
+        if value != value:
+            return "nan"
+        if value and abs(value) < 0.01:  # a learning rate or a cost per document: significant digits, not 0.000
+            return f"{value:.{digits}g}"
+        return f"{value:.{digits}f}"
     return str(value)
 
 

@@ -45,7 +45,7 @@ def test_sources_to_splits_with_the_llm_oracle(tmp_path):
     assert "\u200b" not in cands.documents[0]["content"]
     pre = gt.prefilter(d, cands.documents)
     assert pre.summary.blocked == 1 and pre.decisions[-2].reason == "content_too_short"  # "short"
-    assert pre.summary.as_dict()["expected_pass_rate"] == 0.85
+    assert pre.summary.as_dict()["expected_pass_rate"] == 0.95  # the shipped config's value
     client = ScriptedClient(_answer)
     truth = gt.label(d, pre.passed, client, journal=tmp_path / "j.jsonl")
     assert len(truth.records) == 24 and [r["key"] for r in truth.rejects] == ["broken"]
