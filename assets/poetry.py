@@ -182,7 +182,7 @@ GATE_CHECKS = [_gate_check(task, name) for task, name in TASK_ASSETS.items()]
 
 def _dataset_outputs(context: dg.AssetExecutionContext, role: str, task_files: dict[str, Path]):
     """Both split files are always written together (one seeded split); only the selected outputs are yielded."""
-    ds = build_role_dataset(PoetryConfig(), role, task_files)
+    ds = build_role_dataset(PoetryConfig(), role, task_files, count_tokens=chatml.embedded_token_counter())
     selected = context.selected_output_names
     common = {
         "per_task": dg.MetadataValue.json(ds.per_task),

@@ -77,18 +77,41 @@ def split_path(role: str, side: str) -> Path:
     return poetry_dir("datasets", role) / SPLIT_FILES[side]
 
 
-def build_role_dataset(cfg: PoetryConfig, role: str, task_files: dict[str, Path]) -> RoleDataset:
-    """``task_files`` maps task name (``critique``, ``brief``, ... ``poet_pair``) to its records file."""
+def example_tokens(example: dict, count_tokens) -> int:
+    """Tokens of one ChatML example as the dataset check counts them (content plus the template's turns)."""
+    return sum(count_tokens(m["content"]) + chatml.TURN_OVERHEAD for m in example["messages"])
+
+
+def _fit(task: str, records: list[dict], system: str, count_tokens, max_seq: int | None):
+    """(examples, rejected): a record whose example is longer than the role's ``max_seq`` is a reject
+    ``too_long`` (training would cut it, and a poem cut short teaches no ending), not a training example."""
+    examples, rejected = [], []
+    for rec in records:
+        ex = task_examples(task, [rec], system)
+        n = example_tokens(ex[0], count_tokens) if ex and count_tokens and max_seq else 0
+        if n > (max_seq or 0):
+            rejected.append({**rec, "_task": task, "_reject_reasons": [f"too_long: {n} tokens > max_seq {max_seq}"]})
+        else:
+            examples += ex
+    return examples, rejected
+
+
+def build_role_dataset(cfg: PoetryConfig, role: str, task_files: dict[str, Path], count_tokens=None) -> RoleDataset:
+    """``task_files`` maps task name (``critique``, ``brief``, ... ``poet_pair``) to its records file. With
+    ``count_tokens``, examples longer than the role's training ``max_seq`` are rejects ``too_long``."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
     system = cfg.persona_condensed if role == "educator" else cfg.poet_system
     gate = gate_for(cfg)
+    max_seq = chatml.max_seq_for(role) if count_tokens else None
     examples, rejected, per_task = [], [], {}
     for task, path in task_files.items():
         records = read_jsonl(path)
         passed, failed = gate.split(task, records, verse=True)
-        per_task[task] = {"records": len(records), "passed": len(passed), "rejected": len(failed)}
-        examples += task_examples(task, passed, system)
+        fitting, too_long = _fit(task, passed, system, count_tokens, max_seq)
+        failed += too_long
+        per_task[task] = {"records": len(records), "passed": len(passed) - len(too_long), "rejected": len(failed)}
+        examples += fitting
         rejected += failed
     reject_path = poetry_dir("rejects", f"quality_gate_{role}.jsonl")
     atomic_write_jsonl(reject_path, rejected)
