@@ -131,8 +131,8 @@ def _lora_metadata(result: TrainResult, ran_on: str, folder: Path, inputs: list[
     return {
         "profile": result.profile, "base_model": result.base_model, "ran_on": ran_on,
         "reused_finished_run": result.reused,
-        # the losses stay exact (the catalogue's run row holds the same numbers); the table shows them rounded
-        "base_val_loss": result.base_val_loss, "trained_val_loss": result.val_loss,
+        # rounded for the UI; the catalogue's run row keeps the exact numbers
+        "base_val_loss": round(result.base_val_loss, 4), "trained_val_loss": round(result.val_loss, 4),
         "improvement": round(result.improvement, 4),
         # two small entries the UI shows in place (under 1000 characters each), then the full-size plot
         "loss_curves": dg.MetadataValue.md(loss_inline_md(result.model_dump())),
@@ -234,7 +234,7 @@ def _lora_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
         folder = data_dir() / spec.adapter_dir
         yield dg.Output(folder, metadata=_lora_metadata(result, ran_on, folder, [train, val, chain.config_path()]))
         yield dg.AssetCheckResult(check_name=LOSS_CHECK, passed=result.loss_improved, metadata={
-            "base_val_loss": result.base_val_loss, "trained_val_loss": result.val_loss})
+            "base_val_loss": round(result.base_val_loss, 4), "trained_val_loss": round(result.val_loss, 4)})
 
     return lora
 

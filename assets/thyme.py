@@ -270,7 +270,8 @@ def thyme_eval(context: dg.AssetExecutionContext, catalog: CatalogResource) -> d
         "samples": text_md(samples_md(samples), 4000),
         "below_unigram": dg.MetadataValue.json({r["model"]: r["ppl"] < unigram["ppl"]
                                                 for r in data["rows"] if r["kind"] != "baseline"}),
-        "seed_ppl_per_epoch": dg.MetadataValue.json(data["seed_ppl_per_epoch"]),
+        "seed_ppl_per_epoch": dg.MetadataValue.json({k: [None if p is None else round(p, 2) for p in v]
+                                                     for k, v in data["seed_ppl_per_epoch"].items()}),
         "seed_reported_ppl": data["seed_reported_ppl"], "ood_book": data["ood"]["book"],
         **{f"{r['model']}_ppl": round(r["ppl"], 3) for r in data["rows"]},
         **{f"{r['model']}_bpb": round(r["bpb"], 4) for r in data["rows"]},

@@ -103,7 +103,7 @@ def test_chain_trains_exports_checks_and_declines_upload_without_token(data_dir,
 
     runs = Catalog(data_dir / "catalog.duckdb").query("select kind, name, metrics from runs order by id")
     assert [(r["kind"], r["name"]) for r in runs] == [("train", "demo_lora"), ("export", "demo_gguf")]
-    assert json.loads(runs[0]["metrics"])["val_loss"] == lora["trained_val_loss"]
+    assert round(json.loads(runs[0]["metrics"])["val_loss"], 4) == lora["trained_val_loss"]  # the UI rounds, the catalogue keeps it exact
 
     # Re-materializing reuses the finished adapter and GGUF instead of training again.
     again = dg.materialize(
