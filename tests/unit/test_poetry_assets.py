@@ -1,5 +1,6 @@
 """The poetry data half of the graph, materialized in process with a scripted LLM resource."""
 
+import json
 import shutil
 from dataclasses import dataclass
 
@@ -141,3 +142,16 @@ def test_task_metadata_keeps_line_breaks_tables_records_and_shows_llm_usage(data
                                              "output_tokens", "estimated_cost_usd")}
     assert usage["llm_requests"] == 8 and usage["llm_retries"] == 0, usage  # the fake reports no provider attempts
     assert not any(k.startswith("llm_input") or k == "llm_cost_usd" for k in critiques)
+
+
+def test_a_task_with_no_passing_record_warns_it_does_not_fail_the_job(data_dir):
+    from distillery_assets.poetry.generate import poetry_dir
+
+    path = poetry_dir("generated", "autopsy.jsonl")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"poem": {"text": "a\nb\nc\nd"}, "autopsy": "A vague note that quotes no line at all."})
+                    + "\n", encoding="utf-8")
+    check = next(c for c in poetry.GATE_CHECKS if "poetry_autopsies_quality_gate" in str(c.check_keys))
+    result = check(dg.build_op_context())
+    assert result.passed is False and result.severity == dg.AssetCheckSeverity.WARN
+    assert result.metadata["rejected"].value == 1
