@@ -118,6 +118,7 @@ class TrainingOverrides(_Strict):
     weight_decay: float | None = Field(default=None, ge=0)
     warmup_steps: int | None = Field(default=None, ge=0)
     epochs: int | None = Field(default=None, gt=0)
+    amp: bool | None = Field(default=None, description="the profile's amp for this model only")
 
 
 class ThymeArchitecture(_Strict):
@@ -176,7 +177,9 @@ class TrainingProfile(_Strict):
     warmup_steps: int = Field(default=0, ge=0)
     grad_accum: int = Field(default=1, gt=0)
     max_grad_norm: float | None = Field(default=1.0, gt=0)
-    amp: bool = Field(default=False, description="mixed precision on CUDA (the shared loop does not yet autocast)")
+    amp: bool = Field(default=False, description="mixed precision where the device runs it natively: bf16 autocast on "
+                      "CUDA (fp16 with a gradient scaler where bf16 is missing) and on CPUs with AVX-512 BF16/AMX; "
+                      "fp32 elsewhere")
     max_steps: int | None = Field(default=None, gt=0)
     checkpoint_every: int | None = Field(default=None, gt=0)
     log_every: int = Field(default=100, gt=0)

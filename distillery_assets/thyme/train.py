@@ -139,21 +139,22 @@ def train_model(exp: Experiment, key: str, dataset: Dataset, folder: Path, *, de
 
     import torch
 
-    from distillery_assets.training.loop import (BEST_STATE, HISTORY_FILE, Checkpoints, pick_device, seed_torch,
-                                                 train_loop)
+    from distillery_assets.training.loop import (BEST_STATE, HISTORY_FILE, Checkpoints, amp_dtype, pick_device,
+                                                 seed_torch, train_loop)
 
     folder = Path(folder)
     arch = exp.models[key]
     cfg = loop_config(exp, key, len(dataset.train))
+    device = device or pick_device(cfg)
+    if exp.training_for(key).amp:
+        cfg = cfg.model_copy(update={"autocast": amp_dtype(device)})
+        if cfg.autocast is None:
+            log.warning("%s/%s: amp is set but %s has no native bf16; training in fp32", exp.name, key, device)
     fingerprint = run_fingerprint(exp, key, dataset, cfg)
     finished = _read_json(folder / MODEL_FILE)
     if finished and finished.get("fingerprint") == fingerprint and (folder / WEIGHTS_FILE).exists():
         log.info("%s/%s: a finished run with the same settings is in %s; reused", exp.name, key, folder)
         return TrainedModel(key, folder, load_model(folder), finished, reused=True)
-    if exp.training_for(key).amp:
-        log.warning("%s/%s: amp is set but the shared loop trains in fp32 (autocast not wired yet)", exp.name, key)
-
-    device = device or pick_device(cfg)
     seed_torch(cfg)
     model = build_model(arch, dataset.vocab_size).to(device)
     checkpoints = Checkpoints(folder / CHECKPOINT_DIR, fingerprint)
@@ -174,6 +175,7 @@ def train_model(exp: Experiment, key: str, dataset: Dataset, folder: Path, *, de
         "parameters": sum(p.numel() for p in model.parameters()), "steps": result.steps,
         "tokens_seen": result.tokens_seen, "train_seconds": result.train_seconds,
         "tokens_per_s": result.tokens_per_s, "resumed_from_step": result.resumed_from_step, "device": device,
+        "autocast": cfg.autocast,
         "best_epoch": best.get("epoch"), "best_val_loss": best.get("val_loss"), "best_seed_ppl": best.get("seed_ppl"),
         "epochs": result.history.epochs,
     }

@@ -122,6 +122,9 @@ class LoopConfig(_Strict):
     weight_decay: float = Field(default=0.0, ge=0.0)
     max_grad_norm: float | None = Field(default=None, gt=0)
     dtype: Literal["float32", "bfloat16"] = "float32"
+    autocast: Literal["bf16", "fp16"] | None = Field(
+        default=None, description="mixed precision: the training forward pass under torch.autocast in this dtype "
+        "(weights, optimizer and validation stay fp32); fp16 only on CUDA, with a gradient scaler")
     gradient_checkpointing: bool = False
     max_train_examples: int | None = Field(default=None, gt=0)
     max_val_examples: int | None = Field(default=None, gt=0)
@@ -139,6 +142,8 @@ class LoopConfig(_Strict):
     def fingerprint(self) -> str:
         """A stable hash of every setting that shapes the result: a finished run with the same one is reused."""
         body = self.model_dump(exclude=set(NOT_IN_FINGERPRINT))
+        if body.get("autocast") is None:
+            body.pop("autocast", None)  # runs from before the setting existed keep their fingerprints
         return sha256_text(json.dumps(body, sort_keys=True))[:16]
 
 

@@ -100,11 +100,47 @@ def batches(examples: list[Example], size: int, rng: random.Random | None) -> li
     return [[examples[i] for i in order[k : k + size]] for k in range(0, len(order), size)]
 
 
-def token_nll(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
-    """Summed next-token NLL over label tokens, and how many there were."""
+AUTOCAST_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def amp_dtype(device: str) -> str | None:
+    """The mixed-precision dtype this device runs natively (``LoopConfig.autocast``), or None for fp32:
+    bf16 on CUDA devices that have it, else fp16; bf16 on CPUs with AVX-512 BF16 or AMX (elsewhere torch
+    emulates bf16 matmuls, slower than fp32)."""
+    import torch
+
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device == "cpu":
+        try:
+            native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            native = False
+        try:
+            flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+        except OSError:
+            flags = ""
+        return "bf16" if native and ("avx512_bf16" in flags or "amx_bf16" in flags) else None
+    return None
+
+
+def _autocast(device_type: str, autocast: str | None):
+    import contextlib
+
+    import torch
+
+    if autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=getattr(torch, AUTOCAST_DTYPES[autocast]))
+
+
+def token_nll(model: Any, batch: dict[str, Any], autocast: str | None = None) -> tuple[Any, int]:
+    """Summed next-token NLL over label tokens, and how many there were. With ``autocast`` (``bf16`` or
+    ``fp16``) the forward pass runs under ``torch.autocast``; the loss is taken in fp32 either way."""
     import torch.nn.functional as F
 
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    with _autocast(batch["input_ids"].device.type, autocast):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     shift_logits = logits[:, :-1, :].float()
     shift_labels = batch["labels"][:, 1:]
     total = F.cross_entropy(
@@ -198,7 +234,8 @@ class Checkpoints:
     def __init__(self, folder: Path, fingerprint: str):
         self.folder, self.fingerprint = Path(folder), fingerprint
 
-    def save(self, state: LoopState, history: History, model: Any, optimizer: Any, scheduler: Any) -> None:
+    def save(self, state: LoopState, history: History, model: Any, optimizer: Any, scheduler: Any,
+             scaler: Any = None) -> None:
         import torch
 
         tensors = {
@@ -207,6 +244,7 @@ class Checkpoints:
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
         }
         with atomic_path(self.folder, is_dir=True) as tmp:
             torch.save(tensors, tmp / CHECKPOINT_TENSORS)
@@ -215,7 +253,7 @@ class Checkpoints:
                               json.dumps({"fingerprint": self.fingerprint, **asdict(state)}, indent=1))
         log.info("checkpoint at step %d in %s", state.step, self.folder)
 
-    def load(self, model: Any, optimizer: Any, scheduler: Any) -> tuple[LoopState, History] | None:
+    def load(self, model: Any, optimizer: Any, scheduler: Any, scaler: Any = None) -> tuple[LoopState, History] | None:
         """Restore the newest checkpoint of this run into model/optimizer/scheduler; None if there is none."""
         import torch
 
@@ -239,6 +277,8 @@ class Checkpoints:
         torch.set_rng_state(tensors["torch_rng"])
         if tensors.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(tensors["cuda_rng"])
+        if scaler is not None and tensors.get("scaler") is not None:
+            scaler.load_state_dict(tensors["scaler"])
         return LoopState(**meta), History.read(self.folder / HISTORY_FILE)
 
     def clear(self) -> None:
@@ -315,10 +355,14 @@ def train_loop(
         raise ValueError("the model has no parameters that require gradients; nothing to train")
     optimizer = make_optimizer(cfg, trainable)
     scheduler = make_scheduler(cfg, optimizer, total_steps)
+    if cfg.autocast == "fp16" and device != "cuda":
+        raise ValueError(f"profile {cfg.profile!r} of {cfg.role!r}: autocast fp16 needs CUDA (device here: {device}); "
+                         "use bf16 or none")
+    scaler = torch.amp.GradScaler("cuda") if cfg.autocast == "fp16" else None  # fp16 gradients underflow unscaled
     eval_kw = dict(batch_size=cfg.batch_size, pad_id=pad_id, device=device)
 
     state, history = LoopState(), History()
-    restored = checkpoints.load(model, optimizer, scheduler) if checkpoints else None
+    restored = checkpoints.load(model, optimizer, scheduler, scaler) if checkpoints else None
     if restored:
         state, history = restored
         log.info("resuming from step %d (epoch %d) of %s", state.step, state.epoch, checkpoints.folder)
@@ -326,7 +370,7 @@ def train_loop(
 
     def save() -> None:
         if checkpoints is not None:
-            checkpoints.save(state, history, model, optimizer, scheduler)
+            checkpoints.save(state, history, model, optimizer, scheduler, scaler)
 
     model.train()
     segment_start, seconds_before = time.perf_counter(), state.train_seconds
@@ -336,10 +380,16 @@ def train_loop(
         for group in groups[state.groups_done :]:
             if state.step >= total_steps:
                 break
-            loss, tokens = _accumulate(model, group, device, pad_id, state)
+            loss, tokens = _accumulate(model, group, device, pad_id, state, cfg.autocast, scaler)
+            if scaler is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)  # skipped (and the scale lowered) when a gradient overflowed
+                scaler.update()
+            else:
+                optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
@@ -378,14 +428,16 @@ def train_loop(
     return LoopResult(history, state.step, state.tokens_seen, state.train_seconds, resumed_from)
 
 
-def _accumulate(model: Any, group: list[list[Example]], device: str, pad_id: int, state: LoopState) -> tuple[float, int]:
+def _accumulate(model: Any, group: list[list[Example]], device: str, pad_id: int, state: LoopState,
+                autocast: str | None = None, scaler: Any = None) -> tuple[float, int]:
     """Forward/backward one accumulation group; gradients are weighted per label token across the group."""
     tensors = [{k: v.to(device) for k, v in collate(c, pad_id).items()} for c in group]
     group_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in tensors)
     group_nll = 0.0
     for batch in tensors:
-        nll, _ = token_nll(model, batch)
-        (nll / max(group_tokens, 1)).backward()
+        nll, _ = token_nll(model, batch, autocast)
+        scaled = nll / max(group_tokens, 1)
+        (scaler.scale(scaled) if scaler is not None else scaled).backward()
         group_nll += float(nll.detach())
         state.tokens_seen += int(batch["attention_mask"].sum())
     return group_nll, group_tokens

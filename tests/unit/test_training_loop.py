@@ -144,3 +144,28 @@ def test_epoch_records_carry_perplexity_lr_speed_and_the_hook_and_best_keeps_the
     assert load_best(tmp_path / "best", restored)["epoch"] == best_epoch["epoch"]
     assert evaluate_loss(restored, val, batch_size=4, pad_id=0, device="cpu") == pytest.approx(
         best_epoch["val_loss"], rel=1e-5)
+
+
+def test_bf16_autocast_runs_the_forward_in_bf16_and_still_learns():
+    cfg = _cfg(autocast="bf16")
+    train, val = _examples(16, 1), _examples(8, 2)
+    model = _fresh_model()
+    before = evaluate_loss(model, val, batch_size=4, pad_id=0, device="cpu")
+    seen_dtypes = []
+    model.head.register_forward_hook(lambda mod, args, out: seen_dtypes.append(out.dtype))
+    run = train_loop(model, train, val, cfg, device="cpu", pad_id=0, progress=None)
+    # per epoch: 4 training forwards in bf16, then 2 validation forwards in fp32; the weights stay fp32
+    epoch = [torch.bfloat16] * 4 + [torch.float32] * 2
+    assert seen_dtypes == epoch * cfg.epochs
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert run.history.epochs[-1]["val_loss"] < before / 2
+
+
+def test_fp16_autocast_needs_cuda_and_an_unset_autocast_keeps_old_fingerprints():
+    with pytest.raises(ValueError, match="fp16 needs CUDA"):
+        train_loop(_fresh_model(), _examples(4, 1), _examples(4, 2), _cfg(autocast="fp16"), device="cpu", pad_id=0)
+    plain, mixed = _cfg(), _cfg(autocast="bf16")
+    assert "autocast" in plain.model_dump() and plain.fingerprint() != mixed.fingerprint()
+    from distillery_assets.io.hashing import sha256_text
+    body = plain.model_dump(exclude={"checkpoint_every", "autocast"})
+    assert plain.fingerprint() == sha256_text(json.dumps(body, sort_keys=True))[:16]
