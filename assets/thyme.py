@@ -33,6 +33,7 @@ from distillery_assets.partitions import thyme_experiment_partitions
 from distillery_assets.paths import data_dir, inputs_dir, repo_root
 from distillery_assets.thyme import corpus as thyme_corpus_lib
 from distillery_assets.thyme.dataset import TOKENIZER_INFO, build_dataset, build_tokenizer, open_dataset
+from distillery_assets.thyme.export import EXPORT_RECORD
 from distillery_assets.thyme.experiments import (Experiment, LlamaArchitecture, LocalSource, PlatformSource,
                                                  experiment_path, load_experiment)
 from distillery_assets.thyme.report import (PLOT_FILE, SAMPLES_FILE, curves_inline_md, eval_table_md,
@@ -278,55 +279,6 @@ def thyme_eval(context: dg.AssetExecutionContext, catalog: CatalogResource) -> d
     })
 
 
-# ------------------------------------------------------------------------------------------- upload
-
-class ThymeUploadConfig(dg.Config):
-    hub_repo_id: str | None = None
-    """Hub repository; empty: ``distillery-thyme-<experiment>`` under the token's namespace."""
-
-
-@dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions,
-          deps=[thyme_eval, thyme_model, thyme_tokenizer, thyme_corpus], kinds={"huggingface"},
-          description="The experiment's models, tokenizer, history and evaluation with a model card (data, tokenizer, "
-                      "architecture, metrics, perplexity table vs baselines), private by default. Without HF_TOKEN: "
-                      "uploads nothing and says why.")
-def thyme_upload(context: dg.AssetExecutionContext, config: ThymeUploadConfig, hub: HubResource,
-                 catalog: CatalogResource) -> dg.MaterializeResult:
-    import shutil
-
-    from distillery_assets.io import atomic_path, atomic_write_text
-
-    exp = _experiment(context)
-    report = json.loads(_require(_folder(exp, "eval") / "eval.json", "evaluation", "thyme_eval").read_text())
-    models = {k: json.loads((f / "model.json").read_text()) for k, f in _model_folders(exp).items()}
-    corpus_stats = json.loads((_folder(exp, "corpus") / thyme_corpus_lib.CORPUS_MANIFEST).read_text())
-    tokenizer_info = json.loads((_folder(exp, "tokenizer") / TOKENIZER_INFO).read_text())
-    repo_id = config.hub_repo_id or f"distillery-thyme-{exp.name}"
-    card = model_card_markdown(exp, report, models, corpus_stats, tokenizer_info, repo_id=hub.full_repo_id(repo_id),
-                               run_id=context.run_id)
-    staging = _folder(exp, "upload")
-    with atomic_path(staging, is_dir=True) as tmp:
-        shutil.copy2(_folder(exp, "tokenizer") / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
-        for key in models:
-            src, dst = _folder(exp, "models") / key, tmp / key
-            dst.mkdir()
-            for name in ("model.pt", "model.json", "training_history.json"):
-                shutil.copy2(src / name, dst / name)
-        for name in ("eval.json", SAMPLES_FILE, PLOT_FILE):
-            shutil.copy2(_folder(exp, "eval") / name, tmp / name)
-        atomic_write_text(tmp / "README.md", card)
-    result = hub.upload_folder(staging, repo_id, repo_type="model", card_markdown=card)
-    meta = register_files(context, catalog.get(), [staging], [experiment_path(exp.name)])
-    return dg.MaterializeResult(metadata={
-        **meta, "uploaded": bool(result.get("uploaded")), "reason": str(result.get("reason") or ""),
-        "url": str(result.get("url") or ""), "repo_id": str(result.get("repo_id") or repo_id),
-        "private": bool(result.get("private")), "model_card": dg.MetadataValue.md(card),
-        "gguf": ("ThymeLM has no GGUF form (no llama.cpp architecture has its state update); "
-                 + ("the transformer's GGUF is thyme_gguf" if any(isinstance(a, LlamaArchitecture)
-                                                                   for a in exp.models.values()) else "")),
-    })
-
-
 # --------------------------------------------------------------------------------------------- gguf
 
 @dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, deps=[thyme_model, thyme_tokenizer],
@@ -359,6 +311,65 @@ def thyme_gguf(context: dg.AssetExecutionContext, catalog: CatalogResource) -> d
         "exports": table_md(rows, ["model", "file", "quant", "MB", "llama.cpp tokens match", "max |logit diff|",
                                    "top-1 agreement", "reused"]),
         "llama_cpp_sample": text_md(f"{result.prompt} … {result.sample_text}"),
+    })
+
+
+# ------------------------------------------------------------------------------------------- upload
+
+class ThymeUploadConfig(dg.Config):
+    hub_repo_id: str | None = None
+    """Hub repository; empty: ``distillery-thyme-<experiment>`` under the token's namespace."""
+
+
+@dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions,
+          deps=[thyme_eval, thyme_model, thyme_tokenizer, thyme_corpus, thyme_gguf], kinds={"huggingface"},
+          description="The experiment's models, tokenizer, history, evaluation and each transformer's GGUF with a model "
+                      "card (data, tokenizer, architecture, metrics, perplexity table vs baselines), private by default. "
+                      "Without HF_TOKEN: uploads nothing and says why.")
+def thyme_upload(context: dg.AssetExecutionContext, config: ThymeUploadConfig, hub: HubResource,
+                 catalog: CatalogResource) -> dg.MaterializeResult:
+    import shutil
+
+    from distillery_assets.io import atomic_path, atomic_write_text
+
+    exp = _experiment(context)
+    report = json.loads(_require(_folder(exp, "eval") / "eval.json", "evaluation", "thyme_eval").read_text())
+    models = {k: json.loads((f / "model.json").read_text()) for k, f in _model_folders(exp).items()}
+    corpus_stats = json.loads((_folder(exp, "corpus") / thyme_corpus_lib.CORPUS_MANIFEST).read_text())
+    tokenizer_info = json.loads((_folder(exp, "tokenizer") / TOKENIZER_INFO).read_text())
+    ggufs = {k: json.loads(_require(_folder(exp, "gguf") / k / EXPORT_RECORD, f"GGUF export of {k}",
+                                    "thyme_gguf").read_text())
+             for k, a in exp.models.items() if isinstance(a, LlamaArchitecture)}
+    repo_id = config.hub_repo_id or f"distillery-thyme-{exp.name}"
+    card = model_card_markdown(exp, report, models, corpus_stats, tokenizer_info, repo_id=hub.full_repo_id(repo_id),
+                               run_id=context.run_id, ggufs=ggufs)
+    staging = _folder(exp, "upload")
+    with atomic_path(staging, is_dir=True) as tmp:
+        shutil.copy2(_folder(exp, "tokenizer") / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
+        for key in models:
+            src, dst = _folder(exp, "models") / key, tmp / key
+            dst.mkdir()
+            for name in ("model.pt", "model.json", "training_history.json"):
+                shutil.copy2(src / name, dst / name)
+            if key in ggufs:
+                gguf_file = _require(Path(ggufs[key]["gguf_path"]), f"GGUF of {key}", "thyme_gguf")
+                shutil.copy2(gguf_file, dst / gguf_file.name)
+                shutil.copy2(_folder(exp, "gguf") / key / EXPORT_RECORD, dst / EXPORT_RECORD)
+        for name in ("eval.json", SAMPLES_FILE, PLOT_FILE):
+            shutil.copy2(_folder(exp, "eval") / name, tmp / name)
+        atomic_write_text(tmp / "README.md", card)
+    result = hub.upload_folder(staging, repo_id, repo_type="model", card_markdown=card)
+    if not result.get("uploaded"):
+        context.log.warning(f"{exp.name}: not uploaded to the Hub ({result.get('reason')}); staged in {_rel(staging)}")
+    meta = register_files(context, catalog.get(), [staging], [experiment_path(exp.name)])
+    return dg.MaterializeResult(metadata={
+        **meta, "uploaded": bool(result.get("uploaded")), "reason": str(result.get("reason") or ""),
+        "url": str(result.get("url") or ""), "repo_id": str(result.get("repo_id") or repo_id),
+        "private": bool(result.get("private")), "model_card": dg.MetadataValue.md(card),
+        "files": len(result.get("files") or []),
+        "gguf": ", ".join(f"{k}/{Path(g['gguf_path']).name}" for k, g in ggufs.items()) or "none",
+        "gguf_note": ("ThymeLM has no GGUF form (no llama.cpp architecture has its state update)"
+                      if any(not isinstance(a, LlamaArchitecture) for a in exp.models.values()) else ""),
     })
 
 

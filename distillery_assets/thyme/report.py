@@ -256,9 +256,10 @@ NO_GGUF_NOTE = ("ThymeLM has no GGUF form: llama.cpp has no architecture with it
 
 def model_card_markdown(exp: Experiment, report: dict[str, Any], models: dict[str, dict[str, Any]],
                         corpus_stats: dict[str, Any], tokenizer_info: dict[str, Any], *, repo_id: str,
-                        run_id: str | None = None) -> str:
+                        run_id: str | None = None, ggufs: dict[str, dict[str, Any]] | None = None) -> str:
     """The Hub card of one experiment: data, tokenizer, each architecture, metrics and the perplexity
-    table against the baselines, samples, and the notes that apply (no GGUF for ThymeLM; chained layers)."""
+    table against the baselines, samples, each transformer's GGUF (``ggufs``: its ``export.json`` record by
+    model key) and the notes that apply (no GGUF for ThymeLM; chained layers)."""
     from distillery_assets.hub.cards import ModelCardInfo, render_model_card
 
     rows = report["rows"]
@@ -281,6 +282,14 @@ def model_card_markdown(exp: Experiment, report: dict[str, Any], models: dict[st
         f"`ppl` token-weighted, bits per byte over the raw text; OOD: {report['ood']['book']} (no experiment trains on it).",
         "", eval_table_md(rows), "", f"The seed reported {SEED_REPORTED_PPL} on its eight books (its metric).", "",
     ]
+    if ggufs:
+        gguf_rows = [(k, f"`{k}/{Path(g['gguf_path']).name}`", g["quant"], f"{g['gguf_bytes'] / 1e6:.2f}",
+                      f"{g['logits_max_abs_diff']:.2e}", f"{g['top1_agreement']:.3f}") for k, g in ggufs.items()]
+        extra += ["## GGUF for llama.cpp", "",
+                  "Each transformer exported with the project's GGUF path and checked in llama.cpp: the prompt's "
+                  "tokens as the tokenizer gives them, logits against torch on the same prompt.", "",
+                  md_table(gguf_rows, ["model", "file", "quant", "MB", "max logit diff vs torch", "top-1 agreement"]),
+                  ""]
     if any(m["architecture"] == "thyme" for m in models.values()):
         extra += ["## No GGUF for ThymeLM", "", NO_GGUF_NOTE, ""]
     if any(m["architecture"] == "thyme" and m["config"].get("n_layers", 1) > 1 for m in models.values()):
@@ -291,7 +300,8 @@ def model_card_markdown(exp: Experiment, report: dict[str, Any], models: dict[st
         description=(exp.description or f"Language models trained from scratch on {exp.name}") +
                     ". Trained from scratch by Distillery (seed 002's Thyme recipe).",
         tags=["thyme", "from-scratch", *sorted({m["architecture"] for m in models.values()})],
-        artefact="PyTorch weights trained from scratch (`model.pt` + `model.json`) and `tokenizer.json`",
+        artefact="PyTorch weights trained from scratch (`model.pt` + `model.json`) and `tokenizer.json`"
+                 + ("; a GGUF of each transformer" if ggufs else ""),
         library_name="pytorch",
         settings={k: v for k, v in exp.training.model_dump().items() if v is not None},
         metrics={f"{r['model']} {m}": r[m] for r in neural for m in ("seed_ppl", "ppl", "bpb", "ood_bpb")},

@@ -1,7 +1,8 @@
 """End to end: the thyme assets for ``books-cpu`` through the real ``dagster asset materialize`` CLI.
 
-* ``*thyme_eval`` from an empty data folder: the eval table has ThymeLM and the transformer below the unigram
-  baseline's perplexity with bits per byte beside them; a second run trains nothing (both finished runs
+* ``*thyme_upload`` from an empty data folder: the eval table has ThymeLM and the transformer below the unigram
+  baseline's perplexity with bits per byte beside them; without HF_TOKEN the upload sends nothing, says why, and
+  its staged folder holds both models, the tokenizer, the transformer's GGUF and the card; a second run trains nothing (both finished runs
   reused, no new training rows in the catalogue's ``runs`` table, the evaluation reused too);
 * kill -9: ``thyme_model`` is started in its own process group, SIGKILLed once a ``latest`` checkpoint is on
   disk, then materialized again: the log says it resumes from that checkpoint's step and the run finishes.
@@ -55,7 +56,8 @@ def _runs(data_dir: Path, kind: str) -> list[dict]:
 
 def test_books_cpu_eval_from_empty_data_then_a_second_run_trains_nothing(data_dir):
     env = _env(data_dir)
-    _materialize(env, "*thyme_eval")
+    env.pop("HF_TOKEN", None)
+    first = _materialize(env, "*thyme_upload")
     folder = data_dir / "thyme" / PARTITION
     report = json.loads((folder / "eval" / "eval.json").read_text())
     rows = {r["model"]: r for r in report["rows"]}
@@ -65,6 +67,14 @@ def test_books_cpu_eval_from_empty_data_then_a_second_run_trains_nothing(data_di
         assert 0 < rows[key]["bpb"] and 0 < rows[key]["ood_bpb"]
     assert len(_runs(data_dir, "train")) == 2 and len(_runs(data_dir, "eval")) == 1
     mtimes = {k: (folder / "models" / k / "model.pt").stat().st_mtime_ns for k in ("thyme", "transformer")}
+    staged = folder / "upload"
+    gguf = json.loads((folder / "gguf" / "transformer" / "export.json").read_text())
+    gguf_name = Path(gguf["gguf_path"]).name
+    assert (staged / "transformer" / gguf_name).stat().st_size == gguf["gguf_bytes"]
+    assert not list((staged / "thyme").glob("*.gguf")) and (staged / "thyme" / "model.pt").exists()
+    card = (staged / "README.md").read_text()
+    assert "## GGUF for llama.cpp" in card and gguf_name in card and "## No GGUF for ThymeLM" in card
+    assert "HF_TOKEN not set" in first, first[-4000:]
 
     again = _materialize(env, "*thyme_eval")
     assert again.count("finished run reused") == 2, again[-4000:]
