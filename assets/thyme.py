@@ -32,7 +32,8 @@ from distillery_assets.corpus.layout import CORPUS_SUFFIX, CorpusKind, corpus_ro
 from distillery_assets.partitions import thyme_experiment_partitions
 from distillery_assets.paths import data_dir, inputs_dir, repo_root
 from distillery_assets.thyme import corpus as thyme_corpus_lib
-from distillery_assets.thyme.dataset import TOKENIZER_INFO, build_dataset, build_tokenizer, open_dataset
+from distillery_assets.thyme.dataset import (TOKENIZER_INFO, build_dataset, build_tokenizer, existing_dataset,
+                                             existing_tokenizer, open_dataset)
 from distillery_assets.thyme.export import EXPORT_RECORD
 from distillery_assets.thyme.experiments import (Experiment, LlamaArchitecture, LocalSource, PlatformSource,
                                                  experiment_path, load_experiment)
@@ -122,21 +123,28 @@ def thyme_corpus(context: dg.AssetExecutionContext, catalog: CatalogResource) ->
     exp, cat = _experiment(context), catalog.get()
     platform, platform_refs = _platform_paths(exp, cat)
     folder = _folder(exp, "corpus")
-    drops = []
+    key = thyme_corpus_lib.source_key(exp.corpus, platform_paths=platform)
+    stats = thyme_corpus_lib.existing_corpus(folder, key)
+    reused = stats is not None
+    if reused:
+        drops = thyme_corpus_lib.read_drops(folder)
+        context.log.info(f"{folder}: built from the same files and settings (source key {key}); reused")
+    else:
+        drops = []
 
-    def on_drop(drop) -> None:
-        drops.append(drop)
-        context.log.warning(f"dropped {drop.source}: {drop.reason}")
+        def on_drop(drop) -> None:
+            drops.append(drop)
+            context.log.warning(f"dropped {drop.source}: {drop.reason}")
 
-    items = thyme_corpus_lib.iter_sources(exp.corpus, platform_paths=platform)
-    try:
-        stats = thyme_corpus_lib.write_corpus(items, folder, on_drop=on_drop)
-    except thyme_corpus_lib.CorpusError as exc:
-        raise dg.Failure(f"experiment {exp.name} ({experiment_path(exp.name)}): {exc}") from exc
+        items = thyme_corpus_lib.iter_sources(exp.corpus, platform_paths=platform)
+        try:
+            stats = thyme_corpus_lib.write_corpus(items, folder, on_drop=on_drop, key=key)
+        except thyme_corpus_lib.CorpusError as exc:
+            raise dg.Failure(f"experiment {exp.name} ({experiment_path(exp.name)}): {exc}") from exc
     meta = register_files(context, cat, [folder], [*_source_files(exp), *platform_refs])
     return dg.MaterializeResult(metadata={
-        **meta, "documents": stats.documents, "characters": stats.characters, "bytes_text": stats.bytes,
-        "dropped": stats.dropped, "by_source": dg.MetadataValue.json(stats.by_source),
+        **meta, "reused": reused, "source_key": key, "documents": stats.documents, "characters": stats.characters,
+        "bytes_text": stats.bytes, "dropped": stats.dropped, "by_source": dg.MetadataValue.json(stats.by_source),
         "drops": table_md([(d.source, d.reason) for d in drops[:50]], ["source", "reason"]) if drops else "none",
         "experiment_file": path_md(experiment_path(exp.name)),
     })
@@ -148,16 +156,26 @@ def _texts(exp: Experiment):
     return (d.text for d in thyme_corpus_lib.read_corpus(_require(_folder(exp, "corpus"), "corpus", "thyme_corpus")))
 
 
+def _text_sha(exp: Experiment) -> str:
+    """The digest of the corpus's joined texts (what the tokenizer and the dataset are made from)."""
+    return thyme_corpus_lib.corpus_stats(_require(_folder(exp, "corpus"), "corpus", "thyme_corpus")).text_sha256
+
+
 @dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, deps=[thyme_corpus], kinds={"python"},
           description="BPE tokenizer (<PAD> <UNK> <BOS> <EOS> = 0-3) trained on the training chunks only "
                       "(tokenizer.train_on: all is the seed's leak), saved as tokenizer.json.")
 def thyme_tokenizer(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
     exp = _experiment(context)
     folder = _folder(exp, "tokenizer")
-    info = build_tokenizer(_texts(exp), exp, folder)
+    info = existing_tokenizer(folder, exp, _text_sha(exp))
+    reused = info is not None
+    if reused:
+        context.log.info(f"{folder}: trained on the same texts with the same settings; reused")
+    else:
+        info = build_tokenizer(_texts(exp), exp, folder)
     meta = register_files(context, catalog.get(), [folder / TOKENIZER_FILE], [experiment_path(exp.name)])
     return dg.MaterializeResult(metadata={
-        **meta, "vocab_size": info["vocab_size"], "requested_vocab_size": info["requested_vocab_size"],
+        **meta, "reused": reused, "vocab_size": info["vocab_size"], "requested_vocab_size": info["requested_vocab_size"],
         "trained_on": info["trained_on"], "training_chunks": info["training_chunks"],
         "chunks": info["chunks"], "train_chunks": info["train_chunks"], "val_chunks": info["val_chunks"],
     })
@@ -173,12 +191,18 @@ def thyme_dataset(context: dg.AssetExecutionContext, catalog: CatalogResource) -
     exp = _experiment(context)
     tokenizer = _require(_folder(exp, "tokenizer") / TOKENIZER_FILE, "tokenizer", "thyme_tokenizer")
     folder = _folder(exp, "dataset")
-    ds = build_dataset(_texts(exp), exp, folder, tokenizer=tokenizer)
+    ds = existing_dataset(folder, exp, _text_sha(exp), tokenizer=tokenizer)
+    reused = ds is not None
+    if reused:
+        context.log.info(f"{folder}: made from the same texts, settings and tokenizer; reused")
+    else:
+        ds = build_dataset(_texts(exp), exp, folder, tokenizer=tokenizer)
     meta = register_files(context, catalog.get(), [folder], [experiment_path(exp.name)])
     rows = [(name, ds.info[name]["chunks"], ds.info[name]["tokens"], ds.info[name]["windows"],
              ds.info[name]["text_bytes"]) for name in ("train", "val")]
     return dg.MaterializeResult(metadata={
-        **meta, "chunks": ds.info["chunks"], "train_chunks": ds.info["train"]["chunks"],
+        **meta, "reused": reused, "fingerprint": ds.info["fingerprint"], "chunks": ds.info["chunks"],
+        "train_chunks": ds.info["train"]["chunks"],
         "val_chunks": ds.info["val"]["chunks"], "train_tokens": ds.info["train"]["tokens"],
         "val_tokens": ds.info["val"]["tokens"], "train_windows": ds.info["train"]["windows"],
         "steps_per_epoch": -(-ds.info["train"]["windows"] // exp.training.batch_size),

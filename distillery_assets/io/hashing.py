@@ -34,3 +34,27 @@ def sha256_file(path: str | Path) -> str:
 def sha256_text(text: str) -> str:
     """Hex sha256 of a string's UTF-8 bytes."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class JoinedDigest:
+    """sha256 of strings joined by ``sep``, fed one at a time (``"\\n\\n".join`` without building the string)."""
+
+    def __init__(self, sep: str = "\n\n"):
+        self._digest, self._sep, self._first = hashlib.sha256(), sep.encode("utf-8"), True
+
+    def add(self, text: str) -> None:
+        if not self._first:
+            self._digest.update(self._sep)
+        self._digest.update(text.encode("utf-8"))
+        self._first = False
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+def sha256_joined(texts, sep: str = "\n\n") -> str:
+    """Hex sha256 of ``sep.join(texts)``, streamed: equal to ``sha256_text(sep.join(texts))``."""
+    digest = JoinedDigest(sep)
+    for text in texts:
+        digest.add(text)
+    return digest.hexdigest()

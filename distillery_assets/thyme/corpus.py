@@ -16,7 +16,12 @@ non-UTF-8 file is one, naming the file); the rest proceeds.
 
 :func:`write_corpus` streams documents into JSONL shards inside a temporary folder and renames it into
 place at the end, so a failed or killed build leaves nothing partial; a corpus with no document left
-is an error.
+is an error. ``corpus.json`` records the build's :func:`source_key` (the recipe plus the sha256 of every
+local and platform file it reads) and ``text_sha256``, the digest of the documents' texts joined as the
+dataset joins them; :func:`existing_corpus` returns a finished corpus with the same key, so a
+re-materialization rebuilds nothing unless a book, a platform document or the recipe changed. A Hub
+source counts by its settings only (a stream has no digest to read before streaming it): delete the
+folder to fetch it again.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery_assets.io import atomic_path, atomic_write_text
-from distillery_assets.io.hashing import sha256_file
+from distillery_assets.io.hashing import JoinedDigest, sha256_file, sha256_text
 from distillery_assets.thyme.experiments import (
     CorpusRecipe, HubGutenbergSource, HubWikipediaSource, LocalSource, PlatformSource,
 )
@@ -41,6 +46,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = "manifest.jsonl"
 SHARD_DOCS = 1000  # documents per JSONL shard
 CORPUS_MANIFEST = "corpus.json"
+DROPS_FILE = "drops.jsonl"
+CORPUS_FORMAT = 1  # bump when the cleaning or the shard format changes: corpora written before are rebuilt
 
 
 class CorpusError(ValueError):
@@ -267,6 +274,29 @@ def iter_sources(recipe: CorpusRecipe, *, root: Path = REPO_ROOT,
             raise CorpusError(f"unknown corpus source {src!r}")
 
 
+def _local_files(src: LocalSource, root: Path) -> list[Path]:
+    folder = Path(src.path) if Path(src.path).is_absolute() else root / src.path
+    paths = sorted(folder.glob("*.txt")) if folder.is_dir() else []
+    if src.files is not None:
+        paths = [p for p in paths if p.name in set(src.files)]
+    return paths + ([folder / MANIFEST] if (folder / MANIFEST).exists() else [])
+
+
+def source_key(recipe: CorpusRecipe, *, root: Path = REPO_ROOT,
+               platform_paths: dict[str, list[Path]] | None = None) -> str:
+    """What a corpus is made from: the recipe, the format, and the sha256 of every local book (and
+    manifest) and platform document it reads. Hub sources enter by their settings only."""
+    files: list[list[str]] = []
+    for src in recipe.sources:
+        if isinstance(src, LocalSource):
+            files += [[str(p), sha256_file(p)] for p in _local_files(src, root)]
+        elif isinstance(src, PlatformSource):
+            for asset in src.assets:
+                files += [[str(p), sha256_file(p)] for p in sorted(Path(q) for q in (platform_paths or {}).get(asset, []))]
+    body = {"format": CORPUS_FORMAT, "recipe": recipe.model_dump(mode="json"), "files": files}
+    return sha256_text(json.dumps(body, sort_keys=True))[:16]
+
+
 # --------------------------------------------------------------------------------------------- on disk
 
 @dataclass
@@ -277,21 +307,25 @@ class CorpusStats:
     dropped: int = 0
     by_source: dict[str, int] = field(default_factory=dict)
     shards: list[str] = field(default_factory=list)
+    source_key: str | None = None
+    text_sha256: str = ""  # sha256 of the documents' texts joined by a blank line (what the dataset chunks)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def write_corpus(items: Iterable[Item], folder: Path, *,
-                 on_drop: Callable[[Drop], None] | None = None) -> CorpusStats:
-    """Stream documents into ``folder/docs-NNNNN.jsonl`` (plus ``drops.jsonl`` and ``corpus.json``).
+                 on_drop: Callable[[Drop], None] | None = None, key: str | None = None) -> CorpusStats:
+    """Stream documents into ``folder/docs-NNNNN.jsonl`` (plus ``drops.jsonl`` and ``corpus.json``, which
+    records ``key``, the caller's :func:`source_key`).
 
     The folder appears only when complete; nothing is left if this raises (no document left, a source
     failing)."""
     folder = Path(folder)
-    stats = CorpusStats()
+    stats = CorpusStats(source_key=key)
+    digest = JoinedDigest()
     with atomic_path(folder, is_dir=True) as tmp:
-        shard, drops = None, open(tmp / "drops.jsonl", "w", encoding="utf-8")
+        shard, drops = None, open(tmp / DROPS_FILE, "w", encoding="utf-8")
         try:
             for item in items:
                 if isinstance(item, Drop):
@@ -307,6 +341,7 @@ def write_corpus(items: Iterable[Item], folder: Path, *,
                     stats.shards.append(f"docs-{len(stats.shards):05d}.jsonl")
                     shard = open(tmp / stats.shards[-1], "w", encoding="utf-8")
                 shard.write(json.dumps(asdict(item), ensure_ascii=False) + "\n")
+                digest.add(item.text)
                 stats.documents += 1
                 stats.characters += len(item.text)
                 stats.bytes += len(item.text.encode("utf-8"))
@@ -319,8 +354,40 @@ def write_corpus(items: Iterable[Item], folder: Path, *,
         if stats.documents == 0:
             raise CorpusError(f"{folder}: no document left after cleaning ({stats.dropped} dropped; "
                               f"see the reasons logged above)")
+        stats.text_sha256 = digest.hexdigest()
         atomic_write_text(tmp / CORPUS_MANIFEST, json.dumps(stats.to_dict(), indent=1))
     return stats
+
+
+def corpus_stats(folder: Path) -> CorpusStats:
+    """The ``corpus.json`` of a written corpus."""
+    folder = Path(folder)
+    try:
+        data = json.loads((folder / CORPUS_MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CorpusError(f"{folder}: not a thyme corpus (no {CORPUS_MANIFEST})") from None
+    known = CorpusStats.__dataclass_fields__
+    return CorpusStats(**{k: v for k, v in data.items() if k in known})
+
+
+def existing_corpus(folder: Path, key: str) -> CorpusStats | None:
+    """The finished corpus in ``folder`` if it was built from the same sources (``key``), else None."""
+    folder = Path(folder)
+    try:
+        stats = corpus_stats(folder)
+    except (CorpusError, ValueError, TypeError):
+        return None
+    if stats.source_key != key or not stats.text_sha256 or not all((folder / s).exists() for s in stats.shards):
+        return None
+    return stats
+
+
+def read_drops(folder: Path) -> list[Drop]:
+    path = Path(folder) / DROPS_FILE
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [Drop(**json.loads(line)) for line in fh if line.strip()]
 
 
 def read_corpus(folder: Path) -> Iterator[Document]:

@@ -16,6 +16,13 @@
    chunk's previous window, so token-weighted perplexity and bits per byte count every token once.
 
 Everything lands in one folder that appears only when complete (``dataset.json`` holds the counts).
+
+**Reuse.** ``tokenizer_info.json`` and ``dataset.json`` record what they were made from: the digest of the
+joined texts (``text_sha256``, the corpus records the same digest), the experiment's corpus, split and
+tokenizer settings and, for a dataset, the sha256 of the tokenizer it encoded with. ``dataset.json``'s
+``fingerprint`` hashes all of it, so the training and evaluation fingerprints built on it change when a
+book does; :func:`existing_tokenizer` / :func:`existing_dataset` return a finished folder made from the
+same inputs, so a re-materialization re-tokenizes nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from distillery_assets.io import atomic_path, atomic_write_text
+from distillery_assets.io.hashing import sha256_file, sha256_text
 from distillery_assets.thyme.experiments import DatasetRecipe, Experiment, TokenizerRecipe
 from distillery_assets.thyme.tokenizer import PAD_ID, TOKENIZER_FILE, encode_chunks, load_tokenizer, save_tokenizer, train_bpe
 
@@ -37,6 +45,8 @@ log = logging.getLogger(__name__)
 
 DATASET_FILE = "dataset.json"
 SPLITS = ("train", "val")
+DATASET_FORMAT = 2  # 2: fingerprints cover the texts and the tokenizer file, not only the settings
+TRAINED_HERE = "trained-in-place"  # the tokenizer identity of a dataset that trained its own
 
 
 class DatasetError(ValueError):
@@ -201,17 +211,65 @@ def _write_split(tmp: Path, name: str, tok, chunks: list[str], recipe: DatasetRe
             "text_bytes": sum(len(c.encode("utf-8")) for c in chunks)}
 
 
-def experiment_chunks(texts: Iterable[str], exp: Experiment, folder: Path) -> tuple[list[str], list[str], list[str]]:
-    """All chunks, then the training and validation chunks of ``exp`` (errors name ``folder``)."""
+def experiment_chunks(texts: Iterable[str], exp: Experiment,
+                      folder: Path) -> tuple[list[str], list[str], list[str], str]:
+    """All chunks, the training and validation chunks of ``exp`` (errors name ``folder``), and the sha256
+    of the joined texts (the corpus's ``text_sha256``)."""
     recipe = exp.dataset
-    chunks = chunk_text("\n\n".join(texts), recipe.chunk_chars, recipe.min_chunk_chars)
+    joined = "\n\n".join(texts)
+    text_sha = sha256_text(joined)
+    chunks = chunk_text(joined, recipe.chunk_chars, recipe.min_chunk_chars)
+    del joined
     if len(chunks) < 2:
         raise DatasetError(f"{folder}: the corpus makes {len(chunks)} chunk(s); at least 2 are needed to split")
     train, val = split_chunks(chunks, recipe.val_fraction, recipe.split_seed)
     if not val or not train:
         raise DatasetError(f"{folder}: dataset.val_fraction={recipe.val_fraction} leaves an empty split "
                            f"of {len(chunks)} chunks")
-    return chunks, train, val
+    return chunks, train, val, text_sha
+
+
+def tokenizer_key(exp: Experiment, text_sha256: str) -> str:
+    """What a tokenizer is made from: the texts' digest and the corpus, split and tokenizer settings."""
+    body = {"format": DATASET_FORMAT, "settings": exp.fingerprint("dataset"), "texts": text_sha256}
+    return sha256_text(json.dumps(body, sort_keys=True))[:16]
+
+
+def dataset_fingerprint(exp: Experiment, text_sha256: str, tokenizer: Path | None) -> str:
+    """The dataset's identity, which training and evaluation fingerprints build on: the texts' digest,
+    the settings and the tokenizer file it encodes with (or the tokenizer it trains itself)."""
+    body = {"format": DATASET_FORMAT, "settings": exp.fingerprint("dataset"), "texts": text_sha256,
+            "tokenizer": sha256_file(tokenizer) if tokenizer is not None else TRAINED_HERE}
+    return sha256_text(json.dumps(body, sort_keys=True))[:16]
+
+
+def _read_info(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def existing_tokenizer(folder: Path, exp: Experiment, text_sha256: str) -> dict[str, Any] | None:
+    """``tokenizer_info.json`` of a finished tokenizer made from the same texts and settings, else None."""
+    folder = Path(folder)
+    info = _read_info(folder / TOKENIZER_INFO)
+    if not info or info.get("key") != tokenizer_key(exp, text_sha256) or not (folder / TOKENIZER_FILE).exists():
+        return None
+    return info
+
+
+def existing_dataset(folder: Path, exp: Experiment, text_sha256: str, *,
+                     tokenizer: Path | None = None) -> Dataset | None:
+    """The finished dataset in ``folder`` if it was made from the same texts, settings and tokenizer."""
+    folder = Path(folder)
+    info = _read_info(folder / DATASET_FILE)
+    if not info or info.get("fingerprint") != dataset_fingerprint(exp, text_sha256, tokenizer):
+        return None
+    try:
+        return open_dataset(folder)
+    except (DatasetError, OSError, KeyError, ValueError):
+        return None
 
 
 TOKENIZER_INFO = "tokenizer_info.json"
@@ -221,10 +279,11 @@ def build_tokenizer(texts: Iterable[str], exp: Experiment, folder: Path) -> dict
     """Train the experiment's BPE on its training chunks (or all chunks with ``train_on: all``) into
     ``folder/tokenizer.json`` with ``tokenizer_info.json`` beside it; the folder appears only when complete."""
     folder = Path(folder)
-    chunks, train, val = experiment_chunks(texts, exp, folder)
+    chunks, train, val, text_sha = experiment_chunks(texts, exp, folder)
     texts_used = _tokenizer_texts(train, val, exp.tokenizer, exp.dataset.split_seed)
     tok = train_bpe(texts_used, exp.tokenizer.vocab_size, exp.tokenizer.min_frequency)
-    info = {"experiment": exp.name, "fingerprint": exp.fingerprint("dataset"), "vocab_size": tok.get_vocab_size(),
+    info = {"experiment": exp.name, "key": tokenizer_key(exp, text_sha), "settings": exp.fingerprint("dataset"),
+            "text_sha256": text_sha, "vocab_size": tok.get_vocab_size(),
             "requested_vocab_size": exp.tokenizer.vocab_size, "trained_on": exp.tokenizer.train_on,
             "training_chunks": len(texts_used), "chunks": len(chunks), "train_chunks": len(train),
             "val_chunks": len(val), "specials": {"<PAD>": 0, "<UNK>": 1, "<BOS>": 2, "<EOS>": 3}}
@@ -241,7 +300,8 @@ def build_dataset(texts: Iterable[str], exp: Experiment, folder: Path, *, tokeni
     :func:`build_tokenizer` for this experiment), tokenize both splits into ``folder`` (atomically)."""
     folder = Path(folder)
     recipe = exp.dataset
-    chunks, train, val = experiment_chunks(texts, exp, folder)
+    chunks, train, val, text_sha = experiment_chunks(texts, exp, folder)
+    fingerprint = dataset_fingerprint(exp, text_sha, tokenizer)
     if tokenizer is not None:
         tok = load_tokenizer(tokenizer)
     else:
@@ -252,7 +312,8 @@ def build_dataset(texts: Iterable[str], exp: Experiment, folder: Path, *, tokeni
     with atomic_path(folder, is_dir=True) as tmp:
         save_tokenizer(tok, tmp)
         info: dict[str, Any] = {
-            "experiment": exp.name, "fingerprint": exp.fingerprint("dataset"), "chunks": len(chunks),
+            "experiment": exp.name, "fingerprint": fingerprint, "settings": exp.fingerprint("dataset"),
+            "text_sha256": text_sha, "chunks": len(chunks),
             "tokenizer": {"vocab_size": vocab, "requested_vocab_size": exp.tokenizer.vocab_size,
                           "trained_on": exp.tokenizer.train_on, "pad_id": PAD_ID},
             "dtype": np.dtype(dtype).name, "window": recipe.window, "stride": recipe.window_stride,

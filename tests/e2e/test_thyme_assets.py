@@ -3,7 +3,8 @@
 * ``*thyme_upload`` from an empty data folder: the eval table has ThymeLM and the transformer below the unigram
   baseline's perplexity with bits per byte beside them; without HF_TOKEN the upload sends nothing, says why, and
   its staged folder holds both models, the tokenizer, the transformer's GGUF and the card; a second run trains nothing (both finished runs
-  reused, no new training rows in the catalogue's ``runs`` table, the evaluation reused too);
+  reused, no new training rows in the catalogue's ``runs`` table, the evaluation reused too) and rebuilds nothing
+  (corpus, tokenizer and dataset files untouched);
 * kill -9: ``thyme_model`` is started in its own process group, SIGKILLed once a ``latest`` checkpoint is on
   disk, then materialized again: the log says it resumes from that checkpoint's step and the run finishes.
 """
@@ -76,7 +77,11 @@ def test_books_cpu_eval_from_empty_data_then_a_second_run_trains_nothing(data_di
     assert "## GGUF for llama.cpp" in card and gguf_name in card and "## No GGUF for ThymeLM" in card
     assert "HF_TOKEN not set" in first, first[-4000:]
 
+    built = {f: (folder / f).stat().st_mtime_ns for f in
+             ("corpus/corpus.json", "tokenizer/tokenizer.json", "dataset/dataset.json", "dataset/train.tokens.bin")}
     again = _materialize(env, "*thyme_eval")
+    assert again.count("; reused") >= 3 and "(source key " in again, again[-4000:]  # corpus, tokenizer, dataset
+    assert {f: (folder / f).stat().st_mtime_ns for f in built} == built  # nothing rebuilt or re-tokenized
     assert again.count("finished run reused") == 2, again[-4000:]
     assert "resuming from step" not in again and "checkpoint at step" not in again  # nothing trained
     assert {k: (folder / "models" / k / "model.pt").stat().st_mtime_ns for k in mtimes} == mtimes

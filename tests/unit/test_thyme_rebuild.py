@@ -1,0 +1,106 @@
+"""Corpus, tokenizer and dataset are rebuilt only when what they are made from changes: the corpus's source key
+follows the books' bytes and the recipe; the tokenizer and the dataset follow the corpus's text digest, the
+settings and (for the dataset) the tokenizer file; the dataset's fingerprint, which training and evaluation
+fingerprints build on, changes with the texts."""
+
+import shutil
+
+import pytest
+
+pytest.importorskip("tokenizers")
+
+from distillery_assets.io.hashing import sha256_joined, sha256_text  # noqa: E402
+from distillery_assets.paths import inputs_dir  # noqa: E402
+from distillery_assets.thyme.corpus import (  # noqa: E402
+    corpus_stats, existing_corpus, iter_sources, read_corpus, read_drops, source_key, write_corpus,
+)
+from distillery_assets.thyme.dataset import (  # noqa: E402
+    build_dataset, build_tokenizer, existing_dataset, existing_tokenizer,
+)
+from distillery_assets.thyme.experiments import Experiment, load_experiment  # noqa: E402
+from distillery_assets.thyme.tokenizer import TOKENIZER_FILE  # noqa: E402
+
+BOOKS = ("alice_wonderland.txt", "prince.txt")
+
+
+def _experiment(folder, **tokenizer) -> Experiment:
+    body = load_experiment("books-cpu").model_dump(exclude={"name"})
+    body["corpus"]["sources"] = [{"kind": "local", "path": str(folder), "max_chars_per_book": 12_000}]
+    body["dataset"]["window"] = 32
+    body["tokenizer"] = {"vocab_size": 300, "min_frequency": 2, **tokenizer}
+    return Experiment.model_validate(body).model_copy(update={"name": "rebuild"})
+
+
+@pytest.fixture()
+def books(tmp_path):
+    folder = tmp_path / "books"
+    folder.mkdir()
+    src = inputs_dir() / "thyme_books"
+    for name in BOOKS:
+        shutil.copy(src / name, folder / name)
+    (folder / "empty.txt").write_text("")  # one drop, recorded and read back on reuse
+    return folder
+
+
+def test_joined_digest_equals_the_digest_of_the_joined_string():
+    texts = ["first", "second\n\nwith a blank line", "", "d\u00e9j\u00e0"]
+    assert sha256_joined(texts) == sha256_text("\n\n".join(texts))
+    assert sha256_joined([]) == sha256_text("")
+
+
+def test_corpus_is_reused_for_the_same_books_and_rebuilt_when_a_book_changes(books, tmp_path):
+    exp = _experiment(books)
+    key = source_key(exp.corpus)
+    assert source_key(exp.corpus) == key  # stable
+    stats = write_corpus(iter_sources(exp.corpus), tmp_path / "corpus", key=key)
+    assert stats.text_sha256 == sha256_text("\n\n".join(d.text for d in read_corpus(tmp_path / "corpus")))
+    again = existing_corpus(tmp_path / "corpus", key)
+    assert again is not None and again.text_sha256 == stats.text_sha256 and again.documents == stats.documents == 2
+    assert [d.source for d in read_drops(tmp_path / "corpus")] == ["local:empty.txt"]
+
+    with open(books / BOOKS[0], "a", encoding="utf-8") as fh:
+        fh.write("\n\nOne more paragraph.\n")
+    changed = source_key(exp.corpus)
+    assert changed != key and existing_corpus(tmp_path / "corpus", changed) is None
+    slimmer = exp.corpus.model_copy(update={"min_clean_chars": exp.corpus.min_clean_chars + 1})
+    assert source_key(slimmer) not in (key, changed)  # the recipe counts too
+    (tmp_path / "corpus" / stats.shards[0]).unlink()
+    assert existing_corpus(tmp_path / "corpus", key) is None  # a damaged folder is not reused
+
+
+def test_a_corpus_written_without_a_key_is_not_reused(books, tmp_path):
+    exp = _experiment(books)
+    write_corpus(iter_sources(exp.corpus), tmp_path / "corpus")
+    assert corpus_stats(tmp_path / "corpus").source_key is None
+    assert existing_corpus(tmp_path / "corpus", source_key(exp.corpus)) is None
+
+
+def test_tokenizer_and_dataset_reused_for_the_same_texts_and_rebuilt_when_texts_or_tokenizer_change(books, tmp_path):
+    exp = _experiment(books)
+    write_corpus(iter_sources(exp.corpus), tmp_path / "corpus", key=source_key(exp.corpus))
+    texts = [d.text for d in read_corpus(tmp_path / "corpus")]
+    sha = corpus_stats(tmp_path / "corpus").text_sha256
+    tok_dir, ds_dir = tmp_path / "tokenizer", tmp_path / "dataset"
+    info = build_tokenizer(texts, exp, tok_dir)
+    assert info["text_sha256"] == sha
+    assert existing_tokenizer(tok_dir, exp, sha)["key"] == info["key"]
+    ds = build_dataset(texts, exp, ds_dir, tokenizer=tok_dir / TOKENIZER_FILE)
+    reused = existing_dataset(ds_dir, exp, sha, tokenizer=tok_dir / TOKENIZER_FILE)
+    assert reused is not None and reused.info["fingerprint"] == ds.info["fingerprint"]
+    assert len(reused.train) == len(ds.train) > 0
+
+    # other texts: neither is reused, and the dataset's fingerprint (the training runs' input) differs
+    other = texts[:1]
+    other_sha = sha256_joined(other)
+    assert existing_tokenizer(tok_dir, exp, other_sha) is None
+    assert existing_dataset(ds_dir, exp, other_sha, tokenizer=tok_dir / TOKENIZER_FILE) is None
+    ds_other = build_dataset(other, exp, tmp_path / "dataset-other", tokenizer=tok_dir / TOKENIZER_FILE)
+    assert ds_other.info["fingerprint"] != ds.info["fingerprint"]
+
+    # other settings: the leak (train_on: all) makes another tokenizer
+    leak = _experiment(books, train_on="all")
+    assert existing_tokenizer(tok_dir, leak, sha) is None
+
+    # another tokenizer file under the same texts: the dataset is re-encoded
+    build_tokenizer(texts, leak, tmp_path / "tokenizer-leak")
+    assert existing_dataset(ds_dir, exp, sha, tokenizer=tmp_path / "tokenizer-leak" / TOKENIZER_FILE) is None
