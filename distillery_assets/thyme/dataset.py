@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from distillery_assets.io import atomic_path, atomic_write_text
-from distillery_assets.io.hashing import sha256_file, sha256_text
+from distillery_assets.io.hashing import JoinedDigest, sha256_file, sha256_text
 from distillery_assets.thyme.experiments import DatasetRecipe, Experiment, TokenizerRecipe
 from distillery_assets.thyme.tokenizer import PAD_ID, TOKENIZER_FILE, encode_chunks, load_tokenizer, save_tokenizer, train_bpe
 
@@ -55,31 +56,53 @@ class DatasetError(ValueError):
 
 # ---------------------------------------------------------------------------------------------- chunks
 
-def chunk_text(text: str, chunk_chars: int, min_chunk_chars: int = 0) -> list[str]:
-    """Paragraphs (split on blank lines) packed while the chunk stays under ``chunk_chars`` characters."""
-    chunks: list[str] = []
+def iter_paragraphs(texts: Iterable[str], sep: str = "\n\n") -> Iterator[str]:
+    """The pieces of ``sep.join(texts).split(sep)``, streamed: only the current document and the unfinished
+    piece before it are held."""
+    carry: str | None = None
+    for text in texts:
+        parts = (text if carry is None else carry + sep + text).split(sep)
+        yield from parts[:-1]
+        carry = parts[-1]
+    if carry is not None:
+        yield carry
+
+
+def iter_chunks(paragraphs: Iterable[str], chunk_chars: int, min_chunk_chars: int = 0) -> Iterator[str]:
+    """Paragraphs packed while the chunk stays under ``chunk_chars`` characters; chunks of at most
+    ``min_chunk_chars`` characters are dropped."""
     current = ""
-    for para in text.split("\n\n"):
+    for para in paragraphs:
         para = para.strip()
         if not para:
             continue
         if len(current) + len(para) < chunk_chars:
             current += para + "\n\n"
-        else:
-            if current:
-                chunks.append(current.strip())
-            current = para + "\n\n"
-    if current.strip():
-        chunks.append(current.strip())
-    return [c for c in chunks if len(c) > min_chunk_chars]
+            continue
+        if current and len(current.strip()) > min_chunk_chars:
+            yield current.strip()
+        current = para + "\n\n"
+    if current.strip() and len(current.strip()) > min_chunk_chars:
+        yield current.strip()
+
+
+def chunk_text(text: str, chunk_chars: int, min_chunk_chars: int = 0) -> list[str]:
+    """Paragraphs (split on blank lines) packed while the chunk stays under ``chunk_chars`` characters."""
+    return list(iter_chunks(text.split("\n\n"), chunk_chars, min_chunk_chars))
+
+
+def split_order(n_chunks: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The seed's split as chunk indices: the permutation ``np.random.RandomState(seed).shuffle`` makes of
+    ``n_chunks`` items (``permutation`` draws the same swaps), cut into training and validation."""
+    order = np.random.RandomState(seed).permutation(n_chunks)
+    cut = int(n_chunks * (1 - val_fraction))
+    return order[:cut], order[cut:]
 
 
 def split_chunks(chunks: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """The seed's split: shuffle with the legacy Mersenne-Twister generator seeded ``seed``, cut by chunk."""
-    order = list(chunks)
-    np.random.RandomState(seed).shuffle(order)  # == np.random.seed(seed); np.random.shuffle(order)
-    cut = int(len(order) * (1 - val_fraction))
-    return order[:cut], order[cut:]
+    """The seed's split of an in-memory chunk list (``split_order`` on their indices)."""
+    train, val = split_order(len(chunks), val_fraction, seed)
+    return [chunks[i] for i in train], [chunks[i] for i in val]
 
 
 def seed_windows(n_tokens: int, window: int, stride: int, min_tokens: int) -> list[tuple[int, int]]:
@@ -184,49 +207,97 @@ def token_dtype(vocab_size: int):
     return np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
 
 
-def _tokenizer_texts(train: list[str], val: list[str], recipe: TokenizerRecipe, seed: int) -> list[str]:
-    texts = train + val if recipe.train_on == "all" else list(train)
-    if recipe.max_training_chunks and len(texts) > recipe.max_training_chunks:
-        pick = np.random.RandomState(seed).choice(len(texts), recipe.max_training_chunks, replace=False)
-        texts = [texts[i] for i in sorted(pick)]
-    return texts
+class ChunkSpool:
+    """The experiment's chunks spooled to one file in a scratch folder (UTF-8, with an offset per chunk),
+    read back in any order: the seed's split shuffles every chunk, and this keeps that split without
+    holding the chunks in memory (a Hub-sized corpus has millions). Made by :func:`spool_chunks`."""
+
+    def __init__(self, path: Path, offsets: np.ndarray, text_sha256: str):
+        self.path, self.offsets, self.text_sha256 = path, offsets, text_sha256
+        self._fh = open(path, "rb")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def get(self, i: int) -> str:
+        start, end = int(self.offsets[i]), int(self.offsets[i + 1])
+        self._fh.seek(start)
+        return self._fh.read(end - start).decode("utf-8")
+
+    def iter(self, indices: Iterable[int]) -> Iterator[str]:
+        for i in indices:
+            yield self.get(int(i))
+
+    def close(self) -> None:
+        self._fh.close()
+        self.path.unlink(missing_ok=True)
 
 
-def _write_split(tmp: Path, name: str, tok, chunks: list[str], recipe: DatasetRecipe, dtype) -> dict[str, Any]:
-    windows, cover, offset, short = [], [], 0, 0
+def spool_chunks(texts: Iterable[str], recipe: DatasetRecipe, scratch: Path) -> ChunkSpool:
+    """Chunk ``texts`` as the seed did (their ``"\n\n"`` join) into ``scratch/chunks.spool``, digesting the
+    joined texts on the way (:class:`~distillery_assets.io.hashing.JoinedDigest`, the corpus's ``text_sha256``)."""
+    digest = JoinedDigest()
+
+    def digested() -> Iterator[str]:
+        for text in texts:
+            digest.add(text)
+            yield text
+
+    path = Path(scratch) / "chunks.spool"
+    offsets = array("q", [0])
+    with open(path, "wb") as fh:
+        for chunk in iter_chunks(iter_paragraphs(digested()), recipe.chunk_chars, recipe.min_chunk_chars):
+            data = chunk.encode("utf-8")
+            fh.write(data)
+            offsets.append(offsets[-1] + len(data))
+    return ChunkSpool(path, np.frombuffer(offsets, dtype=np.int64), digest.hexdigest())
+
+
+def _tokenizer_indices(train: np.ndarray, val: np.ndarray, recipe: TokenizerRecipe, seed: int) -> np.ndarray:
+    """The chunks the tokenizer learns from: the training chunks (with ``val`` for ``train_on: all``), a
+    seeded sample of them past ``max_training_chunks``."""
+    idx = np.concatenate([train, val]) if recipe.train_on == "all" else train
+    if recipe.max_training_chunks and len(idx) > recipe.max_training_chunks:
+        pick = np.random.RandomState(seed).choice(len(idx), recipe.max_training_chunks, replace=False)
+        idx = idx[np.sort(pick)]
+    return idx
+
+
+def _write_split(tmp: Path, name: str, tok, chunks: Iterable[str], recipe: DatasetRecipe, dtype) -> dict[str, Any]:
+    """Encode ``chunks`` into ``<name>.tokens.bin`` with its windows; windows are kept as packed int64
+    arrays, not Python tuples, so their memory is 16 (24) bytes a window."""
+    windows, cover = array("q"), array("q")
+    offset = short = n_chunks = characters = text_bytes = 0
     with open(tmp / f"{name}.tokens.bin", "wb") as fh:
-        for ids in encode_chunks(tok, chunks):
+        for chunk, ids in encode_chunks(tok, chunks, with_text=True):
+            n_chunks += 1
+            characters += len(chunk)
+            text_bytes += len(chunk.encode("utf-8"))
             arr = np.asarray(ids, dtype=dtype)
             arr.tofile(fh)
             ws = seed_windows(len(arr), recipe.window, recipe.window_stride, recipe.min_window_tokens)
             short += not ws
-            windows.extend((offset + s, offset + e) for s, e in ws)
-            cover.extend((offset + s, offset + e, offset + f) for s, e, f in
-                         cover_windows(len(arr), recipe.window, recipe.window_stride))
+            for s, e in ws:
+                windows.extend((offset + s, offset + e))
+            for s, e, f in cover_windows(len(arr), recipe.window, recipe.window_stride):
+                cover.extend((offset + s, offset + e, offset + f))
             offset += len(arr)
-    np.save(tmp / f"{name}.windows.npy", np.asarray(windows, dtype=np.int64).reshape(-1, 2))
-    np.save(tmp / f"{name}.cover.npy", np.asarray(cover, dtype=np.int64).reshape(-1, 3))
-    return {"chunks": len(chunks), "tokens": offset, "windows": len(windows), "cover_windows": len(cover),
-            "chunks_without_window": short, "characters": sum(len(c) for c in chunks),
-            "text_bytes": sum(len(c.encode("utf-8")) for c in chunks)}
+    np.save(tmp / f"{name}.windows.npy", np.frombuffer(windows, dtype=np.int64).reshape(-1, 2))
+    np.save(tmp / f"{name}.cover.npy", np.frombuffer(cover, dtype=np.int64).reshape(-1, 3))
+    return {"chunks": n_chunks, "tokens": offset, "windows": len(windows) // 2, "cover_windows": len(cover) // 3,
+            "chunks_without_window": short, "characters": characters, "text_bytes": text_bytes}
 
 
-def experiment_chunks(texts: Iterable[str], exp: Experiment,
-                      folder: Path) -> tuple[list[str], list[str], list[str], str]:
-    """All chunks, the training and validation chunks of ``exp`` (errors name ``folder``), and the sha256
-    of the joined texts (the corpus's ``text_sha256``)."""
+def _split(spool: ChunkSpool, exp: Experiment, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The training and validation chunk indices of ``exp`` over the spooled chunks (errors name ``folder``)."""
     recipe = exp.dataset
-    joined = "\n\n".join(texts)
-    text_sha = sha256_text(joined)
-    chunks = chunk_text(joined, recipe.chunk_chars, recipe.min_chunk_chars)
-    del joined
-    if len(chunks) < 2:
-        raise DatasetError(f"{folder}: the corpus makes {len(chunks)} chunk(s); at least 2 are needed to split")
-    train, val = split_chunks(chunks, recipe.val_fraction, recipe.split_seed)
-    if not val or not train:
+    if len(spool) < 2:
+        raise DatasetError(f"{folder}: the corpus makes {len(spool)} chunk(s); at least 2 are needed to split")
+    train, val = split_order(len(spool), recipe.val_fraction, recipe.split_seed)
+    if not len(val) or not len(train):
         raise DatasetError(f"{folder}: dataset.val_fraction={recipe.val_fraction} leaves an empty split "
-                           f"of {len(chunks)} chunks")
-    return chunks, train, val, text_sha
+                           f"of {len(spool)} chunks")
+    return train, val
 
 
 def tokenizer_key(exp: Experiment, text_sha256: str) -> str:
@@ -279,56 +350,67 @@ def build_tokenizer(texts: Iterable[str], exp: Experiment, folder: Path) -> dict
     """Train the experiment's BPE on its training chunks (or all chunks with ``train_on: all``) into
     ``folder/tokenizer.json`` with ``tokenizer_info.json`` beside it; the folder appears only when complete."""
     folder = Path(folder)
-    chunks, train, val, text_sha = experiment_chunks(texts, exp, folder)
-    texts_used = _tokenizer_texts(train, val, exp.tokenizer, exp.dataset.split_seed)
-    tok = train_bpe(texts_used, exp.tokenizer.vocab_size, exp.tokenizer.min_frequency)
-    info = {"experiment": exp.name, "key": tokenizer_key(exp, text_sha), "settings": exp.fingerprint("dataset"),
-            "text_sha256": text_sha, "vocab_size": tok.get_vocab_size(),
-            "requested_vocab_size": exp.tokenizer.vocab_size, "trained_on": exp.tokenizer.train_on,
-            "training_chunks": len(texts_used), "chunks": len(chunks), "train_chunks": len(train),
-            "val_chunks": len(val), "specials": {"<PAD>": 0, "<UNK>": 1, "<BOS>": 2, "<EOS>": 3}}
     with atomic_path(folder, is_dir=True) as tmp:
+        spool = spool_chunks(texts, exp.dataset, tmp)
+        try:
+            train, val = _split(spool, exp, folder)
+            used = _tokenizer_indices(train, val, exp.tokenizer, exp.dataset.split_seed)
+            tok = train_bpe(spool.iter(used), exp.tokenizer.vocab_size, exp.tokenizer.min_frequency)
+        finally:
+            spool.close()
+        info = {"experiment": exp.name, "key": tokenizer_key(exp, spool.text_sha256),
+                "settings": exp.fingerprint("dataset"), "text_sha256": spool.text_sha256,
+                "vocab_size": tok.get_vocab_size(), "requested_vocab_size": exp.tokenizer.vocab_size,
+                "trained_on": exp.tokenizer.train_on, "training_chunks": len(used), "chunks": len(spool),
+                "train_chunks": len(train), "val_chunks": len(val),
+                "specials": {"<PAD>": 0, "<UNK>": 1, "<BOS>": 2, "<EOS>": 3}}
         save_tokenizer(tok, tmp)
         atomic_write_text(tmp / TOKENIZER_INFO, json.dumps(info, indent=1))
-    log.info("tokenizer %s: vocabulary %d from %d chunks (%s)", folder, info["vocab_size"], len(texts_used),
+    log.info("tokenizer %s: vocabulary %d from %d chunks (%s)", folder, info["vocab_size"], len(used),
              exp.tokenizer.train_on)
     return info
 
 
 def build_dataset(texts: Iterable[str], exp: Experiment, folder: Path, *, tokenizer: Path | None = None) -> Dataset:
     """Chunk, split, train the tokenizer (or use ``tokenizer``, a ``tokenizer.json`` made by
-    :func:`build_tokenizer` for this experiment), tokenize both splits into ``folder`` (atomically)."""
+    :func:`build_tokenizer` for this experiment), tokenize both splits into ``folder`` (atomically).
+    The chunks stream through a spool file; what stays in memory is two int64s a chunk and the windows."""
     folder = Path(folder)
     recipe = exp.dataset
-    chunks, train, val, text_sha = experiment_chunks(texts, exp, folder)
-    fingerprint = dataset_fingerprint(exp, text_sha, tokenizer)
-    if tokenizer is not None:
-        tok = load_tokenizer(tokenizer)
-    else:
-        tok = train_bpe(_tokenizer_texts(train, val, exp.tokenizer, recipe.split_seed), exp.tokenizer.vocab_size,
-                        exp.tokenizer.min_frequency)
-    vocab = tok.get_vocab_size()
-    dtype = token_dtype(vocab)
     with atomic_path(folder, is_dir=True) as tmp:
-        save_tokenizer(tok, tmp)
-        info: dict[str, Any] = {
-            "experiment": exp.name, "fingerprint": fingerprint, "settings": exp.fingerprint("dataset"),
-            "text_sha256": text_sha, "chunks": len(chunks),
-            "tokenizer": {"vocab_size": vocab, "requested_vocab_size": exp.tokenizer.vocab_size,
-                          "trained_on": exp.tokenizer.train_on, "pad_id": PAD_ID},
-            "dtype": np.dtype(dtype).name, "window": recipe.window, "stride": recipe.window_stride,
-        }
-        for name, part in (("train", train), ("val", val)):
-            info[name] = _write_split(tmp, name, tok, part, recipe, dtype)
+        spool = spool_chunks(texts, recipe, tmp)
+        try:
+            train, val = _split(spool, exp, folder)
+            if tokenizer is not None:
+                tok = load_tokenizer(tokenizer)
+            else:
+                tok = train_bpe(spool.iter(_tokenizer_indices(train, val, exp.tokenizer, recipe.split_seed)),
+                                exp.tokenizer.vocab_size, exp.tokenizer.min_frequency)
+            vocab = tok.get_vocab_size()
+            dtype = token_dtype(vocab)
+            save_tokenizer(tok, tmp)
+            info: dict[str, Any] = {
+                "experiment": exp.name, "fingerprint": dataset_fingerprint(exp, spool.text_sha256, tokenizer),
+                "settings": exp.fingerprint("dataset"), "text_sha256": spool.text_sha256, "chunks": len(spool),
+                "tokenizer": {"vocab_size": vocab, "requested_vocab_size": exp.tokenizer.vocab_size,
+                              "trained_on": exp.tokenizer.train_on, "pad_id": PAD_ID},
+                "dtype": np.dtype(dtype).name, "window": recipe.window, "stride": recipe.window_stride,
+            }
+            info["train"] = _write_split(tmp, "train", tok, spool.iter(train), recipe, dtype)
+            with open(tmp / "val.chunks.jsonl", "w", encoding="utf-8") as fh:
+                def val_chunks() -> Iterator[str]:
+                    for c in spool.iter(val):
+                        fh.write(json.dumps(c, ensure_ascii=False) + "\n")
+                        yield c
+                info["val"] = _write_split(tmp, "val", tok, val_chunks(), recipe, dtype)
+        finally:
+            spool.close()
         if info["val"]["windows"] == 0:
             raise DatasetError(f"{folder}: the validation chunks make no window of at least "
                                f"{recipe.min_window_tokens} tokens; nothing to validate on")
-        with open(tmp / "val.chunks.jsonl", "w", encoding="utf-8") as fh:
-            for c in val:
-                fh.write(json.dumps(c, ensure_ascii=False) + "\n")
         atomic_write_text(tmp / DATASET_FILE, json.dumps(info, indent=1))
-    log.info("dataset %s: %d chunks (%d train / %d val), vocab %d, %d / %d tokens", folder, len(chunks),
-             len(train), len(val), vocab, info["train"]["tokens"], info["val"]["tokens"])
+    log.info("dataset %s: %d chunks (%d train / %d val), vocab %d, %d / %d tokens", folder, info["chunks"],
+             info["train"]["chunks"], info["val"]["chunks"], vocab, info["train"]["tokens"], info["val"]["tokens"])
     return open_dataset(folder)
 
 

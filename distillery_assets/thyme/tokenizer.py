@@ -9,6 +9,7 @@ the token stream does not carry the exact whitespace of the text (the seed's cho
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 
 from distillery_assets.io import atomic_path
@@ -49,8 +50,11 @@ def load_tokenizer(path: Path):
     return Tokenizer.from_file(str(path))
 
 
-def encode_chunks(tok, chunks: list[str], batch: int = 1000) -> Iterator[list[int]]:
-    """``<BOS>`` + ids + ``<EOS>`` per chunk, as the seed encoded them."""
-    for k in range(0, len(chunks), batch):
-        for enc in tok.encode_batch(chunks[k : k + batch], add_special_tokens=False):
-            yield [BOS_ID, *enc.ids, EOS_ID]
+def encode_chunks(tok, chunks: Iterable[str], batch: int = 1000, *, with_text: bool = False) -> Iterator:
+    """``<BOS>`` + ids + ``<EOS>`` per chunk, as the seed encoded them, ``batch`` chunks at a time from any
+    iterable; with ``with_text`` each item is ``(chunk, ids)``."""
+    it = iter(chunks)
+    while block := list(islice(it, batch)):
+        for text, enc in zip(block, tok.encode_batch(block, add_special_tokens=False)):
+            ids = [BOS_ID, *enc.ids, EOS_ID]
+            yield (text, ids) if with_text else ids

@@ -104,3 +104,35 @@ def test_tokenizer_and_dataset_reused_for_the_same_texts_and_rebuilt_when_texts_
     # another tokenizer file under the same texts: the dataset is re-encoded
     build_tokenizer(texts, leak, tmp_path / "tokenizer-leak")
     assert existing_dataset(ds_dir, exp, sha, tokenizer=tmp_path / "tokenizer-leak" / TOKENIZER_FILE) is None
+
+
+def test_streamed_paragraphs_and_chunks_equal_the_joined_string_split():
+    import random
+
+    from distillery_assets.thyme.dataset import chunk_text, iter_chunks, iter_paragraphs
+
+    rng = random.Random(7)
+    for _ in range(300):
+        docs = ["".join(rng.choice("ab \n") for _ in range(rng.randrange(0, 30))) for _ in range(rng.randrange(0, 6))]
+        joined = "\n\n".join(docs)
+        assert list(iter_paragraphs(docs)) == (joined.split("\n\n") if docs else [])
+        for size, floor in ((5, 0), (12, 3)):
+            assert list(iter_chunks(iter_paragraphs(docs), size, floor)) == (chunk_text(joined, size, floor) if docs else [])
+
+
+def test_the_spooled_build_keeps_the_seed_split_and_leaves_no_spool(books, tmp_path):
+    import numpy as np
+
+    from distillery_assets.thyme.dataset import chunk_text, open_dataset, split_chunks
+
+    exp = _experiment(books)
+    write_corpus(iter_sources(exp.corpus), tmp_path / "c")
+    texts = [d.text for d in read_corpus(tmp_path / "c")]
+    ds = build_dataset(iter(texts), exp, tmp_path / "ds")  # a generator: consumed once, never listed
+    chunks = chunk_text("\n\n".join(texts), exp.dataset.chunk_chars, exp.dataset.min_chunk_chars)
+    train, val = split_chunks(chunks, exp.dataset.val_fraction, exp.dataset.split_seed)
+    assert ds.val_chunks() == val and ds.info["train"]["chunks"] == len(train) and ds.info["chunks"] == len(chunks)
+    tok = ds.tokenizer()
+    first = [2, *tok.encode(train[0], add_special_tokens=False).ids, 3]
+    assert np.asarray(ds.train.tokens[: len(first)]).tolist() == first  # the training file starts with train[0]
+    assert not list((tmp_path / "ds").glob("*.spool")) and open_dataset(tmp_path / "ds").info == ds.info
