@@ -6,6 +6,11 @@ times with corpus-seed's chunking (1,000 characters, chunks over 100, 5% validat
 Each form runs in its own process, so its peak RSS is its own; both use one tokenizer trained beforehand on the
 books, and the benchmark checks that both wrote the same token and window files.
 
+Then the 3-gram baseline of ``thyme_eval`` is counted on the streamed dataset's training split twice, each in its own
+process: block by block (``evaluate.NGram``'s default, 4M tokens a block, the memory-mapped token file read one
+block at a time) and in one pass over the whole split (what the counting did before); the two must give the same
+tables.
+
     .venv/bin/python benchmarks/thyme_dataset_memory.py            # 40 copies, ~190 MB of text
     .venv/bin/python benchmarks/thyme_dataset_memory.py --copies 4
 """
@@ -82,9 +87,29 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _ngram(block_tokens: int, folder: Path) -> dict:
+    import hashlib
+
+    import numpy as np
+
+    from distillery_assets.thyme.dataset import open_dataset
+    from distillery_assets.thyme.evaluate import NGram
+
+    ds = open_dataset(folder)
+    model = NGram(ds.train, ds.vocab_size, order=3, block_tokens=block_tokens)
+    digest = hashlib.sha256(model.unigram.tobytes())
+    for table in model.tables:
+        for array in table:
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return {"tokens": ds.train.scored_tokens, "trigrams": len(model.tables[-1][0]), "sha256": digest.hexdigest()}
+
+
 def _child(form: str, copies: int, out: str, tokenizer: str) -> None:
     t = time.perf_counter()
-    result = {"streamed": _streamed, "in_memory": _in_memory}[form](copies, Path(out), Path(tokenizer))
+    if form.startswith("ngram:"):
+        result = _ngram(int(form.split(":")[1]), Path(out))
+    else:
+        result = {"streamed": _streamed, "in_memory": _in_memory}[form](copies, Path(out), Path(tokenizer))
     result.update(seconds=time.perf_counter() - t,
                   peak_rss_mib=_peak_rss_mib())
     print(json.dumps(result))
@@ -116,6 +141,11 @@ def main() -> None:
                                    str(tmp / "tok" / TOKENIZER_FILE)], check=True, capture_output=True, text=True)
             rows[form] = json.loads(proc.stdout.strip().splitlines()[-1])
         same = all(sha256_file(tmp / "in_memory" / f) == sha256_file(tmp / "streamed" / f) for f in FILES)
+        counts = {}
+        for label, block in (("one pass", 1 << 62), ("blocks", 1 << 22)):
+            proc = subprocess.run([sys.executable, __file__, "--child", f"ngram:{block}", str(args.copies),
+                                   str(tmp / "streamed"), "-"], check=True, capture_output=True, text=True)
+            counts[label] = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"{args.copies} copies of the eight books: {text_mb:,.0f} MB of text, {rows['streamed']['chunks']:,} chunks, "
           f"{rows['streamed']['tokens']:,} tokens (imports alone: {float(idle.stdout):.0f} MiB)")
     print(f"{'form':<10} {'peak RSS MiB':>13} {'seconds':>8}")
@@ -123,7 +153,15 @@ def main() -> None:
         print(f"{form:<10} {row['peak_rss_mib']:>13,.0f} {row['seconds']:>8.1f}")
     print(f"streamed / in memory peak RSS: {rows['streamed']['peak_rss_mib'] / rows['in_memory']['peak_rss_mib']:.2f}; "
           f"token and window files {'identical' if same else 'DIFFERENT'}")
-    if not same:
+    one, blocks = counts["one pass"], counts["blocks"]
+    print(f"3-gram counts of the training split ({one['tokens']:,} tokens, {one['trigrams']:,} distinct 3-grams):")
+    print(f"{'counting':<10} {'peak RSS MiB':>13} {'seconds':>8}")
+    for label, row in counts.items():
+        print(f"{label:<10} {row['peak_rss_mib']:>13,.0f} {row['seconds']:>8.1f}")
+    counts_same = one["sha256"] == blocks["sha256"]
+    print(f"blocks / one pass peak RSS: {blocks['peak_rss_mib'] / one['peak_rss_mib']:.2f}; "
+          f"tables {'identical' if counts_same else 'DIFFERENT'}")
+    if not (same and counts_same):
         sys.exit(1)
 
 

@@ -104,36 +104,65 @@ def evaluate(name: str, scorer: WindowScorer, split: Split, *, batch_size: int) 
 
 # ------------------------------------------------------------------------------------------- baselines
 
-def _contexts(split: Split, rows: np.ndarray, order: int, scored_only: bool):
-    """Targets and their ``order - 1`` preceding tokens (PAD before the window start), window by window."""
+def _contexts(tokens: np.ndarray, rows: np.ndarray, order: int, offset: int = 0):
+    """Scored targets of ``rows`` and their ``order - 1`` preceding tokens (PAD before a window's start).
+    ``tokens`` holds the split's tokens from position ``offset`` on."""
     targets, ctx = [], [[] for _ in range(order - 1)]
-    tokens = np.asarray(split.tokens, dtype=np.int64)  # counting reads the whole split once
     for row in rows:
-        start, end = int(row[0]), int(row[1])
-        first = int(row[2]) if scored_only else start + 1
+        start, end, first = int(row[0]) - offset, int(row[1]) - offset, int(row[2]) - offset
         pos = np.arange(first, end)
         targets.append(tokens[first:end])
         for k in range(1, order):
             back = pos - k
             ok = back >= start
             ctx[k - 1].append(np.where(ok, tokens[np.where(ok, back, 0)], PAD_ID))
-    return targets, ctx
+    return np.concatenate(targets), [np.concatenate(c) for c in ctx]
+
+
+def _blocks(split: Split, block_tokens: int):
+    """The covering windows in runs of about ``block_tokens`` tokens, each with its slice of the (memory-mapped)
+    token array read once: counting holds one block and the counts, never the whole split."""
+    rows = split.cover
+    k = 0
+    while k < len(rows):
+        j = k + 1
+        while j < len(rows) and rows[j, 1] - rows[k, 0] <= block_tokens:
+            j += 1
+        lo, hi = int(rows[k:j, 0].min()), int(rows[k:j, 1].max())
+        yield np.asarray(split.tokens[lo:hi], dtype=np.int64), rows[k:j], lo
+        k = j
+
+
+def _merge(keys: np.ndarray, counts: np.ndarray, new_keys: np.ndarray, new_counts: np.ndarray):
+    merged, inverse = np.unique(np.concatenate([keys, new_keys]), return_inverse=True)
+    return merged, np.bincount(inverse, weights=np.concatenate([counts, new_counts])).astype(np.int64)
 
 
 class NGram:
-    """Interpolated absolute discounting, orders 1..``order`` (order 1: add-one unigram)."""
+    """Interpolated absolute discounting, orders 1..``order`` (order 1: add-one unigram).
 
-    def __init__(self, train: Split, vocab_size: int, order: int = 3, discount: float = 0.75):
+    Counted block by block over the training split's covering windows (every scored token once), so memory
+    grows with the number of distinct n-grams, not with the split."""
+
+    def __init__(self, train: Split, vocab_size: int, order: int = 3, discount: float = 0.75,
+                 block_tokens: int = 1 << 22):
+        if vocab_size ** order >= 2 ** 63:
+            raise ValueError(f"a {order}-gram key over {vocab_size:,} token ids does not fit in int64")
         self.V, self.order, self.D = vocab_size, order, discount
-        targets, ctx = _contexts(train, train.cover, order, scored_only=True)
-        w = np.concatenate(targets)
-        self.unigram = (np.bincount(w, minlength=vocab_size) + 1.0) / (len(w) + vocab_size)
+        unigram = np.zeros(vocab_size, dtype=np.int64)
+        counted = [(np.zeros(0, np.int64), np.zeros(0, np.int64)) for _ in range(1, order)]
+        for tokens, rows, offset in _blocks(train, block_tokens):
+            w, ctx = _contexts(tokens, rows, order, offset)
+            unigram += np.bincount(w, minlength=vocab_size)
+            for k in range(1, order):  # k = context length
+                h = np.zeros_like(w)
+                for j in range(k):
+                    h = h * vocab_size + ctx[j]
+                new_keys, new_counts = np.unique(h * vocab_size + w, return_counts=True)
+                counted[k - 1] = _merge(*counted[k - 1], new_keys, new_counts)
+        self.unigram = (unigram + 1.0) / (unigram.sum() + vocab_size)
         self.tables = []
-        for k in range(1, order):  # k = context length
-            h = np.zeros_like(w)
-            for j in range(k):
-                h = h * vocab_size + np.concatenate(ctx[j])
-            keys, counts = np.unique(h * vocab_size + w, return_counts=True)
+        for keys, counts in counted:
             hist, inverse = np.unique(keys // vocab_size, return_inverse=True)
             self.tables.append((keys, counts, hist, np.bincount(inverse, weights=counts),
                                 np.bincount(inverse).astype(np.float64)))
