@@ -10,6 +10,8 @@ the domain library, not handed to an IO manager), so a ``--partition-range`` or 
 partitions runs as one run. The domain logic lives in :mod:`distillery_assets.corpus`.
 """
 
+import warnings
+
 import dagster as dg
 from pydantic import Field
 
@@ -193,6 +195,12 @@ def _parse_check(context, kind: CorpusKind, partitions_def, config: CorpusRootCo
                   "partitions_without_prompts": dg.MetadataValue.json(empty),
                   "rejects": dg.MetadataValue.json(rejects[:100])},
     )
+
+
+# Every asset here runs a multi-partition backfill as one run (BackfillPolicy.single_run()). Dagster marks the parameter
+# beta and warns at every definition load, i.e. in every step's subprocess: 20 identical lines per CLI run.
+warnings.filterwarnings("ignore", message=r"Parameter `backfill_policy` of function `asset` is currently in beta",
+                        category=dg.BetaWarning)
 
 
 def build_corpus_chain(kind: CorpusKind, prefix: str, partitions_def: dg.PartitionsDefinition):

@@ -225,7 +225,8 @@ def thyme_model(context: dg.AssetExecutionContext, compute: ComputeResource,
     for key in exp.models:
         out = _folder(exp, "models") / key
         spec = TrainThymeSpec(experiment=exp, model_key=key, dataset_dir=_rel(dataset_dir), out_dir=_rel(out))
-        context.log.info(f"{exp.name}/{key}: training {exp.models[key].architecture} on {compute.backend}")
+        context.log.info(f"{exp.name}/{key}: {exp.models[key].architecture} on the {compute.backend} backend "
+                         "(reused if a finished run has the same fingerprint, else trained or resumed)")
         with _dagster_log(context):
             result = compute.run_step(spec)
         results[key], ran_on[key] = result, compute.ran_on(result.device)

@@ -25,3 +25,10 @@ What this package holds:
 The loopback fakes of the provider APIs used by tests and benchmarks live in ``tests.support.fakeapi``,
 outside the shipped package.
 """
+
+import logging
+
+# transformers imports bitsandbytes, which on CPUs with AVX-512 BF16 logs at import that it could not fetch a 4-bit
+# CPU kernel from the Hub (through the `kernels` package). 4-bit loading here is CUDA-only (training/lora.py) and
+# the Hub is unreachable offline, so that warning says nothing to act on; only that one logger is raised to errors.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
