@@ -8,6 +8,8 @@
     python -m distillery_assets.catalog verify [ASSET]         # files still match their catalogued sha256?
     python -m distillery_assets.catalog llm-usage              # calls, cache hits, tokens, cost
     python -m distillery_assets.catalog runs                   # training / evaluation runs
+    python -m distillery_assets.catalog runs --name thyme_eval --latest --metrics --transpose
+                                                               # newest run per experiment, one column each
     python -m distillery_assets.catalog sql "select ..."       # anything else
 Options: ``--db PATH`` (default ``$DISTILLERY_DATA_DIR/catalog.duckdb``), ``--json`` (machine output).
 Piped output is not wrapped to 80 columns (tables keep their natural width; ``$COLUMNS`` still wins).
@@ -65,7 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="re-hash the newest artefacts; exit 1 if any is missing or changed")
     verify.add_argument("asset", nargs="?")
     sub.add_parser("llm-usage", help="LLM calls, cache hits, tokens and cost per provider/model/tag")
-    sub.add_parser("runs", help="training and evaluation runs")
+    runs = sub.add_parser("runs", help="training and evaluation runs")
+    runs.add_argument("--kind", help="only runs of this kind (train, eval, ...)")
+    runs.add_argument("--name", help="only runs of this name (e.g. thyme_eval)")
+    runs.add_argument("--latest", action="store_true", help="only the newest run per name and partition")
+    runs.add_argument("--metrics", action="store_true",
+                      help="one column per numeric metric instead of the params and metrics JSON, so runs compare "
+                           "side by side (nested metrics are left out; --json keeps them)")
+    runs.add_argument("--transpose", action="store_true",
+                      help="as --metrics, but one row per metric and one column per run (easier with many metrics)")
     sql = sub.add_parser("sql", help="run one SQL statement")
     sql.add_argument("statement")
     return parser
@@ -109,9 +119,36 @@ def _rows(args: argparse.Namespace, catalog: Catalog) -> tuple[str, list[dict[st
     if args.command == "llm-usage":
         return "LLM usage", catalog.query("SELECT * FROM llm_usage")
     if args.command == "runs":
-        return "runs", catalog.query("SELECT id, kind, name, partition, run_id, params, metrics, created_at "
-                                     "FROM runs ORDER BY id")
+        return _runs(args, catalog)
     return "sql", catalog.query(args.statement)
+
+
+def _runs(args: argparse.Namespace, catalog: Catalog) -> tuple[str, list[dict[str, Any]]]:
+    where, params = [], []
+    for column in ("kind", "name"):
+        if getattr(args, column):
+            where.append(f"{column} = ?")
+            params.append(getattr(args, column))
+    sql = ("SELECT id, kind, name, partition, run_id, params, metrics, strftime(created_at, '%Y-%m-%d %H:%M:%S') "
+           "AS created_at FROM runs" + (" WHERE " + " AND ".join(where) if where else ""))
+    if args.latest:
+        sql += " QUALIFY row_number() OVER (PARTITION BY name, partition ORDER BY id DESC) = 1"
+    rows = catalog.query(sql + " ORDER BY id", params)
+    title = "runs" + "".join(f" {c}={getattr(args, c)}" for c in ("kind", "name") if getattr(args, c))
+    if not (args.metrics or args.transpose):
+        return title, rows
+    flat, columns = [], {}
+    for row in rows:
+        metrics = json.loads(row["metrics"]) if row["metrics"] else {}
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        columns.update(dict.fromkeys(numbers))
+        flat.append(({k: row[k] for k in ("id", "kind", "name", "partition", "created_at")}, numbers))
+    shown = (lambda v: v) if args.json else (lambda v: f"{v:.4g}" if isinstance(v, float) else v)
+    if args.transpose:
+        heads = [f"{base['partition'] or base['name']} #{base['id']}" for base, _ in flat]
+        return title, [{"metric": k} | {h: shown(numbers[k]) if k in numbers else None
+                                        for h, (_, numbers) in zip(heads, flat)} for k in columns]
+    return title, [base | {k: shown(numbers[k]) if k in numbers else None for k in columns} for base, numbers in flat]
 
 
 def _reads_only(args: argparse.Namespace) -> bool:

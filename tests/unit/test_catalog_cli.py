@@ -100,3 +100,26 @@ def test_piped_tables_are_not_folded_at_80_columns(data_dir):
     assert proc.returncode == 0, proc.stderr
     [row] = [line for line in proc.stdout.splitlines() if long_name in line]
     assert "c.txt" in row and len(row) > 120  # one line per row, at its natural width
+
+
+def test_runs_compare_experiments_side_by_side(data_dir, capsys):
+    cat = Catalog()
+    cat.record_run(kind="eval", name="thyme_eval", partition="books-cpu", metrics={"thyme.bpb": 2.5, "n": 3})
+    cat.record_run(kind="eval", name="thyme_eval", partition="books-cpu", metrics={"thyme.bpb": 2.3, "n": 3})
+    cat.record_run(kind="eval", name="thyme_eval", partition="books-seed",
+                   metrics={"thyme.bpb": 1.794, "transformer.bpb": 1.565, "per_epoch": {"thyme": [1, 2]}})
+    cat.record_run(kind="train", name="thyme_model/thyme", partition="books-seed", metrics={"steps": 6100})
+
+    assert main(["--json", "runs", "--name", "thyme_eval", "--latest", "--metrics"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["partition"], r["thyme.bpb"]) for r in rows] == [("books-cpu", 2.3), ("books-seed", 1.794)]
+    assert rows[0]["transformer.bpb"] is None and rows[1]["n"] is None and "per_epoch" not in rows[1]
+
+    assert main(["--json", "runs", "--kind", "eval", "--transpose"]) == 0  # every eval run, one column each
+    rows = {r["metric"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert set(rows) == {"thyme.bpb", "n", "transformer.bpb"}
+    assert rows["thyme.bpb"] == {"metric": "thyme.bpb", "books-cpu #1": 2.5, "books-cpu #2": 2.3, "books-seed #3": 1.794}
+
+    assert main(["runs", "--name", "thyme_eval", "--latest", "--transpose"]) == 0
+    out = capsys.readouterr().out
+    assert "books-seed #3" in out and "1.794" in out and "books-cpu #1" not in out
