@@ -14,7 +14,15 @@ logit difference between the forms, and the floor: the same step for the output 
 The forms are timed round-robin (one step of each, then again), so load from other processes falls on all of
 them alike; each figure is the median over the rounds after one warm-up round, as wall time and as the
 process's CPU time (all threads; on shared cores it moves less with other processes' load than wall time
-does, though a thread spinning for a busy core still counts). All ratios come from this run.
+does, though a thread spinning for a busy core still counts). All ratios come from this run. ``loop / floor`` is
+the most that any form of the recurrence could gain over the loop on the machine at hand.
+
+Allocator: every step allocates logits and their gradient of batch x length x vocabulary floats (164 MB each).
+With glibc's default thresholds these come from fresh ``mmap`` calls that the kernel zero-fills page by page on
+every step; measured here that was a third of the run's CPU time as system time, and it fell unevenly on the
+forms (in some runs the floor came out slower than the whole model). The benchmark therefore measures as CPU
+training runs, after ``training.loop.keep_freed_memory()`` (freed memory kept and reused), and prints whether it
+took effect; ``--system-malloc`` measures with glibc's defaults.
 
     .venv/bin/python benchmarks/thyme_training.py [--steps 5] [--threads 2] [--device cpu] [--no-transformer]
 """
@@ -32,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from distillery_assets.thyme.model import N_STATE, ThymeConfig, ThymeLM, parameter_count
+from distillery_assets.training.loop import keep_freed_memory
 
 
 def plain_parallel_logits(model: ThymeLM, ids: torch.Tensor) -> torch.Tensor:
@@ -97,7 +106,7 @@ def transformer_form(vocab: int, device: str) -> tuple[Form, int] | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=5, help="rounds (the first warms up)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -105,7 +114,12 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--vocab", type=int, default=10_000)
     ap.add_argument("--no-transformer", action="store_true")
+    ap.add_argument("--system-malloc", action="store_true", help="measure with glibc's default malloc thresholds")
     args = ap.parse_args()
+    if args.system_malloc:
+        malloc = "glibc defaults (--system-malloc)"
+    else:
+        malloc = "freed memory kept (as CPU training)" if keep_freed_memory() else "system default (not glibc)"
     torch.set_num_threads(args.threads)
     dev = args.device
 
@@ -149,7 +163,7 @@ def main() -> None:
     cpu = {k: f.cpu_median for k, f in forms.items()}
     print(f"device {dev} threads {args.threads} batch {args.batch} length {args.length} vocab {args.vocab} "
           f"rounds {args.steps} (median after one warm-up round, forms interleaved) "
-          f"load average {load_before:.2f} -> {load_after:.2f}")
+          f"load average {load_before:.2f} -> {load_after:.2f}; malloc: {malloc}")
     print(f"{'form':<26}{'s/step':>10}{'tokens/s':>12}{'x loop':>9}{'/ floor':>9}{'CPU s':>9}{'x loop':>9}"
           f"{'/ floor':>9}   (wall, then process CPU time)")
     for key, form in forms.items():
@@ -158,6 +172,8 @@ def main() -> None:
     print(f"parallel speed-up over the loop: {t['loop'] / t['parallel']:.2f}x (goal on CPU >= 2.5x, on GPU >= 10x)")
     print(f"parallel / floor: {t['parallel'] / t['floor']:.3f} ({(t['parallel'] / t['floor'] - 1) * 100:+.1f}% over "
           f"the floor; goal within 15%)")
+    print(f"loop / floor: {t['loop'] / t['floor']:.2f}x (the most any form of the recurrence can gain over the loop "
+          f"here)")
     print(f"by CPU time: {cpu['loop'] / cpu['parallel']:.2f}x the loop, {cpu['parallel'] / cpu['floor']:.3f} of the floor")
     print(f"parallel vs plain parallel: {t['plain'] / t['parallel']:.2f}x (CPU time {cpu['plain'] / cpu['parallel']:.2f}x)")
     print(f"max |logit difference| parallel vs loop: {diff:.2e}; vs plain parallel: {diff_plain:.2e} (goal 1e-5)")

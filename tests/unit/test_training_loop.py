@@ -4,7 +4,10 @@ exactly where an uninterrupted run ends."""
 
 import json
 import math
+import os
 import random
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -169,3 +172,33 @@ def test_fp16_autocast_needs_cuda_and_an_unset_autocast_keeps_old_fingerprints()
     from distillery_assets.io.hashing import sha256_text
     body = plain.model_dump(exclude={"checkpoint_every", "autocast"})
     assert plain.fingerprint() == sha256_text(json.dumps(body, sort_keys=True))[:16]
+
+
+FREED = """
+import ctypes, sys
+from distillery_assets.training.loop import keep_freed_memory
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+kept = keep_freed_memory()
+size = 200 << 20
+block = libc.malloc(size)
+ctypes.memset(block, 1, size)
+libc.free(block)
+rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:")) // 1024
+print(kept, rss)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_cpu_training_keeps_freed_memory_for_reuse_unless_told_not_to():
+    """After keep_freed_memory() a freed 200 MB block stays in the process (the next step reuses it instead of
+    the kernel zero-filling fresh pages); with DISTILLERY_SYSTEM_MALLOC=1 glibc's defaults hand it back."""
+    def run(**env):
+        out = subprocess.run([sys.executable, "-c", FREED], capture_output=True, text=True, check=True, timeout=60,
+                             env={**os.environ, **env}).stdout.split()
+        return out[0] == "True", int(out[1])
+
+    kept, rss_kept = run(DISTILLERY_SYSTEM_MALLOC="0")
+    default, rss_default = run(DISTILLERY_SYSTEM_MALLOC="1")
+    assert kept and not default
+    assert rss_kept - rss_default > 150, (rss_kept, rss_default)
