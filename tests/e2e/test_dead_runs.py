@@ -65,7 +65,7 @@ def _slot_holders(instance: dg.DagsterInstance) -> set[str]:
 
 
 def _kill_while_holding_slot(cmd: list[str], env: dict, home: Path, log: Path) -> str:
-    """Start ``cmd``, SIGKILL its process group two seconds after its step claimed the pool slot; the run id."""
+    """Start ``cmd``, SIGKILL its process group a second after its step claimed the pool slot; the run id."""
     with open(log, "w") as out, dg.DagsterInstance.from_config(str(home)) as instance:
         proc = subprocess.Popen(cmd, env=env, cwd=repo_root(), stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -75,8 +75,10 @@ def _kill_while_holding_slot(cmd: list[str], env: dict, home: Path, log: Path) -
                 assert proc.poll() is None, f"the run ended before it held the slot:\n{log.read_text()[-4000:]}"
                 assert time.monotonic() < deadline, f"the run never took the slot:\n{log.read_text()[-4000:]}"
                 time.sleep(0.2)
-            time.sleep(2)  # well inside the step
+            time.sleep(1)  # inside the step: the killed run is given far more work than a second's worth
             assert proc.poll() is None, f"the run ended before it could be killed:\n{log.read_text()[-4000:]}"
+            held = _slot_holders(instance)
+            assert held, f"the step gave the slot back before it could be killed:\n{log.read_text()[-4000:]}"
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
         finally:
@@ -85,6 +87,7 @@ def _kill_while_holding_slot(cmd: list[str], env: dict, home: Path, log: Path) -
                 proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL
         [killed] = _slot_holders(instance)
+        assert {killed} == held
         assert instance.get_run_by_id(killed).status == dg.DagsterRunStatus.STARTED  # dead, holding the slot
         return killed
 
@@ -108,7 +111,8 @@ def test_killed_corpus_run_does_not_block_the_next(data_dir, tmp_path):
     select = ("encyclopedia_corpus", "--partition", "mathematics")
     _run(_command("encyclopedia_prompts", {}, "--partition", "mathematics"), env, 300)
     # the default (multiprocess) executor, as the README's command runs it: the slot is held by the parent
-    generate = {"ops": {"encyclopedia_corpus": {"config": {"limit": 2, "max_tokens": 16, "accept_truncated": True}}}}
+    # the killed run gets minutes of work, so the kill always lands while its step holds the slot
+    generate = {"ops": {"encyclopedia_corpus": {"config": {"limit": 40, "max_tokens": 64, "accept_truncated": True}}}}
     killed = _kill_while_holding_slot(_command(select[0], generate, *select[1:]), env, home, tmp_path / "killed.log")
 
     started = time.monotonic()
@@ -125,7 +129,10 @@ def test_killed_theme_chatml_run_does_not_block_the_next(data_dir, tmp_path):
     _run(_command("*theme_chunks", in_process), env, 400)
     ops = {"theme_chatml": {"config": {"max_chunks": 1, "examples_per_chunk": 1, "max_tokens": 160,
                                        "max_passage_chars": 400}}}
-    killed = _kill_while_holding_slot(_command("theme_chatml", {**in_process, "ops": ops}), env, home,
+    # the killed run gets minutes of work (a short one finished inside the wait on a fast machine: CI stop 19)
+    long_ops = {"theme_chatml": {"config": {"max_chunks": 8, "examples_per_chunk": 4, "max_tokens": 160,
+                                            "max_passage_chars": 400}}}
+    killed = _kill_while_holding_slot(_command("theme_chatml", {**in_process, "ops": long_ops}), env, home,
                                       tmp_path / "killed.log")
 
     started = time.monotonic()
