@@ -38,9 +38,13 @@ metadata: rule, seed, fraction, counts, and the sha256 of each file.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import random
+import re
+import sys
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -303,11 +307,23 @@ def max_seq_for(role: str, profile: str | None = None) -> int:
     return load_train_config(config_dir() / "training" / f"{role}.yaml", profile).max_seq
 
 
+# llama.cpp builds a context even for a vocabulary-only load, whose hyperparameters are never read, and then
+# warns on stderr "n_ctx_seq (512) > n_ctx_train (0) -- possible training context overflow" (verbose=False does
+# not silence it). Nothing is trained or run in that context, so this one line is dropped.
+_VOCAB_ONLY_CONTEXT_WARNING = re.compile(r"n_ctx_seq \(\d+\) > n_ctx_train \(0\)")
+
+
 def gguf_token_counter(gguf_path: str | Path) -> Callable[[str], int]:
     """Count tokens with a GGUF file's tokenizer (vocabulary only; no weights are loaded)."""
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):  # llama-cpp-python prints llama.cpp's log to sys.stderr
+            llm = Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+    finally:
+        sys.stderr.write("".join(line for line in printed.getvalue().splitlines(keepends=True)
+                                 if not _VOCAB_ONLY_CONTEXT_WARNING.search(line)))
 
     def count(text: str) -> int:
         return len(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))

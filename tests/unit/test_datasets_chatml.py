@@ -261,3 +261,11 @@ def test_theme_split_asset_writes_both_sides_and_its_checks_pass(data_dir, tmp_p
     assert all(e.passed for e in checks.values())
     meta = checks["theme_chatml_train_well_formed"].metadata
     assert meta["max_seq"].value == chatml.max_seq_for("theme") and meta["sibling_compared"].value is True
+
+
+def test_embedded_token_counter_counts_and_prints_no_context_warning(capfd):
+    count = chatml.embedded_token_counter()
+    assert count("hello world") == 2 and count("") == 0
+    assert count("a longer sentence, with punctuation.") > count("a longer sentence")
+    printed = capfd.readouterr()
+    assert "n_ctx_train" not in printed.err + printed.out  # the vocabulary-only load's context warning
