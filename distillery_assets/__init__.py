@@ -32,3 +32,10 @@ import logging
 # CPU kernel from the Hub (through the `kernels` package). 4-bit loading here is CUDA-only (training/lora.py) and
 # the Hub is unreachable offline, so that warning says nothing to act on; only that one logger is raised to errors.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+import warnings
+
+# peft (0.21) reads the model's `is_gradient_checkpointing`, which transformers 5 deprecated in favour of
+# `is_activation_checkpointing`; every LoRA wrap and adapter load then warns about code that is peft's, not ours.
+# Only that one message is ignored.
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
