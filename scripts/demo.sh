@@ -17,7 +17,7 @@ echo
 echo "=== a tutor session on the exported GGUF files ==="
 .venv/bin/python -m distillery_assets.poetry.tutor "$request"
 echo
-echo "=== what made poet_gguf (the catalogue) ==="
-COLUMNS=${COLUMNS:-180} .venv/bin/python -m distillery_assets.catalog lineage poet_gguf
+echo "=== what made poet_gguf (the catalogue; every file and its sha256: ... catalog lineage poet_gguf) ==="
+COLUMNS=${COLUMNS:-180} .venv/bin/python -m distillery_assets.catalog lineage --brief poet_gguf
 echo
 echo "Outputs are under data/ (GGUF files in data/models/). Browse them with: bash scripts/dagster.sh dev"

@@ -3,6 +3,7 @@
     python -m distillery_assets.catalog lineage poet_gguf      # which files, from which inputs, made it,
                                                                # down to the edited files (path + sha256)
     python -m distillery_assets.catalog lineage --sources poet_gguf  # only those edited files
+    python -m distillery_assets.catalog lineage --brief poet_gguf    # edges between assets, edited files by folder
     python -m distillery_assets.catalog derived theme/books/1.txt  # what was made from a file or asset
     python -m distillery_assets.catalog artifacts [ASSET]      # newest artefact per asset/partition
     python -m distillery_assets.catalog verify [ASSET]         # files still match their catalogued sha256?
@@ -59,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     lineage.add_argument("asset")
     lineage.add_argument("--sources", action="store_true",
                          help="only the edited files reached: path, full sha256, bytes, who read them, changed since?")
+    lineage.add_argument("--brief", action="store_true",
+                         help="only the edges between assets, and the edited files as one row per folder")
     derived = sub.add_parser("derived", help="artefacts made from an asset or a file, transitively")
     derived.add_argument("source", help="asset key or path (relative to the data directory)")
     artifacts = sub.add_parser("artifacts", help="newest artefact per asset and partition")
@@ -86,6 +89,8 @@ def _lineage_tables(args: argparse.Namespace, catalog: Catalog) -> list[tuple[st
     shows ``source`` and the file's path under its folder (``inputs/...``, ``config/...``), and the sources
     table gives each file's whole sha256; ``--json`` rows keep the stored paths."""
     sources = catalog.lineage_sources(args.asset)
+    if args.brief:
+        return _brief_lineage(args.asset, catalog.lineage(args.asset), sources)
     sources_title = f"edited files behind {args.asset}"
     if not args.json:  # the key already is the file's path under its folder; the stored path is in --json
         sources = [{"file": r["source"][len(SOURCE_PREFIX):], "sha256": r["sha256"], "bytes": r["bytes"],
@@ -101,6 +106,29 @@ def _lineage_tables(args: argparse.Namespace, catalog: Catalog) -> list[tuple[st
             row["input_asset_key"], row["input_path"] = "source", row["input_asset_key"][len(SOURCE_PREFIX):]
     return [(f"lineage of {args.asset}", rows), (sources_title, sources)] if sources else [
         (f"lineage of {args.asset}", rows)]
+
+
+def _brief_lineage(asset: str, rows: list[dict[str, Any]],
+                   sources: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The lineage without its per-file rows: the edges between assets, then the edited files grouped by
+    their folder (how many, bytes, which assets read them, and whether any changed since)."""
+    edges = [{"depth": r["depth"], "asset_key": r["asset_key"], "partition": r["partition"],
+              "input_asset_key": r["input_asset_key"], "input_partition": r["input_partition"],
+              "input_path": r["input_path"], "input_sha256": (r["input_sha256"] or "")[:12]}
+             for r in rows if not is_source_key(r["input_asset_key"])]
+    folders: dict[str, dict[str, Any]] = {}
+    for r in sources:
+        folder = str(Path(r["source"][len(SOURCE_PREFIX):]).parent) + "/"
+        entry = folders.setdefault(folder, {"folder": folder, "files": 0, "bytes": 0, "read_by": set(), "now": {}})
+        entry["files"] += 1
+        entry["bytes"] += r["bytes"] or 0
+        entry["read_by"].update(part.strip() for part in str(r["read_by"] or "").split(",") if part.strip())
+        entry["now"][r["now"]] = entry["now"].get(r["now"], 0) + 1
+    grouped = [entry | {"read_by": ", ".join(sorted(entry["read_by"])),
+                        "now": ", ".join(f"{n} {state}" for state, n in sorted(entry["now"].items()))}
+               for _, entry in sorted(folders.items())]
+    tables = [(f"assets behind {asset}", edges)]
+    return tables + [(f"edited files behind {asset}, by folder", grouped)] if grouped else tables
 
 
 def _rows(args: argparse.Namespace, catalog: Catalog) -> tuple[str, list[dict[str, Any]]]:

@@ -27,6 +27,33 @@ def test_lineage_table_names_inputs(data_dir, capsys):
     assert "lineage of poet_gguf (1 rows)" in out and "a.txt" in out and "raw" in out
 
 
+def test_brief_lineage_keeps_asset_edges_and_groups_edited_files_by_folder(data_dir, capsys, monkeypatch):
+    monkeypatch.setenv("DISTILLERY_INPUTS_DIR", str(data_dir / "inputs"))
+    cat = Catalog()
+    (data_dir / "inputs" / "verse").mkdir(parents=True)
+    poems = []
+    for i in range(3):
+        poems.append(data_dir / "inputs" / "verse" / f"p{i}.txt")
+        poems[-1].write_text(f"poem {i}\n")
+    (data_dir / "pairs.jsonl").write_text("{}\n")
+    (data_dir / "b.gguf").write_text("gguf")
+    pairs = cat.record_artifact(asset_key="pairs", path=data_dir / "pairs.jsonl",
+                                inputs=cat.record_sources(poems))
+    cat.record_artifact(asset_key="poet_gguf", path=data_dir / "b.gguf", inputs=[data_dir / "pairs.jsonl"])
+    poems[0].write_text("edited\n")
+    assert pairs
+    assert main(["--json", "lineage", "--brief", "poet_gguf"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    edges, folders = [r for r in rows if "depth" in r], [r for r in rows if "folder" in r]
+    assert [(r["asset_key"], r["input_asset_key"]) for r in edges] == [("poet_gguf", "pairs")]
+    assert folders == [{"folder": "inputs/verse/", "files": 3, "bytes": 21, "read_by": "pairs",
+                        "now": "1 edited, 2 unchanged"}]
+    assert main(["lineage", "--brief", "poet_gguf"]) == 0
+    out = capsys.readouterr().out
+    assert "assets behind poet_gguf (1 rows)" in out and "edited files behind poet_gguf, by folder (1 rows)" in out
+    assert "p1.txt" not in out
+
+
 def test_json_output_for_each_command(data_dir, capsys):
     _seed(data_dir)
     expectations = {
