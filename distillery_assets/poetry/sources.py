@@ -25,6 +25,24 @@ def _educator_system(cfg: PoetryConfig) -> list[Path]:
     return files + ([cfg.file("banned_phrases.txt")] if volumes.include_banned_list else [])
 
 
+def _verse_files_read(n: int) -> list[Path]:
+    """The verse files behind the first ``n`` shipped poems (``tasks.verse_briefs`` takes the first ``n`` in sorted
+    path order): every file up to the one holding the ``n``-th poem, unreadable ones included, since they decide
+    which poems come first. Files after it change nothing, so they are not sources. Fewer poems than ``n``: all."""
+    if n <= 0:
+        return []
+    files = poem_files(poetry_inputs(), "verse")
+    poems, _ = load_poems(poetry_inputs(), "verse")
+    if len(poems) <= n:
+        return files
+    folder, last = poetry_inputs() / "verse", poems[n - 1].source  # "verse/<file>" or "verse/<file>:<line>"
+    for i, path in enumerate(files):
+        rel = f"verse/{path.relative_to(folder).as_posix()}"
+        if last == rel or last.startswith(rel + ":"):
+            return files[:i + 1]
+    return files  # not reached: every poem comes from one of these files
+
+
 def step_sources(cfg: PoetryConfig, step: str) -> list[Path]:
     """The edited files ``step`` reads (one of :data:`STEPS`); unknown steps raise ValueError naming them."""
     pipeline, prompts = cfg.file("pipeline.yaml"), cfg.file("prompts.yaml")
@@ -37,7 +55,7 @@ def step_sources(cfg: PoetryConfig, step: str) -> list[Path]:
         requests = [poetry_inputs() / "requests.txt"] if step == "brief" else []
         return [*requests, pipeline, prompts, *_educator_system(cfg)]
     if step == "poet_pair":  # the LLM's poems (poet system) and the briefs for the shipped verse (educator system)
-        verse = poem_files(poetry_inputs(), "verse") if cfg.pipeline.volumes.verse_pairs else []
+        verse = _verse_files_read(cfg.pipeline.volumes.verse_pairs)
         return [*verse, pipeline, prompts, cfg.file("poet_system.txt"),
                 *(_educator_system(cfg) if verse else [])]
     if step == "educator_dataset":  # quality gate (pipeline + banned list), condensed persona as system

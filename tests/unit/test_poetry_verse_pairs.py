@@ -95,3 +95,28 @@ def test_poet_training_targets_are_verse_from_the_shipped_poems(data_dir):
     gate_log = read_jsonl(data_dir / "poetry" / "rejects" / "quality_gate_poet.jsonl")
     assert len(gate_log) == cfg.pipeline.volumes.poet_pairs
     assert all(r["_reject_reasons"][0].startswith("not_verse") for r in gate_log)
+
+
+def test_poet_pair_sources_are_the_verse_files_up_to_the_last_poem_used(tmp_path, monkeypatch):
+    from distillery_assets.poetry import sources
+    from distillery_assets.poetry.raw_poems import poem_files
+
+    cfg = PoetryConfig()
+    n = cfg.pipeline.volumes.verse_pairs
+    shipped = poem_files(inputs_dir() / "poetry", "verse")
+    assert 0 < n < len(shipped)  # the default profile uses some of the shipped poems, not all
+    read = sources.step_sources(cfg, "poet_pair")
+    assert [p for p in read if p.parent.name == "verse"] == shipped[:n]
+    assert cfg.file("poet_system.txt") in read and cfg.file("pipeline.yaml") in read
+
+    verse = tmp_path / "poetry" / "verse"
+    verse.mkdir(parents=True)
+    (verse / "a.txt").write_bytes(b"\xff\xfe not text")  # unreadable: a reject, yet it decides what comes first
+    (verse / "b.txt").write_text(VERSE)
+    (verse / "c.txt").write_text(VERSE.replace("spoon", "knife"))
+    monkeypatch.setenv("DISTILLERY_INPUTS_DIR", str(tmp_path))
+    poems, rejects = load_poems(tmp_path / "poetry", "verse")
+    assert [p.source for p in poems] == ["verse/b.txt", "verse/c.txt"] and len(rejects) == 1
+    assert sources._verse_files_read(1) == [verse / "a.txt", verse / "b.txt"]
+    assert sources._verse_files_read(2) == sources._verse_files_read(5) == [verse / name for name in ("a.txt", "b.txt", "c.txt")]
+    assert sources._verse_files_read(0) == []
