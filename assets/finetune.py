@@ -102,6 +102,15 @@ def base_model(context: dg.AssetExecutionContext) -> dg.Output:
     })
 
 
+def _require_base(cfg: TrainConfig, asset_key: str) -> None:
+    """Fail with the way out when the embedded base checkpoint (the ``base_model`` asset) was never made:
+    a selection without ``base_model`` in it, on a data folder where it was not materialized before."""
+    folder = embedded_base_dir(data_dir())
+    if cfg.base_model == EMBEDDED_BASE and not (folder / "config.json").is_file():
+        raise dg.Failure(f"{asset_key}: the base checkpoint {folder} is missing; it is the base_model asset: add "
+                         f"base_model to the selection (or select '*{asset_key}', everything upstream)")
+
+
 def _rel(path: Path) -> str:
     root = data_dir()
     try:
@@ -225,6 +234,7 @@ def _lora_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
              catalog: CatalogResource, train: Path, val: Path):
         cfg = chain.config(config.profile)
         spec = TrainLoraSpec(config=cfg, train=_rel(train), val=_rel(val), adapter_dir=chain.adapter_rel(cfg))
+        _require_base(cfg, lora_key)
         context.log.info(f"training {chain.name} LoRA, profile {cfg.profile} (${PROFILE_ENV}), base {cfg.base_model}")
         result = compute.run_step(spec)
         ran_on = compute.ran_on(result.device)
@@ -256,6 +266,7 @@ def _gguf_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
         cfg = chain.config(config.profile)
         spec = ExportGGUFSpec(config=cfg, adapter_dir=_rel(adapter), val=_rel(val), out_dir=chain.gguf_rel(cfg),
                               chat_messages=_chat_messages(val), heldout=chain.heldout(cfg))
+        _require_base(cfg, gguf_key)
         result = compute.run_step(spec)
         ran_on = compute.ran_on(result.device)
         if not result.reused:

@@ -99,3 +99,34 @@ def test_the_poetry_chains_read_their_held_out_text_without_its_comment_header()
     held = chain.heldout(chain.config("cpu_small"))
     assert held.name == "training/heldout/poetry_teaching.txt" and not held.text.startswith("#")
     assert len(held.text.split()) > 2000
+
+
+def test_lora_without_the_base_checkpoint_fails_naming_base_model(data_dir):
+    from io_managers.files import DistilleryIOManager
+    from resources.catalog import CatalogResource
+    from resources.compute import ComputeResource
+
+    record = {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
+                           {"role": "assistant", "content": "A poem"}]}
+    for name in ("train", "valid"):
+        (data_dir / f"{name}.jsonl").write_text(json.dumps(record) + "\n")
+
+    @dg.asset(name="poet_train")
+    def pt():
+        return data_dir / "train.jsonl"
+
+    @dg.asset(name="poet_val")
+    def pv():
+        return data_dir / "valid.jsonl"
+
+    lora, _, _ = finetune_chain(FinetuneChain(name="poet", train_asset="poet_train", val_asset="poet_val",
+                                              group="poetry", config_file="poet.yaml"))
+    catalog = CatalogResource()
+    result = dg.materialize([pt, pv, lora], raise_on_error=False, selection=["poet_train", "poet_val", "poet_lora"],
+                            resources={"compute": ComputeResource(), "catalog": catalog,
+                                       "io_manager": DistilleryIOManager(catalog=catalog)})
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert "base checkpoint" in message and "base_model" in message and "'*poet_lora'" in message
+    assert not (data_dir / "models" / "lora").exists()  # nothing trained, nothing half-written
