@@ -6,18 +6,12 @@ A directory (a LoRA adapter, a tokenizer folder) is hashed as the sha256 of its 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from distillery_assets.io.hashing import iter_blocks
+from distillery_assets.io.hashing import file_digest, new_sha256
 
 RECORD_SUFFIXES = (".jsonl",)
-# In-process memo: (path, inode, size, mtime_ns, ctime_ns, count_lines) -> result, so a large input (a
-# base model folder) recorded by several artefacts of one step is read once. An atomic rewrite (new inode)
-# or any edit that changes size or timestamps misses the memo.
-_MEMO: dict[tuple, tuple[str, int, int | None]] = {}
-_MEMO_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -29,44 +23,18 @@ class Fingerprint:
     record_count: int | None  # lines of a .jsonl file; None otherwise
 
 
-def _hash_file(path: Path, count_lines: bool) -> tuple[str, int, int | None]:
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, count_lines)
-    if key not in _MEMO:
-        if len(_MEMO) >= _MEMO_MAX:
-            _MEMO.clear()
-        _MEMO[key] = _read_and_hash(path, count_lines)
-    return _MEMO[key]
-
-
-def _read_and_hash(path: Path, count_lines: bool) -> tuple[str, int, int | None]:
-    digest = hashlib.sha256()
-    size = 0
-    lines = 0
-    last = b"\n"
-    for chunk in iter_blocks(path):
-        digest.update(chunk)
-        size += len(chunk)
-        if count_lines:
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    if count_lines and size and last != b"\n":
-        lines += 1  # final record without a trailing newline
-    return digest.hexdigest(), size, (lines if count_lines else None)
-
-
 def fingerprint(path: Path) -> Fingerprint:
     """Hash a file or directory. Raises FileNotFoundError naming the path if it is missing."""
     path = Path(path)
     if path.is_file():
-        sha, size, records = _hash_file(path, path.suffix in RECORD_SUFFIXES)
+        sha, size, records = file_digest(path, count_lines=path.suffix in RECORD_SUFFIXES)
         return Fingerprint("file", sha, size, 1, records)
     if path.is_dir():
-        manifest = hashlib.sha256()
+        manifest = new_sha256()
         total = 0
         count = 0
         for child in sorted(p for p in path.rglob("*") if p.is_file()):
-            sha, size, _ = _hash_file(child, False)
+            sha, size, _ = file_digest(child)
             manifest.update(f"{child.relative_to(path).as_posix()}\t{sha}\n".encode())
             total += size
             count += 1
