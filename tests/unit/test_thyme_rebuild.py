@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("tokenizers")
 
-from distillery_assets.io.hashing import sha256_joined, sha256_text  # noqa: E402
+from distillery_assets.io.hashing import JoinedDigest, sha256_text  # noqa: E402
 from distillery_assets.paths import inputs_dir  # noqa: E402
 from distillery_assets.thyme.corpus import (  # noqa: E402
     corpus_stats, existing_corpus, iter_sources, read_corpus, read_drops, source_key, write_corpus,
@@ -40,6 +40,13 @@ def books(tmp_path):
         shutil.copy(src / name, folder / name)
     (folder / "empty.txt").write_text("")  # one drop, recorded and read back on reuse
     return folder
+
+
+def sha256_joined(texts, sep: str = "\n\n") -> str:
+    digest = JoinedDigest(sep)
+    for text in texts:
+        digest.add(text)
+    return digest.hexdigest()
 
 
 def test_joined_digest_equals_the_digest_of_the_joined_string():
