@@ -13,7 +13,7 @@ import dagster as dg
 
 from assets.finetune import FinetuneChain, finetune_chain
 from assets.meta import chat_md, inputs_meta, llm_usage_meta, records_table
-from assets.pools import LOCAL_MODEL_POOL, llm_pool
+from assets.pools import Loads, model_pool
 
 from distillery_assets.datasets import chatml
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, read_jsonl
@@ -28,7 +28,7 @@ from distillery_assets.poetry.sources import step_sources
 from resources.llm import LLMResource
 
 GROUP = "poetry"
-LLM_POOL = llm_pool()  # local_model only when the LLM runs in this process (assets/pools.py)
+LLM_POOL = model_pool(Loads.LLM)  # local_model only when the LLM runs in this process (assets/pools.py)
 
 
 def _cells(record: dict) -> dict:
@@ -253,13 +253,15 @@ DATASET_CHECKS = [_dataset_check(k, role) for role in ("educator", "poet") for k
 def _finetune_assets() -> list:
     return [
         *finetune_chain(FinetuneChain(name="educator", train_asset="educator_train", val_asset="educator_val",
-                                      group=GROUP, config_file="educator.yaml")),
+                                      group=GROUP, config_file="educator.yaml", lora_asset="educator_lora",
+                                      gguf_asset="educator_gguf", upload_asset="educator_gguf_upload")),
         *finetune_chain(FinetuneChain(name="poet", train_asset="poet_train", val_asset="poet_val", group=GROUP,
-                                      config_file="poet.yaml")),
+                                      config_file="poet.yaml", lora_asset="poet_lora", gguf_asset="poet_gguf",
+                                      upload_asset="poet_gguf_upload")),
     ]
 
 
-@dg.asset(group_name=GROUP, pool=LOCAL_MODEL_POOL, description="A few tutor sessions (brief, drafts, critiques, final note) run on the exported GGUF files.")
+@dg.asset(group_name=GROUP, pool=model_pool(Loads.ALWAYS), description="A few tutor sessions (brief, drafts, critiques, final note) run on the exported GGUF files.")
 def poetry_sample_sessions(context: dg.AssetExecutionContext, educator_gguf: Path, poet_gguf: Path) -> dg.Output:
     from distillery_assets.poetry.tutor import run_sessions
 

@@ -27,7 +27,7 @@ from pydantic import create_model
 
 from assets.finetune import FinetuneChain, finetune_chain
 from assets.meta import chat_md, inputs_meta, llm_usage_meta, records_table, table_md
-from assets.pools import llm_pool
+from assets.pools import Loads, model_pool
 
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, iter_jsonl, read_jsonl
 from distillery_assets.paths import config_dir, data_dir
@@ -208,7 +208,7 @@ def build_generator(config: ChatMLConfig, llm_target: str = "") -> ChatMLGenerat
     return setup.build_generator(config_dir() / "theme", _out("chatml_work"), settings, checks, llm_target)
 
 
-@dg.asset(group_name=GROUP, pool=llm_pool(),
+@dg.asset(group_name=GROUP, pool=model_pool(Loads.LLM),
           description="Persona ChatML exchanges generated per kept chunk; resumable example by example.")
 def theme_chatml(context: dg.AssetExecutionContext, theme_chunks: Path, config: ChatMLConfig, llm: LLMResource,
                  catalog: CatalogResource) -> dg.Output[Path]:
@@ -343,7 +343,9 @@ def theme_model_benchmark(theme_chunks: Path, config: ModelBenchConfig) -> dg.Ou
 
 # theme_lora / theme_gguf / theme_gguf_upload: the shared fine-tune chain (assets/finetune.py).
 theme_finetune = finetune_chain(FinetuneChain(name="theme", train_asset="theme_chatml_train",
-                                              val_asset="theme_chatml_val", group=GROUP, config_file="theme.yaml"))
+                                              val_asset="theme_chatml_val", group=GROUP, config_file="theme.yaml",
+                                              lora_asset="theme_lora", gguf_asset="theme_gguf",
+                                              upload_asset="theme_gguf_upload"))
 
 defs = dg.Definitions(
     assets=[gutenberg_books, gutenberg_chunks, theme_chunks, theme_chatml, theme_chatml_splits,

@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distillery_assets.io.hashing import sha256_file  # noqa: E402
+from distillery_assets.io.hashing import new_sha256, sha256_file  # noqa: E402
 from distillery_assets.paths import inputs_dir  # noqa: E402
 
 FILES = ("train.tokens.bin", "train.windows.npy", "val.tokens.bin", "val.windows.npy")
@@ -88,8 +88,6 @@ def _peak_rss_mib() -> float:
 
 
 def _ngram(block_tokens: int, folder: Path) -> dict:
-    import hashlib
-
     import numpy as np
 
     from distillery_assets.thyme.dataset import open_dataset
@@ -97,7 +95,7 @@ def _ngram(block_tokens: int, folder: Path) -> dict:
 
     ds = open_dataset(folder)
     model = NGram(ds.train, ds.vocab_size, order=3, block_tokens=block_tokens)
-    digest = hashlib.sha256(model.unigram.tobytes())
+    digest = new_sha256(model.unigram.tobytes())
     for table in model.tables:
         for array in table:
             digest.update(np.ascontiguousarray(array).tobytes())

@@ -1,9 +1,28 @@
-"""The single Dagster code location: every pipeline's definitions merged with the shared resources."""
+"""The single Dagster code location and its composition root: every pipeline's definitions merged with the
+resources and the IO manager, built here and nowhere else."""
 
 import dagster as dg
 
 from assets import corpus, dead_runs, filters, finetune, poetry, theme, thyme
-from resources import build_resources
+from io_managers.files import DistilleryIOManager
+from resources.catalog import CatalogResource
+from resources.compute import ComputeResource
+from resources.hub import HubResource
+from resources.llm import LLMResource
+
+
+def build_resources() -> dict:
+    """The one resource dictionary of the code location (keys: llm, catalog, compute, hub, io_manager), configured
+    from the environment; the LLM resource and the IO manager share the one catalogue."""
+    catalog = CatalogResource()
+    return {
+        "catalog": catalog,
+        "llm": LLMResource.from_env(catalog=catalog),
+        "compute": ComputeResource.from_env(),
+        "hub": HubResource.from_env(),
+        "io_manager": DistilleryIOManager(catalog=catalog),
+    }
+
 
 defs = dg.Definitions.merge(
     corpus.defs,

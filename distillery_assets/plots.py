@@ -37,7 +37,8 @@ def _rgb(colour: str) -> tuple[int, int, int]:
     return int(colour[0:2], 16), int(colour[2:4], 16), int(colour[4:6], 16)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: the one plot set-up (charts with several axes draw on it directly)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,7 +50,7 @@ def _pyplot():
 def figure_png(draw: Callable[[Any], None], *, figsize: tuple[float, float] = (6, 3.2), dpi: int = 100,
                title: str | None = None) -> bytes:
     """A full-size PNG of whatever ``draw(ax)`` puts on one axes (for files and reports)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
     draw(ax)
     if title:
@@ -66,7 +67,7 @@ def tiny_png(draw: Callable[[Any], None], colours: Sequence[str], *, dpi: int = 
     """``draw(ax)`` rendered small, without anti-aliasing, quantised to white, grey and ``colours``."""
     from PIL import Image
 
-    plt = _pyplot()
+    plt = pyplot()
     flat = {"lines.antialiased": False, "text.antialiased": False, "patch.antialiased": False, "font.size": 7}
     with plt.rc_context(flat):
         fig, ax = plt.subplots(figsize=figsize, dpi=dpi)

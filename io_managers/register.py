@@ -18,8 +18,8 @@ from typing import Any
 
 import dagster as dg
 
-from assets.meta import table_md
 from distillery_assets.catalog import ArtifactRecord, Catalog, InputRef, NewArtifact
+from distillery_assets.markdown import md_table
 from distillery_assets.paths import data_dir
 from io_managers.tracking import loaded_inputs
 
@@ -70,8 +70,8 @@ def record_metadata(records: list[ArtifactRecord], catalog: Catalog) -> dict[str
         "size_mb": round(sum(r.bytes for r in records) / 1e6, 2),
         "bytes": sum(r.bytes for r in records),
         "files_table": dg.MetadataValue.md(
-            table_md([(r.path, r.bytes, r.record_count, r.sha256[:12]) for r in shown],
-                     ("path", "bytes", "records", "sha256"), align="lrrl").value + more),
+            md_table([(r.path, r.bytes, r.record_count, r.sha256[:12]) for r in shown],
+                     ("path", "bytes", "records", "sha256"), align="lrrl") + more),
         "catalog_artifact_ids": dg.MetadataValue.json([r.id for r in records]),
     }
 

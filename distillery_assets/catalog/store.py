@@ -234,7 +234,7 @@ class Catalog:
         returns the existing row instead of adding a duplicate.
 
         An input under a source folder (``inputs_dir()``, ``config_dir()``) named without an asset key is
-        catalogued as a source on the way (see :meth:`record_sources`); a folder there counts file by file."""
+        catalogued as a source on the way; a folder there counts file by file."""
         item = NewArtifact(path, tuple(inputs), record_count, metadata, fingerprint_)
         [record] = self.record_artifacts(asset_key=asset_key, items=[item], partition=partition, run_id=run_id)
         return record
@@ -343,25 +343,6 @@ class Catalog:
                     [edge.asset_key, edge.stored, fp.kind, edge.sha256, fp.bytes, fp.files, fp.record_count,
                      _utcnow()])
 
-    def record_sources(self, paths: Iterable[Path | str]) -> list[InputRef]:
-        """Catalogue edited files (folders: the visible files inside) as sources, each with its sha256 as
-        read now; returns references to pass as ``inputs`` of the artefacts made from them. An unchanged
-        file adds no row; a changed one adds a row with its new sha256. A path outside every source folder
-        raises ValueError naming it."""
-        paths = list(paths)
-        for path in paths:
-            if source_key(self.absolute(self.relative(path)), self.sources) is None:
-                roots = ", ".join(f"{k}={v}" for k, v in self.sources.items())
-                raise ValueError(f"record_sources: {path} is not under a source folder ({roots})")
-        edges = self._edges(paths)
-
-        def work(con: duckdb.DuckDBPyConnection) -> None:
-            for edge in edges:
-                self._record_source(con, edge)
-
-        self._run(work)
-        return [InputRef(self.absolute(e.stored), e.asset_key, e.sha256) for e in edges]
-
     def latest_artifacts(self, asset_key: str, partition: str | None = None) -> list[dict[str, Any]]:
         """Newest row per partition of ``asset_key`` (only ``partition`` when given)."""
         sql = "SELECT * FROM latest_artifacts WHERE asset_key = ?"
@@ -385,6 +366,7 @@ class Catalog:
                           [asset_key, partition, run_id])[0]["n"]
 
     def artifact_inputs(self, artifact_id: int) -> list[dict[str, Any]]:
+        """The inputs recorded for one artefact, by path (read by tests and ad-hoc inspection of lineage edges)."""
         return self.query("SELECT * FROM artifact_inputs WHERE artifact_id = ? ORDER BY input_path",
                           [artifact_id])
 
@@ -406,7 +388,7 @@ class Catalog:
     def verify(self, asset_key: str | None = None) -> list[dict[str, Any]]:
         """Re-hash the newest artefact of every (asset, partition) -- or of one asset -- and compare with
         the catalogue. Each row: asset_key, partition, path, status ("ok" | "missing" | "changed").
-        Sources (edited files, see :meth:`record_sources`) are left out unless asked for by key: editing
+        Sources (edited files under the source folders) are left out unless asked for by key: editing
         them is what people do; :meth:`lineage_sources` says which ones changed since a model was made."""
         rows = self.latest_artifacts(asset_key) if asset_key else self.query(
             "SELECT * FROM latest_artifacts WHERE NOT starts_with(asset_key, ?) ORDER BY asset_key, partition",

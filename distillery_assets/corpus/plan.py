@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distillery_assets.corpus.layout import PROMPTS_FILE
-from distillery_assets.corpus.prompts_file import CorpusTask, Reject, parse_prompts_file
+from distillery_assets.corpus.prompts_file import CorpusTask, parse_prompts_file
+from distillery_assets.rejects import Reject
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from distillery_assets.corpus.layout import CORPUS_SUFFIX
 from distillery_assets.paths import UnsafePathError, safe_child
+from distillery_assets.rejects import Reject
 
 
 @dataclass(frozen=True)
@@ -21,15 +22,6 @@ class CorpusTask:
     file: str
     prompt: str
     source: str  # "<prompts.txt path> line <n>"
-
-
-@dataclass(frozen=True)
-class Reject:
-    source: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.source}: {self.reason}"
 
 
 def _check_name(name: str) -> str | None:

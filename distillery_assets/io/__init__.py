@@ -1,7 +1,7 @@
 """File helpers shared by every pipeline: atomic writes and JSONL reading with line-numbered errors."""
 
 from distillery_assets.io.atomic import atomic_write_bytes, atomic_write_text, atomic_path, atomic_write_jsonl
-from distillery_assets.io.jsonl import JsonlError, iter_jsonl, read_jsonl
+from distillery_assets.io.jsonl import JsonlError, iter_jsonl, iter_jsonl_lines, read_jsonl
 
 __all__ = [
     "atomic_path",
@@ -10,5 +10,6 @@ __all__ = [
     "atomic_write_text",
     "JsonlError",
     "iter_jsonl",
+    "iter_jsonl_lines",
     "read_jsonl",
 ]

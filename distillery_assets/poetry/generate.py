@@ -1,7 +1,6 @@
 """Run one teaching-data task end to end through the LLM task runner.
 
-``client`` is the LLM client (the LLM resource's, or any object with the documented ``stream`` /
-``complete_batch`` contract, as tests script it). Each task writes its records to
+``client`` is the LLM client (the LLM resource's; tests give it a scripted provider). Each task writes its records to
 ``data_dir()/poetry/generated/<task>.jsonl`` and its rejects (failed calls, empty answers) to
 ``data_dir()/poetry/rejects/<task>.jsonl``, atomically; finished rows are journalled under
 ``data_dir()/poetry/journal/<task>.jsonl``, so a killed run resumes without asking again.
@@ -17,9 +16,10 @@ from distillery_assets.io import atomic_write_jsonl, read_jsonl
 from distillery_assets.llm.task import TaskRun, run_task
 from distillery_assets.paths import data_dir, inputs_dir, safe_child
 from distillery_assets.poetry import tasks
-from distillery_assets.poetry.raw_poems import Poem, Reject, load_poems, poems_from_records, read_requests
+from distillery_assets.poetry.raw_poems import Poem, load_poems, poems_from_records, read_requests
 from distillery_assets.poetry.settings import PoetryConfig
 from distillery_assets.poetry.tasks import Item, TeachingTask
+from distillery_assets.rejects import Reject
 
 
 def poetry_dir(*parts: str) -> Path:

@@ -10,7 +10,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from distillery_assets.io import JsonlError, iter_jsonl_lines
 from distillery_assets.io.hashing import sha256_text
+from distillery_assets.rejects import Reject
 
 TEXT_FIELDS = ("text", "poem", "content")
 
@@ -26,18 +28,18 @@ class Poem:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class Reject:
-    source: str
-    reason: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def _normalise(text: str) -> str:
     lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     return "\n".join(lines).strip("\n").strip()
+
+
+def _unreadable(exc: Exception | None) -> str:
+    """Why a JSONL line gave no record, in the reject log's words."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"line is not UTF-8 ({exc.reason} at byte {exc.start})"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"malformed JSONL line: {exc.msg} (column {exc.colno})"
+    return str(exc)  # "expected a JSON object, got <type>"
 
 
 def _from_jsonl(path: Path, rel: str, quality: str) -> tuple[list[Poem], list[Reject]]:
@@ -46,20 +48,10 @@ def _from_jsonl(path: Path, rel: str, quality: str) -> tuple[list[Poem], list[Re
         raw_lines = path.read_bytes().split(b"\n")
     except OSError as exc:
         return [], [Reject(rel, f"cannot read file: {exc}")]
-    for number, raw in enumerate(raw_lines, start=1):
-        if not raw.strip():
-            continue
+    for number, record in iter_jsonl_lines(raw_lines, path, on_error="yield"):
         where = f"{rel}:{number}"
-        try:
-            record = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            rejects.append(Reject(where, f"line is not UTF-8 ({exc.reason} at byte {exc.start})"))
-            continue
-        except json.JSONDecodeError as exc:
-            rejects.append(Reject(where, f"malformed JSONL line: {exc.msg} (column {exc.colno})"))
-            continue
-        if not isinstance(record, dict):
-            rejects.append(Reject(where, f"expected a JSON object, got {type(record).__name__}"))
+        if isinstance(record, JsonlError):
+            rejects.append(Reject(where, _unreadable(record.cause)))
             continue
         field = next((f for f in TEXT_FIELDS if isinstance(record.get(f), str)), None)
         if field is None:

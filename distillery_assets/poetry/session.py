@@ -15,18 +15,14 @@ loop runs against GGUF files (:mod:`distillery_assets.poetry.gguf_chat`) or scri
 
 from __future__ import annotations
 
-import difflib
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from distillery_assets.poetry.settings import Sampling, StepSampling
-from distillery_assets.poetry.tasks import render
+from distillery_assets.poetry.text import echoes, render
 from distillery_assets.poetry.verse import verse_verdict
-
-ECHO_RATIO = 0.8
-"""A reply this similar (difflib ratio) to the text it was asked about repeats it instead of answering."""
 
 
 @dataclass(frozen=True)
@@ -52,12 +48,6 @@ def approved(critique: str, phrases: Sequence[str]) -> str | None:
     """The approval phrase found in ``critique`` (case-insensitive), if any."""
     low = critique.lower()
     return next((p for p in phrases if p.lower() in low), None)
-
-
-def echoes(reply: str, source: str) -> bool:
-    """``reply`` mostly repeats ``source`` (a small model copying the draft back as its critique)."""
-    a, b = " ".join(reply.split()).lower(), " ".join(source.split()).lower()
-    return bool(a and b) and difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= ECHO_RATIO
 
 
 def _asker(steps: list[dict[str, Any]]):

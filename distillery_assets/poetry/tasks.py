@@ -29,24 +29,7 @@ from distillery_assets.llm import ChatMessage, LLMRequest, LLMResult
 from distillery_assets.llm.task import LLMTask, Reject
 from distillery_assets.poetry.raw_poems import Poem
 from distillery_assets.poetry.settings import PoetryConfig
-
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
-
-
-class PromptError(KeyError):
-    """A prompt template uses a placeholder the task does not provide."""
-
-
-def render(template: str, *, name: str = "prompt", **fields: str) -> str:
-    """Fill ``{name}`` placeholders; values are inserted literally (braces in poems are safe)."""
-
-    def sub(match: re.Match) -> str:
-        key = match.group(1)
-        if key not in fields:
-            raise PromptError(f"prompts.yaml {name}: unknown placeholder {{{key}}} (have: {', '.join(fields)})")
-        return str(fields[key])
-
-    return _PLACEHOLDER.sub(sub, template)
+from distillery_assets.poetry.text import echoes, render
 
 
 @dataclass(frozen=True)
@@ -171,8 +154,6 @@ class VerseBriefTask(TeachingTask):
     """The brief a finished poem answers; a brief that mostly repeats the poem is a reject."""
 
     def parse(self, row: Item, result: LLMResult) -> dict | Reject:
-        from distillery_assets.poetry.session import echoes  # session imports this module
-
         rec = super().parse(row, result)
         if isinstance(rec, dict) and echoes(rec["brief"], rec["poem"]):
             return Reject(row.key, "the brief repeats the poem instead of describing it")

@@ -55,7 +55,3 @@ def verse_verdict(text: str) -> VerseVerdict:
     if meta:
         return VerseVerdict(False, f"talks about the poem ({meta.group(0)!r})", n)
     return VerseVerdict(True, f"{n} short lines", n)
-
-
-def is_verse(text: str) -> bool:
-    return verse_verdict(text).verse

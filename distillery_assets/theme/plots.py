@@ -1,30 +1,20 @@
-"""Small PNG charts for asset metadata (matplotlib, Agg backend, written atomically)."""
+"""The theme pipeline's charts for asset metadata, drawn through :mod:`distillery_assets.plots`."""
 
 from __future__ import annotations
 
-import io
-
-from distillery_assets.plots import GREY, RED, inline_md, save_png  # noqa: F401  (save_png re-exported)
+from distillery_assets.plots import GREY, RED, figure_png, inline_md, save_png  # noqa: F401  (save_png re-exported)
 
 
 def totals_histogram_png(histogram: dict[str, int], min_matches: int) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels, values = list(histogram), list(histogram.values())
     colours = ["#b23a48" if int(label.lstrip(">=")) >= min_matches else "#9aa5b1" for label in labels]
-    fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
-    ax.bar(labels, values, color=colours)
-    ax.set_xlabel("distinct theme keywords per chunk (summed over themes)")
-    ax.set_ylabel("chunks")
-    ax.set_title(f"Keyword totals (kept: >= {min_matches}, red)")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+
+    def draw(ax) -> None:
+        ax.bar(labels, values, color=colours)
+        ax.set_xlabel("distinct theme keywords per chunk (summed over themes)")
+        ax.set_ylabel("chunks")
+
+    return figure_png(draw, figsize=(6, 3), title=f"Keyword totals (kept: >= {min_matches}, red)")
 
 
 def totals_histogram_inline_md(histogram: dict[str, int], min_matches: int) -> str:

@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillery_assets.io import atomic_path, atomic_write_text
-from distillery_assets.io.hashing import JoinedDigest, sha256_file, sha256_text
+from distillery_assets.io import JsonlError, atomic_path, atomic_write_text, iter_jsonl, iter_jsonl_lines, read_jsonl
+from distillery_assets.io.hashing import JoinedDigest, json_fingerprint, sha256_file
 from distillery_assets.thyme.experiments import (
     CorpusRecipe, HubGutenbergSource, HubWikipediaSource, LocalSource, PlatformSource,
 )
@@ -132,11 +132,10 @@ def read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
     rows = {}
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for line_no, row in iter_jsonl(path, on_error="yield", objects=False):
         try:
-            row = json.loads(line)
+            if isinstance(row, JsonlError):
+                raise row.cause
             rows[row["file"]] = row
         except (ValueError, KeyError, TypeError) as exc:
             raise CorpusError(f"{path}:{line_no}: not a manifest row with a 'file' field ({exc})") from None
@@ -243,12 +242,11 @@ def _theme_chunks(path: Path, recipe: CorpusRecipe) -> Iterator[Item]:
     except ValueError as exc:
         yield Drop(f"theme_chunks:{path.name}", f"{path}: {exc}")
         return
-    for line_no, line in enumerate(lines, 1):
+    for line_no, row in iter_jsonl_lines(lines, path, on_error="yield", objects=False):
         source = f"theme_chunks:{path.name}:{line_no}"
-        if not line.strip():
-            continue
         try:
-            row = json.loads(line)
+            if isinstance(row, JsonlError):
+                raise row.cause
             text = row["text"]
             if not isinstance(text, str):
                 raise TypeError("text is not a string")
@@ -294,7 +292,7 @@ def source_key(recipe: CorpusRecipe, *, root: Path = REPO_ROOT,
             for asset in src.assets:
                 files += [[str(p), sha256_file(p)] for p in sorted(Path(q) for q in (platform_paths or {}).get(asset, []))]
     body = {"format": CORPUS_FORMAT, "recipe": recipe.model_dump(mode="json"), "files": files}
-    return sha256_text(json.dumps(body, sort_keys=True))[:16]
+    return json_fingerprint(body)
 
 
 # --------------------------------------------------------------------------------------------- on disk
@@ -386,8 +384,7 @@ def read_drops(folder: Path) -> list[Drop]:
     path = Path(folder) / DROPS_FILE
     if not path.exists():
         return []
-    with open(path, encoding="utf-8") as fh:
-        return [Drop(**json.loads(line)) for line in fh if line.strip()]
+    return [Drop(**row) for row in read_jsonl(path)]
 
 
 def read_corpus(folder: Path) -> Iterator[Document]:
@@ -398,6 +395,5 @@ def read_corpus(folder: Path) -> Iterator[Document]:
     except FileNotFoundError:
         raise CorpusError(f"{folder}: not a thyme corpus (no {CORPUS_MANIFEST})") from None
     for shard in stats["shards"]:
-        with open(folder / shard, encoding="utf-8") as fh:
-            for line in fh:
-                yield Document(**json.loads(line))
+        for _, row in iter_jsonl(folder / shard):
+            yield Document(**row)

@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from distillery_assets.io import atomic_path, atomic_write_text
-from distillery_assets.io.hashing import JoinedDigest, sha256_file, sha256_text
+from distillery_assets.io import atomic_path, atomic_write_text, read_jsonl
+from distillery_assets.io.hashing import JoinedDigest, json_fingerprint, sha256_file
 from distillery_assets.thyme.experiments import DatasetRecipe, Experiment, TokenizerRecipe
 from distillery_assets.thyme.tokenizer import PAD_ID, TOKENIZER_FILE, encode_chunks, load_tokenizer, save_tokenizer, train_bpe
 
@@ -199,8 +199,7 @@ class Dataset:
         return int(self.info["tokenizer"]["vocab_size"])
 
     def val_chunks(self) -> list[str]:
-        with open(self.folder / "val.chunks.jsonl", encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh]
+        return read_jsonl(self.folder / "val.chunks.jsonl", objects=False)
 
 
 def token_dtype(vocab_size: int):
@@ -303,7 +302,7 @@ def _split(spool: ChunkSpool, exp: Experiment, folder: Path) -> tuple[np.ndarray
 def tokenizer_key(exp: Experiment, text_sha256: str) -> str:
     """What a tokenizer is made from: the texts' digest and the corpus, split and tokenizer settings."""
     body = {"format": DATASET_FORMAT, "settings": exp.fingerprint("dataset"), "texts": text_sha256}
-    return sha256_text(json.dumps(body, sort_keys=True))[:16]
+    return json_fingerprint(body)
 
 
 def dataset_fingerprint(exp: Experiment, text_sha256: str, tokenizer: Path | None) -> str:
@@ -311,7 +310,7 @@ def dataset_fingerprint(exp: Experiment, text_sha256: str, tokenizer: Path | Non
     the settings and the tokenizer file it encodes with (or the tokenizer it trains itself)."""
     body = {"format": DATASET_FORMAT, "settings": exp.fingerprint("dataset"), "texts": text_sha256,
             "tokenizer": sha256_file(tokenizer) if tokenizer is not None else TRAINED_HERE}
-    return sha256_text(json.dumps(body, sort_keys=True))[:16]
+    return json_fingerprint(body)
 
 
 def _read_info(path: Path) -> dict[str, Any] | None:

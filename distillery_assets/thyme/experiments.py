@@ -11,14 +11,13 @@ never falls back to a default silently. Every error names the file and the field
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from distillery_assets.io.hashing import sha256_text
+from distillery_assets.io.hashing import json_fingerprint
 from distillery_assets.io.yamlfile import ConfigFileError, read_yaml, validate_yaml
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "data" / "config" / "thyme"
@@ -223,7 +222,7 @@ class Experiment(_Strict):
             body = {k: body[k] for k in ("corpus", "dataset", "tokenizer")}
         else:
             body["training"] = {k: v for k, v in body["training"].items() if k not in ("checkpoint_every", "log_every")}
-        return sha256_text(json.dumps(body, sort_keys=True))[:16]
+        return json_fingerprint(body)
 
 
 def experiment_path(name: str, folder: Path | None = None) -> Path:

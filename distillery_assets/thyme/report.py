@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery_assets.io import atomic_path, atomic_write_text
-from distillery_assets.io.hashing import sha256_file, sha256_text
+from distillery_assets.io.hashing import json_fingerprint, sha256_file
 from distillery_assets.markdown import md_table
 from distillery_assets.thyme.corpus import clean_book, decode_text_file
 from distillery_assets.thyme.dataset import Dataset, chunk_text, split_from_chunks
@@ -90,7 +90,7 @@ def _fingerprint(dataset: Dataset, models: dict[str, Path], ood: Path, batch_siz
             "samples": [SEED_PROMPTS, TOP_K, TOP_P, max_new_tokens],
             "models": {k: json.loads((Path(f) / "model.json").read_text(encoding="utf-8"))["fingerprint"]
                        for k, f in sorted(models.items())}}
-    return sha256_text(json.dumps(body, sort_keys=True))[:16]
+    return json_fingerprint(body)
 
 
 @dataclass
@@ -186,12 +186,6 @@ def samples_md(samples: dict[str, list[dict[str, str]]], limit: int = 300) -> st
         out += [f"- _{s['prompt']}_ … {s['continuation'][:limit]}" for s in items]
         out.append("")
     return "\n".join(out)
-
-
-def _curve_series(histories: dict[str, dict]) -> dict[str, tuple[list[float], list[float], list[float]]]:
-    """key -> (epochs, train loss, val loss)."""
-    return {k: ([e["epoch"] for e in h["epochs"]], [e["train_loss"] for e in h["epochs"]],
-                [e["val_loss"] for e in h["epochs"]]) for k, h in histories.items()}
 
 
 def curves_png(histories: dict[str, dict], rows: list[dict[str, Any]]) -> bytes:

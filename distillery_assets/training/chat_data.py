@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery_assets.io import JsonlError, iter_jsonl
+from distillery_assets.rejects import Reject
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,6 @@ class Example:
     @property
     def target_tokens(self) -> int:
         return sum(1 for label in self.labels if label != IGNORE)
-
-
-@dataclass
-class Reject:
-    source: str
-    reason: str
 
 
 @dataclass

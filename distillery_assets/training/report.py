@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 from distillery_assets.io import atomic_write_bytes
 from distillery_assets.markdown import md_table
-from distillery_assets.plots import BLUE, GREY, INLINE_MD_LIMIT, RED, inline_md, png_md, tiny_png  # noqa: F401
+from distillery_assets.plots import BLUE, GREY, INLINE_MD_LIMIT, RED, figure_png, inline_md, png_md, tiny_png  # noqa: F401
 
 
 def loss_table_md(metrics: dict[str, Any]) -> str:
@@ -20,26 +19,18 @@ def loss_table_md(metrics: dict[str, Any]) -> str:
 
 def loss_plot_png(metrics: dict[str, Any]) -> bytes:
     """Train and validation loss per epoch, with the base model's validation loss as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     epochs = [e["epoch"] for e in metrics["epochs"]]
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
-    ax.plot(epochs, [e["train_loss"] for e in metrics["epochs"]], "o-", label="train")
-    ax.plot(epochs, [e["val_loss"] for e in metrics["epochs"]], "s-", label="validation")
-    ax.axhline(metrics["base_val_loss"], color="grey", linestyle="--", label="base model (validation)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (assistant tokens)")
-    ax.set_title(f"{metrics.get('role', '')} LoRA ({metrics.get('profile', '')})")
-    ax.set_xticks(epochs)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+
+    def draw(ax) -> None:
+        ax.plot(epochs, [e["train_loss"] for e in metrics["epochs"]], "o-", label="train")
+        ax.plot(epochs, [e["val_loss"] for e in metrics["epochs"]], "s-", label="validation")
+        ax.axhline(metrics["base_val_loss"], color="grey", linestyle="--", label="base model (validation)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss (assistant tokens)")
+        ax.set_xticks(epochs)
+        ax.legend(fontsize=8)
+
+    return figure_png(draw, figsize=(5, 3.2), title=f"{metrics.get('role', '')} LoRA ({metrics.get('profile', '')})")
 
 
 def _draw_losses(metrics: dict[str, Any]):
