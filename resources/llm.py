@@ -44,17 +44,21 @@ class LLMResource(_LLMSettingsFields):
         settings = LLMSettings.from_env(**overrides)
         return cls(**settings.model_dump(), catalog=catalog)
 
-    def settings(self) -> LLMSettings:
+    def settings(self, **overrides: Any) -> LLMSettings:
+        """The resource's settings, with ``overrides`` (a per-asset provider, base_url or model) on top."""
         try:
-            return LLMSettings.model_validate({name: getattr(self, name) for name in LLMSettings.model_fields})
+            return LLMSettings.model_validate({**{name: getattr(self, name) for name in LLMSettings.model_fields},
+                                               **overrides})
         except ValueError as exc:
             raise ConfigError(f"invalid LLMResource configuration: {exc}") from exc
 
-    def get_client(self, context: Any | None = None) -> LLMClient:
+    def get_client(self, context: Any | None = None, **overrides: Any) -> LLMClient:
+        """A client of the resource's settings (``overrides`` on top: a second oracle's provider or model); it
+        is closed with the step's other clients when the step ends."""
         logger = getattr(context, "log", None) or log
         run_id = getattr(context, "run_id", None)
         sink = self.catalog.get().record_llm_calls if self.catalog is not None else None
-        client = build_client(self.settings(), usage_sink=sink, progress=lambda p: logger.info(p.line()),
+        client = build_client(self.settings(**overrides), usage_sink=sink, progress=lambda p: logger.info(p.line()),
                               run_id=run_id, logger=logger)
         self._clients.append(client)
         return client

@@ -14,9 +14,8 @@ waits for a slot. Callers stay synchronous:
 
 * ``complete(request)`` one answer;
 * ``each(requests, on_result, label)`` calls ``on_result(index, result)`` on the loop thread as each answer
-  arrives (the LLM task runner parses and writes each record there, the moment it exists);
-* ``stream(requests, label)`` yields ``(index, result)`` as each answer arrives, in the caller's thread;
-* ``complete_batch(requests, label)`` the results in input order.
+  arrives (the LLM task runner, ``llm.task.run_task``, parses and writes each record there, the moment it
+  exists): the one way to ask for many.
 
 Usage rows go to the sink in batches from one writer thread, so a slow catalogue never stalls requests.
 """
@@ -26,11 +25,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
@@ -54,7 +52,6 @@ UsageSink = Callable[[list[dict[str, Any]]], None]
 RAW_IN_ERROR_CHARS = 600
 REASK_TEXT = ("Your previous reply could not be used: {reason}. Reply again with exactly one JSON object that "
               "satisfies the requested schema, and no other text.")
-_DONE = object()
 
 
 class _Stopped(Exception):
@@ -93,7 +90,7 @@ class LLMClient:
         self.provider = provider
         self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
         self.concurrency = max(1, int(concurrency))
-        self.limiter = RateLimiter(rpm, tpm, clock=clock, sleep=sleep)
+        self.limiter = RateLimiter(rpm, tpm, clock=clock)
         self.timeout_s = float(timeout_s)
         self.max_attempts = max(1, int(max_attempts))
         self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
@@ -106,7 +103,6 @@ class LLMClient:
         self.log = logger or log
         self._rows_lock = threading.Lock()
         self.unsaved_rows: list[dict[str, Any]] = []
-        self.provider_calls = 0  # attempts that reached the provider (for tests and metadata)
         self._key_locks: dict[str, list] = {}  # touched only on the loop thread
         self._slots: asyncio.Semaphore | None = None
         self._sync_pool: ThreadPoolExecutor | None = None
@@ -117,49 +113,6 @@ class LLMClient:
         result, row = self._submit(self._guarded(request)).result()
         self._flush([row])
         return result
-
-    def complete_batch(self, requests: Sequence[LLMRequest], label: str | None = None,
-                       flush_every: int = 200, flush_every_s: float = 10.0) -> list[LLMResult]:
-        requests = list(requests)
-        results: list[LLMResult | None] = [None] * len(requests)
-        for index, result in self.stream(requests, label, flush_every=flush_every, flush_every_s=flush_every_s):
-            results[index] = result
-        missing = [i for i, r in enumerate(results) if r is None]
-        if missing:  # cannot happen unless the loop itself broke; never hand back a short list
-            raise RuntimeError(f"{label}: no result for request(s) {missing}")
-        return results  # type: ignore[return-value]
-
-    def stream(self, requests: Sequence[LLMRequest], label: str | None = None, *, flush_every: int = 200,
-               flush_every_s: float = 10.0) -> Iterator[tuple[int, LLMResult]]:
-        """``(index, result)`` for every request, in the order answers arrive. Closing the iterator early
-        cancels what is still in flight (answers already received stay in the cache)."""
-        requests = list(requests)
-        if not requests:
-            return
-        label = label or requests[0].tag
-        tracker = ProgressTracker(label, len(requests), self.progress, clock=self._clock)
-        out: queue.Queue = queue.Queue()
-        job = self._submit(self._batch(requests, tracker, lambda i, r: out.put((i, r)), lambda: out.put(_DONE),
-                                       flush_every, flush_every_s))
-        received = 0
-        try:
-            while received < len(requests):
-                try:
-                    item = out.get(timeout=tracker.every_s)
-                except queue.Empty:  # a slow batch still reports at least every `every_s` seconds
-                    tracker.heartbeat()
-                    if job.done() and out.empty():
-                        job.result()  # re-raise a broken batch instead of waiting forever
-                        raise RuntimeError(f"{label}: the batch ended with {received}/{len(requests)} results")
-                    continue
-                if item is _DONE:
-                    break
-                received += 1
-                yield item
-            job.result()
-        finally:
-            if not job.done():
-                job.cancel()
 
     def each(self, requests: Sequence[LLMRequest], on_result: Callable[[int, LLMResult], None],
              label: str | None = None, *, flush_every: int = 200, flush_every_s: float = 10.0) -> None:
@@ -184,7 +137,7 @@ class LLMClient:
                 raised.append(exc)
                 raise _Stopped() from None
 
-        job = self._submit(self._batch(requests, tracker, deliver, lambda: None, flush_every, flush_every_s))
+        job = self._submit(self._batch(requests, tracker, deliver, flush_every, flush_every_s))
         try:
             while True:
                 try:
@@ -220,8 +173,7 @@ class LLMClient:
         self.close()
 
     async def _batch(self, requests: list[LLMRequest], tracker: ProgressTracker,
-                     deliver: Callable[[int, LLMResult], None], done: Callable[[], None],
-                     flush_every: int, flush_every_s: float) -> None:
+                     deliver: Callable[[int, LLMResult], None], flush_every: int, flush_every_s: float) -> None:
         loop = asyncio.get_running_loop()
         pending_rows: list[dict[str, Any]] = []
         flushes: list[asyncio.Future] = []
@@ -268,7 +220,6 @@ class LLMClient:
                 flushes.append(loop.run_in_executor(self._sink_pool, self._flush, pending_rows[:]))
             if flushes:
                 await asyncio.gather(*flushes, return_exceptions=True)
-            done()
 
     async def _asleep(self, seconds: float) -> None:
         if self._sleep is time.sleep:
@@ -400,8 +351,7 @@ class LLMClient:
             attempt += 1
             try:
                 async with self._semaphore():
-                    ticket = await self.limiter.aacquire(estimate, self._asleep)
-                    self.provider_calls += 1
+                    ticket = await self.limiter.acquire(estimate, self._asleep)
                     out.attempts += 1
                     began = self._clock()
                     try:

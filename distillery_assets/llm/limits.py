@@ -1,9 +1,10 @@
 """Requests-per-minute and tokens-per-minute limits over a sliding 60 s window, shared by all threads.
 
-``acquire(tokens)`` blocks until one more request of about ``tokens`` tokens fits in both budgets and
-returns a ticket; ``settle(ticket, actual)`` replaces the estimate by the real count once known. A single
-request larger than the whole token budget is let through when the window is empty (else it never could).
-The clock and sleep are injectable so tests run without waiting.
+``await acquire(tokens, sleep)`` waits (on the client's event loop, with the ``sleep`` it is given) until one
+more request of about ``tokens`` tokens fits in both budgets and returns a ticket; ``settle(ticket, actual)``
+replaces the estimate by the real count once known. A single request larger than the whole token budget is
+let through when the window is empty (else it never could). The clock is injectable so tests run without
+waiting.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 WINDOW_S = 60.0
 
@@ -26,14 +27,12 @@ class _Ticket:
 
 class RateLimiter:
     def __init__(self, rpm: int | None = None, tpm: int | None = None, *,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+                 clock: Callable[[], float] = time.monotonic):
         self.rpm = rpm or None
         self.tpm = tpm or None
         self._clock = clock
-        self._sleep = sleep
         self._window: deque[_Ticket] = deque()
         self._lock = threading.Lock()
-        self.waited_s = 0.0
 
     def _expire(self, now: float) -> None:
         while self._window and now - self._window[0].at >= WINDOW_S:
@@ -69,21 +68,10 @@ class RateLimiter:
                 ticket = _Ticket(now, tokens)
                 self._window.append(ticket)
                 return ticket, 0.0
-        wait = min(wait, 5.0)  # re-check often: settled tokens may free the budget sooner
-        self.waited_s += wait
-        return None, wait
+        return None, min(wait, 5.0)  # re-check often: settled tokens may free the budget sooner
 
-    def acquire(self, tokens: int = 0) -> _Ticket | None:
-        if not self.rpm and not self.tpm:
-            return None
-        while True:
-            ticket, wait = self._take(tokens)
-            if ticket is not None:
-                return ticket
-            self._sleep(wait)
-
-    async def aacquire(self, tokens: int = 0, sleep=None) -> _Ticket | None:
-        """``acquire`` for the client's event loop: waits with ``await sleep(seconds)`` instead of blocking."""
+    async def acquire(self, tokens: int, sleep: Callable[[float], Awaitable[None]]) -> _Ticket | None:
+        """A ticket once one more request of about ``tokens`` tokens fits; waits with ``await sleep(seconds)``."""
         if not self.rpm and not self.tpm:
             return None
         while True:

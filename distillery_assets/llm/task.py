@@ -12,9 +12,10 @@ the client):
 
 and a ``key(row)`` that names the row in rejects, failures and the journal.
 
-``run_task(task, rows, client, journal=...)`` asks for every row concurrently and streams: each answer is
-parsed (and a record handed to ``on_record(row, record, result)``; with an ``LLMClient`` both run on the
-client's event loop thread, so keep them short) as soon as it arrives, or, for ``ordered = True`` tasks, as soon as
+``run_task(task, rows, client, journal=...)`` asks for every row concurrently through a :class:`TaskClient`
+(the ``LLMClient``; tests drive it over ``providers.scripted.ScriptedProvider``) and streams: each answer is
+parsed (and a record handed to ``on_record(row, record, result)``; both run on the client's event loop
+thread, so keep them short) as soon as it arrives, or, for ``ordered = True`` tasks, as soon as
 every earlier row is done, so parsing state (a duplicate memory) sees rows in input order. A call that
 produced no answer (provider error, retries exhausted) or only part of one (cut off at ``max_tokens``) is a
 :class:`Failure`: never a record, never journalled, so the next run asks again.
@@ -32,22 +33,35 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from distillery_assets.io import atomic_write_text
+from distillery_assets.io import JsonlError, atomic_write_text, iter_jsonl_lines
+from distillery_assets.llm.providers.base import Provider
 from distillery_assets.llm.types import LLMRequest, LLMResult
 
 Row = TypeVar("Row")
 
 
+class TaskClient(Protocol):
+    """What :func:`run_task` needs of a client; :class:`distillery_assets.llm.client.LLMClient` is the one
+    implementation (its provider names the request keys the journal holds; ``each`` delivers the answers)."""
+
+    provider: Provider
+
+    def each(self, requests: Sequence[LLMRequest], on_result: Callable[[int, LLMResult], None],
+             label: str | None = None) -> None: ...
+
+
 @dataclass(frozen=True)
 class Reject:
-    """An answer that came back whole but is not usable; journalled as done (asking again gives the same)."""
+    """An answer that came back whole but is not usable; journalled as done (asking again gives the same).
+    Not :class:`distillery_assets.rejects.Reject` (``{source, reason}``): it names the row's key, carries the
+    model's detail, and its shape is what the journals on disk hold."""
 
     key: str
     reason: str
@@ -116,15 +130,13 @@ class TaskUsage:
     cost_unknown_for: int = 0
 
     def add(self, result: LLMResult) -> None:
-        # duck-typed: a test's scripted client may return objects with only ok/text/error
-        usage = getattr(result, "usage", None)
-        cached = bool(getattr(result, "cached", False))
+        usage = result.usage
         self.requests += 1
-        self.cache_hits += cached
-        self.provider_calls += int(getattr(result, "attempts", 0) or 0)
-        self.input_tokens += int(getattr(usage, "input_tokens", 0) or 0)
-        self.output_tokens += int(getattr(usage, "output_tokens", 0) or 0)
-        if not cached and usage is not None:
+        self.cache_hits += result.cached
+        self.provider_calls += result.attempts
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        if not result.cached:
             if usage.cost_usd is None:
                 self.cost_unknown_for += 1
             else:
@@ -180,23 +192,19 @@ class TaskJournal:
         lines = raw.split(b"\n")
         good: list[bytes] = []
         last_number = max((n for n, line in enumerate(lines, 1) if line.strip()), default=0)
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
+        for number, entry in iter_jsonl_lines(lines, self.path, on_error="yield", objects=False):
             is_last = number == last_number
-            try:
-                entry = json.loads(line.decode("utf-8"))
-                if not isinstance(entry, dict) or "key" not in entry:
-                    raise ValueError("not a journal entry (no 'key')")
-            except (UnicodeDecodeError, ValueError) as exc:
+            problem = (entry.cause or entry.reason) if isinstance(entry, JsonlError) else (
+                None if isinstance(entry, dict) and "key" in entry else "not a journal entry (no 'key')")
+            if problem is not None:
                 if is_last:
                     self.dropped_torn_line = True
                     continue
-                raise JournalError(f"{self.path}:{number}: corrupt journal line ({exc})") from exc
+                raise JournalError(f"{self.path}:{number}: corrupt journal line ({problem})")
             if is_last and not raw.endswith(b"\n"):
                 self.dropped_torn_line = True  # parsed, but never finished with its newline: redo it
                 continue
-            good.append(line)
+            good.append(lines[number - 1])
             self.entries[entry["key"]] = entry
         if self.dropped_torn_line:
             atomic_write_text(self.path, "".join(g.decode("utf-8") + "\n" for g in good))
@@ -215,35 +223,16 @@ class TaskJournal:
         self.entries[entry["key"]] = entry
 
 
-def _deliver(client: Any, requests: list[LLMRequest], label: str, handle: Callable[[int, LLMResult], None]) -> None:
-    """Hand every answer to ``handle(position, result)`` as it arrives: on the LLM client's own loop thread
-    (``each``), else in this thread from ``stream``, else from the documented ``complete_batch`` contract."""
-    if hasattr(client, "each"):
-        client.each(requests, handle, label)
-        return
-    if hasattr(client, "stream"):
-        for position, result in client.stream(requests, label):
-            handle(position, result)
-        return
-    results = client.complete_batch(requests, label=label)  # any object with the documented batch contract
-    if len(results) != len(requests):
-        raise RuntimeError(f"LLM client returned {len(results)} results for {len(requests)} requests")
-    for position, result in enumerate(results):
-        handle(position, result)
-
-
-def _request_key(client: Any, request: LLMRequest) -> str:
-    provider = getattr(client, "provider", None)
-    if provider is None:
-        return request.key("?", request.model or "?")
+def _request_key(client: TaskClient, request: LLMRequest) -> str:
+    provider = client.provider
     return request.key(provider.name, provider.model_id(request.model))
 
 
-def run_task(task: LLMTask[Row], rows: Iterable[Row], client: Any, *, journal: Path | TaskJournal | None = None,
-             label: str | None = None, on_record: Callable[[Row, Any, LLMResult], None] | None = None,
+def run_task(task: LLMTask[Row], rows: Iterable[Row], client: TaskClient, *,
+             journal: Path | TaskJournal | None = None, label: str | None = None,
+             on_record: Callable[[Row, Any, LLMResult], None] | None = None,
              log: Callable[[str], None] | None = None) -> TaskRun[Row]:
-    """Run ``task`` over ``rows`` through ``client`` (an ``LLMClient``, or anything with
-    ``complete_batch(requests, label)``); see the module docstring."""
+    """Run ``task`` over ``rows`` through ``client``; see the module docstring."""
     rows = list(rows)
     label = label or task.name
     run: TaskRun[Row] = TaskRun(task=task.name, rows=len(rows))
@@ -276,14 +265,14 @@ def run_task(task: LLMTask[Row], rows: Iterable[Row], client: Any, *, journal: P
         row, key = rows[index], keys[index]
         run.usage.add(result)
         run.results[key] = result
-        reason = getattr(result, "finish_reason", None) or "unknown"
+        reason = result.finish_reason or "unknown"
         run.finish_reasons[reason] = run.finish_reasons.get(reason, 0) + 1
-        if not result.ok and getattr(result, "error_kind", None) == "invalid_json":
+        if not result.ok and result.error_kind == "invalid_json":
             # a whole reply, re-asked, that still does not match the schema: the model's answer, not a fault of
             # the way there; asking again gives the same (the client re-asked already), so it is a reject
             parsed: Any = Reject(key, "invalid_json", (result.error or "")[:500])
         elif not result.ok:
-            outcomes[index] = ("failure", Failure(key, getattr(result, "error", None) or "unknown error"))
+            outcomes[index] = ("failure", Failure(key, result.error or "unknown error"))
             return
         else:
             try:
@@ -310,7 +299,7 @@ def run_task(task: LLMTask[Row], rows: Iterable[Row], client: Any, *, journal: P
             settle(todo[next_up], waiting.pop(next_up))
             next_up += 1
 
-    _deliver(client, requests, label, handle)
+    client.each(requests, handle, label)  # answers as they arrive, on the client's event loop thread
 
     for index, outcome in enumerate(outcomes):
         if outcome is None:
@@ -324,7 +313,3 @@ def run_task(task: LLMTask[Row], rows: Iterable[Row], client: Any, *, journal: P
         else:
             run.failures.append(value)
     return run
-
-
-def rows_by_key(rows: Sequence[Row], task: LLMTask[Row]) -> dict[str, Row]:
-    return {task.key(row): row for row in rows}

@@ -8,11 +8,12 @@ the same call and is paid for once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from distillery_assets.io.hashing import sha256_text
 
 
 class ChatMessage(BaseModel):
@@ -59,7 +60,7 @@ class LLMRequest(BaseModel):
         return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def key(self, provider: str, model: str) -> str:
-        return hashlib.sha256(self.canonical(provider, model).encode("utf-8")).hexdigest()
+        return sha256_text(self.canonical(provider, model))
 
 
 class Usage(BaseModel):

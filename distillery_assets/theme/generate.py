@@ -15,8 +15,6 @@ client's re-asks) is a failure: not journalled, asked again by the next run.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -26,8 +24,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from distillery_assets.io.hashing import derived_seed, json_fingerprint
 from distillery_assets.llm import ChatMessage, LLMRequest, LLMResult
-from distillery_assets.llm.task import LLMTask, Reject, TaskJournal, TaskRun, run_task
+from distillery_assets.llm.task import LLMTask, Reject, TaskClient, TaskJournal, TaskRun, run_task
 from distillery_assets.theme.config import Persona
 from distillery_assets.theme.validate import ExampleValidator, QuestionIndex
 
@@ -72,8 +71,7 @@ class GenerationSettings:
 
     def fingerprint(self, *extra: str) -> str:
         """Identifies a generation setup; the journal lives under it so a changed setup starts afresh."""
-        payload = json.dumps({**asdict(self), "extra": list(extra)}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+        return json_fingerprint({**asdict(self), "extra": list(extra)}, length=12)
 
 
 @dataclass
@@ -115,10 +113,6 @@ class GenerationReport:
         }
 
 
-def _int_seed(*parts: object) -> int:
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "big") & 0x7FFFFFFF
-
-
 @dataclass(frozen=True)
 class Job:
     """One example to generate: a chunk, its example index, and the persona and topic drawn for it."""
@@ -153,7 +147,7 @@ class ExchangeTask(LLMTask[Job]):
                     title=row.chunk.get("source_title") or "an old book",
                     passage=row.chunk["text"][: s.max_passage_chars], theme=row.theme)),
             ],
-            temperature=s.temperature, max_tokens=s.max_tokens, seed=_int_seed(s.seed, row.chunk["chunk_id"], row.index, 0),
+            temperature=s.temperature, max_tokens=s.max_tokens, seed=derived_seed(s.seed, row.chunk["chunk_id"], row.index, 0),
             model=s.model, tag=self.name)
 
     def parse(self, row: Job, result: LLMResult) -> dict | Reject:
@@ -202,7 +196,7 @@ class ChatMLGenerator:
         self._rejects: list[dict[str, Any]] = []
 
     def plan(self, chunk: dict[str, Any]) -> list[Job]:
-        rng = random.Random(_int_seed(self.settings.seed, chunk["chunk_id"]))
+        rng = random.Random(derived_seed(self.settings.seed, chunk["chunk_id"]))
         return [Job(chunk, index, rng.choice(self.personas), rng.choice(self.query_themes))
                 for index in range(self.settings.examples_per_chunk)]
 
@@ -211,7 +205,7 @@ class ChatMLGenerator:
         request = self.task.request(self.plan(chunk)[0])
         return [{"role": m.role, "content": m.content} for m in request.messages]
 
-    def run(self, chunks: Iterable[dict[str, Any]], client: Any, max_chunks: int | None = None,
+    def run(self, chunks: Iterable[dict[str, Any]], client: TaskClient, max_chunks: int | None = None,
             log: Callable[[str], None] = lambda _msg: None) -> tuple[list[str], GenerationReport]:
         """Generate for the first ``max_chunks`` chunks (in order) through ``client``; returns the selected
         chunk ids and the report. Examples are available from :meth:`examples` afterwards."""

@@ -5,7 +5,8 @@ Per model: one streamed chat completion of the generator's real prompt, timing t
 (TTFT) and the whole response; tokens per second over the generation phase; projected hours per 1,000
 responses; then an evaluator model rates the response 1-5. A rating that cannot be parsed is reported as
 missing with the reason, never replaced by a made-up score. API keys are read from the environment at call
-time from the variable *named* in the settings.
+time from the variable *named* in the settings. Everything goes through the ``openai`` SDK (its retries off:
+one attempt per model, as measured); the stream asks for the usage chunk (``stream_options.include_usage``).
 
 CLI: ``python benchmarks/theme_models.py --base-url http://localhost:1234/v1 [--models a,b] [--out f.json]``
 """
@@ -18,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import httpx
+import openai
 
 from distillery_assets.markdown import clip, md_table
 
@@ -75,48 +76,49 @@ class ModelRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _headers(settings: BenchSettings) -> dict[str, str]:
-    if settings.api_key_env:
-        key = os.environ.get(settings.api_key_env)
-        if key:
-            return {"Authorization": f"Bearer {key}"}
-    return {}
+def _api_key(settings: BenchSettings) -> str | None:
+    """The key from the variable named in the settings, read now (never stored in the settings)."""
+    return os.environ.get(settings.api_key_env) if settings.api_key_env else None
 
 
-def list_models(http: httpx.Client, settings: BenchSettings) -> list[str]:
-    response = http.get(settings.base_url.rstrip("/") + "/models", headers=_headers(settings))
-    response.raise_for_status()
-    ids = [m["id"] for m in response.json().get("data", []) if isinstance(m, dict) and "id" in m]
+def make_client(settings: BenchSettings) -> openai.OpenAI:
+    """An SDK client for the endpoint (no key: a placeholder, as local servers accept any; no SDK retries)."""
+    return openai.OpenAI(api_key=_api_key(settings) or "not-needed", base_url=settings.base_url,
+                         timeout=settings.timeout_s, max_retries=0)
+
+
+def _error(exc: Exception) -> str:
+    """``Type: message``, with the underlying cause (``httpx.ConnectError`` under the SDK's connection error)."""
+    cause = exc.__cause__
+    return f"{type(exc).__name__}: {exc}" + (f" ({type(cause).__name__}: {cause})" if cause is not None else "")
+
+
+def list_models(client: openai.OpenAI, settings: BenchSettings) -> list[str]:
+    ids = [m.id for m in client.models.list().data]
     if settings.models_filter:
         ids = [i for i in ids if any(f.lower() in i.lower() for f in settings.models_filter)]
     return ids
 
 
-def stream_completion(http: httpx.Client, settings: BenchSettings, model: str,
+def stream_completion(client: openai.OpenAI, settings: BenchSettings, model: str,
                       messages: list[dict[str, str]], max_tokens: int, temperature: float) -> ModelRun:
-    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature,
-            "stream": True, "stream_options": {"include_usage": True}}
     pieces: list[str] = []
     chunks = 0
     usage_tokens = None
     first = None
     start = time.perf_counter()
-    with http.stream("POST", settings.base_url.rstrip("/") + "/chat/completions", json=body,
-                     headers=_headers(settings)) as response:
-        if response.status_code != 200:
-            response.read()
-            return ModelRun(model, False, f"HTTP {response.status_code}: {response.text[:200]}")
-        for line in response.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                break
-            event = json.loads(data)
-            if event.get("usage") and event["usage"].get("completion_tokens") is not None:
-                usage_tokens = int(event["usage"]["completion_tokens"])
-            for choice in event.get("choices") or []:
-                content = (choice.get("delta") or {}).get("content")
+    try:
+        stream = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
+                                                temperature=temperature, stream=True,
+                                                stream_options={"include_usage": True})
+    except openai.APIStatusError as exc:
+        return ModelRun(model, False, f"HTTP {exc.status_code}: {exc.response.text[:200]}")
+    with stream:
+        for chunk in stream:
+            if chunk.usage is not None and chunk.usage.completion_tokens is not None:
+                usage_tokens = int(chunk.usage.completion_tokens)
+            for choice in chunk.choices or []:
+                content = choice.delta.content if choice.delta is not None else None
                 if content:
                     if first is None:
                         first = time.perf_counter()
@@ -150,46 +152,48 @@ def parse_rating(text: str) -> tuple[float | None, str]:
     return rating, str(obj.get("reasoning", ""))[:300]
 
 
-def rate(http: httpx.Client, settings: BenchSettings, task: str, output: str) -> tuple[float | None, str]:
-    body = {"model": settings.evaluator_model, "temperature": 0.1, "max_tokens": 200,
-            "messages": [{"role": "user", "content": EVALUATOR_PROMPT.format(task=task[:1500], output=output)}],
-            "response_format": {"type": "json_schema",
-                                "json_schema": {"name": "rating", "schema": RATING_SCHEMA}}}
-    url = settings.base_url.rstrip("/") + "/chat/completions"
-    response = http.post(url, json=body, headers=_headers(settings))
-    if response.status_code != 200 and "response_format" in response.text:
-        # servers without json_schema support (llama.cpp's server answers 500 to it): plain JSON mode
-        body["response_format"] = {"type": "json_object"}
-        response = http.post(url, json=body, headers=_headers(settings))
-    if response.status_code != 200:
-        return None, f"evaluator HTTP {response.status_code}: {response.text[:160]}"
-    content = response.json()["choices"][0]["message"].get("content") or ""
+def rate(client: openai.OpenAI, settings: BenchSettings, task: str, output: str) -> tuple[float | None, str]:
+    request: dict[str, Any] = {
+        "model": settings.evaluator_model, "temperature": 0.1, "max_tokens": 200,
+        "messages": [{"role": "user", "content": EVALUATOR_PROMPT.format(task=task[:1500], output=output)}]}
+    try:
+        try:
+            response = client.chat.completions.create(**request, response_format={
+                "type": "json_schema", "json_schema": {"name": "rating", "schema": RATING_SCHEMA}})
+        except openai.APIStatusError as exc:
+            if "response_format" not in exc.response.text:
+                raise
+            # servers without json_schema support (llama.cpp's server answers 500 to it): plain JSON mode
+            response = client.chat.completions.create(**request, response_format={"type": "json_object"})
+    except openai.APIStatusError as exc:
+        return None, f"evaluator HTTP {exc.status_code}: {exc.response.text[:160]}"
+    content = response.choices[0].message.content or ""
     return parse_rating(content)
 
 
 def run_benchmark(settings: BenchSettings, messages: list[dict[str, str]],
-                  http: httpx.Client | None = None) -> dict[str, Any]:
-    own = http is None
-    http = http or httpx.Client(timeout=settings.timeout_s)
+                  client: openai.OpenAI | None = None) -> dict[str, Any]:
+    own = client is None
+    client = client or make_client(settings)
     try:
-        models = settings.models or list_models(http, settings)
+        models = settings.models or list_models(client, settings)
         runs: list[ModelRun] = []
         for model in models:
             try:
-                run = stream_completion(http, settings, model, messages, settings.max_tokens, settings.temperature)
-            except (httpx.HTTPError, ValueError) as exc:
-                run = ModelRun(model, False, f"{type(exc).__name__}: {exc}")
+                run = stream_completion(client, settings, model, messages, settings.max_tokens, settings.temperature)
+            except (openai.APIError, ValueError) as exc:
+                run = ModelRun(model, False, _error(exc))
             if run.ok and settings.evaluator_model:
                 try:
-                    run.rating, run.rating_reason = rate(http, settings, messages[-1]["content"], run.response or "")
-                except (httpx.HTTPError, ValueError, KeyError) as exc:
+                    run.rating, run.rating_reason = rate(client, settings, messages[-1]["content"], run.response or "")
+                except (openai.APIError, ValueError, KeyError, IndexError) as exc:
                     run.rating, run.rating_reason = None, f"evaluator failed: {exc}"
             elif run.ok:
                 run.rating_reason = "no evaluator model configured"
             runs.append(run)
     finally:
         if own:
-            http.close()
+            client.close()
     ranked = sorted(runs, key=lambda r: (not r.ok, -(r.tokens_per_s or 0.0)))
     return {
         "base_url": settings.base_url,

@@ -6,6 +6,7 @@ import pytest
 from distillery_assets.llm import ChatMessage, LLMRequest, LLMSettings, build_client
 from distillery_assets.llm.providers import local
 from resources.catalog import CatalogResource
+from tests.support.llm import answers
 
 SCHEMA = {"type": "object", "properties": {"colour": {"type": "string"}, "count": {"type": "integer"}},
           "required": ["colour", "count"], "additionalProperties": False}
@@ -26,7 +27,7 @@ def test_local_text_json_and_cache_without_loading(data_dir, monkeypatch):
                              ChatMessage(role="user", content="Pick a colour and a number between 1 and 9.")],
                    max_tokens=40, temperature=0.0, seed=1, json_schema=SCHEMA, tag="e2e_json"),
     ]
-    first = build_client(settings, usage_sink=catalog.record_llm_calls, run_id="run-a").complete_batch(requests)
+    first = answers(build_client(settings, usage_sink=catalog.record_llm_calls, run_id="run-a"), requests)
     text, js = first
     assert text.ok and text.text.strip() and not text.cached and text.usage.output_tokens > 0
     assert js.ok and set(js.parsed) == {"colour", "count"} and isinstance(js.parsed["count"], int), js.error
@@ -35,7 +36,7 @@ def test_local_text_json_and_cache_without_loading(data_dir, monkeypatch):
     # a fresh client (and an empty model registry) must answer from the cache without loading anything
     monkeypatch.setattr(local, "_MODELS", {})
     monkeypatch.setattr(local, "_load_model", lambda *a: pytest.fail("the model was loaded for a cache hit"))
-    again = build_client(settings, usage_sink=catalog.record_llm_calls, run_id="run-b").complete_batch(requests)
+    again = answers(build_client(settings, usage_sink=catalog.record_llm_calls, run_id="run-b"), requests)
     assert [r.cached for r in again] == [True, True]
     assert [r.text for r in again] == [text.text, js.text] and again[1].parsed == js.parsed
 

@@ -1,5 +1,5 @@
-"""Dagster wiring of the corpus assets, with a tiny in-test LLM resource (the documented get_client/complete_batch
-contract); the real LLM resource and local model are exercised in tests/e2e/test_corpus_e2e.py."""
+"""Dagster wiring of the corpus assets, with the real LLM client over a scripted provider; the real LLM
+resource's settings and the local model are exercised in tests/e2e/test_corpus_e2e.py."""
 
 import hashlib
 import os
@@ -10,28 +10,22 @@ import dagster as dg
 import pytest
 
 from assets import corpus
-from distillery_assets.llm import LLMResult, Usage
+from distillery_assets.llm.providers.base import ProviderReply
 from resources.catalog import CatalogResource
+from tests.support.llm import scripted_llm
 
 from .test_corpus_prompts import REFERENCE, reference_prompts
 
 
-class _Client:
-    def __init__(self, calls):
-        self.calls = calls
+def scripted_corpus_llm():
+    """The real LLM resource over a scripted provider: every answer a short plain passage; each prompt asked is
+    logged in CALLS."""
 
-    def complete_batch(self, requests, label):
-        self.calls.extend(r.messages[-1].content for r in requests)
-        return [
-            LLMResult(ok=True, text=f"A plain passage of prose about item {len(self.calls)}-{i}.", provider="fake",
-                      model=r.model or "fake", request_key=f"k{i}", usage=Usage(input_tokens=3, output_tokens=7))
-            for i, r in enumerate(requests)
-        ]
+    def reply(messages, **_):
+        CALLS.append(messages[-1].content)
+        return ProviderReply(f"A plain passage of prose about item {len(CALLS)}.", "stop", 3, 7)
 
-
-class FakeLLM(dg.ConfigurableResource):
-    def get_client(self, context):
-        return _Client(CALLS)
+    return scripted_llm(reply)
 
 
 CALLS: list[str] = []
@@ -43,7 +37,7 @@ def run(selection, *, partition=None, start=None, end=None, config=None, checks=
         [*selection, *checks],
         partition_key=partition,
         tags=tags,
-        resources={"llm": FakeLLM(), "catalog": CatalogResource()},
+        resources={"llm": scripted_corpus_llm(), "catalog": CatalogResource()},
         run_config={"ops": {a.key.path[-1]: {"config": config} for a in selection if config and "corpus" in a.key.path[-1] and "prompts" not in a.key.path[-1]}},
         raise_on_error=False,
     )

@@ -8,6 +8,7 @@ from distillery_assets.llm import ChatMessage, LLMClient, LLMRequest
 from distillery_assets.llm.providers.base import ProviderReply
 from distillery_assets.llm.errors import ProviderError, RetryableError
 from distillery_assets.llm.providers.scripted import ScriptedProvider
+from tests.support.llm import answers
 
 SCHEMA = {"type": "object", "properties": {"title": {"type": "string"}, "score": {"type": "integer"}},
           "required": ["title", "score"], "additionalProperties": False}
@@ -126,7 +127,7 @@ def test_cache_hit_skips_the_provider_and_failures_are_not_cached(tmp_path):
 
 
 def test_batch_keeps_order_and_every_item_ends_ok_or_rejected_once(tmp_path):
-    def default(messages):
+    def default(messages, **settings):
         n = int(messages[-1].content.split()[-1])
         if n % 7 == 0:
             raise ProviderError(f"refused {n}")
@@ -138,7 +139,7 @@ def test_batch_keeps_order_and_every_item_ends_ok_or_rejected_once(tmp_path):
     rows, lines = [], []
     client = make(provider, tmp_path, usage_sink=rows.extend, progress=lines.append, concurrency=8)
     requests = [ask(f"item {i}", tag="t") for i in range(60)] + [ask("item 1", tag="t")]  # one duplicate
-    results = client.complete_batch(requests, label="demo/batch", flush_every=7)
+    results = answers(client, requests, label="demo/batch", flush_every=7)
     assert len(results) == 61
     for i, result in enumerate(results[:60]):
         if i % 7 == 0 or i % 11 == 0:
@@ -225,7 +226,9 @@ def test_configuration_error_is_a_rejection_not_a_crash(tmp_path):
 
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_batch_of_nothing(tmp_path, concurrency):
-    assert make(ScriptedProvider(), tmp_path, concurrency=concurrency).complete_batch([]) == []
+    seen = []
+    make(ScriptedProvider(), tmp_path, concurrency=concurrency).each([], lambda i, r: seen.append(i))
+    assert seen == []
 
 
 def test_progress_fires_every_tenth_and_on_heartbeat():
@@ -262,7 +265,7 @@ def test_rpm_limit_spaces_provider_calls(tmp_path):
     original = provider.call
     provider.call = lambda *a, **k: stamps.append(now[0]) or original(*a, **k)
     client = LLMClient(provider, cache_dir=None, rpm=2, clock=lambda: now[0], sleep=sleep, concurrency=1)
-    results = client.complete_batch([ask(f"q{i}") for i in range(5)])
+    results = answers(client, [ask(f"q{i}") for i in range(5)])
     assert all(r.ok for r in results)
     assert stamps == [0.0, 0.0, 60.0, 60.0, 120.0]
 

@@ -6,6 +6,7 @@ from tests.support.fakeapi import serve_openai_compat
 from distillery_assets.llm import ChatMessage, LLMRequest
 from resources.catalog import CatalogResource
 from resources.llm import LLMResource
+from tests.support.llm import answers
 
 
 @dg.asset
@@ -13,7 +14,7 @@ def greetings(context: dg.AssetExecutionContext, llm: LLMResource) -> list[str]:
     client = llm.get_client(context)
     requests = [LLMRequest(messages=[ChatMessage(role="user", content=f"greet {i}")], max_tokens=20, tag="greetings")
                 for i in range(12)]
-    return [r.text for r in client.complete_batch(requests, label="greetings/demo")]
+    return [r.text for r in answers(client, requests, label="greetings/demo")]
 
 
 def test_resource_logs_progress_and_records_usage(data_dir, monkeypatch):

@@ -1,8 +1,9 @@
 """The poetry data half of the graph, materialized in process with a scripted LLM resource."""
 
+import collections
+import itertools
 import json
 import shutil
-from dataclasses import dataclass
 
 import dagster as dg
 import pytest
@@ -10,7 +11,9 @@ import yaml
 
 from assets import poetry
 from distillery_assets.io import read_jsonl
+from distillery_assets.llm.errors import ProviderError
 from distillery_assets.paths import config_dir
+from tests.support.llm import scripted_llm
 
 VOLUMES = {"good_poems": 8, "bad_poems": 6, "critiques": 8, "briefs": 16, "comparisons": 4, "autopsies": 4,
            "dialogues": 4, "lessons": 5, "poet_pairs": 16}
@@ -32,39 +35,27 @@ GOOD_REPLY = ('I keep returning to "{quote}" in line 2: the verb carries the wei
               "end one line earlier and trust the image.")
 
 
-@dataclass
-class FakeResult:
-    ok: bool
-    text: str | None = None
-    error: str | None = None
-    finish_reason: str | None = "stop"
+def scripted_poetry_llm():
+    """The real LLM resource over a scripted provider that answers by the task each prompt belongs to (the n-th
+    call of a task gets n): the first lesson call fails at the provider, the second critique says "delve into",
+    poems (the poet's, the student's revisions, the bad ones) are short verse, the rest a workshop reply
+    quoting the prompt's first line. Every finished batch is logged in CALLS as (label, size)."""
+    counters = collections.defaultdict(itertools.count)
 
+    def reply(messages, **_):
+        system, user = messages[0].content, messages[-1].content
+        if "craft lesson" in user and next(counters["lesson"]) == 0:
+            return ProviderError("HTTP 500: overloaded")
+        if "clich\u00e9d poem about" in user:
+            i = next(counters["bad_poem"])
+            return f"my heart of gold {i}\nwill never fall apart {i}"
+        if "workshop response" in user and next(counters["critique"]) == 1:
+            return "Let us delve into this poem. " + GOOD_REPLY.format(quote="x" * 8)
+        if system == poetry.PoetryConfig().poet_system or "revised poem" in user:
+            return f"salt on the sill {next(counters['poem'])}\nthe kettle ticking its clock {user[:20]}"
+        return GOOD_REPLY.format(quote=user.strip().split("\n")[0][:30] or "xxxxxx")
 
-class FakeClient:
-    def __init__(self, log):
-        self.log = log
-
-    def complete_batch(self, requests, label):
-        self.log.append((label, len(requests)))
-        out = []
-        for i, req in enumerate(requests):
-            user = req.messages[-1].content
-            if req.tag == "poetry_lessons" and i == 0:
-                out.append(FakeResult(False, error="provider error after 3 retries"))
-            elif req.tag == "poetry_bad_poems":
-                out.append(FakeResult(True, f"my heart of gold {i}\nwill never fall apart {i}"))
-            elif req.tag == "poetry_critiques" and i == 1:
-                out.append(FakeResult(True, "Let us delve into this poem. " + GOOD_REPLY.format(quote="x" * 8)))
-            elif req.tag in ("poetry_poet_pairs", "poetry_dialogues/revision"):
-                out.append(FakeResult(True, f"salt on the sill {i}\nthe kettle ticking its clock {user[:20]}"))
-            else:
-                out.append(FakeResult(True, GOOD_REPLY.format(quote=user.strip().split("\n")[0][:30] or "xxxxxx")))
-        return out
-
-
-class FakeLLM(dg.ConfigurableResource):
-    def get_client(self, context):
-        return FakeClient(CALLS)
+    return scripted_llm(reply, batches=CALLS)
 
 
 CALLS: list = []
@@ -75,7 +66,7 @@ DATA_ASSETS = [poetry.poetry_good_poems, poetry.poetry_bad_poems, poetry.poetry_
 
 def test_data_half_materializes_with_gate_rejects_and_valid_splits(data_dir):
     CALLS.clear()
-    result = dg.materialize(DATA_ASSETS + poetry.GATE_CHECKS + poetry.DATASET_CHECKS, resources={"llm": FakeLLM()})
+    result = dg.materialize(DATA_ASSETS + poetry.GATE_CHECKS + poetry.DATASET_CHECKS, resources={"llm": scripted_poetry_llm()})
     assert result.success
     gen = data_dir / "poetry" / "generated"
     assert len(read_jsonl(gen / "good_poems.jsonl")) == 8
@@ -113,7 +104,7 @@ def test_user_bad_poems_skip_generation_and_bad_files_are_logged(data_dir, tmp_p
     (inputs / "poetry" / "bad" / "b.jsonl").write_text('{"text": "roses are red"}\n{oops\n', encoding="utf-8")
     monkeypatch.setenv("DISTILLERY_INPUTS_DIR", str(inputs))
     CALLS.clear()
-    result = dg.materialize([poetry.poetry_good_poems, poetry.poetry_bad_poems], resources={"llm": FakeLLM()})
+    result = dg.materialize([poetry.poetry_good_poems, poetry.poetry_bad_poems], resources={"llm": scripted_poetry_llm()})
     assert result.success and CALLS == []
     assert read_jsonl(data_dir / "poetry" / "rejects" / "good_poems.jsonl") == [
         {"source": "good/empty.txt", "reason": "empty file"}]
@@ -126,7 +117,7 @@ def test_user_bad_poems_skip_generation_and_bad_files_are_logged(data_dir, tmp_p
 
 def test_task_metadata_keeps_line_breaks_tables_records_and_shows_llm_usage(data_dir):
     result = dg.materialize([poetry.poetry_good_poems, poetry.poetry_bad_poems, poetry.poetry_critiques],
-                            resources={"llm": FakeLLM()})
+                            resources={"llm": scripted_poetry_llm()})
     assert result.success
     mats = {m.asset_key.to_user_string(): m.metadata
             for m in (e.event_specific_data.materialization for e in result.get_asset_materialization_events())}

@@ -1,29 +1,17 @@
-from dataclasses import dataclass
-
 import pytest
 
+from distillery_assets.llm.errors import ProviderError
+from distillery_assets.llm.providers.base import ProviderReply
 from distillery_assets.llm.task import run_task
-from distillery_assets.poetry import generate, tasks
+from distillery_assets.poetry import generate, tasks, text
 from distillery_assets.poetry.raw_poems import Poem
 from distillery_assets.poetry.settings import PoetryConfig
+from tests.support.llm import scripted_client
 
 
-@dataclass
-class R:
-    ok: bool
-    text: str | None = None
-    error: str | None = None
-    finish_reason: str | None = "stop"
-
-
-class Scripted:
-    """A client with the documented batch contract, answering from a list in request order."""
-
-    def __init__(self, results):
-        self.results = list(results)
-
-    def complete_batch(self, requests, label):
-        return self.results
+def by_prompt(replies):
+    """The real client over a scripted provider answering each request by the first key found in its prompt."""
+    return scripted_client(lambda messages, **_: next(v for k, v in replies.items() if k in messages[-1].content))
 
 
 def _specs(built):
@@ -37,9 +25,9 @@ def _poems(q, n):
 
 
 def test_render_fills_literally_and_names_unknown_placeholders():
-    assert tasks.render("A {poem} B", poem="{x} {y}") == "A {x} {y} B"
-    with pytest.raises(tasks.PromptError, match=r"t1: unknown placeholder \{draft\}"):
-        tasks.render("{draft}", name="t1", poem="p")
+    assert text.render("A {poem} B", poem="{x} {y}") == "A {x} {y} B"
+    with pytest.raises(text.PromptError, match=r"t1: unknown placeholder \{draft\}"):
+        text.render("{draft}", name="t1", poem="p")
 
 
 def test_critique_specs_alternate_good_and_bad_and_carry_persona(monkeypatch):
@@ -63,15 +51,18 @@ def test_comparisons_alternate_which_side_is_good():
 
 def test_collect_turns_failures_and_empties_into_rejects_never_records(data_dir):
     task, rows = tasks.briefs(PoetryConfig(), ["r1", "r2", "r3", "r4"], n=0)
-    client = Scripted([R(True, " a brief "), R(False, error="rate limited after 5 retries"),
-                       R(True, "   "), R(True, "cut", finish_reason="length")])
+    asked = task.request  # r4's reply is cut off at max_tokens: a record only where the request accepts that
+    task.request = lambda row: asked(row).model_copy(update={"accept_truncated": True})
+    client = by_prompt({'"r1"': " a brief ", '"r2"': ProviderError("rate limited after 5 retries"), '"r3"': "   ",
+                        '"r4"': ProviderReply("cut", "length", 10, 5)})
     out = generate.ask("brief", task, rows, client)
     assert out.records == [{"user_request": "r1", "brief": "a brief"}, {"user_request": "r4", "brief": "cut"}]
-    assert [r.reason for r in out.rejects] == ["llm call failed: rate limited after 5 retries",
+    assert [r.reason for r in out.rejects] == ["llm call failed: provider error: rate limited after 5 retries",
                                                "empty brief in the response"]
     assert "r2" in out.rejects[0].source and out.truncated == 1
-    with pytest.raises(RuntimeError, match="returned 1 results for 4 requests"):
-        run_task(task, rows, Scripted([R(True, "x")]))
+    # every row ends as a record, reject or failure: a crash inside the provider loses no row
+    crashed = run_task(task, rows, scripted_client(lambda messages, **_: RuntimeError("sdk bug")))
+    assert len(crashed.failures) == 4 and all("unexpected RuntimeError: sdk bug" in f.reason for f in crashed.failures)
 
 
 def test_poem_text_loses_code_fences_and_bad_poems_become_poems(data_dir):
@@ -79,7 +70,8 @@ def test_poem_text_loses_code_fences_and_bad_poems_become_poems(data_dir):
     task, rows = tasks.bad_poems(cfg, 2)
     request = task.request(rows[0])
     assert [m.role for m in request.messages] == ["user"] and request.max_tokens == cfg.pipeline.volumes.poem_max_tokens
-    out = generate.ask("bad_poems", task, rows, Scripted([R(True, "```\nmy heart\n```"), R(True, "tears like rain")]))
+    topics = [row.fields["topic"] for row in rows]
+    out = generate.ask("bad_poems", task, rows, by_prompt({topics[0]: "```\nmy heart\n```", topics[1]: "tears like rain"}))
     poems = tasks.bad_poems_from(out.records)
     assert [p.text for p in poems] == ["my heart", "tears like rain"]
     assert poems[0].quality == "bad" and poems[0].id == "bad:generated/001"

@@ -1,6 +1,7 @@
 """Poet pairs grounded in real verse (issue 10, item 6): the shipped public-domain poems, the brief the LLM
 writes for each, and the dataset gate that keeps prose out of the poet's training targets."""
 
+import itertools
 from dataclasses import dataclass
 
 import dagster as dg
@@ -13,7 +14,8 @@ from distillery_assets.poetry import tasks
 from distillery_assets.poetry.datasets import gate_for
 from distillery_assets.poetry.raw_poems import Poem, load_poems
 from distillery_assets.poetry.settings import PoetryConfig
-from distillery_assets.poetry.verse import is_verse
+from distillery_assets.poetry.verse import verse_verdict
+from tests.support.llm import scripted_llm
 
 PROSE = ("The poem captures the feeling of winter light falling through a window and the way it makes the room "
          "feel both warm and cold at once, which is what the brief asked for.")
@@ -32,7 +34,7 @@ def test_shipped_verse_is_verse_and_shares_nothing_with_good_poems_or_the_heldou
     verse, rejects = load_poems(inputs_dir() / "poetry", "verse")
     good, _ = load_poems(inputs_dir() / "poetry", "good")
     assert len(verse) >= 40 and rejects == []
-    assert all(is_verse(p.text) for p in verse)
+    assert all(verse_verdict(p.text).verse for p in verse)
     assert not {p.text for p in verse} & {p.text for p in good}
     assert not {p.source.split("/")[-1] for p in verse} & {p.source.split("/")[-1] for p in good}
     heldout = (config_dir() / "training" / "heldout" / "poetry_teaching.txt").read_text(encoding="utf-8")
@@ -67,21 +69,22 @@ def test_the_dataset_gate_rejects_prose_poet_pairs_with_a_reason():
     assert passed == [verse] and rejected[0]["_reject_reasons"][0].startswith("not_verse")
 
 
-class PoetLLM(dg.ConfigurableResource):
-    """Briefs and verse briefs come back as prose; the LLM's own poems come back as prose too."""
+def poet_llm():
+    """The real LLM resource over a scripted provider: briefs and verse briefs come back as prose; the LLM's own
+    poems (asked with the poet's system prompt) come back as prose too."""
+    numbers = itertools.count()
 
-    def get_client(self, context):
-        class Client:
-            def complete_batch(self, requests, label):
-                return [R(text=PROSE if r.tag == "poetry_poet_pairs" else
-                          f"Write about what the poem sees, in short lines, turning at the end ({i}).")
-                        for i, r in enumerate(requests)]
-        return Client()
+    def reply(messages, **_):
+        if messages[0].content == PoetryConfig().poet_system:
+            return PROSE
+        return f"Write about what the poem sees, in short lines, turning at the end ({next(numbers)})."
+
+    return scripted_llm(reply)
 
 
 def test_poet_training_targets_are_verse_from_the_shipped_poems(data_dir):
     result = dg.materialize([poetry.poetry_briefs, poetry.poetry_poet_pairs, poetry.poet_dataset],
-                            resources={"llm": PoetLLM()})
+                            resources={"llm": poet_llm()})
     assert result.success
     cfg = PoetryConfig()
     pairs = read_jsonl(data_dir / "poetry" / "generated" / "poet_pair.jsonl")
@@ -90,7 +93,7 @@ def test_poet_training_targets_are_verse_from_the_shipped_poems(data_dir):
     examples = [ex for side in ("train", "valid")
                 for ex in read_jsonl(data_dir / "poetry" / "datasets" / "poet" / f"{side}.jsonl")]
     targets = [ex["messages"][-1]["content"] for ex in examples]
-    assert len(examples) == len(grounded) and all(is_verse(t) for t in targets)
+    assert len(examples) == len(grounded) and all(verse_verdict(t).verse for t in targets)
     assert set(targets) == {p["poem"] for p in grounded}
     gate_log = read_jsonl(data_dir / "poetry" / "rejects" / "quality_gate_poet.jsonl")
     assert len(gate_log) == cfg.pipeline.volumes.poet_pairs

@@ -68,17 +68,19 @@ def client(provider, json_reasks=1, **kw):
     return LLMClient(provider, cache_dir=None, max_attempts=1, json_reasks=json_reasks, **kw)
 
 
-class DiesAfter:
-    """The runner's view of a client killed after ``n`` answers (as ``kill -9`` mid-run would leave it)."""
+def dies_after(gen, n):
+    """``gen`` killed (as ``kill -9`` mid-run would leave it) once ``n`` finished rows are journalled: the real
+    client is still answering when the next row's line would be written."""
+    append, written = gen.journal.append, []
 
-    def __init__(self, inner, n):
-        self.inner, self.n, self.provider = inner, n, inner.provider
+    def append_or_die(entry):
+        if len(written) == n:
+            raise KeyboardInterrupt("killed")
+        written.append(entry["key"])
+        append(entry)
 
-    def stream(self, requests, label):
-        for count, item in enumerate(self.inner.stream(requests, label)):
-            if count == self.n:
-                raise KeyboardInterrupt("killed")
-            yield item
+    gen.journal.append = append_or_die
+    return gen
 
 
 def make(tmp_path, **settings):
@@ -121,7 +123,7 @@ def test_interrupted_run_resumes_to_same_examples(tmp_path):
     expected = g.examples(sel)
 
     with pytest.raises(KeyboardInterrupt):
-        make(cut_dir).run(chunks(10), DiesAfter(client(FakeLLM(), concurrency=1), 8))
+        dies_after(make(cut_dir), 8).run(chunks(10), client(FakeLLM(), concurrency=1))
     assert len(TaskJournal(cut_dir / "journal.jsonl").entries) == 8  # 4 chunks x 2 examples, each journalled
     llm = FakeLLM()
     resumed = make(cut_dir)

@@ -49,9 +49,10 @@ def test_failed_model_ranked_last_with_error():
 
 def test_api_key_read_from_named_env_var_at_call_time(monkeypatch):
     settings = modelbench.BenchSettings(api_key_env="MY_BENCH_KEY")
-    assert modelbench._headers(settings) == {}
+    assert modelbench._api_key(settings) is None
     monkeypatch.setenv("MY_BENCH_KEY", "sk-test")
-    assert modelbench._headers(settings) == {"Authorization": "Bearer sk-test"}
+    assert modelbench._api_key(settings) == "sk-test"
+    assert modelbench.make_client(settings).api_key == "sk-test"  # the SDK sends it as "Authorization: Bearer"
     assert "sk-test" not in repr(settings)
 
 

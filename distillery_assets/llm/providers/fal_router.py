@@ -19,14 +19,13 @@ the result ``{"output": str, "usage": {...}, "error": ...}``.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from distillery_assets.llm.jsonout import with_schema_instruction
 from distillery_assets.llm.errors import ConfigError, ProviderError, RetryableError, parse_retry_after, retryable_status
-from distillery_assets.llm.providers.base import ProviderReply
+from distillery_assets.llm.providers.base import ProviderReply, RemoteProvider
 from distillery_assets.llm.types import ChatMessage
 
 APP = "openrouter/router"
@@ -65,32 +64,26 @@ def render_prompt(messages: list[ChatMessage], json_schema: dict[str, Any] | Non
     return system, "\n\n".join(f"{labels[m.role]}: {m.content}" for m in turns) + "\n\nAssistant:"
 
 
-class FalProvider:
+class FalProvider(RemoteProvider):
     name = "fal"
+    default_key_env = "FAL_KEY"
+    default_model_id = DEFAULT_MODEL
 
-    def __init__(self, *, api_key_env: str = "FAL_KEY", default_model: str | None = None,
+    def __init__(self, *, api_key_env: str | None = None, default_model: str | None = None,
                  timeout_s: float = 120.0, poll_interval_s: float = 0.5):
-        self.api_key_env = api_key_env
-        self.default_model = default_model or DEFAULT_MODEL
-        self.timeout_s = timeout_s
+        super().__init__(api_key_env=api_key_env, default_model=default_model, timeout_s=timeout_s)
         self.poll_interval_s = poll_interval_s
-        self._client = None
-        self._lock = threading.Lock()
 
-    def model_id(self, model: str | None) -> str:
-        return model or self.default_model
+    def _api_key(self) -> str | None:
+        return read_key(self.api_key_env)
 
-    def _sdk(self):
-        with self._lock:
-            if self._client is None:
-                import fal_client
+    def _make_sdk(self):
+        import fal_client
 
-                key = read_key(self.api_key_env)
-                if not key:
-                    raise ConfigError(
-                        f"provider fal: set {self.api_key_env} in the environment or in ~/.env")
-                self._client = fal_client.SyncClient(key=key, default_timeout=self.timeout_s)
-            return self._client
+        key = self._api_key()
+        if not key:
+            raise ConfigError(f"provider fal: set {self.api_key_env} in the environment or in ~/.env")
+        return fal_client.SyncClient(key=key, default_timeout=self.timeout_s)
 
     def call(self, messages: list[ChatMessage], *, model: str, temperature: float, max_tokens: int,
              json_schema: dict[str, Any] | None, stop: list[str] | None, seed: int | None,

@@ -11,53 +11,36 @@ validates the answer against the schema.
 
 from __future__ import annotations
 
-import os
-import threading
+import asyncio
 from typing import Any
 
+from distillery_assets.llm.errors import ConfigError, RetryableError
 from distillery_assets.llm.jsonout import with_schema_instruction
-from distillery_assets.llm.errors import ConfigError, ProviderError, RetryableError, parse_retry_after, retryable_status
-from distillery_assets.llm.providers.base import ProviderReply
+from distillery_assets.llm.providers.base import ProviderReply, RemoteProvider, sdk_errors
 from distillery_assets.llm.types import ChatMessage
 
 DEFAULT_MODEL = "gpt-4o-mini"
 
 
-class OpenAIProvider:
+class OpenAIProvider(RemoteProvider):
     name = "openai"
+    default_key_env = "OPENAI_API_KEY"
+    default_model_id = DEFAULT_MODEL
+    _json_schema_supported = True  # set False on the instance once its server refuses json_schema
 
-    def __init__(self, *, api_key_env: str = "OPENAI_API_KEY", base_url: str | None = None,
-                 default_model: str | None = None, timeout_s: float = 120.0):
-        self.api_key_env = api_key_env
-        self.base_url = base_url
-        self.default_model = default_model or DEFAULT_MODEL
-        self.timeout_s = timeout_s
-        self._client = None
-        self._client_loop = None
-        self._lock = threading.Lock()
-        self._json_schema_supported = True
+    def _scope(self) -> object:
+        """The running event loop: an httpx pool (so an AsyncOpenAI client) belongs to one loop."""
+        return asyncio.get_running_loop()
 
-    def model_id(self, model: str | None) -> str:
-        return model or self.default_model
+    def _make_sdk(self):
+        import openai
 
-    def _sdk(self):
-        """The AsyncOpenAI client of the running event loop (an httpx pool belongs to one loop)."""
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._client is None or self._client_loop is not loop:
-                import openai
-
-                key = os.environ.get(self.api_key_env)
-                if not key:
-                    if not self.base_url:
-                        raise ConfigError(f"provider openai: environment variable {self.api_key_env} is not set")
-                    key = "not-needed"  # local servers (LM Studio, vLLM, llama.cpp) accept any key
-                self._client = openai.AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=0,
-                                                  timeout=self.timeout_s)
-                self._client_loop = loop
-            return self._client
+        key = self._api_key()
+        if not key:
+            if not self.base_url:
+                raise ConfigError(f"provider openai: environment variable {self.api_key_env} is not set")
+            key = "not-needed"  # local servers (LM Studio, vLLM, llama.cpp) accept any key
+        return openai.AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s)
 
     async def aprepare(self, model: str) -> None:
         """Import the SDK and make the HTTP client before the first timed call."""
@@ -79,8 +62,8 @@ class OpenAIProvider:
         return await client.chat.completions.create(**kwargs, response_format={"type": "json_object"})
 
     async def acall(self, messages: list[ChatMessage], *, model: str, temperature: float, max_tokens: int,
-             json_schema: dict[str, Any] | None, stop: list[str] | None, seed: int | None,
-             timeout_s: float) -> ProviderReply:
+                    json_schema: dict[str, Any] | None, stop: list[str] | None, seed: int | None,
+                    timeout_s: float) -> ProviderReply:
         import openai
 
         kwargs: dict[str, Any] = {
@@ -95,7 +78,7 @@ class OpenAIProvider:
         if seed is not None:
             kwargs["seed"] = seed
         client = self._sdk()
-        try:
+        with sdk_errors(openai, timeout_s):
             if json_schema is not None and self._json_schema_supported:
                 try:
                     resp = await client.chat.completions.create(**kwargs, response_format={
@@ -112,19 +95,6 @@ class OpenAIProvider:
                 resp = await self._json_object(client, kwargs, messages, json_schema)
             else:
                 resp = await client.chat.completions.create(**kwargs)
-        except openai.APITimeoutError as exc:
-            raise RetryableError(f"timeout after {timeout_s:g}s") from exc
-        except openai.APIConnectionError as exc:
-            raise RetryableError(f"connection error: {exc}") from exc
-        except openai.APIStatusError as exc:
-            message = f"HTTP {exc.status_code}: {exc.message}"
-            if retryable_status(exc.status_code):
-                raise RetryableError(message, parse_retry_after(exc.response.headers)) from exc
-            raise ProviderError(message) from exc
-        except ValueError as exc:  # a 200 whose body is not JSON (proxy error pages and the like)
-            raise RetryableError(f"malformed response body: {exc}") from exc
-        except openai.APIError as exc:  # e.g. a body that is not a chat completion
-            raise RetryableError(f"malformed response: {exc}") from exc
         if isinstance(resp, str) or not getattr(resp, "choices", None):
             raise RetryableError(f"malformed response: {str(resp)[:200]!r}")
         choice = resp.choices[0]

@@ -33,6 +33,7 @@ def _serve(args) -> None:
 
 def _throughput(args) -> None:
     from distillery_assets.llm import ChatMessage, LLMRequest, LLMSettings, build_client
+    from tests.support.llm import answers
 
     os.environ.setdefault("DISTILLERY_DATA_DIR", tempfile.mkdtemp(prefix="llm-throughput-"))
     with serve_openai_compat(latency_s=args.latency) as srv:
@@ -43,10 +44,10 @@ def _throughput(args) -> None:
         requests = [LLMRequest(messages=[ChatMessage(role="user", content=f"item {stamp} {i}")], max_tokens=64)
                     for i in range(args.requests)]
         start = time.perf_counter()
-        results = client.complete_batch(requests, label="throughput")
+        results = answers(client, requests, label="throughput")
         elapsed = time.perf_counter() - start
         start = time.perf_counter()
-        cached = client.complete_batch(requests, label="throughput")
+        cached = answers(client, requests, label="throughput")
         cached_s = time.perf_counter() - start
     ideal = args.requests / args.concurrency * args.latency
     print(f"{args.requests} requests, concurrency {args.concurrency}, server latency {args.latency}s: "
