@@ -18,7 +18,7 @@ from io_managers.files import DistilleryIOManager
 from resources.catalog import CatalogResource
 
 from .test_corpus_assets import run as run_corpus
-from .test_poetry_assets import FakeLLM as PoetryLLM
+from .test_poetry_assets import scripted_poetry_llm
 
 
 def _resources(**extra):
@@ -36,7 +36,7 @@ def _leaves(asset: str) -> dict[str, dict]:
 
 def test_poetry_lineage_reaches_poems_requests_and_config(data_dir):
     result = dg.materialize([poetry.poetry_good_poems, poetry.poetry_briefs, poetry.poetry_poet_pairs],
-                            resources=_resources(llm=PoetryLLM()))
+                            resources=_resources(llm=scripted_poetry_llm()))
     assert result.success
     good = _leaves("poetry_good_poems")
     poems = sorted(p for p in (inputs_dir() / "poetry" / "good").iterdir() if p.is_file())
