@@ -19,7 +19,6 @@ whose labels are the seed's keyword counts per theme group (a known signal).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -68,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from distillery_assets.filters import score as S
     from distillery_assets.filters.report import cost_per_1000, scorer_cost_per_1000
+    from distillery_assets.filters.sources import MODEL_SEP, document_text
+    from distillery_assets.io import read_jsonl
     from distillery_assets.filters.train import FilterTrainConfig, TrainFilterSpec
     from tests.support.filters_train import DIMS, TIERS, WEIGHTS, sample_chunks, write_signal_splits
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     chunks = sample_chunks(args.docs, seed=99)
     rows = [{"id": c["chunk_id"], "title": c["source_title"], "content": c["text"]} for c in chunks]
-    texts = [f"{r['title']}\n\n{r['content']}" for r in rows]
+    texts = [document_text(r, MODEL_SEP) for r in rows]
     rules = S.weighted_rules(dict(zip(DIMS, WEIGHTS, strict=True)), TIERS)
     print(f"documents: {len(rows)} book chunks ({sum(map(len, texts)) / len(texts):.0f} chars on average), "
           f"batch {args.batch_size}, torch threads {args.threads}")
@@ -123,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{s_cpu / f_cpu - 1:+8.1%} [{s_wall / f_wall - 1:+.1%}]")
 
     # ---- 3. int8 vs fp32
-    test_rows = [json.loads(x) for x in (work / "splits" / "test.jsonl").read_text().splitlines()]
+    test_rows = read_jsonl(work / "splits" / "test.jsonl")
     y = np.asarray([r["labels"] for r in test_rows])
-    test_texts = [f"{r['title']}\n\n{r['content']}" for r in test_rows]
+    test_texts = [document_text(r, MODEL_SEP) for r in test_rows]
     print("\nmax_len  fp32 docs/s  int8 docs/s  speed-up  fp32 test MAE  int8 test MAE  MAE change  (docs/s per CPU-s)")
     for length in args.lengths:
         fp32, int8 = S.cached_scorer(model_dir, None, length), S.cached_scorer(model_dir, "int8", length)

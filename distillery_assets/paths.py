@@ -3,6 +3,7 @@
 * ``repo_root()``: the checkout (shipped inputs and configs live under ``data/inputs`` and ``data/config``).
 * ``data_dir()``: where everything materialized goes; ``$DISTILLERY_DATA_DIR`` or ``<repo>/data``.
 * ``inputs_dir()`` / ``config_dir()``: shipped, editable inputs; overridable for tests and users.
+* ``filters_root()``: the filter definitions (``<name>/v<N>/config.yaml`` ...), edited like the config files.
 * ``safe_child()``: joins a name read from an input file onto a base directory, refusing absolute
   names, ``..`` and anything else that would land outside that base.
 """
@@ -13,6 +14,7 @@ import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
+FILTERS_DIR_ENV = "DISTILLERY_FILTERS_DIR"
 
 
 class UnsafePathError(ValueError):
@@ -38,6 +40,12 @@ def inputs_dir() -> Path:
 def config_dir() -> Path:
     """Editable configuration files (prompt tables, personas, training profiles)."""
     return Path(os.environ.get("DISTILLERY_CONFIG_DIR") or _REPO_ROOT / "data" / "config").resolve()
+
+
+def filters_root() -> Path:
+    """The folder of shipped/edited filter definitions (``<name>/v<N>/``); ``$DISTILLERY_FILTERS_DIR`` overrides.
+    Their outputs go under ``data_dir()/filters`` (:mod:`distillery_assets.filters.paths`)."""
+    return Path(os.environ.get(FILTERS_DIR_ENV) or _REPO_ROOT / "data" / "filters").expanduser().resolve()
 
 
 def safe_child(base: Path, name: str, *, source: str = "input") -> Path:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from distillery_assets.paths import config_dir, inputs_dir
+from distillery_assets.paths import config_dir, filters_root, inputs_dir
 
 SOURCE_PREFIX = "source:"
 
@@ -24,8 +24,6 @@ def default_roots() -> dict[str, Path]:
     """Label -> folder of every place that holds edited files (the current environment's folders): inputs,
     config, and the filter definitions (``data/filters/<name>/v<N>/{config.yaml, prefilter.yaml, prompt.md}``;
     what a filter version produces beside them is named with its asset key, so it is never taken for one)."""
-    from distillery_assets.filters.paths import filters_root
-
     return {"inputs": inputs_dir(), "config": config_dir(), "filters": filters_root()}
 
 

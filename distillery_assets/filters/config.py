@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from distillery_assets.io.yamlfile import ConfigFileError, load_yaml, validate_yaml
+from distillery_assets.paths import config_dir, safe_child
 
 CONFIG_FILE = "config.yaml"
 PREFILTER_FILE = "prefilter.yaml"
@@ -542,8 +543,6 @@ def load_filter(folder: str | Path) -> FilterDefinition:
 
 
 def _theme_keywords_file(rule: ThemeKeywordsRule, path: Path, index: int) -> Path:
-    from distillery_assets.paths import config_dir, safe_child
-
     try:
         target = safe_child(config_dir(), rule.file, source=f"{path}: rules.{index}.file")
     except ValueError as exc:
@@ -554,6 +553,4 @@ def _theme_keywords_file(rule: ThemeKeywordsRule, path: Path, index: int) -> Pat
 
 
 def theme_keywords_path(rule: ThemeKeywordsRule) -> Path:
-    from distillery_assets.paths import config_dir, safe_child
-
     return safe_child(config_dir(), rule.file, source="prefilter theme_keywords file")

@@ -3,7 +3,7 @@
     cands = candidates(definition, locate)                 # sources -> cleaned documents (+ source rejects)
     pre = prefilter(definition, cands.documents)           # pass/block per document with its rule
     gt = label(definition, pre.passed, client, journal=p)  # oracle (mode llm) or labels file (mode labels)
-    agr = oracle_agreement(definition, docs, client, model_a, model_b)   # two oracles, same sample
+    agr = oracle_agreement(definition, gt.records, client_b, model=m)  # a second oracle on the labels
 
 Every function returns plain data (documents, decisions, records, rejects, summaries); writing files is
 the caller's (``atomic_write_jsonl``), so nothing partial reaches disk. Rejects of the oracle are
@@ -12,10 +12,13 @@ the caller's (``atomic_write_jsonl``), so nothing partial reaches disk. Rejects 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from distillery_assets.filters.clean import clean_document
 from distillery_assets.filters.config import AssetSource, FilterDefinition
@@ -23,6 +26,7 @@ from distillery_assets.filters.labels import agreement, read_labels
 from distillery_assets.filters.oracle import OracleTask
 from distillery_assets.filters.prefilter import Decision, Prefilter, PrefilterSummary
 from distillery_assets.filters.sources import SourceReject, collect, spread
+from distillery_assets.llm.task import run_task
 
 
 @dataclass
@@ -70,6 +74,19 @@ class GroundTruth:
     summary: dict[str, Any] = field(default_factory=dict)
     usage: dict[str, Any] = field(default_factory=dict)
     selected: int = 0
+    seconds: float = 0.0  # how long labelling took (the oracle's time, for its documents/s)
+
+    @property
+    def mean_overall(self) -> float:
+        return round(float(np.mean([r["overall"] for r in self.records])), 3)
+
+    def problems(self, limit: int = 30) -> list[str]:
+        """One line per reject and per failure (at most ``limit`` of each), for the run's log."""
+        rejects = [f"oracle reject {r.get('key')}: {r.get('reason')} "
+                   f"({r.get('where') or ''} {r.get('detail') or ''})".replace("( ", "(").replace(" )", ")")
+                   for r in self.rejects[:limit]]
+        return rejects + [f"oracle failure {r.get('key')} (asked again next run): {r.get('reason')}"
+                          for r in self.failures[:limit]]
 
 
 def select_for_oracle(definition: FilterDefinition, documents: Sequence[dict]) -> list[dict]:
@@ -84,19 +101,20 @@ def label(definition: FilterDefinition, documents: Sequence[dict], client: Any =
     ``client`` (the LLM resource's client; with ``journal`` a rerun asks only what is not finished);
     ``oracle.mode: labels`` reads the labels file (documents fill in missing title/content)."""
     o = definition.config.oracle
+    started = time.perf_counter()
     if o.mode == "labels":
         records, rejects = read_labels(definition.resolve(o.labels), definition,
                                        documents={d["id"]: d for d in documents})
         return GroundTruth(records, [r.to_dict() for r in rejects], [],
-                           {"mode": "labels", "records": len(records), "rejects": len(rejects)}, {}, len(records))
-    from distillery_assets.llm.task import run_task
-
+                           {"mode": "labels", "records": len(records), "rejects": len(rejects)}, {}, len(records),
+                           time.perf_counter() - started)
     if client is None:
         raise ValueError("oracle mode 'llm' needs an LLM client")
     chosen = select_for_oracle(definition, documents)
     run = run_task(OracleTask(definition, model=model), chosen, client, journal=journal, log=log)
     return GroundTruth(list(run.records), [r.to_dict() for r in run.rejects], [f.to_dict() for f in run.failures],
-                       {"mode": "llm", **run.summary()}, run.usage.as_dict(), len(chosen))
+                       {"mode": "llm", **run.summary()}, run.usage.as_dict(), len(chosen),
+                       time.perf_counter() - started)
 
 
 USAGE_KEYS = ("requests", "cache_hits", "provider_calls", "input_tokens", "output_tokens", "cost_usd")
@@ -115,29 +133,24 @@ def accumulate_usage(old: dict[str, Any], usage: dict[str, Any], asked: int, sec
 
 def dimension_stats(records: Sequence[dict], dims: Sequence[str]) -> list[tuple[str, float, float, Any, Any]]:
     """Per dimension of the labelled records: (dimension, mean, std, min, max), mean and std to 3 places."""
-    import numpy as np
-
     return [(d, round(float(np.mean([r["scores"][d] for r in records])), 3),
              round(float(np.std([r["scores"][d] for r in records])), 3),
              min(r["scores"][d] for r in records), max(r["scores"][d] for r in records)) for d in dims]
 
 
-def oracle_agreement(definition: FilterDefinition, documents: Sequence[dict], client: Any, model_a: str | None,
-                     model_b: str | None, *, sample: int | None = None, journal_dir: Path | None = None
-                     ) -> dict[str, Any]:
-    """Two oracles (models, or providers behind different clients' defaults) on the same documents:
-    per-dimension Pearson/Spearman and MAE (:func:`distillery_assets.filters.labels.agreement`)."""
-    from distillery_assets.llm.task import run_task
-
-    docs = spread(list(documents), sample or definition.config.oracle.agreement_sample)
-    runs = []
-    for tag, model in (("a", model_a), ("b", model_b)):
-        task = OracleTask(definition, model=model, tag=f"filter_agreement/{definition.name}.v{definition.version}/{tag}")
-        journal = journal_dir / f"agreement_{tag}.jsonl" if journal_dir is not None else None
-        runs.append(run_task(task, docs, client, journal=journal))
-    out = agreement(runs[0].records, runs[1].records, definition.dimensions)
-    out.update({"sample": len(docs), "model_a": model_a, "model_b": model_b,
-                "rejects_a": len(runs[0].rejects), "rejects_b": len(runs[1].rejects),
-                "failures_a": len(runs[0].failures), "failures_b": len(runs[1].failures),
-                "usage_a": runs[0].usage.as_dict(), "usage_b": runs[1].usage.as_dict()})
+def oracle_agreement(definition: FilterDefinition, labelled: Sequence[dict], client: Any, *, model: str | None,
+                     provider: str | None = None, sample: int | None = None, journal: Path | None = None,
+                     log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The labels' oracle (A: ``labelled``, the ground-truth records as they are) against a second oracle (B:
+    ``model`` through ``client``, a client of the provider to compare) on the same evenly spread ``sample``
+    (default ``oracle.agreement_sample``): per-dimension Pearson/Spearman and MAE
+    (:func:`distillery_assets.filters.labels.agreement`), with B's rejects, failures and usage. With
+    ``journal`` a rerun asks B only what it has not answered."""
+    docs = spread(list(labelled), sample or definition.config.oracle.agreement_sample)
+    task = OracleTask(definition, model=model, tag=f"filter_agreement/{definition.name}.v{definition.version}/b")
+    run = run_task(task, docs, client, journal=journal, log=log)
+    out = agreement(docs, run.records, definition.dimensions)
+    out.update({"compared": True, "sample": len(docs), "oracle_a": next((r["oracle"] for r in docs), {}),
+                "oracle_b": {"provider": provider, "model": model}, "rejects_b": len(run.rejects),
+                "failures_b": len(run.failures), "usage_b": run.usage.as_dict()})
     return out

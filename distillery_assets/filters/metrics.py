@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from distillery_assets.markdown import md_table
+
 FINEWEB_EDU_F1 = 0.82
 """F1 of FineWeb-Edu's distilled classifier at its educational threshold (the anchor named in reports)."""
 
@@ -150,7 +152,23 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def results_markdown(results: Mapping[str, Mapping[str, Any]], dims: Sequence[str]) -> str:
-    from distillery_assets.markdown import md_table
+def results_summary(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The headline numbers of a judged results table (``model`` against ``mean`` and ``ridge``, the binary cut),
+    with FineWeb-Edu's F1 as the anchor."""
+    m, mean, ridge = results["model"], results["mean"], results["ridge"]
+    b = m["binary"]
+    return {
+        "test_mae": round(m["mae"], 4), "mean_predictor_test_mae": round(mean["mae"], 4),
+        "ridge_test_mae": round(ridge["mae"], 4), "beats_mean_predictor": bool(m["mae"] < mean["mae"]),
+        "beats_ridge": bool(m["mae"] < ridge["mae"]),
+        "tier_accuracy": round(m["tier_accuracy"], 4),
+        "binary_threshold": b["threshold"], "precision": round(b["precision"], 4), "recall": round(b["recall"], 4),
+        "f1": round(b["f1"], 4),
+        "f1_anchor": f"FineWeb-Edu's distilled classifier: F1 {FINEWEB_EDU_F1} at its educational threshold "
+                     f"(~450k Llama-3-70B labels); this scorer: F1 {b['f1']:.2f} at overall >= {b['threshold']:g} on "
+                     f"{b['n']} test documents ({b['positives']} positive)",
+    }
 
+
+def results_markdown(results: Mapping[str, Mapping[str, Any]], dims: Sequence[str]) -> str:
     return md_table([[fmt(v) for v in row] for row in results_rows(results, dims)], results_head(dims))

@@ -21,7 +21,6 @@ A record (the ground-truth row, the same shape :mod:`.labels` produces)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -31,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from distillery_assets.filters.config import FilterDefinition, Scoring
 from distillery_assets.filters.scoring import score
+from distillery_assets.filters.sources import document_text
+from distillery_assets.io.hashing import derived_seed
 from distillery_assets.llm import ChatMessage, LLMRequest, LLMResult
 from distillery_assets.llm.task import LLMTask, Reject
 
@@ -119,8 +120,7 @@ def scores_from_answer(answer: dict[str, Any], scoring: Scoring, prefix: str = "
 
 def ground_truth_record(doc: dict[str, Any], scores: dict[str, float], scoring: Scoring, *,
                         content_type: str | None, oracle: dict[str, Any]) -> dict[str, Any]:
-    text = f"{doc.get('title') or ''}\n{doc.get('content') or ''}"
-    result = score(scores, scoring, text=text, content_type=content_type)
+    result = score(scores, scoring, text=document_text(doc), content_type=content_type)
     return {
         "id": str(doc["id"]), "title": doc.get("title") or "", "content": doc.get("content") or "",
         "url": doc.get("url") or "", "source": doc.get("source") or "",
@@ -141,10 +141,6 @@ def _json_object(text: str | None) -> dict | None:
         if isinstance(value, dict):
             return value
     return None
-
-
-def _seed(*parts: object) -> int:
-    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 class OracleTask(LLMTask[dict]):
@@ -175,7 +171,7 @@ class OracleTask(LLMTask[dict]):
     def prompt(self, row: dict) -> LLMRequest:
         return LLMRequest(messages=[ChatMessage(role="user", content=self.render(row))],
                           temperature=self.temperature, max_tokens=self.max_tokens, model=self.model,
-                          seed=_seed(self.definition.name, self.definition.version, row["id"]), tag=self.name)
+                          seed=derived_seed(self.definition.name, self.definition.version, row["id"]), tag=self.name)
 
     def parse(self, row: dict, result: LLMResult) -> dict | Reject:
         key = self.key(row)

@@ -3,7 +3,8 @@ partition keys built from it.
 
 Definitions vs outputs (the same split as ``data/config`` vs ``data_dir()`` for the other pipelines):
 
-* definitions: ``filters_root()`` = ``$DISTILLERY_FILTERS_DIR`` or ``<repo>/data/filters`` (shipped, committed);
+* definitions: ``filters_root()`` (in :mod:`distillery_assets.paths`, beside the other roots) =
+  ``$DISTILLERY_FILTERS_DIR`` or ``<repo>/data/filters`` (shipped, committed);
 * outputs: ``outputs_root()`` = ``data_dir()/filters`` (materialized, gitignored).
 
 With the default data folder the two are the same folder, so the tree is exactly the seed's::
@@ -23,22 +24,17 @@ they pass Dagster's key rules, the CLI's ``--partition`` and file names unchange
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from distillery_assets.filters.config import CONFIG_FILE, NAME_RE
-from distillery_assets.paths import data_dir, repo_root
+from distillery_assets.paths import FILTERS_DIR_ENV, data_dir, filters_root
 
-FILTERS_DIR_ENV = "DISTILLERY_FILTERS_DIR"
+__all__ = ["FILTERS_DIR_ENV", "FilterPaths", "FilterVersion", "filter_versions", "filters_root", "find_version",
+           "outputs_root", "parse_partition_key", "partition_key"]
 _KEY_RE = re.compile(r"^([a-z0-9][a-z0-9_-]*)\.v(\d+)$")
 _VERSION_DIR_RE = re.compile(r"^v(\d+)$")
-
-
-def filters_root() -> Path:
-    """The folder of shipped/edited filter definitions (``<name>/v<N>/``)."""
-    return Path(os.environ.get(FILTERS_DIR_ENV) or repo_root() / "data" / "filters").expanduser().resolve()
 
 
 def outputs_root() -> Path:
@@ -153,6 +149,11 @@ class FilterPaths:
     def training_metadata(self) -> Path:
         return self.version_dir / "training_metadata.json"
 
+    @property
+    def test_results(self) -> Path:
+        """The test table judged with the filter's own rules, written by filter_model; read by report and upload."""
+        return self.version_dir / "test_results.json"
+
     # reports
     @property
     def reports_dir(self) -> Path:
@@ -181,6 +182,10 @@ class FilterPaths:
         return self.ground_truth_dir / "candidates.jsonl"
 
     @property
+    def candidate_rejects(self) -> Path:
+        return self.ground_truth_dir / "candidate_rejects.jsonl"
+
+    @property
     def prefiltered(self) -> Path:
         return self.ground_truth_dir / "prefiltered.jsonl"
 
@@ -197,8 +202,18 @@ class FilterPaths:
         return self.ground_truth_dir / "oracle_journal.jsonl"
 
     @property
+    def oracle_usage(self) -> Path:
+        """The oracle's usage summed over every materialization (what the labels really cost)."""
+        return self.ground_truth_dir / "oracle_usage.json"
+
+    @property
     def agreement(self) -> Path:
         return self.ground_truth_dir / "oracle_agreement.json"
+
+    @property
+    def agreement_journal(self) -> Path:
+        """The second oracle's journal (the first oracle's answers are the labels)."""
+        return self.ground_truth_dir / "agreement_b.jsonl"
 
     @property
     def splits_dir(self) -> Path:
@@ -217,3 +232,8 @@ class FilterPaths:
     @property
     def scores_dir(self) -> Path:
         return self.output_root / "scores" / self.stem
+
+    @property
+    def upload_dir(self) -> Path:
+        """The staged Hub upload (model, history, metadata, test results, definition, card)."""
+        return self.output_root / "upload" / self.stem

@@ -35,6 +35,7 @@ from distillery_assets.filters.config import (
     ThemeKeywordsRule,
     theme_keywords_path,
 )
+from distillery_assets.filters.sources import document_text
 
 PASSED = "passed"
 
@@ -137,8 +138,7 @@ class Prefilter:
                     [d.get("content") or "" for d in docs])]
         out = []
         for n, doc in enumerate(docs):
-            text = f"{doc.get('title') or ''}\n{doc.get('content') or ''}"
-            out.append(self._decide(doc, text, {i: t[n] for i, t in theme_totals.items()}))
+            out.append(self._decide(doc, document_text(doc), {i: t[n] for i, t in theme_totals.items()}))
         return out
 
     def decide(self, doc: dict) -> Decision:

@@ -2,9 +2,11 @@
 
 :func:`write_plots` -> ``overall_metrics.png`` (MAE and RMSE, train and val, per epoch),
 ``per_dimension_mae.png`` (val MAE per dimension per epoch), ``loss_curves.png`` (MSE), and
-``training_summary.txt``; :func:`write_docx` -> the report with summary, filter architecture (the
-dimensions table), method, results (the results table with the baselines, and the plots), conclusions,
-and the cost of scoring: the oracle's $ per 1,000 documents against the scorer's.
+``training_summary.txt``; :func:`curves_md` -> the same curves as tiny inline charts for the asset page
+(both drawn through :mod:`distillery_assets.plots`, the one plot set-up); :func:`write_docx` -> the report
+with summary, filter architecture (the dimensions table), method, results (the results table with the
+baselines, and the plots), conclusions, and the cost of scoring: the oracle's $ per 1,000 documents against
+the scorer's.
 
 Everything is plain data in: ``history`` (``training_history.json``: ``[{epoch, train:{...}, val:{...}}]``),
 ``metadata`` (``training_metadata.json``), the results table by model name, the dimensions as
@@ -21,6 +23,8 @@ from typing import Any
 
 from distillery_assets.filters.metrics import FINEWEB_EDU_F1, fmt, results_head, results_rows
 from distillery_assets.io import atomic_path, atomic_write_text
+from distillery_assets.llm.pricing import estimate_cost
+from distillery_assets.plots import BLUE, GREEN, GREY, ORANGE, RED, inline_md, pyplot
 
 PLOTS = ("overall_metrics.png", "per_dimension_mae.png", "loss_curves.png")
 SUMMARY = "training_summary.txt"
@@ -32,26 +36,21 @@ def _series(history: Sequence[Mapping[str, Any]], split: str, key: str) -> list[
 
 
 def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 (matplotlib loads only when a report is drawn)
 
     for ax in fig.axes:  # epochs are whole numbers
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png")
-    plt.close(fig)
+    pyplot().close(fig)
     return path
 
 
 def write_plots(history: Sequence[Mapping[str, Any]], dims: Sequence[str], out_dir: Path, *,
                 title: str = "") -> dict[str, Path]:
     """The three plots and ``training_summary.txt`` in ``out_dir`` (each written atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if not history:
         raise ValueError("training history is empty: nothing to plot")
     out_dir = Path(out_dir)
@@ -95,6 +94,38 @@ def write_plots(history: Sequence[Mapping[str, Any]], dims: Sequence[str], out_d
     return paths
 
 
+EPOCH_HEAD = ("epoch", "train loss", "train MAE", "val MAE", "val RMSE")
+
+
+def epoch_rows(history: Sequence[Mapping[str, Any]]) -> list[tuple]:
+    """Per epoch: epoch, train loss, train MAE, val MAE, val RMSE (4 places), under :data:`EPOCH_HEAD`."""
+    return [(h["epoch"], round(h["train"]["loss"], 4), round(h["train"]["mae"], 4), round(h["val"]["mae"], 4),
+             round(h["val"]["rmse"], 4)) for h in history]
+
+
+def curves_md(history: Sequence[Mapping[str, Any]], dims: Sequence[str]) -> dict[str, str]:
+    """The training curves as tiny inline charts for the asset page: MAE, loss (train blue, val red) and the
+    val MAE per dimension (at most five, one colour each)."""
+    epochs = [h["epoch"] for h in history]
+    colours = [BLUE, RED, GREEN, ORANGE, GREY]
+
+    def pair(key: str):
+        def draw(ax):
+            ax.plot(epochs, _series(history, "train", key), "-", color=BLUE, lw=1.5)
+            ax.plot(epochs, _series(history, "val", key), "-", color=RED, lw=1.5)
+        return draw
+
+    def per_dim(ax):
+        for i, d in enumerate(dims[: len(colours)]):
+            ax.plot(epochs, _series(history, "val", f"{d}_mae"), "-", color=colours[i], lw=1.2)
+
+    names = ", ".join(f"{d} {c}" for d, c in zip(dims, ("blue", "red", "green", "orange", "grey"), strict=False))
+    return {"mae_curves": inline_md(pair("mae"), "MAE per epoch: train blue, val red", colours=[BLUE, RED]),
+            "loss_curves": inline_md(pair("loss"), "MSE loss per epoch: train blue, val red", colours=[BLUE, RED]),
+            "per_dimension_val_mae": inline_md(per_dim, f"val MAE per epoch: {names}",
+                                               colours=colours[: max(1, min(len(dims), len(colours)))])}
+
+
 def training_summary(history: Sequence[Mapping[str, Any]], dims: Sequence[str], *, title: str = "") -> str:
     last = history[-1]
     best = min(history, key=lambda h: h["val"]["mae"])
@@ -116,8 +147,6 @@ def training_summary(history: Sequence[Mapping[str, Any]], dims: Sequence[str], 
 
 def cost_per_1000(*, provider: str, model: str, prompt_tokens: float, completion_tokens: float) -> float | None:
     """The oracle's list-price $ per 1,000 documents from the mean tokens per document (None: unpriced)."""
-    from distillery_assets.llm.pricing import estimate_cost
-
     one = estimate_cost(provider, model, int(round(prompt_tokens)), int(round(completion_tokens)))
     return None if one is None else round(one * 1000, 6)
 
@@ -135,6 +164,15 @@ class CostLine:
     dollars_per_1000: float | None
     docs_per_s: float | None = None
     note: str = ""
+
+
+COST_HEAD = ("", "$ per 1,000 documents", "documents/s", "note")
+
+
+def cost_rows(costs: Sequence[CostLine]) -> list[tuple]:
+    """The cost table's rows for the asset page (under :data:`COST_HEAD`; "unpriced" where no price is known)."""
+    return [(c.what, c.dollars_per_1000 if c.dollars_per_1000 is not None else "unpriced",
+             c.docs_per_s if c.docs_per_s is not None else "", c.note) for c in costs]
 
 
 def cost_lines(total: Mapping[str, Any], oracle: Mapping[str, Any], *, labels_mode: bool,
@@ -285,8 +323,7 @@ def write_docx(inputs: ReportInputs, path: Path) -> Path:
 
     doc.add_heading("Cost", 1)
     if inputs.costs:
-        _table(doc, ["", "$ per 1,000 documents", "documents/s", "note"],
-               [[c.what, c.dollars_per_1000, c.docs_per_s, c.note] for c in inputs.costs])
+        _table(doc, COST_HEAD, [[c.what, c.dollars_per_1000, c.docs_per_s, c.note] for c in inputs.costs])
     else:
         doc.add_paragraph("No cost figures were recorded.")
 

@@ -20,7 +20,6 @@ fits with a lambda); :func:`weighted_rules` is the plain weighted-sum fallback.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,8 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from distillery_assets.io import atomic_path, atomic_write_text
-from distillery_assets.filters.embed import mean_pool, pick_device, quantize_int8
+from distillery_assets.device import pick_device
+from distillery_assets.filters.embed import mean_pool, quantize_int8
+from distillery_assets.filters.metrics import tier_of
+from distillery_assets.filters.sources import MODEL_SEP, document_text
+from distillery_assets.io import JsonlError, atomic_path, atomic_write_text, iter_jsonl
+from distillery_assets.io.hashing import new_sha256
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +194,6 @@ def modal_map_runner(function: Any, model_rel: str, *, parallelism: int = 8, **k
 
 def weighted_rules(weights: Mapping[str, float], tiers: Sequence[tuple[str, float]] | Mapping[str, float]) -> Rules:
     """Overall = weighted sum, tier by descending threshold, nothing capped (when no filter rules are given)."""
-    from distillery_assets.filters.metrics import tier_of
-
     def rules(scores: dict[str, float], text: str = "") -> dict[str, Any]:
         overall = sum(scores[d] * w for d, w in weights.items())
         return {"overall": round(overall, 4), "tier": tier_of(overall, tiers), "applied": []}
@@ -226,11 +227,11 @@ class ScoreRun:
 
 
 def _digest(rows: Sequence[Mapping[str, Any]]) -> str:
-    h = hashlib.sha256()
+    h = new_sha256()
     for r in rows:
         h.update(str(r["id"]).encode())
         h.update(b"\0")
-        h.update(hashlib.sha256(str(r["text"]).encode()).digest())
+        h.update(new_sha256(str(r["text"]).encode()).digest())
     return h.hexdigest()[:24]
 
 
@@ -238,12 +239,13 @@ def _read_journal(path: Path) -> dict[int, dict[str, Any]]:
     done: dict[int, dict[str, Any]] = {}
     if not path.exists():
         return done
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for _, entry in iter_jsonl(path, on_error="yield"):
+        if isinstance(entry, JsonlError):
+            continue  # a torn last line after a kill: that shard is simply done again
         try:
-            entry = json.loads(line)
             done[int(entry["shard"])] = entry
         except (ValueError, KeyError, TypeError):
-            continue  # a torn last line after a kill: that shard is simply done again
+            continue  # an entry without a usable shard number: likewise
     return done
 
 
@@ -266,11 +268,10 @@ def score_dataset(rows: Iterable[Mapping[str, Any]], out_dir: str | Path, *, run
                   rules: Rules, dims: Sequence[str] | None = None, shard_size: int = DEFAULT_SHARD,
                   text_of: Callable[[Mapping[str, Any]], str] | None = None, id_field: str = "id",
                   on_shard: Callable[[int, int], None] | None = None) -> ScoreRun:
-    """Score every row (``id`` + text: ``text_of(row)``, by default ``title\\n\\ncontent`` or ``text``) into
-    ``out_dir/scores.jsonl``. Resumable: shards already journalled with the same rows are kept."""
-    from distillery_assets.filters.train import example_text
-
-    text_of = text_of or example_text
+    """Score every row (``id`` + text: ``text_of(row)``, by default the scorer's input
+    ``document_text(row, MODEL_SEP)``) into ``out_dir/scores.jsonl``. Resumable: shards already journalled with
+    the same rows are kept."""
+    text_of = text_of or (lambda row: document_text(row, MODEL_SEP))
     out = Path(out_dir)
     shard_dir = out / SHARDS_DIR
     shard_dir.mkdir(parents=True, exist_ok=True)
@@ -288,13 +289,11 @@ def score_dataset(rows: Iterable[Mapping[str, Any]], out_dir: str | Path, *, run
 
     def tally(path: Path) -> None:
         nonlocal overall_sum
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                rec = json.loads(line)
-                tiers[rec["tier"]] += 1
-                for a in rec["applied"]:
-                    applied[a] += 1
-                overall_sum += rec["overall"]
+        for _, rec in iter_jsonl(path):
+            tiers[rec["tier"]] += 1
+            for a in rec["applied"]:
+                applied[a] += 1
+            overall_sum += rec["overall"]
 
     with open(journal_path, "a", encoding="utf-8") as jfh:
         pending: list[tuple[int, list[dict[str, Any]], str]] = []

@@ -5,11 +5,14 @@ One reader per kind of source in ``config.yaml``'s ``sources``:
 * ``asset`` — a platform asset's files: ``story_corpus`` / ``encyclopedia_corpus`` (the ``.corpus`` files
   under the corpus root's ``stories/`` or ``encyclopedia/``; id = path relative to the root) and
   ``gutenberg_chunks`` / ``theme_chunks`` (chunk JSONL; id = ``chunk_id``). :func:`asset_documents` takes
-  the location (the corpus root, or the JSONL path): the asset layer knows where its upstream lives.
+  the location (the corpus root, or the JSONL path) that :class:`.pipeline.SourceLocator` gives.
 * ``jsonl`` — a file of articles; a line that is not JSON or lacks ``id``/``content`` is a reject naming
   ``file:line`` (the rest proceeds).
 * ``hub`` — ``datasets.load_dataset(dataset, config_name, split=, streaming=True, data_files=)``, first
   ``limit`` rows, columns mapped by ``fields``.
+
+:func:`document_text` is a document's title and content as one text, everywhere (the rules' text and the
+scorer's input differ only in the separator; see :data:`RULES_SEP`, :data:`MODEL_SEP`).
 
 Each reader yields ``Document`` dicts or :class:`SourceReject`; :func:`collect` gathers them, applies the
 source's ``limit`` (evenly spread over the source for local sources, the first rows for a stream) and
@@ -18,7 +21,7 @@ turns repeated ids into rejects.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,22 @@ class SourceReject:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
+
+
+RULES_SEP = "\n"
+"""Between title and content in the text the rules read (prefilter, caps, gatekeepers): decisions and labels
+already persisted were made on it, and a prefilter pattern is the user's regex."""
+MODEL_SEP = "\n\n"
+"""Between title and content in the scorer's input, as the seed built it: embedding cache keys and score-shard
+digests hash that text."""
+
+
+def document_text(doc: Mapping[str, Any], sep: str = RULES_SEP) -> str:
+    """A document's title and content as one text (the one spelling): ``title<sep>content``, the content alone
+    when there is no title; ``text`` stands in for a missing ``content`` (a split or shard row)."""
+    title = str(doc.get("title") or "").strip()
+    content = str(doc.get("content") or doc.get("text") or "")
+    return f"{title}{sep}{content}" if title else content
 
 
 def document(id: Any, content: Any, title: Any = "", url: Any = "", source: Any = "",

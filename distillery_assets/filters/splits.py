@@ -32,6 +32,7 @@ from typing import Any
 
 from distillery_assets.datasets.chatml import leaked, split
 from distillery_assets.filters.config import FilterDefinition
+from distillery_assets.io import read_jsonl
 from distillery_assets.io.atomic import atomic_path
 from distillery_assets.io.hashing import sha256_file
 
@@ -125,6 +126,4 @@ def write_splits(records: Sequence[dict], definition: FilterDefinition, out_dir:
 
 
 def read_split(path: Path) -> list[dict]:
-    from distillery_assets.io import read_jsonl
-
     return read_jsonl(Path(path))

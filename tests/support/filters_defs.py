@@ -1,5 +1,5 @@
-"""Test helpers for the filters library: copies of the shipped filter folders to edit, and a scripted LLM
-client that answers each request with a given reply text (the documented ``complete_batch`` contract)."""
+"""Test helpers for the filters library: copies of the shipped filter folders to edit, and the real LLM client
+over a scripted provider that answers each request with a given reply text."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import yaml
 
-from distillery_assets.llm.jsonout import JSONReplyError, parse_json_reply
-from distillery_assets.llm.types import LLMRequest, LLMResult, Usage
+from distillery_assets.llm import LLMClient
 from distillery_assets.paths import repo_root
+from tests.support.llm import scripted_client
 
 SHIPPED = repo_root() / "data" / "filters"
 
@@ -34,30 +34,11 @@ def edit_config(folder: Path, change: Callable[[dict], None], file: str = "confi
     return path
 
 
-class ScriptedClient:
-    """Answers request i with ``reply(request)``; JSON requests are validated against their schema as the
-    real client does (a reply that never matches is an ``invalid_json`` error result)."""
-
-    def __init__(self, reply: Callable[[LLMRequest], str]):
-        self.reply = reply
-        self.requests: list[LLMRequest] = []
-
-    def complete_batch(self, requests, label=None):
-        out = []
-        for req in requests:
-            self.requests.append(req)
-            text = self.reply(req)
-            parsed, error, kind = None, None, None
-            if req.json_schema is not None:
-                try:
-                    parsed = parse_json_reply(text, req.json_schema)
-                except JSONReplyError as exc:
-                    error, kind = f"invalid JSON after 1 attempts: {exc.reason}", "invalid_json"
-            out.append(LLMResult(ok=error is None, text=text, parsed=parsed, error=error, error_kind=kind,
-                                 finish_reason="stop", provider="scripted", model="scripted-1",
-                                 request_key=f"k{len(self.requests)}", attempts=1,
-                                 usage=Usage(input_tokens=10, output_tokens=5)))
-        return out
+def oracle_client(reply: Callable[..., str]) -> LLMClient:
+    """The real LLM client over a scripted provider answering each call with ``reply(messages, **settings)``
+    (``settings["model"]`` is the model asked); the client checks JSON answers against their schema and re-asks
+    as it always does. What the provider was asked: ``client.provider.calls``."""
+    return scripted_client(reply)
 
 
 def answer(**scores) -> str:

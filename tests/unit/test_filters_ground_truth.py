@@ -8,7 +8,7 @@ import json
 from distillery_assets.filters import ground_truth as gt
 from distillery_assets.filters.config import load_filter
 from distillery_assets.filters.splits import write_splits
-from tests.support.filters_defs import ScriptedClient, copy_filter, edit_config
+from tests.support.filters_defs import copy_filter, edit_config, oracle_client
 
 LONG = ("Photosynthesis is the process by which green plants turn light, water and carbon dioxide into sugar "
         "and oxygen. ") * 5
@@ -22,8 +22,8 @@ def _folder(tmp_path, docs):
     return folder
 
 
-def _answer(req):
-    body = req.messages[0].content
+def _answer(messages, **_):
+    body = messages[0].content
     level = 8 if "Photosynthesis" in body else 2
     if "BROKEN" in body:
         return "no idea"
@@ -46,13 +46,13 @@ def test_sources_to_splits_with_the_llm_oracle(tmp_path):
     pre = gt.prefilter(d, cands.documents)
     assert pre.summary.blocked == 1 and pre.decisions[-2].reason == "content_too_short"  # "short"
     assert pre.summary.as_dict()["expected_pass_rate"] == 0.95  # the shipped config's value
-    client = ScriptedClient(_answer)
+    client = oracle_client(_answer)
     truth = gt.label(d, pre.passed, client, journal=tmp_path / "j.jsonl")
     assert len(truth.records) == 24 and [r["key"] for r in truth.rejects] == ["broken"]
     assert truth.rejects[0]["reason"] == "invalid_json" and truth.summary["records"] == 24
     tiers = {r["id"]: r["tier"] for r in truth.records}
     assert tiers["p0"] == "excellent" and tiers["x0"] == "not_educational"
-    again = gt.label(d, pre.passed, ScriptedClient(_answer), journal=tmp_path / "j.jsonl")
+    again = gt.label(d, pre.passed, oracle_client(_answer), journal=tmp_path / "j.jsonl")
     assert again.usage["requests"] == 0 and len(again.records) == 24  # nothing paid twice
     meta = write_splits(truth.records, d, tmp_path / "splits")
     assert meta["total_articles"] == 24 and meta["tiers"]["test"] == {"excellent": 2, "not_educational": 2}  # seed: 12 - int(10.8)
@@ -63,9 +63,9 @@ def test_max_documents_limits_oracle_calls(tmp_path):
     d = load_filter(_folder(tmp_path, docs))  # the shipped config labels 16; 10 here
     edit_config(d.folder, lambda c: c["oracle"].__setitem__("max_documents", 10))
     d = load_filter(d.folder)
-    client = ScriptedClient(_answer)
+    client = oracle_client(_answer)
     truth = gt.label(d, docs, client)
-    assert len(client.requests) == 10 and truth.selected == 10
+    assert len(client.provider.calls) == 10 and truth.selected == 10
     assert [r["id"] for r in truth.records] == [f"p{i}" for i in range(0, 30, 3)]
 
 
@@ -87,13 +87,15 @@ def test_agreement_of_two_oracles(tmp_path):
             for i in range(10)]
     d = load_filter(_folder(tmp_path, docs))
 
-    def two_models(req):
-        reply = json.loads(_answer(req))
-        if req.model == "b":
+    def two_models(messages, model, **_):
+        reply = json.loads(_answer(messages))
+        if model == "b":
             reply["clarity"] = 5
         return json.dumps(reply)
 
-    out = gt.oracle_agreement(d, docs, ScriptedClient(two_models), "a", "b", sample=10)
+    labelled = gt.label(d, docs, oracle_client(two_models), model="a").records  # oracle A: the ground truth
+    out = gt.oracle_agreement(d, labelled, oracle_client(two_models), model="b", provider="scripted", sample=10)
+    assert out["compared"] is True and out["sample"] == 10 and out["oracle_b"] == {"provider": "scripted", "model": "b"}
     assert out["n"] == 10 and out["dimensions"]["knowledge_depth"]["pearson"] == 1.0
     assert out["dimensions"]["knowledge_depth"]["mae"] == 0.0
     assert out["dimensions"]["clarity"]["pearson"] is None and out["dimensions"]["clarity"]["mae"] == 3.0

@@ -16,7 +16,7 @@ from distillery_assets.filters.oracle import (
     word_count,
 )
 from distillery_assets.llm.task import run_task
-from tests.support.filters_defs import SHIPPED, ScriptedClient
+from tests.support.filters_defs import SHIPPED, oracle_client
 
 EDU = SHIPPED / "educational_value" / "v1"
 GOOD = {"knowledge_depth": 8, "clarity": 7, "coherence": 9, "teaching_devices": 6, "reliability": 7,
@@ -91,7 +91,7 @@ def test_prompt_with_800_words_fits_smollm2_context(folder, smollm2_tokenizer):
 def _run(replies: dict[str, str], journal=None):
     d = load_filter(EDU)
     docs = [{"id": k, "title": k, "content": f"text of {k} " * 30} for k in replies]
-    client = ScriptedClient(lambda req: next(v for k, v in replies.items() if f"Title: {k}\n" in req.messages[0].content))
+    client = oracle_client(lambda messages, **_: next(v for k, v in replies.items() if f"Title: {k}\n" in messages[0].content))
     return run_task(OracleTask(d), docs, client, journal=journal), client
 
 
@@ -117,7 +117,7 @@ def test_bad_answers_are_rejects_with_reasons_and_good_ones_records(tmp_path):
     assert capped["applied"] == ["cap:fiction"] and capped["overall"] == 5.0
     # rerun with the journal: nothing asked again
     run2, client2 = _run(replies, journal=tmp_path / "journal.jsonl")
-    assert client2.requests == [] and run2.keys == run.keys and len(run2.rejects) == 3
+    assert client2.provider.calls == [] and run2.keys == run.keys and len(run2.rejects) == 3
 
 
 def test_parse_rechecks_answers_the_schema_did_not_see():
