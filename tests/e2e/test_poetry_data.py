@@ -11,9 +11,9 @@ import yaml
 
 from assets import poetry
 from distillery_assets.catalog import Catalog
+from distillery_assets.definitions import build_resources
 from distillery_assets.io import read_jsonl
 from distillery_assets.paths import config_dir
-from resources import build_resources
 
 TINY = {"good_poems": 1, "bad_poems": 1, "critiques": 1, "briefs": 1, "comparisons": 1, "autopsies": 1,
         "dialogues": 1, "lessons": 1, "poet_pairs": 1, "verse_pairs": 1, "max_tokens": 128,

@@ -38,7 +38,7 @@ def test_brief_lineage_keeps_asset_edges_and_groups_edited_files_by_folder(data_
     (data_dir / "pairs.jsonl").write_text("{}\n")
     (data_dir / "b.gguf").write_text("gguf")
     pairs = cat.record_artifact(asset_key="pairs", path=data_dir / "pairs.jsonl",
-                                inputs=cat.record_sources(poems))
+                                inputs=poems)
     cat.record_artifact(asset_key="poet_gguf", path=data_dir / "b.gguf", inputs=[data_dir / "pairs.jsonl"])
     poems[0].write_text("edited\n")
     assert pairs

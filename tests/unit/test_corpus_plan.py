@@ -6,7 +6,8 @@ import pytest
 
 from distillery_assets.corpus.layout import CorpusKind, corpus_root, partition_dir, stale_temp_files
 from distillery_assets.corpus.plan import scan_partition
-from distillery_assets.corpus.prompts_file import CorpusTask, Reject, parse_line, parse_prompts_file
+from distillery_assets.corpus.prompts_file import CorpusTask, parse_line, parse_prompts_file
+from distillery_assets.rejects import Reject
 
 
 def test_parse_good_line(tmp_path):

@@ -1,9 +1,8 @@
-"""Model and dataset cards: Hub metadata in the YAML header, the facts in the body."""
+"""Model cards: Hub metadata in the YAML header, the facts in the body."""
 
-from huggingface_hub import DatasetCard, ModelCard
+from huggingface_hub import ModelCard
 
-from distillery_assets.hub import DatasetCardInfo, ModelCardInfo, SplitInfo, render_dataset_card, render_model_card
-from distillery_assets.hub.cards import size_category
+from distillery_assets.hub import ModelCardInfo, render_model_card
 
 
 def _model(**kw):
@@ -43,23 +42,3 @@ def test_adapter_card_without_metrics_says_so():
     assert ModelCard(text).data.library_name == "peft"
     assert "No evaluation metrics were recorded" in text and "No training settings were recorded" in text
     assert 'PeftModel.from_pretrained(base, "me/poet-gguf")' in text and "llama-cli" not in text
-
-
-def test_dataset_card_splits_fields_and_size():
-    info = DatasetCardInfo(
-        repo_id="me/poet-pairs", title="Poet pairs", description="Brief/poem pairs.", asset_key="poet_splits",
-        splits=[SplitInfo(name="train", rows=900, path="train.jsonl"), SplitInfo(name="val", rows=150, path="val.jsonl")],
-        fields={"messages": "system, user and assistant turns"}, example={"messages": [{"role": "user", "content": "hi"}]},
-        provenance="Poems by SmolLM2 from briefs written by the educator model.")
-    text = render_dataset_card(info)
-    card = DatasetCard(text)
-    assert card.data.size_categories == ["1K<n<10K"] and card.data.pretty_name == "Poet pairs"
-    assert "| train | 900 | `train.jsonl` |" in text and "| val | 150 | `val.jsonl` |" in text
-    assert "| `messages` | system, user and assistant turns |" in text
-    assert '"content": "hi"' in text and 'load_dataset("me/poet-pairs")' in text
-    assert "educator model" in text
-
-
-def test_size_buckets():
-    assert [size_category(n) for n in (0, 999, 1000, 99_999, 100_000, 5_000_000)] == [
-        "n<1K", "n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M"]

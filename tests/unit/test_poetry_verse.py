@@ -1,7 +1,8 @@
 """The verse rule (poetry.verse) and the session renderings that keep poems as poems."""
 
-from distillery_assets.poetry.session import Reply, echoes, run_session, session_markdown, session_prompts, session_text
+from distillery_assets.poetry.session import Reply, run_session, session_markdown, session_prompts, session_text
 from distillery_assets.poetry.settings import PoetryConfig
+from distillery_assets.poetry.text import echoes
 from distillery_assets.poetry.verse import verse_verdict
 
 POEM = "Snow on the sill,\nthe kettle ticking,\nlight leans in at four\nand stays a while."

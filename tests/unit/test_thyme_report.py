@@ -21,7 +21,7 @@ from distillery_assets.thyme.report import (  # noqa: E402
 from distillery_assets.thyme.steps import ThymeTrainResult, TrainThymeSpec  # noqa: E402
 from distillery_assets.thyme.tokenizer import TOKENIZER_FILE, load_tokenizer  # noqa: E402
 from distillery_assets.thyme.train import BEST_DIR, CHECKPOINT_DIR, load_model  # noqa: E402
-from distillery_assets.training.steps import parse_spec  # noqa: E402
+from resources.modal_app import parse_spec  # noqa: E402
 from resources.compute import ComputeResource  # noqa: E402
 
 OOD = inputs_dir() / "thyme_ood" / "pg2434.txt"
