@@ -4,7 +4,10 @@ Like Dagster's ``project_dagster_modal_pipes`` feed factory, each pipeline descr
 frozen dataclass and hands it to the factory::
 
     finetune_chain(FinetuneChain(name="poet", train_asset="poet_train", val_asset="poet_val",
-                                 group="poetry", config_file="poet.yaml"))
+                                 group="poetry", config_file="poet.yaml",
+                                 lora_asset="poet_lora", gguf_asset="poet_gguf", upload_asset="poet_gguf_upload"))
+
+The three asset names are written out where a chain is declared, so a search for ``poet_gguf`` finds it.
 
 The shared ``base_model`` asset (the float32 SmolLM2 checkpoint) lives in this module's ``defs`` once.
 The heavy work runs through the ``compute`` resource (``run_step(spec)``: in process here, or on a Modal
@@ -19,10 +22,11 @@ from pathlib import Path
 import dagster as dg
 
 from assets.meta import path_md, size_mb, table_md, text_md
-from assets.pools import LOCAL_MODEL_POOL, compute_pool
+from assets.pools import Loads, model_pool
 from distillery_assets.io import iter_jsonl
 from distillery_assets.markdown import text_block
 from distillery_assets.paths import config_dir, data_dir, safe_child
+from distillery_assets.steps import read_result
 from distillery_assets.training.base_model import build_embedded_base, embedded_base_dir
 from distillery_assets.training.chat_data import validate_messages
 from distillery_assets.training.config import EMBEDDED_BASE, PROFILE_ENV, TrainConfig, load_train_config
@@ -31,7 +35,7 @@ from distillery_assets.training.perplexity import HeldoutText, read_heldout
 from distillery_assets.training.report import (loss_inline_md, loss_table_md, model_card, ppl_sets_md,
                                                quant_attempts_md, save_loss_plot)
 from distillery_assets.training.results import ExportResult, TrainResult
-from distillery_assets.training.steps import ExportGGUFSpec, TrainLoraSpec, read_result
+from distillery_assets.training.steps import ExportGGUFSpec, TrainLoraSpec
 from resources.catalog import CatalogResource
 from resources.compute import ComputeResource
 from resources.hub import HubResource
@@ -52,7 +56,8 @@ class FinetuneConfig(dg.Config):
 
 @dataclass(frozen=True)
 class FinetuneChain:
-    """One fine-tune: the asset keys are ``<name>_lora``, ``<name>_gguf``, ``<name>_gguf_upload``."""
+    """One fine-tune: the asset keys are ``<name>_lora``, ``<name>_gguf``, ``<name>_gguf_upload``, spelled out
+    by the declaration (so each is found by its name) and checked against ``name`` here."""
 
     name: str
     train_asset: str
@@ -60,6 +65,15 @@ class FinetuneChain:
     group: str
     config_file: str
     """A file in ``data/config/training/``."""
+    lora_asset: str
+    gguf_asset: str
+    upload_asset: str
+
+    def __post_init__(self) -> None:
+        given = (self.lora_asset, self.gguf_asset, self.upload_asset)
+        expected = (f"{self.name}_lora", f"{self.name}_gguf", f"{self.name}_gguf_upload")
+        if given != expected:
+            raise ValueError(f"FinetuneChain {self.name!r}: asset names {given} must be {expected}")
 
     def config_path(self) -> Path:
         """The training profile YAML (an edited file: listed in the artefacts' inputs, so lineage reaches it)."""
@@ -89,7 +103,7 @@ class FinetuneChain:
         return f"models/gguf/{self.name}/{cfg.profile}"
 
 
-@dg.asset(group_name=BASE_GROUP, kinds={"pytorch"}, pool=LOCAL_MODEL_POOL,
+@dg.asset(group_name=BASE_GROUP, kinds={"pytorch"}, pool=model_pool(Loads.ALWAYS),
           description="Full-precision SmolLM2-135M-Instruct checkpoint, de-quantized once from the bundled GGUF; "
                       "the offline base for every LoRA (real runs name a Hugging Face model id instead).")
 def base_model(context: dg.AssetExecutionContext) -> dg.Output:
@@ -223,9 +237,9 @@ def finetune_chain(chain: FinetuneChain) -> list[dg.AssetsDefinition]:
 
 
 def _lora_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
-    lora_key = f"{chain.name}_lora"
+    lora_key = chain.lora_asset
 
-    @dg.asset(name=lora_key, group_name=chain.group, kinds={"pytorch"}, pool=compute_pool(),
+    @dg.asset(name=lora_key, group_name=chain.group, kinds={"pytorch"}, pool=model_pool(Loads.COMPUTE),
               ins={"train": dg.AssetIn(chain.train_asset), "val": dg.AssetIn(chain.val_asset)}, deps=[base_model],
               check_specs=[dg.AssetCheckSpec(LOSS_CHECK, asset=lora_key, description=(
                   "Validation loss after training is lower than the untouched base model's."))],
@@ -250,9 +264,9 @@ def _lora_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
 
 
 def _gguf_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
-    lora_key, gguf_key = f"{chain.name}_lora", f"{chain.name}_gguf"
+    lora_key, gguf_key = chain.lora_asset, chain.gguf_asset
 
-    @dg.asset(name=gguf_key, group_name=chain.group, kinds={"gguf"}, pool=compute_pool(),
+    @dg.asset(name=gguf_key, group_name=chain.group, kinds={"gguf"}, pool=model_pool(Loads.COMPUTE),
               ins={"adapter": dg.AssetIn(lora_key), "val": dg.AssetIn(chain.val_asset)},
               check_specs=[
                   dg.AssetCheckSpec(PPL_CHECK, asset=gguf_key, description=(
@@ -280,10 +294,10 @@ def _gguf_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
 
 
 def _upload_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
-    gguf_key, upload_key = f"{chain.name}_gguf", f"{chain.name}_gguf_upload"
+    gguf_key, upload_key = chain.gguf_asset, chain.upload_asset
 
     @dg.asset(name=upload_key, group_name=chain.group, kinds={"huggingface"},
-              ins={"gguf_file": dg.AssetIn(gguf_key), "adapter": dg.AssetIn(f"{chain.name}_lora"),
+              ins={"gguf_file": dg.AssetIn(gguf_key), "adapter": dg.AssetIn(chain.lora_asset),
                    "train": dg.AssetIn(chain.train_asset), "val": dg.AssetIn(chain.val_asset)},
               description=f"Uploads the {chain.name} GGUF with a model card (private). Without HF_TOKEN: uploads nothing, says so.")
     def upload(config: FinetuneConfig, hub: HubResource, gguf_file: Path, adapter: Path, train: Path,

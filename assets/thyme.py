@@ -26,7 +26,7 @@ import dagster as dg
 
 from assets.logs import forward_logs
 from assets.meta import path_md, size_mb, table_md, text_md
-from assets.pools import compute_pool
+from assets.pools import Loads, model_pool
 from distillery_assets.catalog import InputRef
 from distillery_assets.corpus.layout import CORPUS_SUFFIX, CorpusKind, corpus_root
 from distillery_assets.partitions import thyme_experiment_partitions
@@ -213,7 +213,7 @@ def thyme_dataset(context: dg.AssetExecutionContext, catalog: CatalogResource) -
 # -------------------------------------------------------------------------------------------- model
 
 @dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, deps=[thyme_dataset], kinds={"pytorch"},
-          pool=compute_pool(),
+          pool=model_pool(Loads.COMPUTE),
           description="Each model of the experiment (ThymeLM and/or the Llama-style transformer) trained from scratch "
                       "through the compute resource: latest/ every N steps (resumed after a kill), best/ by validation "
                       "loss, training_history.json; a finished run is reused, not retrained.")
@@ -266,7 +266,7 @@ def _model_folders(exp: Experiment) -> dict[str, Path]:
 
 
 @dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, deps=[thyme_model, thyme_dataset],
-          kinds={"pytorch"}, pool=compute_pool(),
+          kinds={"pytorch"}, pool=model_pool(Loads.ALWAYS),
           description="The seed's metric, token-weighted perplexity and bits per byte on validation, bits per byte on "
                       "an out-of-domain book, unigram and 3-gram baselines in the same table, samples for the seed's "
                       "five prompts (top-k 50, top-p 0.9), loss/perplexity curves; one runs row per experiment.")
@@ -307,7 +307,7 @@ def thyme_eval(context: dg.AssetExecutionContext, catalog: CatalogResource) -> d
 # --------------------------------------------------------------------------------------------- gguf
 
 @dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, deps=[thyme_model, thyme_tokenizer],
-          kinds={"gguf"}, pool=compute_pool(),
+          kinds={"gguf"}, pool=model_pool(Loads.ALWAYS),
           description="Each Llama-style transformer of the experiment exported to GGUF (Q8_0) with the project's GGUF "
                       "path, checked in llama.cpp (same tokens, logits against torch) and continuing a prompt. "
                       "ThymeLM has no GGUF form; an experiment without a transformer exports nothing.")

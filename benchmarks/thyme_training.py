@@ -39,6 +39,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
+from distillery_assets.device import pick_device
 from distillery_assets.thyme.model import N_STATE, ThymeConfig, ThymeLM, parameter_count
 from distillery_assets.training.loop import keep_freed_memory
 
@@ -109,7 +110,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=5, help="rounds (the first warms up)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default=pick_device())
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--vocab", type=int, default=10_000)

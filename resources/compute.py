@@ -1,5 +1,6 @@
-"""``ComputeResource``: where a GPU step runs. One typed step (a spec from ``distillery_assets.training.steps``,
-``compute.run_step(spec) -> TrainResult | ExportResult``), two places:
+"""``ComputeResource``: where a GPU step runs. One typed step (a ``distillery_assets.steps.StepSpec[R]``: a LoRA's
+training or export, a filter's scorer, a thyme model; ``compute.run_step(spec) -> R``, the spec's own result
+type), two places:
 
 * ``local``  calls ``spec.run(data_dir())`` in this process (CPU here, CUDA when present).
 * ``modal``  uploads ``spec.inputs()`` (paths relative to data_dir) to a Modal Volume, calls the deployed
@@ -20,7 +21,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar
 
 import dagster as dg
 from pydantic import ValidationError
@@ -30,10 +31,10 @@ from distillery_assets.catalog import fingerprint
 from distillery_assets.io import atomic_path
 from distillery_assets.io.yamlfile import field_problems
 from distillery_assets.paths import data_dir, safe_child
-from distillery_assets.training.results import ExportResult, StepResult, TrainResult
-from distillery_assets.training.steps import ExportGGUFSpec, StepSpecBase, TrainLoraSpec
+from distillery_assets.steps import StepResult, StepSpec
 
 log = logging.getLogger(__name__)
+R = TypeVar("R", bound=StepResult)
 
 DEFAULT_APP = "distillery-gpu"
 SCORE_APP = "distillery-score"  # resources/modal_scoring.py: filter scoring fanned out over shards
@@ -55,7 +56,7 @@ def _rel_paths(paths: Sequence[str | Path], what: str) -> list[str]:
     return rels
 
 
-def _dump(spec: StepSpecBase) -> dict[str, Any]:
+def _dump(spec: StepSpec[Any]) -> dict[str, Any]:
     try:
         return spec.model_dump(mode="json")
     except PydanticSerializationError as exc:
@@ -183,14 +184,7 @@ class ComputeResource(dg.ConfigurableResource):
         """``local CPU``, ``modal GPU``...: where a step ran, for metadata and the catalogue."""
         return f"{self.backend} {'GPU' if device == 'cuda' else 'CPU'}"
 
-    @overload
-    def run_step(self, spec: TrainLoraSpec) -> TrainResult: ...
-    @overload
-    def run_step(self, spec: ExportGGUFSpec) -> ExportResult: ...
-    @overload
-    def run_step(self, spec: StepSpecBase) -> StepResult: ...
-
-    def run_step(self, spec: StepSpecBase) -> StepResult:
+    def run_step(self, spec: StepSpec[R]) -> R:
         """Run ``spec`` on the configured backend and return its typed result. The spec's ``inputs()``
         must exist under data_dir() before, its ``outputs()`` after."""
         dumped = _dump(spec)
@@ -264,7 +258,7 @@ class ComputeResource(dg.ConfigurableResource):
         return result
 
 
-def _validate_result(spec: StepSpecBase, data: Any) -> StepResult:
+def _validate_result(spec: StepSpec[R], data: Any) -> R:
     """The Modal function's returned dict, validated as the spec's result type."""
     if not isinstance(data, dict):
         raise ComputeBackendError(f"run_step {spec.kind!r} returned {type(data).__name__}, expected a dict")

@@ -2,10 +2,10 @@
 
 It holds one function, ``run_step(spec)`` (the filters' batch scoring has its own app on the same image:
 ``resources/modal_scoring.py``): ``spec`` is a step spec's ``model_dump()`` (its ``kind`` says which
-step); it is parsed and run with ``root=/vol`` (a Modal Volume) by ``distillery_assets.training.steps.run_dumped``,
-exactly as the local backend runs the spec with ``root=data_dir()``, and the result comes back as
-``result.model_dump()``. The volume is committed so the caller (``resources.compute.ComputeResource``,
-backend ``modal``) can download the outputs. Importing this module needs no Modal credentials and no network; deploying does.
+step); it is parsed by :func:`parse_spec` (every spec is imported here, so each has registered its kind) and
+run with ``root=/vol`` (a Modal Volume), exactly as the local backend runs the spec with ``root=data_dir()``,
+and the result comes back as ``result.model_dump()``. The volume is committed so the caller
+(``resources.compute.ComputeResource``, backend ``modal``) can download the outputs. Importing this module needs no Modal credentials and no network; deploying does.
 
 Deploy-time settings (environment variables):
   DISTILLERY_MODAL_GPU        GPU type, default A10G (the caller may override per call)
@@ -19,8 +19,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import modal
+
+from distillery_assets.filters.train import TrainFilterSpec
+from distillery_assets.steps import STEP_KINDS, StepSpec
+from distillery_assets.thyme.steps import TrainThymeSpec
+from distillery_assets.training.steps import ExportGGUFSpec, TrainLoraSpec
 
 APP_NAME = "distillery-gpu"
 FUNCTION_NAME = "run_step"
@@ -56,6 +62,17 @@ PYTHON_PACKAGES = (
 # it the one transformers and the converter import.
 GGUF_PACKAGE = "gguf==0.19.0"
 LOCAL_SOURCES = ("distillery_assets",)
+STEPS = (TrainLoraSpec, ExportGGUFSpec, TrainFilterSpec, TrainThymeSpec)
+"""Every step this function runs; each spec class registered its ``kind`` when it was defined (imported above)."""
+
+
+def parse_spec(data: dict[str, Any]) -> StepSpec[Any]:
+    """A dumped spec parsed back into its class, chosen by ``kind``."""
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind not in STEP_KINDS:
+        raise ValueError(f"unknown step {kind!r}; known steps: {', '.join(sorted(STEP_KINDS))}")
+    return STEP_KINDS[kind].model_validate(data)
+
 
 image = (
     modal.Image.debian_slim(python_version=PYTHON_VERSION)
@@ -75,8 +92,6 @@ app = modal.App(APP_NAME, image=image)
 @app.function(gpu=GPU, timeout=TIMEOUT_S, volumes={VOLUME_ROOT: volume}, secrets=secrets, serialized=False)
 def run_step(spec: dict) -> dict:
     """Run one dumped step spec against the volume, return its dumped result, and persist what it wrote."""
-    from distillery_assets.training.steps import parse_spec
-
     step = parse_spec(spec)  # an unknown kind or a bad field fails before anything is touched
     volume.reload()  # see inputs uploaded since this container started
     try:

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from distillery_assets.io import atomic_write_bytes
-from distillery_assets.io.hashing import sha256_file
+from distillery_assets.device import pick_device
+from distillery_assets.io.hashing import sha256_file_cached
 
 log = logging.getLogger(__name__)
 
@@ -61,27 +62,8 @@ def model_identity(folder: Path | str) -> str:
     for file in files:
         if file.exists():
             digest.update(file.name.encode())
-            digest.update(_cached_sha(file).encode())
+            digest.update(sha256_file_cached(file).encode())
     return digest.hexdigest()[:16]
-
-
-_SHA_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def _cached_sha(file: Path) -> str:
-    stat = file.stat()
-    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA_MEMO:
-        _SHA_MEMO[key] = sha256_file(file)
-    return _SHA_MEMO[key]
-
-
-def pick_device(device: str | None = None) -> str:
-    import torch
-
-    if device:
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def mean_pool(hidden: Any, mask: Any, normalize: bool = True) -> Any:

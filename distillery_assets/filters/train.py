@@ -1,6 +1,7 @@
 """Train a filter's scorer: a regressor from document text to one score per dimension.
 
-Three modes, one loop, one output layout:
+Three modes (:data:`MODES`, a small class each: how it builds, feeds and saves the scorer), one loop, one
+output layout:
 
 * ``frozen_head`` (the offline default, FineWeb-Edu's recipe): the shipped all-MiniLM-L6-v2 encoder is
   frozen, documents are embedded once (mean pooled, cached by text hash, :mod:`.embed`) and only a linear
@@ -9,12 +10,12 @@ Three modes, one loop, one output layout:
 * ``lora``: the seed's GPU recipe. ``AutoModelForSequenceClassification(num_labels=<dims>,
   problem_type="regression")`` on Qwen2.5 0.5B/1.5B with LoRA r16/alpha 32/dropout .05 on every
   projection (q,k,v,o,gate,up,down), max length 512, AdamW 2e-5, 500 warmup steps, clip 1.0
-  (:meth:`FilterTrainConfig.qwen_lora`). Runs through ``ComputeResource.run_step(TrainFilterSpec)``.
+  (those fields of ``FilterTrainConfig``; 3 epochs of batch 8). Runs through ``ComputeResource.run_step(TrainFilterSpec)``.
 
 Why not ``training.loop.train_loop``: that loop trains causal LMs on token ids with a token-weighted NLL
 and validates by NLL; a scorer's loss is MSE on float targets, its validation is MAE/RMSE per dimension
-and the best epoch (by val MAE) must be kept. The loop here is that regression loop, a screen long;
-it shares the optimizer (AdamW) and the schedule (``transformers.get_scheduler``) with the LoRA loop.
+and the best epoch (by val MAE) must be kept. The loop here is that regression loop, a screen long; its
+seeding, device, optimizer (AdamW) and schedule are the shared ones (``training.loop``, ``device.pick_device``).
 
 Per epoch, on train and val: ``loss`` (MSE), ``mae``, ``rmse``, ``<dim>_mae``, ``<dim>_rmse``. The best
 epoch by val MAE is saved to ``model/``; the test split is scored at the end, beside the mean predictor
@@ -38,12 +39,14 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from distillery_assets.device import pick_device
 from distillery_assets.filters import metrics as M
 from distillery_assets.filters.baselines import MeanPredictor, RidgeBaseline
 from distillery_assets.filters.embed import EMBEDDED_ENCODER, EmbeddingCache, Encoder, embed_texts, resolve_encoder
+from distillery_assets.filters.sources import MODEL_SEP, document_text
 from distillery_assets.io import JsonlError, atomic_path, atomic_write_text, iter_jsonl
-from distillery_assets.training.results import StepResult
-from distillery_assets.training.steps import RelPath, StepSpecBase, finished, step_fingerprint
+from distillery_assets.steps import RelPath, StepResult, StepSpec, finished, step_fingerprint
+from distillery_assets.training.loop import make_optimizer, make_scheduler, seed_torch
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,6 @@ RESULT_FILE = "train_result.json"
 """Inside ``model/``: the step's result, reused when the fingerprint matches."""
 SCORER_FORMAT = "distillery-filter-scorer/1"
 QWEN_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-QWEN_MODELS = {"0.5B": "Qwen/Qwen2.5-0.5B", "1.5B": "Qwen/Qwen2.5-1.5B"}
 
 
 # ------------------------------------------------------------------------------------------------ config
@@ -103,16 +105,6 @@ class FilterTrainConfig(BaseModel):
             raise ValueError("score_min must be below score_max")
         return self
 
-    @classmethod
-    def qwen_lora(cls, size: Literal["0.5B", "1.5B"] = "0.5B", **changes: Any) -> FilterTrainConfig:
-        """The seed's GPU recipe: Qwen2.5 + LoRA r16 on every projection, 512 tokens, AdamW 2e-5,
-        500 warmup steps, clip 1.0, 3 epochs of batch 8."""
-        base = dict(mode="lora", base_model=QWEN_MODELS[size], max_length=512, epochs=3, batch_size=8,
-                    learning_rate=2e-5, warmup_steps=500, max_grad_norm=1.0, lora_r=16, lora_alpha=32,
-                    lora_dropout=0.05, lora_targets=list(QWEN_PROJECTIONS), gradient_checkpointing=True,
-                    pad_to_max_length=True, lr_scheduler="linear")
-        return cls(**{**base, **changes})
-
     @property
     def clip(self) -> tuple[float, float] | None:
         return None if self.score_min is None else (float(self.score_min), float(self.score_max))
@@ -131,10 +123,8 @@ class FilterExample:
 
 
 def example_text(record: dict[str, Any]) -> str:
-    """The model's input, as the seed builds it: ``title\\n\\ncontent`` (content alone without a title)."""
-    title = str(record.get("title") or "").strip()
-    content = str(record.get("content") or record.get("text") or "")
-    return f"{title}\n\n{content}" if title else content
+    """The model's input, as the seed builds it: the document's text with ``MODEL_SEP`` (``title\\n\\ncontent``)."""
+    return document_text(record, MODEL_SEP)
 
 
 def load_split(path: Path, dims: Sequence[str]) -> list[FilterExample]:
@@ -211,55 +201,190 @@ class MeanPoolRegressor:
         return _Module()
 
 
-def _set_threads(cfg: FilterTrainConfig) -> None:
-    import torch
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-
-
 def _count(params: Any) -> int:
     return int(sum(p.numel() for p in params))
 
 
-class _Batcher:
-    """Turns a list of example indices into model inputs for one mode."""
+# ------------------------------------------------------------------------------------------------- modes
 
-    def __init__(self, mode: str, *, embeddings: dict[str, Any] | None = None, tokenizer: Any = None,
-                 texts: dict[str, list[str]] | None = None, max_length: int = 256, pad_to_max: bool = False,
-                 device: str = "cpu"):
-        self.mode, self.embeddings, self.tokenizer, self.texts = mode, embeddings, tokenizer, texts
-        self.max_length, self.pad_to_max, self.device = max_length, pad_to_max, device
+class ScorerMode:
+    """One training mode: how it builds the scorer on ``device``, turns example indices into model inputs,
+    reads predictions off the model and saves ``model/``. One instance per run holds that run's model."""
 
-    def __call__(self, split: str, idx: Sequence[int]) -> dict[str, Any]:
-        if self.mode == "frozen_head":
-            return {"embeddings": self.embeddings[split][list(idx)]}
-        batch = self.tokenizer([self.texts[split][i] for i in idx], truncation=True, max_length=self.max_length,
-                               padding="max_length" if self.pad_to_max else True, return_tensors="pt")
+    name: ClassVar[str]
+
+    def __init__(self, cfg: FilterTrainConfig, device: str):
+        self.cfg, self.device = cfg, device
+        self.base = self.resolve_base()
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.texts: dict[str, list[str]] = {}
+        self.embeddings: dict[str, np.ndarray] | None = None
+        """The MiniLM sentence vectors of each split, when the mode computed them (the ridge baseline's too)."""
+
+    def resolve_base(self) -> Path | str:
+        return resolve_encoder(self.cfg.base_model)
+
+    def build(self, texts: dict[str, list[str]], y_train: np.ndarray, n_dims: int,
+              cache: EmbeddingCache | None) -> None:
+        """Build ``self.model`` (on the device) and ``self.tokenizer`` for these split texts."""
+        raise NotImplementedError
+
+    def inputs(self, split: str, idx: Sequence[int]) -> dict[str, Any]:
+        """The model's inputs for examples ``idx`` of ``split``: the texts tokenized, on the device."""
+        cfg = self.cfg
+        batch = self.tokenizer([self.texts[split][i] for i in idx], truncation=True, max_length=cfg.max_length,
+                               padding="max_length" if cfg.pad_to_max_length else True, return_tensors="pt")
         return {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
 
+    def forward(self, split: str, idx: Sequence[int]) -> Any:
+        """Predicted scores (batch, dims) of examples ``idx`` of ``split``."""
+        return self.model(**self.inputs(split, idx))
 
-def _logits(model: Any, batch: dict[str, Any], mode: str) -> Any:
-    out = model(**batch)
-    return out.logits if mode == "lora" else out
+    def predict(self, split: str, batch_size: int) -> np.ndarray:
+        """Every example of ``split`` scored in eval mode, clipped to the configured scale."""
+        import torch
+
+        n = len(self.texts[split])
+        was = self.model.training
+        self.model.eval()
+        rows = []
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                rows.append(self.forward(split, range(start, min(n, start + batch_size))).float().cpu().numpy())
+        if was:
+            self.model.train()
+        pred = np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+        clip = self.cfg.clip
+        return np.clip(pred, *clip) if clip else pred
+
+    def ridge_features(self, cache: EmbeddingCache | None) -> dict[str, np.ndarray]:
+        """The ridge baseline's features: the MiniLM vectors of each split (computed here if the mode had none)."""
+        if self.embeddings is None:
+            probe = Encoder(resolve_encoder(EMBEDDED_ENCODER), max_length=min(self.cfg.max_length, 256),
+                            device=self.device)
+            self.embeddings = {k: embed_texts(v, probe, cache, batch_size=64) for k, v in self.texts.items()}
+        return self.embeddings
+
+    def save(self, folder: Path) -> None:
+        """The model's files in ``folder`` (``model/`` being written)."""
+        raise NotImplementedError
 
 
-def _predict(model: Any, batcher: _Batcher, split: str, n: int, batch_size: int, mode: str,
-             clip: tuple[float, float] | None) -> np.ndarray:
-    import torch
+class _MiniLMMode(ScorerMode):
+    """The encoder + mean pooling + a linear head (:class:`MeanPoolRegressor`), features standardised by the
+    training embeddings and the head started at the training mean: epoch 1 begins at the mean predictor."""
 
-    was = model.training
-    model.eval()
-    rows = []
-    with torch.inference_mode():
-        for start in range(0, n, batch_size):
-            idx = list(range(start, min(n, start + batch_size)))
-            rows.append(_logits(model, batcher(split, idx), mode).float().cpu().numpy())
-    if was:
-        model.train()
-    pred = np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
-    return np.clip(pred, *clip) if clip else pred
+    def build(self, texts, y_train, n_dims, cache) -> None:
+        import torch
+
+        cfg, self.texts = self.cfg, texts
+        encoder = Encoder(self.base, max_length=cfg.max_length, device=self.device)
+        self.tokenizer = encoder.tokenizer
+        module = MeanPoolRegressor.build(encoder.model, n_dims, cfg.head_dropout, encoder.normalize)
+        self.embeddings = {k: embed_texts(v, encoder, cache, batch_size=64) for k, v in texts.items()}
+        with torch.no_grad():
+            module.feature_mean.copy_(torch.as_tensor(self.embeddings["train"].mean(0)))
+            module.feature_std.copy_(torch.as_tensor(self.embeddings["train"].std(0) + 1e-6))
+        self.prepare_encoder(module)
+        self.model = module.to(self.device)
+        with torch.no_grad():
+            self.model.head.bias.copy_(torch.as_tensor(y_train.mean(0)))
+            self.model.head.weight.mul_(0.1)
+
+    def prepare_encoder(self, module: Any) -> None:
+        """What the mode does to the encoder before training (freeze it, or checkpoint its gradients)."""
+
+    def save_encoder(self, folder: Path) -> None:
+        self.model.encoder.save_pretrained(str(folder))
+        self.tokenizer.save_pretrained(str(folder))
+
+    def save(self, folder: Path) -> None:
+        """The encoder's files (config.json, model.safetensors, tokenizer) + ``head.safetensors``."""
+        from safetensors.torch import save_file
+
+        self.save_encoder(folder)
+        model = self.model
+        tensors = {"weight": model.head.weight, "bias": model.head.bias, "feature_mean": model.feature_mean,
+                   "feature_std": model.feature_std}
+        save_file({name: t.detach().cpu().contiguous() for name, t in tensors.items()}, str(folder / HEAD_FILE))
+
+
+class FrozenHead(_MiniLMMode):
+    """The encoder frozen; documents embedded once (cached) and only the head trained on the vectors."""
+
+    name = "frozen_head"
+
+    def build(self, texts, y_train, n_dims, cache) -> None:
+        import torch
+
+        super().build(texts, y_train, n_dims, cache)
+        self.vectors = {k: torch.as_tensor(v, device=self.device) for k, v in self.embeddings.items()}
+
+    def prepare_encoder(self, module: Any) -> None:
+        for p in module.encoder.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, split: str, idx: Sequence[int]) -> Any:
+        return self.model(embeddings=self.vectors[split][list(idx)])
+
+    def save_encoder(self, folder: Path) -> None:
+        base = Path(str(self.base))
+        if not base.is_dir():  # a Hub id: the encoder as transformers loaded it
+            return super().save_encoder(folder)
+        for item in base.iterdir():  # the untouched encoder: copy its files as they are
+            if item.name in ("README.md",):
+                continue
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, folder / item.name)
+
+
+class FullFinetune(_MiniLMMode):
+    """Every weight of the encoder and the head trained on tokenized text."""
+
+    name = "full_finetune"
+
+    def prepare_encoder(self, module: Any) -> None:
+        if self.cfg.gradient_checkpointing and self.device == "cuda":
+            module.encoder.gradient_checkpointing_enable()
+
+
+class LoraRegressor(ScorerMode):
+    """The seed's sequence-classification regressor with a LoRA adapter (the score head trained whole)."""
+
+    name = "lora"
+
+    def resolve_base(self) -> Path | str:
+        cfg = self.cfg
+        return resolve_encoder(cfg.base_model) if cfg.base_model == EMBEDDED_ENCODER else cfg.base_model
+
+    def build(self, texts, y_train, n_dims, cache) -> None:
+        from peft import LoraConfig, TaskType, get_peft_model
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        cfg, base, self.texts = self.cfg, str(self.base), texts
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=n_dims, problem_type="regression")
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if cfg.gradient_checkpointing and self.device == "cuda":
+            model.gradient_checkpointing_enable()
+            model.enable_input_require_grads()
+        lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                          lora_dropout=cfg.lora_dropout, target_modules=list(cfg.lora_targets))
+        self.model, self.tokenizer = get_peft_model(model, lora).to(self.device), tokenizer
+
+    def forward(self, split: str, idx: Sequence[int]) -> Any:
+        return self.model(**self.inputs(split, idx)).logits
+
+    def save(self, folder: Path) -> None:
+        """The PEFT adapter + tokenizer."""
+        self.model.save_pretrained(str(folder))
+        self.tokenizer.save_pretrained(str(folder))
+
+
+MODES: dict[str, type[ScorerMode]] = {m.name: m for m in (FrozenHead, FullFinetune, LoraRegressor)}
+"""Every training mode by the name ``FilterTrainConfig.mode`` gives."""
 
 
 # ------------------------------------------------------------------------------------------------ result
@@ -340,51 +465,21 @@ def train_filter(cfg: FilterTrainConfig, train: Sequence[FilterExample], val: Se
         bad = [e.id for e in split if len(e.labels) != len(dims)]
         if bad:
             raise ValueError(f"{name} split: example(s) {bad[:3]} do not have {len(dims)} labels")
-    _set_threads(cfg)
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    seed_torch(cfg.seed, cfg.threads)
+    mode = MODES[cfg.mode](cfg, pick_device(cfg.device))
+    device = mode.device
     splits = {"train": list(train), "val": list(val), "test": list(test)}
     y = {k: targets(v) for k, v in splits.items()}
-    texts = {k: [e.text for e in v] for k, v in splits.items()}
-
-    # ---- model and inputs per mode
-    base = resolve_encoder(cfg.base_model) if cfg.mode != "lora" or cfg.base_model == EMBEDDED_ENCODER else cfg.base_model
-    embeddings_np: dict[str, np.ndarray] | None = None
-    tokenizer = None
-    if cfg.mode in ("frozen_head", "full_finetune"):
-        encoder = Encoder(base, max_length=cfg.max_length, device=device)
-        tokenizer = encoder.tokenizer
-        module = MeanPoolRegressor.build(encoder.model, len(dims), cfg.head_dropout, encoder.normalize)
-        embeddings_np = {k: embed_texts(v, encoder, cache, batch_size=64) for k, v in texts.items()}
-        with torch.no_grad():
-            module.feature_mean.copy_(torch.as_tensor(embeddings_np["train"].mean(0)))
-            module.feature_std.copy_(torch.as_tensor(embeddings_np["train"].std(0) + 1e-6))
-        if cfg.mode == "frozen_head":
-            for p in module.encoder.parameters():
-                p.requires_grad_(False)
-        elif cfg.gradient_checkpointing and device == "cuda":
-            module.encoder.gradient_checkpointing_enable()
-    else:
-        module, tokenizer = _lora_model(cfg, str(base), len(dims), device)
-    model = module.to(device)
-    with torch.no_grad():  # start the head at the training mean: epoch 1 begins at the mean predictor
-        head = model.head if cfg.mode != "lora" else None
-        if head is not None:
-            head.bias.copy_(torch.as_tensor(y["train"].mean(0)))
-            head.weight.mul_(0.1)
-    emb_t = None if cfg.mode != "frozen_head" else {k: torch.as_tensor(v, device=device) for k, v in embeddings_np.items()}
-    batcher = _Batcher(cfg.mode, embeddings=emb_t, tokenizer=tokenizer, texts=texts, max_length=cfg.max_length,
-                       pad_to_max=cfg.pad_to_max_length, device=device)
+    mode.build({k: [e.text for e in v] for k, v in splits.items()}, y["train"], len(dims), cache)
+    model = mode.model
     y_t = {k: torch.as_tensor(v, device=device) for k, v in y.items()}
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    per_epoch = math.ceil(len(train) / cfg.batch_size)
-    total = per_epoch * cfg.epochs
-    from transformers import get_scheduler
-
-    warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total)
-    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=min(warmup, total),
-                              num_training_steps=total)
+    optimizer = make_optimizer(trainable, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    total = math.ceil(len(train) / cfg.batch_size) * cfg.epochs
+    scheduler = make_scheduler(optimizer, cfg.lr_scheduler, total, warmup_ratio=cfg.warmup_ratio,
+                               warmup_steps=cfg.warmup_steps)
+    eval_batch = max(cfg.batch_size, 64)
 
     history: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, Any]] | None = None
@@ -396,8 +491,7 @@ def train_filter(cfg: FilterTrainConfig, train: Sequence[FilterExample], val: Se
         rng.shuffle(order)
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            pred = _logits(model, batcher("train", idx), cfg.mode).float()
-            loss = torch.nn.functional.mse_loss(pred, y_t["train"][idx])
+            loss = torch.nn.functional.mse_loss(mode.forward("train", idx).float(), y_t["train"][idx])
             if not torch.isfinite(loss):  # the seed skips NaN-loss batches; so do we, and say so
                 log.warning("epoch %d: skipped a batch with a non-finite loss", epoch)
                 optimizer.zero_grad(set_to_none=True)
@@ -411,8 +505,7 @@ def train_filter(cfg: FilterTrainConfig, train: Sequence[FilterExample], val: Se
             optimizer.zero_grad(set_to_none=True)
         record = {"epoch": epoch}
         for split in ("train", "val"):
-            pred = _predict(model, batcher, split, len(splits[split]), max(cfg.batch_size, 64), cfg.mode, cfg.clip)
-            record[split] = M.regression_metrics(pred, y[split], dims)
+            record[split] = M.regression_metrics(mode.predict(split, eval_batch), y[split], dims)
         history.append(record)
         log.info("epoch %d: train MAE %.4f val MAE %.4f", epoch, record["train"]["mae"], record["val"]["mae"])
         if best is None or record["val"]["mae"] < best[0]:
@@ -424,13 +517,11 @@ def train_filter(cfg: FilterTrainConfig, train: Sequence[FilterExample], val: Se
     _load_trainable_state(model, best[2])
 
     # ---- test: the scorer and the baselines on the same rows
-    pred_test = _predict(model, batcher, "test", len(test), max(cfg.batch_size, 64), cfg.mode, cfg.clip)
+    pred_test = mode.predict("test", eval_batch)
     mean = MeanPredictor.fit(y["train"])
-    if embeddings_np is None:
-        probe = Encoder(resolve_encoder(EMBEDDED_ENCODER), max_length=min(cfg.max_length, 256), device=device)
-        embeddings_np = {k: embed_texts(v, probe, cache, batch_size=64) for k, v in texts.items()}
-    ridge = RidgeBaseline.fit(embeddings_np["train"], y["train"], embeddings_np["val"], y["val"], clip=cfg.clip)
-    predictions = {"model": pred_test, "mean": mean.predict(len(test)), "ridge": ridge.predict(embeddings_np["test"])}
+    features = mode.ridge_features(cache)
+    ridge = RidgeBaseline.fit(features["train"], y["train"], features["val"], y["val"], clip=cfg.clip)
+    predictions = {"model": pred_test, "mean": mean.predict(len(test)), "ridge": ridge.predict(features["test"])}
     overall = M.weighted_overall(judge.weights)
     table = {name: M.judge(p, y["test"], dims, overall=overall, tiers=judge.tiers, threshold=judge.threshold)
              for name, p in predictions.items()}
@@ -456,7 +547,7 @@ def train_filter(cfg: FilterTrainConfig, train: Sequence[FilterExample], val: Se
                    "normalize": True, "clip": list(cfg.clip) if cfg.clip else None, "head": HEAD_FILE,
                    "filter_name": filter_name, "filter_version": str(filter_version), "fingerprint": fingerprint}
     with atomic_path(version_dir / MODEL_DIR, is_dir=True) as tmp:
-        _save_model(model, tokenizer, cfg, base, tmp)
+        mode.save(tmp)
         atomic_write_text(tmp / SCORER_FILE, json.dumps(scorer_meta, indent=2))
         atomic_write_text(tmp / RESULT_FILE, result.record_json())
     atomic_write_text(version_dir / HISTORY_FILE, json.dumps(history, indent=2))
@@ -496,47 +587,6 @@ def _load_trainable_state(model: Any, state: dict[str, Any]) -> None:
             named[name].copy_(value.to(named[name].device))
 
 
-def _lora_model(cfg: FilterTrainConfig, base: str, n_dims: int, device: str) -> tuple[Any, Any]:
-    """The seed's sequence-classification regressor with a LoRA adapter (the score head trained whole)."""
-    from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=n_dims, problem_type="regression")
-    model.config.pad_token_id = tokenizer.pad_token_id
-    if cfg.gradient_checkpointing and device == "cuda":
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
-    lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                      lora_dropout=cfg.lora_dropout, target_modules=list(cfg.lora_targets))
-    return get_peft_model(model, lora), tokenizer
-
-
-def _save_model(model: Any, tokenizer: Any, cfg: FilterTrainConfig, base: Any, folder: Path) -> None:
-    """``model/``: the encoder's files (config.json, model.safetensors, tokenizer) + ``head.safetensors``
-    for the MiniLM modes; the PEFT adapter + tokenizer for ``lora``."""
-    from safetensors.torch import save_file
-
-    if cfg.mode == "lora":
-        model.save_pretrained(str(folder))
-        tokenizer.save_pretrained(str(folder))
-        return
-    if cfg.mode == "frozen_head" and Path(str(base)).is_dir():
-        for item in Path(str(base)).iterdir():  # the untouched encoder: copy its files as they are
-            if item.name in ("README.md",):
-                continue
-            (shutil.copytree if item.is_dir() else shutil.copy2)(item, folder / item.name)
-    else:
-        model.encoder.save_pretrained(str(folder))
-        tokenizer.save_pretrained(str(folder))
-    tensors = {"weight": model.head.weight, "bias": model.head.bias, "feature_mean": model.feature_mean,
-               "feature_std": model.feature_std}
-    head = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-    save_file(head, str(folder / HEAD_FILE))
-
-
 def judge_predictions(preds: TestPredictions, dims: Sequence[str], *, overall: M.OverallFn,
                       tiers: Sequence[tuple[str, float]], threshold: float | None = None) -> dict[str, dict[str, Any]]:
     """The results table again from recorded test predictions, with another overall rule (the filter's
@@ -548,12 +598,11 @@ def judge_predictions(preds: TestPredictions, dims: Sequence[str], *, overall: M
 
 # --------------------------------------------------------------------------------------------- the step
 
-class TrainFilterSpec(StepSpecBase):
+class TrainFilterSpec(StepSpec[FilterTrainResult]):
     """Train a filter's scorer on its splits; ``version_dir`` gets ``model/``, ``training_history.json``
     and ``training_metadata.json``. Run it with ``ComputeResource.run_step`` (local or Modal)."""
 
     kind: Literal["train_filter"] = "train_filter"
-    result_type: ClassVar[type[StepResult]] = FilterTrainResult
     config: FilterTrainConfig = FilterTrainConfig()
     filter_name: str
     filter_version: str
@@ -595,6 +644,6 @@ class TrainFilterSpec(StepSpecBase):
                             on_epoch=on_epoch)
 
 
-__all__ = ["FilterTrainConfig", "FilterExample", "FilterTrainResult", "TrainFilterSpec", "TestPredictions",
+__all__ = ["FilterTrainConfig", "FilterExample", "FilterTrainResult", "TrainFilterSpec", "TestPredictions", "MODES",
            "JudgeSettings", "load_split", "train_filter", "judge_predictions", "training_metadata",
            "example_text", "MODEL_DIR", "HISTORY_FILE", "METADATA_FILE", "SCORER_FILE"]

@@ -13,11 +13,10 @@ with the same fingerprint comes back with ``reused=True`` and nothing is trained
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
+from distillery_assets.steps import RelPath, StepResult, StepSpec
 from distillery_assets.thyme.experiments import Experiment
-from distillery_assets.training.results import StepResult
-from distillery_assets.training.steps import RelPath, StepSpecBase
 
 
 class ThymeTrainResult(StepResult):
@@ -40,11 +39,10 @@ class ThymeTrainResult(StepResult):
     epochs: list[dict[str, Any]] = []
 
 
-class TrainThymeSpec(StepSpecBase):
+class TrainThymeSpec(StepSpec[ThymeTrainResult]):
     """Train one model of an experiment on its tokenized dataset; the run folder is the output."""
 
     kind: Literal["train_thyme"] = "train_thyme"
-    result_type: ClassVar[type[StepResult]] = ThymeTrainResult
     experiment: Experiment
     model_key: str
     dataset_dir: RelPath

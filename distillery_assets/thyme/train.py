@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery_assets.io import atomic_path, atomic_write_text
-from distillery_assets.io.hashing import sha256_text
+from distillery_assets.io.hashing import json_fingerprint
 from distillery_assets.thyme.dataset import Dataset
 from distillery_assets.thyme.experiments import Experiment, LlamaArchitecture, ThymeArchitecture, warmup_ratio
 from distillery_assets.thyme.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -81,7 +81,7 @@ def loop_config(exp: Experiment, key: str, n_train_windows: int):
 def run_fingerprint(exp: Experiment, key: str, dataset: Dataset, cfg) -> str:
     body = {"loop": cfg.fingerprint(), "model": exp.models[key].model_dump(), "dataset": dataset.info["fingerprint"],
             "vocab": dataset.vocab_size}
-    return sha256_text(json.dumps(body, sort_keys=True))[:16]
+    return json_fingerprint(body)
 
 
 class ProgressLog:
@@ -139,13 +139,14 @@ def train_model(exp: Experiment, key: str, dataset: Dataset, folder: Path, *, de
 
     import torch
 
-    from distillery_assets.training.loop import (BEST_STATE, HISTORY_FILE, Checkpoints, amp_dtype, pick_device,
-                                                 seed_torch, train_loop)
+    from distillery_assets.device import pick_device
+    from distillery_assets.training.loop import (BEST_STATE, HISTORY_FILE, Checkpoints, amp_dtype, seed_torch,
+                                                 train_loop)
 
     folder = Path(folder)
     arch = exp.models[key]
     cfg = loop_config(exp, key, len(dataset.train))
-    device = device or pick_device(cfg)
+    device = pick_device(device, cuda_required=cfg.cuda_required)
     if exp.training_for(key).amp:
         cfg = cfg.model_copy(update={"autocast": amp_dtype(device)})
         if cfg.autocast is None:
@@ -155,7 +156,7 @@ def train_model(exp: Experiment, key: str, dataset: Dataset, folder: Path, *, de
     if finished and finished.get("fingerprint") == fingerprint and (folder / WEIGHTS_FILE).exists():
         log.info("%s/%s: a finished run with the same settings is in %s; reused", exp.name, key, folder)
         return TrainedModel(key, folder, load_model(folder), finished, reused=True)
-    seed_torch(cfg)
+    seed_torch(cfg.seed, cfg.threads)
     model = build_model(arch, dataset.vocab_size).to(device)
     checkpoints = Checkpoints(folder / CHECKPOINT_DIR, fingerprint)
     resume_at = checkpoint_step(folder, fingerprint)

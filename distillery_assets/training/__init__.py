@@ -3,10 +3,10 @@
 Shared by any training (fine-tune or from scratch):
 config.py      LoopConfig (what every loop reads) and TrainConfig (a fine-tune: + base, LoRA, 4-bit, export);
                profiles from data/config/training/<role>.yaml
-loop.py        device, batching, token loss, optimizer/schedule, the step loop, history file, checkpoints with
-               the step counter and resume, progress logging
+loop.py        seeding, batching, token loss, optimizer/schedule (the filter trainer's too), the step loop,
+               history file, checkpoints with the step counter and resume, progress logging
 chat_data.py   ChatML JSONL -> token ids, labels only on assistant turns, truncation + rejects
-steps.py       typed step specs (TrainLoraSpec, ExportGGUFSpec; ``kind`` field), the one fingerprint/reuse rule;
+steps.py       the fine-tunes' step specs (TrainLoraSpec, ExportGGUFSpec) on ``distillery_assets.steps``;
                run by the compute resource (local | Modal)
 results.py     typed step results (TrainResult, ExportResult), JSON round-trippable
 

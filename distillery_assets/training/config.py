@@ -17,14 +17,13 @@ Unknown keys are errors (a typo must not silently fall back to a default).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from distillery_assets.io.hashing import sha256_text
+from distillery_assets.io.hashing import json_fingerprint
 from distillery_assets.io.yamlfile import read_yaml, validate_yaml
 
 PROFILE_ENV = "DISTILLERY_TRAIN_PROFILE"
@@ -53,7 +52,7 @@ class LoraSettings(_Strict):
 
 
 class QuantSettings(_Strict):
-    """4-bit loading of the base for QLoRA. Only used when CUDA is present (see ``loop.pick_device``)."""
+    """4-bit loading of the base for QLoRA. Only used when CUDA is present (see ``LoopConfig.cuda_required``)."""
 
     load_in_4bit: bool = False
     quant_type: Literal["nf4", "fp4"] = "nf4"
@@ -139,12 +138,20 @@ class LoopConfig(_Strict):
         """Paged 8-bit AdamW is a GPU recipe; such a profile refuses to run on CPU."""
         return self.optimizer == "paged_adamw_8bit"
 
+    @property
+    def cuda_required(self) -> str | None:
+        """Why this profile cannot run without CUDA, for ``device.pick_device``; None when it can."""
+        if not self.needs_cuda:
+            return None
+        return (f"profile {self.profile!r} of {self.role!r} is a GPU recipe (4-bit QLoRA / paged 8-bit AdamW): use "
+                "profile cpu_small here or the modal compute backend")
+
     def fingerprint(self) -> str:
         """A stable hash of every setting that shapes the result: a finished run with the same one is reused."""
         body = self.model_dump(exclude=set(NOT_IN_FINGERPRINT))
         if body.get("autocast") is None:
             body.pop("autocast", None)  # runs from before the setting existed keep their fingerprints
-        return sha256_text(json.dumps(body, sort_keys=True))[:16]
+        return json_fingerprint(body)
 
 
 class TrainConfig(LoopConfig):

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from distillery_assets.device import pick_device
 from distillery_assets.io import atomic_path
 from distillery_assets.training.chat_data import load_chat_split
 from distillery_assets.training.config import TrainConfig
@@ -146,9 +147,7 @@ def export_gguf(
         timings["merge_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = pick_device()
         merged = merged.to(device)
         for s in sets:
             s.merged = torch_score(merged, s.examples, pad_id=tokenizer.pad_token_id or eot_id, device=device)

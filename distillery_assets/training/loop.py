@@ -1,6 +1,6 @@
-"""What every training run shares, fine-tune or from scratch: device choice, batching, token-weighted loss,
-optimizer and schedule, the optimizer-step loop with gradient accumulation, per-epoch validation, a
-history file, checkpoints with the step counter, resume, and progress logging.
+"""What every training run shares, fine-tune or from scratch: seeding, batching, token-weighted loss, optimizer
+and schedule (a filter's scorer takes these three too), the optimizer-step loop with gradient accumulation,
+per-epoch validation, a history file, checkpoints with the step counter, resume, and progress logging.
 
 The loop trains whatever parameters of ``model`` require gradients (a LoRA's adapters, or every weight of
 a model trained from scratch) on :class:`~distillery_assets.training.chat_data.Example` token ids with
@@ -108,25 +108,13 @@ def log_progress(p: Progress) -> None:
 
 # ----------------------------------------------------------------------------------------- loop utilities
 
-def pick_device(cfg: LoopConfig) -> str:
+def seed_torch(seed: int, threads: int | None = None) -> None:
+    """Seed torch and set its CPU threads (None: torch's default); every training run starts here."""
     import torch
 
-    if torch.cuda.is_available():
-        return "cuda"
-    if cfg.needs_cuda:
-        raise RuntimeError(
-            f"profile {cfg.profile!r} of {cfg.role!r} is a GPU recipe (4-bit QLoRA / paged 8-bit AdamW) and no "
-            "CUDA device is present; use profile cpu_small here or the modal compute backend"
-        )
-    return "cpu"
-
-
-def seed_torch(cfg: LoopConfig) -> None:
-    import torch
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
 
 
 def batches(examples: list[Example], size: int, rng: random.Random | None) -> list[list[Example]]:
@@ -206,21 +194,26 @@ def evaluate_loss(model: Any, examples: list[Example], *, batch_size: int, pad_i
     return total / count
 
 
-def make_optimizer(cfg: LoopConfig, params: list[Any]):
+def make_optimizer(params: list[Any], *, learning_rate: float, weight_decay: float = 0.0,
+                   kind: str = "adamw_torch"):
+    """AdamW over ``params`` (``paged_adamw_8bit``: bitsandbytes' paged 8-bit AdamW, a GPU recipe)."""
     import torch
 
-    if cfg.optimizer == "paged_adamw_8bit":
+    if kind == "paged_adamw_8bit":
         import bitsandbytes as bnb
 
-        return bnb.optim.PagedAdamW8bit(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        return bnb.optim.PagedAdamW8bit(params, lr=learning_rate, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
 
 
-def make_scheduler(cfg: LoopConfig, optimizer: Any, total_steps: int):
+def make_scheduler(optimizer: Any, name: str, total_steps: int, *, warmup_ratio: float = 0.0,
+                   warmup_steps: int = 0):
+    """``transformers.get_scheduler(name)`` over ``total_steps``; the warmup is ``warmup_steps`` when set, else
+    ``warmup_ratio`` of the run, never longer than the run."""
     from transformers import get_scheduler
 
-    return get_scheduler(cfg.lr_scheduler, optimizer,
-                         num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
+    warmup = min(warmup_steps or math.ceil(warmup_ratio * total_steps), total_steps)
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
 def plan_steps(n_examples: int, cfg: LoopConfig) -> int:
@@ -389,8 +382,9 @@ def train_loop(
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("the model has no parameters that require gradients; nothing to train")
-    optimizer = make_optimizer(cfg, trainable)
-    scheduler = make_scheduler(cfg, optimizer, total_steps)
+    optimizer = make_optimizer(trainable, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                               kind=cfg.optimizer)
+    scheduler = make_scheduler(optimizer, cfg.lr_scheduler, total_steps, warmup_ratio=cfg.warmup_ratio)
     if cfg.autocast == "fp16" and device != "cuda":
         raise ValueError(f"profile {cfg.profile!r} of {cfg.role!r}: autocast fp16 needs CUDA (device here: {device}); "
                          "use bf16 or none")

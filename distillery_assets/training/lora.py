@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from distillery_assets.device import pick_device
 from distillery_assets.io import atomic_path, atomic_write_text
 from distillery_assets.training.chat_data import load_chat_split
 from distillery_assets.training.config import TrainConfig
 from distillery_assets.training.loop import (
-    HISTORY_FILE, Checkpoints, ProgressFn, evaluate_loss, log_progress, pick_device, seed_torch, train_loop,
+    HISTORY_FILE, Checkpoints, ProgressFn, evaluate_loss, log_progress, seed_torch, train_loop,
 )
 from distillery_assets.training.results import EpochRecord, RejectRecord, SplitStats, TrainResult
 
@@ -102,8 +103,8 @@ def train_lora(
     """Train, evaluate, save the adapter atomically to ``out_dir`` with its result (``METRICS_FILE``) and
     history; an interrupted run with the same ``fingerprint`` resumes from its checkpoint."""
     started = time.perf_counter()
-    seed_torch(cfg)
-    device = pick_device(cfg)
+    seed_torch(cfg.seed, cfg.threads)
+    device = pick_device(cuda_required=cfg.cuda_required)
     tokenizer = load_tokenizer(base)
     train = load_chat_split(train_path, tokenizer, max_seq=cfg.max_seq, limit=cfg.max_train_examples)
     val = load_chat_split(val_path, tokenizer, max_seq=cfg.max_seq, limit=cfg.max_val_examples)

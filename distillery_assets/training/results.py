@@ -1,4 +1,5 @@
-"""What the GPU steps return: pydantic models that round-trip through JSON.
+"""What the fine-tunes' steps return: pydantic models that round-trip through JSON (their base, ``StepResult``,
+is :mod:`distillery_assets.steps`'s).
 
 The same types locally and on Modal: the Modal function returns ``result.model_dump(mode="json")`` and the
 caller re-validates the dict with the step's ``result_type``. Each finished step also writes its result
@@ -15,19 +16,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from distillery_assets.steps import StepResult
+
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class StepResult(_Record):
-    """Base of every step's result. ``reused``: a finished output with the same fingerprint was kept."""
-
-    reused: bool = False
-
-    def record_json(self) -> str:
-        """The JSON written beside the step's output (``reused`` is a property of a call, not of the run)."""
-        return self.model_dump_json(indent=2, exclude={"reused"})
 
 
 class EpochRecord(_Record):

@@ -1,112 +1,40 @@
-"""The GPU steps as typed specs, run the same way in process and on Modal.
-
-A step is a pydantic spec with a ``kind`` field; ``spec.run(root) -> StepResult`` does the work. Every
-path in a spec is relative to ``root`` (``data_dir()`` locally, ``/vol`` on Modal) and is refused at
-construction if it is absolute or climbs out with ``..``. A spec also names the files it reads
-(``inputs()``) and writes (``outputs()``), so the compute resource knows what to upload and download.
+"""The fine-tunes' compute steps: a LoRA trained and exported to GGUF, as typed specs
+(:class:`distillery_assets.steps.StepSpec`, run the same way in process and on Modal).
 
     TrainLoraSpec(config=cfg, train="poetry/poet/train.jsonl", val="poetry/poet/val.jsonl",
                   adapter_dir="models/lora/poet/cpu_small")                        -> TrainResult
     ExportGGUFSpec(config=cfg, adapter_dir="models/lora/poet/cpu_small", val="...",
                    out_dir="models/gguf/poet/cpu_small", chat_messages=[...])      -> ExportResult
 
-Over the wire (Modal) the function receives ``spec.model_dump(mode="json")``, rebuilds the spec with
-:func:`parse_spec` (by ``kind``), runs it and returns ``result.model_dump(mode="json")``; the caller
-re-validates that dict with ``spec.result_type``.
-
-Each step skips work that is already done: :func:`step_fingerprint` (settings + input file hashes) is
-compared with the one recorded beside a finished output by :func:`finished`; on a match the recorded
-result comes back with ``reused=True``.
+Both skip work that is already done: their fingerprint (settings + input file hashes) is compared with the
+one recorded beside a finished output; on a match the recorded result comes back with ``reused=True``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
+from typing import Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic import Field
 
 from distillery_assets.io import atomic_write_text
-from distillery_assets.io.hashing import sha256_file, sha256_text
 from distillery_assets.paths import safe_child
+from distillery_assets.steps import RelPath, StepSpec, finished, read_result, step_fingerprint
 from distillery_assets.training.base_model import EMBEDDED_BASE_RELDIR, base_identity, resolve_base
 from distillery_assets.training.config import EMBEDDED_BASE, TrainConfig
 from distillery_assets.training.perplexity import HeldoutText
-from distillery_assets.training.results import ExportResult, StepResult, TrainResult
-
-R = TypeVar("R", bound=StepResult)
-
-
-# --------------------------------------------------------------------------------- fingerprint and reuse
-
-def step_fingerprint(settings: Any, files: Sequence[Path] = ()) -> str:
-    """The one fingerprint of a step: its JSON-able settings plus the sha256 of each input file."""
-    body = json.dumps({"settings": settings, "files": [sha256_file(f) for f in files]}, sort_keys=True)
-    return sha256_text(body)[:16]
-
-
-def read_result(record: Path, model: type[R]) -> R | None:
-    """The result recorded in ``record``, or None if it is missing or no longer matches ``model``."""
-    try:
-        return model.model_validate_json(Path(record).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValidationError):
-        return None
-
-
-def finished(record: Path, model: type[R], fingerprint: str, artefact: Path) -> R | None:
-    """The recorded result of a finished run with this ``fingerprint`` whose ``artefact`` exists, marked reused."""
-    done = read_result(record, model)
-    if done is None or getattr(done, "fingerprint", None) != fingerprint or not Path(artefact).exists():
-        return None
-    return done.model_copy(update={"reused": True})
-
-
-# ------------------------------------------------------------------------------------------------- specs
-
-def _relative(value: str, info: ValidationInfo) -> str:
-    safe_child(Path("/step-root"), value, source=f"step spec field {info.field_name!r}")
-    return PurePosixPath(value).as_posix()
-
-
-RelPath = Annotated[str, AfterValidator(_relative)]
-"""A path relative to the step's root (no absolute paths, no ``..``)."""
-
-
-class StepSpecBase(BaseModel):
-    """Base of every step spec. Subclasses set ``kind``, ``result_type`` and implement the three methods."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: str
-    result_type: ClassVar[type[StepResult]] = StepResult
-
-    def inputs(self) -> list[str]:
-        """Paths (relative to the root) the step reads; uploaded first on Modal."""
-        return []
-
-    def outputs(self) -> list[str]:
-        """Paths (relative to the root) the step must leave behind; downloaded after it on Modal."""
-        return []
-
-    def run(self, root: Path) -> StepResult:
-        raise NotImplementedError
-
-    def path(self, field: str, root: Path) -> Path:
-        """The absolute path of a spec field under ``root`` (checked again against the real root)."""
-        return safe_child(Path(root), getattr(self, field), source=f"step spec field {field!r}")
+from distillery_assets.training.results import ExportResult, TrainResult
 
 
 def _base_input(cfg: TrainConfig) -> list[str]:
     return [EMBEDDED_BASE_RELDIR] if cfg.base_model == EMBEDDED_BASE else []
 
 
-class TrainLoraSpec(StepSpecBase):
+class TrainLoraSpec(StepSpec[TrainResult]):
     """Train a LoRA adapter on a ChatML train/val pair; the adapter folder is the output."""
 
     kind: Literal["train_lora"] = "train_lora"
-    result_type: ClassVar[type[StepResult]] = TrainResult
     config: TrainConfig
     train: RelPath
     val: RelPath
@@ -132,11 +60,10 @@ class TrainLoraSpec(StepSpecBase):
         return train_lora(cfg, base, train, val, adapter_dir, fingerprint=fingerprint)
 
 
-class ExportGGUFSpec(StepSpecBase):
+class ExportGGUFSpec(StepSpec[ExportResult]):
     """Merge an adapter into its base, convert and quantize to GGUF, measure perplexity and a chat reply."""
 
     kind: Literal["export_gguf"] = "export_gguf"
-    result_type: ClassVar[type[StepResult]] = ExportResult
     config: TrainConfig
     adapter_dir: RelPath
     val: RelPath
@@ -200,31 +127,3 @@ class ExportGGUFSpec(StepSpecBase):
         record = safe_child(Path(root), self.record_rel_for(result.quant), source="export_gguf result record")
         atomic_write_text(record, result.record_json())
         return result
-
-
-# ------------------------------------------------------------------------------------------ registry
-
-STEP_KINDS: dict[str, type[StepSpecBase]] = {"train_lora": TrainLoraSpec, "export_gguf": ExportGGUFSpec}
-"""Every step by its ``kind``: what a dict from the wire is parsed into."""
-
-
-def step_kinds() -> dict[str, type[StepSpecBase]]:
-    """:data:`STEP_KINDS` with the steps defined outside this module (``thyme.steps``: it imports this one)."""
-    from distillery_assets.filters.train import TrainFilterSpec
-    from distillery_assets.thyme.steps import TrainThymeSpec
-
-    STEP_KINDS.setdefault("train_thyme", TrainThymeSpec)
-    STEP_KINDS.setdefault("train_filter", TrainFilterSpec)
-    return STEP_KINDS
-
-StepSpec = Annotated[Union[TrainLoraSpec, ExportGGUFSpec], Field(discriminator="kind")]  # noqa: UP007
-"""The discriminated union of the step specs, for a model that holds a step (``TypeAdapter(StepSpec)``)."""
-
-
-def parse_spec(data: dict[str, Any]) -> StepSpecBase:
-    """A spec from its JSON form, chosen by ``kind``."""
-    kind = data.get("kind") if isinstance(data, dict) else None
-    kinds = step_kinds()
-    if kind not in kinds:
-        raise ValueError(f"unknown step {kind!r}; known steps: {', '.join(sorted(kinds))}")
-    return kinds[kind].model_validate(data)

@@ -63,7 +63,8 @@ def config_dir(tmp_path, monkeypatch) -> Path:
 
 def test_chain_trains_exports_checks_and_declines_upload_without_token(data_dir, config_dir):
     chain = finetune_chain(FinetuneChain(name="demo", train_asset="demo_train", val_asset="demo_val", group="demo",
-                                         config_file="demo.yaml"))
+                                         config_file="demo.yaml", lora_asset="demo_lora",
+                                         gguf_asset="demo_gguf", upload_asset="demo_gguf_upload"))
     catalog = CatalogResource()
     result = dg.materialize(
         [base_model, demo_train, demo_val, *chain],

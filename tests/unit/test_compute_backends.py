@@ -6,15 +6,15 @@ import contextlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import pytest
 from modal.volume import FileEntry, FileEntryType
 
-import distillery_assets.training.steps as steps_module
-from distillery_assets.training.results import StepResult
-from distillery_assets.training.steps import RelPath, StepSpecBase, parse_spec
+import distillery_assets.steps as steps_module
+from distillery_assets.steps import RelPath, StepResult, StepSpec
 from resources.compute import ComputeBackendError, ComputeResource, ModalStepRunner
+from resources.modal_app import parse_spec
 
 
 class ConcatResult(StepResult):
@@ -22,11 +22,10 @@ class ConcatResult(StepResult):
     root_name: str
 
 
-class ConcatSpec(StepSpecBase):
+class ConcatSpec(StepSpec[ConcatResult]):
     """A tiny step of the real shape: reads inputs under root, writes a file and a folder."""
 
     kind: Literal["concat"] = "concat"
-    result_type: ClassVar[type[StepResult]] = ConcatResult
     parts: list[RelPath]
     out: RelPath
     folder: RelPath
@@ -227,3 +226,16 @@ def test_modal_result_that_does_not_match_the_result_type_is_refused(concat_step
     monkeypatch.setattr(ComputeResource, "modal_runner", lambda self: ModalStepRunner(volume, function, data_dir))
     with pytest.raises(ComputeBackendError, match="not a valid ConcatResult: chars"):
         ComputeResource(backend="modal").run_step(SPEC.model_copy(update={"declared": []}))
+
+
+def test_each_spec_registers_its_kind_and_result_type():
+    from resources.modal_app import STEPS
+
+    assert {s.model_fields["kind"].default: s.result_type.__name__ for s in STEPS} == {
+        "train_lora": "TrainResult", "export_gguf": "ExportResult", "train_filter": "FilterTrainResult",
+        "train_thyme": "ThymeTrainResult"}
+    assert all(steps_module.STEP_KINDS[s.model_fields["kind"].default] is s for s in STEPS)
+    assert steps_module.STEP_KINDS["concat"] is ConcatSpec and ConcatSpec.result_type is ConcatResult
+    with pytest.raises(TypeError, match="step kind 'concat' is defined twice"):
+        class Again(StepSpec[ConcatResult]):
+            kind: Literal["concat"] = "concat"

@@ -9,9 +9,11 @@ from assets.finetune import FinetuneChain, _chat_messages, base_model, finetune_
 
 def _chains():
     return [*finetune_chain(FinetuneChain(name="educator", train_asset="educator_train", val_asset="educator_val",
-                                          group="poetry", config_file="educator.yaml")),
+                                          group="poetry", config_file="educator.yaml", lora_asset="educator_lora",
+                                          gguf_asset="educator_gguf", upload_asset="educator_gguf_upload")),
             *finetune_chain(FinetuneChain(name="poet", train_asset="poet_train", val_asset="poet_val",
-                                          group="poetry", config_file="poet.yaml"))]
+                                          group="poetry", config_file="poet.yaml", lora_asset="poet_lora",
+                                          gguf_asset="poet_gguf", upload_asset="poet_gguf_upload"))]
 
 
 def test_each_role_gets_lora_gguf_upload_and_three_checks_sharing_one_base():
@@ -59,7 +61,8 @@ def test_chain_is_a_frozen_dataclass_and_checks_ride_on_their_assets():
     import dataclasses
 
     chain = FinetuneChain(name="poet", train_asset="poet_train", val_asset="poet_val", group="poetry",
-                          config_file="poet.yaml")
+                          config_file="poet.yaml", lora_asset="poet_lora",
+                          gguf_asset="poet_gguf", upload_asset="poet_gguf_upload")
     try:
         chain.name = "other"  # type: ignore[misc]
     except dataclasses.FrozenInstanceError:
@@ -95,7 +98,8 @@ def test_the_poetry_chains_read_their_held_out_text_without_its_comment_header()
     from assets.finetune import FinetuneChain
 
     chain = FinetuneChain(name="poet", train_asset="poet_train", val_asset="poet_val", group="poetry",
-                          config_file="poet.yaml")
+                          config_file="poet.yaml", lora_asset="poet_lora",
+                          gguf_asset="poet_gguf", upload_asset="poet_gguf_upload")
     held = chain.heldout(chain.config("cpu_small"))
     assert held.name == "training/heldout/poetry_teaching.txt" and not held.text.startswith("#")
     assert len(held.text.split()) > 2000
@@ -120,7 +124,8 @@ def test_lora_without_the_base_checkpoint_fails_naming_base_model(data_dir):
         return data_dir / "valid.jsonl"
 
     lora, _, _ = finetune_chain(FinetuneChain(name="poet", train_asset="poet_train", val_asset="poet_val",
-                                              group="poetry", config_file="poet.yaml"))
+                                              group="poetry", config_file="poet.yaml", lora_asset="poet_lora",
+                                              gguf_asset="poet_gguf", upload_asset="poet_gguf_upload"))
     catalog = CatalogResource()
     result = dg.materialize([pt, pv, lora], raise_on_error=False, selection=["poet_train", "poet_val", "poet_lora"],
                             resources={"compute": ComputeResource(), "catalog": catalog,
@@ -130,3 +135,12 @@ def test_lora_without_the_base_checkpoint_fails_naming_base_model(data_dir):
     message = failure.step_failure_data.error.message
     assert "base checkpoint" in message and "base_model" in message and "'*poet_lora'" in message
     assert not (data_dir / "models" / "lora").exists()  # nothing trained, nothing half-written
+
+
+def test_chain_asset_names_must_follow_the_role():
+    import pytest
+
+    with pytest.raises(ValueError, match="asset names"):
+        FinetuneChain(name="poet", train_asset="poet_train", val_asset="poet_val", group="poetry",
+                      config_file="poet.yaml", lora_asset="poet_lora", gguf_asset="educator_gguf",
+                      upload_asset="poet_gguf_upload")

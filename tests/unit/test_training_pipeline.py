@@ -17,7 +17,8 @@ from distillery_assets.training.chat_data import IGNORE, load_chat_split, tokeni
 from distillery_assets.training.config import TrainConfig
 from distillery_assets.training.demo_data import demo_record, write_demo_chatml
 from distillery_assets.training.results import ExportResult, TrainResult
-from distillery_assets.training.steps import ExportGGUFSpec, TrainLoraSpec, parse_spec
+from distillery_assets.training.steps import ExportGGUFSpec, TrainLoraSpec
+from resources.modal_app import parse_spec
 
 
 @pytest.fixture(scope="module")
