@@ -15,7 +15,6 @@ computes only the texts the cache does not hold.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -30,7 +29,7 @@ import numpy as np
 
 from distillery_assets.io import atomic_write_bytes
 from distillery_assets.device import pick_device
-from distillery_assets.io.hashing import sha256_file_cached
+from distillery_assets.io.hashing import new_sha256, sha256_file_cached, sha256_text
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ def model_identity(folder: Path | str) -> str:
     if not path.is_dir():
         return str(folder)
     files = [path / "config.json", *sorted(path.glob("*.safetensors")), *sorted(path.glob("pytorch_model*.bin"))]
-    digest = hashlib.sha256()
+    digest = new_sha256()
     for file in files:
         if file.exists():
             digest.update(file.name.encode())
@@ -171,7 +170,7 @@ def quantize_int8(model: Any) -> Any:
 
 def text_key(text: str, encoder_identity: str, max_length: int) -> str:
     """The cache key of one text: sha256 over the encoder's identity, the max length and the text."""
-    digest = hashlib.sha256()
+    digest = new_sha256()
     digest.update(f"{encoder_identity}\0{max_length}\0".encode())
     digest.update(text.encode("utf-8"))
     return digest.hexdigest()
@@ -229,7 +228,7 @@ class EmbeddingCache:
             return None
         if len(keys) != len(vectors):
             raise ValueError(f"{len(keys)} keys for {len(vectors)} vectors")
-        name = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24] + ".npz"
+        name = sha256_text("\n".join(keys))[:24] + ".npz"
         buffer = io.BytesIO()
         np.savez(buffer, keys=np.asarray(list(keys)), vectors=np.asarray(vectors, dtype=np.float32))
         self.folder.mkdir(parents=True, exist_ok=True)
