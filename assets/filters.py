@@ -32,7 +32,7 @@ from typing import Any
 import dagster as dg
 
 from assets.logs import forward_logs
-from assets.meta import llm_usage_meta, path_md, records_table, size_mb, table_md
+from assets.meta import require_upstream, llm_usage_meta, path_md, records_table, size_mb, table_md
 from assets.pools import Loads, model_pool
 from distillery_assets.catalog import InputRef
 from distillery_assets.filters import ground_truth as gt_lib
@@ -66,12 +66,6 @@ def _definition(context: dg.AssetExecutionContext) -> tuple[FilterDefinition, Fi
         return load_filter(paths.definition), paths
     except FilterConfigError as exc:
         raise dg.Failure(str(exc)) from exc
-
-
-def _require(path: Path, what: str, asset: str) -> Path:
-    if not path.exists():
-        raise dg.Failure(f"{path}: no {what}; materialize {asset} for this partition first")
-    return path
 
 
 def _dagster_log(context: dg.AssetExecutionContext):
@@ -132,7 +126,7 @@ def filter_candidates(context: dg.AssetExecutionContext, catalog: CatalogResourc
                       "reason; pass rate against the config's expected rate.")
 def filter_prefiltered(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
     defn, paths = _definition(context)
-    docs = read_jsonl(_require(paths.candidates, "candidates", "filter_candidates"))
+    docs = read_jsonl(require_upstream(paths.candidates, "candidates", "filter_candidates"))
     pre = gt_lib.prefilter(defn, docs)
     rows = [{**doc, "prefilter": d.to_dict()} for doc, d in zip(docs, pre.decisions, strict=True)]
     atomic_write_jsonl(paths.prefiltered, rows)
@@ -185,7 +179,7 @@ def _ground_truth_meta(defn: FilterDefinition, paths: FilterPaths, gt, passed: i
 def filter_ground_truth(context: dg.AssetExecutionContext, llm: LLMResource,
                         catalog: CatalogResource) -> dg.MaterializeResult:
     defn, paths = _definition(context)
-    _require(paths.prefiltered, "prefilter decisions", "filter_prefiltered")
+    require_upstream(paths.prefiltered, "prefilter decisions", "filter_prefiltered")
     docs = pipeline.passed_documents(paths)
     mode = defn.config.oracle.mode
     client = llm.get_client(context) if mode == "llm" else None
@@ -239,7 +233,7 @@ def _agreement_meta(out: dict[str, Any]) -> dict[str, Any]:
 def filter_oracle_agreement(context: dg.AssetExecutionContext, config: AgreementConfig, llm: LLMResource,
                             catalog: CatalogResource) -> dg.MaterializeResult:
     defn, paths = _definition(context)
-    records = read_jsonl(_require(paths.labels, "labels", "filter_ground_truth"))
+    records = read_jsonl(require_upstream(paths.labels, "labels", "filter_ground_truth"))
     overrides = {k: v for k, v in {"provider": config.provider, "base_url": config.base_url,
                                    "api_key_env": config.api_key_env}.items() if v}
     model_b = config.model or defn.config.oracle.agreement_model
@@ -267,7 +261,7 @@ def filter_oracle_agreement(context: dg.AssetExecutionContext, config: Agreement
                       "fields (plus tiers per split and the files' sha256).")
 def filter_splits(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
     defn, paths = _definition(context)
-    records = read_jsonl(_require(paths.labels, "labels", "filter_ground_truth"))
+    records = read_jsonl(require_upstream(paths.labels, "labels", "filter_ground_truth"))
     try:
         meta_split = write_splits(records, defn, paths.splits_dir)
     except SplitError as exc:
@@ -299,7 +293,7 @@ def filter_model(context: dg.AssetExecutionContext, compute: ComputeResource,
                  catalog: CatalogResource) -> dg.MaterializeResult:
     defn, paths = _definition(context)
     cat = catalog.get()
-    _require(paths.split_metadata, "splits", "filter_splits")
+    require_upstream(paths.split_metadata, "splits", "filter_splits")
     try:
         spec = pipeline.train_spec(defn, paths)
     except FilterConfigError as exc:
@@ -336,8 +330,8 @@ def filter_model(context: dg.AssetExecutionContext, compute: ComputeResource,
                       "baselines and plots, conclusions, cost: oracle $ per 1,000 documents against the scorer's).")
 def filter_report(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
     defn, paths = _definition(context)
-    _require(paths.test_results, "trained model", "filter_model")
-    _require(paths.training_history, "training history", "filter_model")
+    require_upstream(paths.test_results, "trained model", "filter_model")
+    require_upstream(paths.training_history, "training history", "filter_model")
     report = pipeline.write_report(defn, paths)
     files = [paths.report_docx, *[paths.plots_dir / p for p in (*PLOTS, SUMMARY)]]
     meta = register_files(context, catalog.get(), files, [
@@ -365,7 +359,7 @@ class FilterUploadConfig(dg.Config):
 def filter_upload(context: dg.AssetExecutionContext, config: FilterUploadConfig, hub: HubResource,
                   catalog: CatalogResource) -> dg.MaterializeResult:
     defn, paths = _definition(context)
-    _require(paths.test_results, "trained model", "filter_model")
+    require_upstream(paths.test_results, "trained model", "filter_model")
     repo_id = pipeline.hub_repo(defn, config.hub_repo_id)
     full_id = hub.full_repo_id(repo_id)
     card = pipeline.filter_card(defn, paths, full_id)
@@ -403,7 +397,7 @@ class FilterScoresConfig(dg.Config):
 def filter_scores(context: dg.AssetExecutionContext, config: FilterScoresConfig, compute: ComputeResource,
                   catalog: CatalogResource) -> dg.MaterializeResult:
     defn, paths = _definition(context)
-    _require(paths.model_dir, "trained model", "filter_model")
+    require_upstream(paths.model_dir, "trained model", "filter_model")
     try:
         docs = pipeline.scoring_documents(defn)
     except (FilterConfigError, pipeline.MissingSource) as exc:

@@ -81,3 +81,10 @@ def llm_usage_meta(usage: Mapping[str, Any]) -> dict[str, Any]:
         "output_tokens": int(usage.get("output_tokens", 0)),
         "estimated_cost_usd": round(float(usage.get("cost_usd", 0.0) or 0.0), 6),
     }
+
+
+def require_upstream(path: Path, what: str, asset: str) -> Path:
+    """``path`` if it exists; else a Failure naming the file, what it is and the asset that makes it."""
+    if not path.exists():
+        raise dg.Failure(f"{path}: no {what}; materialize {asset} for this partition first")
+    return path

@@ -25,7 +25,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.logs import forward_logs
-from assets.meta import path_md, size_mb, table_md, text_md
+from assets.meta import require_upstream, path_md, size_mb, table_md, text_md
 from assets.pools import Loads, model_pool
 from distillery_assets.catalog import InputRef
 from distillery_assets.corpus.layout import CORPUS_SUFFIX, CorpusKind, corpus_root
@@ -75,12 +75,6 @@ def _source_files(exp: Experiment) -> list[Path]:
             books = sorted(folder.glob("*.txt"))
             files += [p for p in books if src.files is None or p.name in src.files]
     return files
-
-
-def _require(path: Path, what: str, asset: str) -> Path:
-    if not path.exists():
-        raise dg.Failure(f"{path}: no {what}; materialize {asset} for this partition first")
-    return path
 
 
 def _dagster_log(context: dg.AssetExecutionContext):
@@ -153,12 +147,12 @@ def thyme_corpus(context: dg.AssetExecutionContext, catalog: CatalogResource) ->
 # ---------------------------------------------------------------------------------------- tokenizer
 
 def _texts(exp: Experiment):
-    return (d.text for d in thyme_corpus_lib.read_corpus(_require(_folder(exp, "corpus"), "corpus", "thyme_corpus")))
+    return (d.text for d in thyme_corpus_lib.read_corpus(require_upstream(_folder(exp, "corpus"), "corpus", "thyme_corpus")))
 
 
 def _text_sha(exp: Experiment) -> str:
     """The digest of the corpus's joined texts (what the tokenizer and the dataset are made from)."""
-    return thyme_corpus_lib.corpus_stats(_require(_folder(exp, "corpus"), "corpus", "thyme_corpus")).text_sha256
+    return thyme_corpus_lib.corpus_stats(require_upstream(_folder(exp, "corpus"), "corpus", "thyme_corpus")).text_sha256
 
 
 @dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, deps=[thyme_corpus], kinds={"python"},
@@ -189,7 +183,7 @@ def thyme_tokenizer(context: dg.AssetExecutionContext, catalog: CatalogResource)
                       "memory-mapped token arrays with the seed's windows and covering windows.")
 def thyme_dataset(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
     exp = _experiment(context)
-    tokenizer = _require(_folder(exp, "tokenizer") / TOKENIZER_FILE, "tokenizer", "thyme_tokenizer")
+    tokenizer = require_upstream(_folder(exp, "tokenizer") / TOKENIZER_FILE, "tokenizer", "thyme_tokenizer")
     folder = _folder(exp, "dataset")
     ds = existing_dataset(folder, exp, _text_sha(exp), tokenizer=tokenizer)
     reused = ds is not None
@@ -220,7 +214,7 @@ def thyme_dataset(context: dg.AssetExecutionContext, catalog: CatalogResource) -
 def thyme_model(context: dg.AssetExecutionContext, compute: ComputeResource,
                 catalog: CatalogResource) -> dg.MaterializeResult:
     exp, cat = _experiment(context), catalog.get()
-    dataset_dir = _require(_folder(exp, "dataset"), "dataset", "thyme_dataset")
+    dataset_dir = require_upstream(_folder(exp, "dataset"), "dataset", "thyme_dataset")
     results, ran_on = {}, {}
     for key in exp.models:
         out = _folder(exp, "models") / key
@@ -261,7 +255,7 @@ def thyme_model(context: dg.AssetExecutionContext, compute: ComputeResource,
 # --------------------------------------------------------------------------------------------- eval
 
 def _model_folders(exp: Experiment) -> dict[str, Path]:
-    return {key: _require(_folder(exp, "models") / key / "model.json", f"trained model {key}", "thyme_model").parent
+    return {key: require_upstream(_folder(exp, "models") / key / "model.json", f"trained model {key}", "thyme_model").parent
             for key in exp.models}
 
 
@@ -272,7 +266,7 @@ def _model_folders(exp: Experiment) -> dict[str, Path]:
                       "five prompts (top-k 50, top-p 0.9), loss/perplexity curves; one runs row per experiment.")
 def thyme_eval(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
     exp, cat = _experiment(context), catalog.get()
-    dataset = open_dataset(_require(_folder(exp, "dataset"), "dataset", "thyme_dataset"))
+    dataset = open_dataset(require_upstream(_folder(exp, "dataset"), "dataset", "thyme_dataset"))
     models, ood = _model_folders(exp), inputs_dir() / OOD_BOOK
     out = _folder(exp, "eval")
     with _dagster_log(context):
@@ -319,10 +313,10 @@ def thyme_gguf(context: dg.AssetExecutionContext, catalog: CatalogResource) -> d
     if not keys:
         return dg.MaterializeResult(metadata={"exported": "nothing: the experiment has no transformer "
                                                           "(ThymeLM has no GGUF form)"})
-    tokenizer = _require(_folder(exp, "tokenizer") / TOKENIZER_FILE, "tokenizer", "thyme_tokenizer")
+    tokenizer = require_upstream(_folder(exp, "tokenizer") / TOKENIZER_FILE, "tokenizer", "thyme_tokenizer")
     rows, paths = [], []
     for key in keys:
-        model_dir = _require(_folder(exp, "models") / key / "model.json", f"trained model {key}", "thyme_model").parent
+        model_dir = require_upstream(_folder(exp, "models") / key / "model.json", f"trained model {key}", "thyme_model").parent
         with _dagster_log(context):  # reused only if it is this model's and this exporter's
             result, reused = export_once(model_dir, tokenizer, _folder(exp, "gguf") / key)
         paths.append(Path(result.gguf_path))
@@ -358,11 +352,11 @@ def thyme_upload(context: dg.AssetExecutionContext, config: ThymeUploadConfig, h
     from distillery_assets.io import atomic_path, atomic_write_text
 
     exp = _experiment(context)
-    report = json.loads(_require(_folder(exp, "eval") / "eval.json", "evaluation", "thyme_eval").read_text())
+    report = json.loads(require_upstream(_folder(exp, "eval") / "eval.json", "evaluation", "thyme_eval").read_text())
     models = {k: json.loads((f / "model.json").read_text()) for k, f in _model_folders(exp).items()}
     corpus_stats = json.loads((_folder(exp, "corpus") / thyme_corpus_lib.CORPUS_MANIFEST).read_text())
     tokenizer_info = json.loads((_folder(exp, "tokenizer") / TOKENIZER_INFO).read_text())
-    ggufs = {k: json.loads(_require(_folder(exp, "gguf") / k / EXPORT_RECORD, f"GGUF export of {k}",
+    ggufs = {k: json.loads(require_upstream(_folder(exp, "gguf") / k / EXPORT_RECORD, f"GGUF export of {k}",
                                     "thyme_gguf").read_text())
              for k, a in exp.models.items() if isinstance(a, LlamaArchitecture)}
     repo_id = config.hub_repo_id or f"distillery-thyme-{exp.name}"
@@ -377,7 +371,7 @@ def thyme_upload(context: dg.AssetExecutionContext, config: ThymeUploadConfig, h
             for name in ("model.pt", "model.json", "training_history.json"):
                 shutil.copy2(src / name, dst / name)
             if key in ggufs:
-                gguf_file = _require(Path(ggufs[key]["gguf_path"]), f"GGUF of {key}", "thyme_gguf")
+                gguf_file = require_upstream(Path(ggufs[key]["gguf_path"]), f"GGUF of {key}", "thyme_gguf")
                 shutil.copy2(gguf_file, dst / gguf_file.name)
                 shutil.copy2(_folder(exp, "gguf") / key / EXPORT_RECORD, dst / EXPORT_RECORD)
         for name in ("eval.json", SAMPLES_FILE, PLOT_FILE):
