@@ -1,57 +1,36 @@
-"""The Hub model card of a trained filter scorer: YAML metadata from huggingface_hub's ``ModelCardData``,
-tables with the project's ``md_table`` (as ``hub/cards.py`` renders its cards), and a body that says how
-to load the scorer, what it scores, and how it compares with the baselines on the test split."""
+"""The Hub model card of a trained filter scorer, rendered by the project's one card renderer
+(:func:`distillery_assets.hub.cards.render_model_card`): what the scorer reads and returns, its dimensions and
+tiers, how it compares with the baselines on the test split, and how to load it."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData
-
 from distillery_assets.filters.metrics import FINEWEB_EDU_F1, fmt, results_head, results_rows
-from distillery_assets.hub.cards import _pairs_table
+from distillery_assets.hub.cards import ModelCardInfo, render_model_card
 from distillery_assets.markdown import md_table
 
-TEMPLATE = """---
-{{ card_data }}
----
-
-# {{ title }}
-
-{{ description }}
+SECTIONS = """## How it scores
 
 A document scorer distilled from LLM labels: it reads a document (title, blank line, content; at most
-{{ max_length }} tokens) and returns one score per dimension. The overall score is the weighted sum of the
+{max_length} tokens) and returns one score per dimension. The overall score is the weighted sum of the
 dimensions, then the filter's caps and gatekeepers; the tier is the first whose threshold it reaches.
 
 ## Dimensions
 
-{{ dims_table }}
+{dims_table}
 
 ## Tiers
 
-{{ tiers_table }}
+{tiers_table}"""
 
-## Results on the held-out test split
+EVALUATION = """On the held-out test split:
 
-{{ results_table }}
+{results_table}
 
 `mean` predicts the training mean for every document; `ridge` is a ridge regression on frozen sentence
-embeddings. For scale: FineWeb-Edu's distilled classifier reached F1 {{ anchor }} at its threshold.
-
-## Training
-
-{{ settings_table }}
-
-## Use it
-
-{{ usage }}
-
-## Limitations
-
-{{ limitations }}
-"""
+embeddings. For scale: FineWeb-Edu's distilled classifier reached F1 {anchor} at its threshold."""
 
 USAGE_HEAD = """The folder holds the encoder (`config.json`, `model.safetensors`, tokenizer), `head.safetensors` and
 `filter_model.json`. With Distillery:
@@ -88,24 +67,26 @@ def render_filter_card(*, repo_id: str, filter_name: str, filter_version: str, d
     hub_base = None if base.startswith("embedded:") else base
     if base.startswith("embedded:"):
         hub_base = "sentence-transformers/" + base.split(":", 1)[1]
-    data = ModelCardData(base_model=hub_base, datasets=list(datasets) or None, license="apache-2.0",
-                         language=["en"], library_name="peft" if mode == "lora" else "transformers",
-                         pipeline_tag="text-classification", model_name=f"{filter_name} v{filter_version}",
-                         tags=sorted({"distillery", "filter", "regression", f"filter-{filter_name}"}))
     usage = (USAGE_LORA if mode == "lora" else USAGE_HEAD).format(
         repo_id=repo_id, repo_dir=repo_id.split("/")[-1], base=base, n_dims=len(names), dims=names)
     settings = {k: metadata[k] for k in ("training_mode", "model_name", "max_length", "epochs", "batch_size",
                                          "learning_rate", "train_examples", "val_examples", "test_examples",
                                          "best_epoch", "best_val_mae") if k in metadata}
-    card = ModelCard.from_template(
-        data, template_str=TEMPLATE, title=f"{filter_name} v{filter_version}: distilled scorer",
-        description=description, max_length=metadata.get("max_length", "?"),
+    sections = SECTIONS.format(
+        max_length=metadata.get("max_length", "?"),
         dims_table=md_table([(n, fmt(float(w)), d) for n, w, d in dims], ["dimension", "weight", "description"]),
-        tiers_table=md_table([(n, fmt(float(t))) for n, t in tiers], ["tier", "threshold"]),
-        results_table=md_table([[fmt(v) for v in row] for row in results_rows(results, names)], results_head(names)),
-        settings_table=_pairs_table(settings, ["Setting", "Value"]) or "No settings recorded.",
-        anchor=FINEWEB_EDU_F1, usage=usage,
+        tiers_table=md_table([(n, fmt(float(t))) for n, t in tiers], ["tier", "threshold"]))
+    evaluation = EVALUATION.format(anchor=FINEWEB_EDU_F1, results_table=md_table(
+        [[fmt(v) for v in row] for row in results_rows(results, names)], results_head(names)))
+    info = ModelCardInfo(
+        repo_id=repo_id, title=f"{filter_name} v{filter_version}: distilled scorer", description=description,
+        asset_key="filter_model", base_model=hub_base, datasets=list(datasets),
+        tags=["filter", "regression", f"filter-{filter_name}"],
+        library_name="peft" if mode == "lora" else "transformers", pipeline_tag="text-classification",
+        artefact=("PEFT adapter (sequence classification, regression)" if mode == "lora"
+                  else "sentence encoder + linear regression head"),
+        settings=settings, usage_markdown=usage, extra_markdown=sections, evaluation_markdown=evaluation,
         limitations=limitations or ("Trained on LLM labels: it reproduces the oracle's judgement, including its "
                                     "mistakes and biases, and only as well as the test table shows."),
     )
-    return str(card)
+    return render_model_card(info)

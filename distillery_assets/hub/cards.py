@@ -39,12 +39,18 @@ The training data was not published with this model.
 No training settings were recorded.
 {% endif %}
 ## Evaluation
-{% if metrics_table %}
+{% if evaluation_markdown %}
+{{ evaluation_markdown }}
+{% elif metrics_table %}
 {{ metrics_table }}
 {% else %}
 No evaluation metrics were recorded for this model.
 {% endif %}
-{%- if gguf_file %}
+{%- if usage_markdown %}
+## Use it
+
+{{ usage_markdown }}
+{%- elif gguf_file %}
 ## Run it with llama.cpp
 
 Fetch the file, then chat with it in the terminal or serve an OpenAI-compatible API:
@@ -104,6 +110,9 @@ class ModelCardInfo(BaseModel):
     gguf_file: str | None = None  # None: a LoRA adapter folder, unless ``artefact`` says what it is
     artefact: str | None = None  # what the repo holds when it is neither a GGUF nor a LoRA (weights from scratch)
     library_name: str | None = None  # default: gguf, or peft for a LoRA
+    pipeline_tag: str = "text-generation"
+    usage_markdown: str | None = None  # how to load it, when it is neither a GGUF nor a causal-LM LoRA
+    evaluation_markdown: str | None = None  # the Evaluation section's body, when a metrics table is not enough
     quantization: str | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -141,7 +150,7 @@ def render_model_card(info: ModelCardInfo) -> str:
     data = ModelCardData(
         base_model=info.base_model, datasets=info.datasets or None, license=info.license,
         language=info.language, library_name=library, tags=tags,
-        pipeline_tag="text-generation", model_name=info.title,
+        pipeline_tag=info.pipeline_tag, model_name=info.title,
     )
     base = f"[{info.base_model}](https://huggingface.co/{info.base_model})" if info.base_model else "(trained from scratch)"
     built = f"Distillery asset `{info.asset_key}`" + (f", run `{info.run_id}`" if info.run_id else "")
@@ -159,6 +168,6 @@ def render_model_card(info: ModelCardInfo) -> str:
         system_prompt_shell=_shell_quote(info.system_prompt or ""),
         system_prompt_py=json.dumps(info.system_prompt or ""),
         n_ctx=info.n_ctx, limitations=info.limitations, extra_markdown=info.extra_markdown,
-        artefact=info.artefact,
+        artefact=info.artefact, usage_markdown=info.usage_markdown, evaluation_markdown=info.evaluation_markdown,
     )
     return str(card)

@@ -160,6 +160,11 @@ def test_report_plots_docx_and_card(trained, tmp_path):
                               description="test", dims=dims, tiers=TIERS, metadata=meta, results=result.test)
     assert card.startswith("---") and "| ridge |" in card and "pipeline_tag: text-classification" in card
     assert "sentence-transformers/all-MiniLM-L6-v2" in card
+    # rendered by the one card renderer: the results are the Evaluation section, the scorer's own loading code
+    # replaces the GGUF/adapter instructions
+    evaluation = card.split("## Evaluation", 1)[1].split("\n## ", 1)[0]
+    assert "| ridge |" in evaluation and "No evaluation metrics" not in card
+    assert "## Use it" in card and "Scorer(" in card and "llama-cli" not in card and "Built by" in card
 
 
 def test_load_split_names_file_line_and_field(tmp_path):
