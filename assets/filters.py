@@ -182,22 +182,32 @@ def filter_ground_truth(context: dg.AssetExecutionContext, llm: LLMResource,
     require_upstream(paths.prefiltered, "prefilter decisions", "filter_prefiltered")
     docs = pipeline.passed_documents(paths)
     mode = defn.config.oracle.mode
-    client = llm.get_client(context) if mode == "llm" else None
+    stopped: Exception | None = None
     try:
+        client = llm.get_client(context) if mode == "llm" else None
         gt = gt_lib.label(defn, docs, client, journal=paths.oracle_journal if mode == "llm" else None,
                           log=context.log.info)
-    except FilterConfigError as exc:
-        raise dg.Failure(str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 -- still an outcome: written below, then raised
+        stopped, gt = exc, gt_lib.GroundTruth.stopped(exc, mode)
     for line in gt.problems():
         context.log.warning(line)
-    if len(gt.records) < 3:
-        raise dg.Failure(f"{paths.key}: only {len(gt.records)} labelled documents ({len(gt.rejects)} rejects, "
-                         f"{len(gt.failures)} failures); at least 3 are needed for train/val/test")
+    # Whatever the outcome, the labels and rejects files describe this run (each written atomically, then
+    # catalogued): a failed run leaves its own (possibly empty) labels and its rejects, never the previous ones.
     usage, oracle = pipeline.write_ground_truth(paths, gt)
     cat, files = catalog.get(), pipeline.label_files(defn, paths)
     if files.journal is not None:  # registered first: an input of the labels (lineage reaches the oracle calls)
         register_files(context, cat, [files.journal], files.inputs)
     meta = register_files(context, cat, files.items, files.inputs)
+    if stopped is not None and not isinstance(stopped, FilterConfigError):
+        raise stopped  # an unexpected error keeps its own traceback (the files above already record it)
+    problem = gt.shortfall()
+    if problem:
+        raise dg.Failure(f"{paths.key}: {problem}; {paths.labels.name} and {paths.oracle_rejects.name} hold this "
+                         "run's outcome", metadata={
+                             "labels": path_md(paths.labels), "oracle_rejects": path_md(paths.oracle_rejects),
+                             "records": len(gt.records), "rejects": len(gt.rejects), "failures": len(gt.failures),
+                             "reject_reasons": _count_table(dict(Counter(r["reason"] for r in gt.rejects)),
+                                                            ("reason", "documents"))}) from stopped
     return dg.MaterializeResult(metadata={**meta, **_ground_truth_meta(defn, paths, gt, len(docs), usage, oracle)})
 
 

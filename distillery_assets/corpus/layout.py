@@ -18,6 +18,15 @@ CORPUS_ROOT_ENV = "DISTILLERY_CORPUS_ROOT"
 PROMPTS_FILE = "prompts.txt"
 CORPUS_SUFFIX = ".corpus"
 
+# A .corpus file is written as ".tmp-<name>-<pid>-<thread>-<n>" beside it first (io.atomic), so its name must
+# leave this much room below the filesystem's limit on one name (NAME_MAX: 255 bytes on ext4, xfs, btrfs, APFS).
+TEMP_NAME_ROOM = 48
+NAME_MAX_DEFAULT = 255
+PATH_MAX_DEFAULT = 4096
+# Names Windows (and so SMB shares, exFAT/NTFS drives) refuses whatever the extension; a corpus is copied around.
+RESERVED_STEMS = frozenset({"CON", "PRN", "AUX", "NUL", *(f"{p}{n}" for p in ("COM", "LPT") for n in "0123456789¹²³")})
+NOT_PORTABLE_CHARS = '<>:"|?*'
+
 
 class CorpusKind(str, Enum):
     """The two halves of the corpus; the value is the top-level directory name."""
@@ -37,6 +46,21 @@ def corpus_root(override: str | os.PathLike | None = None) -> Path:
 def partition_dir(root: Path, kind: CorpusKind, key: str) -> Path:
     """``<root>/<kind>/<key>``; the key comes from the tables, so it still goes through ``safe_child``."""
     return safe_child(root / kind.value, key, source=f"{kind.value} partition key")
+
+
+def _pathconf(directory: Path, name: str, default: int) -> int:
+    try:
+        value = os.pathconf(directory, name)
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), a missing folder, an unknown name
+        return default
+    return value if value and value > 0 else default
+
+
+def name_limits(directory: Path) -> tuple[int, int]:
+    """The longest ``.corpus`` file name (bytes) and the longest full path (bytes) the filesystem of
+    ``directory`` accepts for a file written atomically there (room left for the temporary name)."""
+    return (_pathconf(directory, "PC_NAME_MAX", NAME_MAX_DEFAULT) - TEMP_NAME_ROOM,
+            _pathconf(directory, "PC_PATH_MAX", PATH_MAX_DEFAULT) - TEMP_NAME_ROOM)
 
 
 def stale_temp_files(directory: Path, *, min_age_s: float = 600.0) -> list[Path]:

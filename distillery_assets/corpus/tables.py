@@ -11,8 +11,9 @@ import re
 from functools import cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from distillery_assets.corpus.layout import NAME_MAX_DEFAULT, RESERVED_STEMS, TEMP_NAME_ROOM
 from distillery_assets.io.yamlfile import ConfigFileError, read_yaml, validate_yaml
 from distillery_assets.paths import config_dir
 
@@ -22,6 +23,8 @@ TABLES_RELPATH = Path("corpus") / "prompt_tables.yaml"
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _CORPUS_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.corpus$")
 _WORD_TARGET = re.compile(r"^(\d+)-(\d+)$")
+# the longest .corpus name a prompts.txt line may give (on a filesystem whose names can be 255 bytes)
+MAX_FILE_NAME = NAME_MAX_DEFAULT - TEMP_NAME_ROOM
 
 
 def _repeated(items: list[str]) -> list[str]:
@@ -66,6 +69,10 @@ class StoryPrompt(_Strict):
     def _file_name(cls, value: str) -> str:
         if not _CORPUS_FILE.match(value):
             raise ValueError(f"file {value!r} must be a plain name ending in '.corpus' (no directories)")
+        if len(value) > MAX_FILE_NAME:
+            raise ValueError(f"file {value[:40]!r}... is {len(value)} characters long, at most {MAX_FILE_NAME}")
+        if value.split(".", 1)[0].upper() in RESERVED_STEMS:
+            raise ValueError(f"file {value!r} is a reserved device name on Windows")
         return value
 
 
@@ -143,6 +150,18 @@ class PromptTables(_Strict):
             if dupes:
                 raise ValueError(f"category {category!r} repeats subcategories {dupes}")
         return value
+
+    @model_validator(mode="after")
+    def _article_names_fit(self) -> "PromptTables":
+        # an article's file is "<subcategory, '-' -> '_'>_<angle slug>.corpus" (prompts.encyclopedia_file_name)
+        longest_angle = max(len(a.slug) for a in self.article_angles)
+        for category, subcategories in self.encyclopedia.items():
+            for sub in subcategories:
+                size = len(sub) + 1 + longest_angle + len(".corpus")
+                if size > MAX_FILE_NAME:
+                    raise ValueError(f"subcategory {sub!r} of {category!r} makes file names of {size} characters "
+                                     f"with the longest article angle, at most {MAX_FILE_NAME}")
+        return self
 
 
 def default_tables_path() -> Path:

@@ -8,6 +8,10 @@
 Every function returns plain data (documents, decisions, records, rejects, summaries); writing files is
 the caller's (``atomic_write_jsonl``), so nothing partial reaches disk. Rejects of the oracle are
 ``{"key", "reason", "detail"}``, failures ``{"key", "reason"}`` (asked again next run, never a score).
+
+Whatever a labelling run's outcome, its :class:`GroundTruth` is what the labels and rejects files describe:
+labelling that raised is :meth:`GroundTruth.stopped` (no records, the error); :meth:`GroundTruth.shortfall`
+says why a run's labels cannot be used (the asset writes them, then fails).
 """
 
 from __future__ import annotations
@@ -66,6 +70,9 @@ def prefilter(definition: FilterDefinition, documents: Sequence[dict]) -> Prefil
     return Prefiltered(decisions, passed, Prefilter.summarize(decisions, settings.expected_pass_rate))
 
 
+MIN_RECORDS = 3  # train, val and test need one labelled document each
+
+
 @dataclass
 class GroundTruth:
     records: list[dict]
@@ -75,6 +82,30 @@ class GroundTruth:
     usage: dict[str, Any] = field(default_factory=dict)
     selected: int = 0
     seconds: float = 0.0  # how long labelling took (the oracle's time, for its documents/s)
+    error: str | None = None  # labelling stopped with this error (then there are no records)
+
+    @classmethod
+    def stopped(cls, exc: BaseException, mode: str) -> "GroundTruth":
+        """The outcome of a labelling run that raised: no labels, and the error."""
+        error = f"{type(exc).__name__}: {exc}"
+        return cls([], [], [], {"mode": mode, "records": 0, "error": error}, error=error)
+
+    def shortfall(self) -> str | None:
+        """Why these labels cannot be used (the error that stopped labelling, or fewer than
+        :data:`MIN_RECORDS`), or None when they can."""
+        if self.error is not None:
+            return f"labelling stopped: {self.error}"
+        if len(self.records) < MIN_RECORDS:
+            return (f"only {len(self.records)} labelled documents ({len(self.rejects)} rejects, "
+                    f"{len(self.failures)} failures); at least {MIN_RECORDS} are needed for train/val/test")
+        return None
+
+    def outcome_rows(self) -> list[dict]:
+        """The rows of ``oracle_rejects.jsonl``: the rejects, then the failures, then the error that stopped
+        labelling, each with its ``kind`` (``reject``, ``failure``, ``error``)."""
+        return ([{**r, "kind": "reject"} for r in self.rejects] + [{**r, "kind": "failure"} for r in self.failures]
+                + ([{"key": None, "reason": "labelling_stopped", "detail": self.error, "kind": "error"}]
+                   if self.error is not None else []))
 
     @property
     def mean_overall(self) -> float:
@@ -86,7 +117,7 @@ class GroundTruth:
                    f"({r.get('where') or ''} {r.get('detail') or ''})".replace("( ", "(").replace(" )", ")")
                    for r in self.rejects[:limit]]
         return rejects + [f"oracle failure {r.get('key')} (asked again next run): {r.get('reason')}"
-                          for r in self.failures[:limit]]
+                          for r in self.failures[:limit]] + ([f"labelling stopped: {self.error}"] if self.error else [])
 
 
 def select_for_oracle(definition: FilterDefinition, documents: Sequence[dict]) -> list[dict]:

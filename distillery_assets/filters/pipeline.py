@@ -178,11 +178,12 @@ def passed_documents(paths: FilterPaths) -> list[dict]:
 
 
 def write_ground_truth(paths: FilterPaths, gt: GroundTruth) -> tuple[dict[str, Any], dict]:
-    """``labeled_articles.jsonl``, ``oracle_rejects.jsonl`` (rejects, then failures, each with its ``kind``) and
-    this run's usage added to ``oracle_usage.json``: (the usage totals, this run's oracle)."""
+    """``labeled_articles.jsonl``, ``oracle_rejects.jsonl`` (rejects, then failures, then the error that stopped
+    labelling, each with its ``kind``) and this run's usage added to ``oracle_usage.json``: (the usage totals,
+    this run's oracle). Written for every run that got to label, a failed one included (possibly no labels at
+    all), each file atomically, so both always describe the latest run."""
     atomic_write_jsonl(paths.labels, gt.records)
-    atomic_write_jsonl(paths.oracle_rejects, [{**r, "kind": "reject"} for r in gt.rejects]
-                       + [{**r, "kind": "failure"} for r in gt.failures])
+    atomic_write_jsonl(paths.oracle_rejects, gt.outcome_rows())
     return add_oracle_usage(paths, gt)
 
 

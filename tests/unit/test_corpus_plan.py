@@ -30,6 +30,17 @@ def test_parse_good_line(tmp_path):
         ("C:cats.corpus Write.", "absolute path"),
         (".corpus Write.", "does not end in '.corpus'"),
         ("cats.corpus    ", "no space after the file name"),
+        ("cats.corpus\tWrite.", "wrong separator: the file name is followed by a tab"),
+        ("cats.corpus\u00a0Write about cats.", "wrong separator: the file name is followed by a no-break space"),
+        ("..dotdot.corpus Write.", "starts with '.': a hidden file"),
+        (".cats.corpus Write.", "hidden file"),
+        ("x" * 250 + ".corpus Write.", "too long for the filesystem: 257 bytes, at most 207"),
+        ("é" * 110 + ".corpus Write.", "too long for the filesystem: 227 bytes"),  # bytes, not characters
+        ("CON.corpus Write.", "reserved device name on Windows (CON)"),
+        ("lpt1.notes.corpus Write.", "reserved device name on Windows (LPT1)"),
+        ("what?.corpus Write.", "refused by Windows"),
+        ("\ufeffcats.corpus Write.", "invisible or control character, U+FEFF"),
+        ("ca\x07ts.corpus Write.", "invisible or control character, U+0007"),
     ],
 )
 def test_bad_lines_are_rejected_with_source_and_reason(tmp_path, line, reason):
@@ -51,16 +62,42 @@ def test_bad_lines_do_not_stop_the_rest(tmp_path):
         "b.corpus Second prompt.\n"
         "a.corpus Duplicate name.\n"
     )
-    tasks, rejects = parse_prompts_file(prompts)
+    read = parse_prompts_file(prompts)
+    tasks, rejects = read.tasks, read.rejects
     assert [t.file for t in tasks] == ["a.corpus", "b.corpus"]
     assert [r.source for r in rejects] == [f"{prompts} line 2", f"{prompts} line 4", f"{prompts} line 6"]
     assert "already listed at line 1" in rejects[2].reason
 
 
+def test_a_byte_order_mark_is_removed_with_a_warning_and_utf16_is_one_reject(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_bytes(b"\xef\xbb\xbfa.corpus First.\nb.corpus Second.\n")
+    read = parse_prompts_file(prompts)
+    assert [t.file for t in read.tasks] == ["a.corpus", "b.corpus"] and read.rejects == []
+    assert read.warnings == [f"{prompts}: removed the UTF-8 byte-order mark at the start of the file (an editor "
+                             "added it; the file names are read without it)"]
+    prompts.write_text("a.corpus First.\n", encoding="utf-16")
+    read = parse_prompts_file(prompts)
+    assert read.tasks == [] and [str(r) for r in read.rejects] == [
+        f"{prompts} line 1: the file is UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8"]
+
+
+def test_a_name_the_filesystem_cannot_check_is_a_reject_not_a_stop(tmp_path):
+    leaf = tmp_path / "cat" / "sub"
+    leaf.mkdir(parents=True)
+    (leaf / "prompts.txt").write_text("a.corpus A.\nfolder.corpus F.\nb.corpus B.\n")
+    (leaf / "folder.corpus").mkdir()
+    plan = scan_partition(tmp_path / "cat")
+    assert [t.file for t in plan.pending] == ["a.corpus", "b.corpus"]
+    assert [str(r) for r in plan.rejects] == [
+        f"{leaf / 'prompts.txt'} line 2: 'folder.corpus' exists and is not a regular file (a folder?)"]
+
+
 def test_non_utf8_single_line_file_is_one_reject_naming_its_line(tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_bytes(b"a.corpus caf\xe9\n")
-    tasks, rejects = parse_prompts_file(prompts)
+    read = parse_prompts_file(prompts)
+    tasks, rejects = read.tasks, read.rejects
     assert tasks == [] and "not UTF-8" in rejects[0].reason and rejects[0].source == f"{prompts} line 1"
 
 
@@ -74,7 +111,8 @@ def test_one_non_utf8_byte_costs_only_its_line(tmp_path):
         + b"d.corpus Also bad \xfe\xfe.\n"
         + b"e.corpus Last, no newline."
     )
-    tasks, rejects = parse_prompts_file(prompts)
+    read = parse_prompts_file(prompts)
+    tasks, rejects = read.tasks, read.rejects
     assert [t.file for t in tasks] == ["a.corpus", "c.corpus", "e.corpus"]
     assert tasks[0].prompt == "Café au lait." and tasks[1].prompt == "Third prompt."
     assert [t.source for t in tasks] == [f"{prompts} line 1", f"{prompts} line 4", f"{prompts} line 6"]
