@@ -221,7 +221,8 @@ class ComputeResource(dg.ConfigurableResource):
 
         function = modal.Function.from_name(SCORE_APP, "score_shard", environment_name=self.modal_environment)
         function = function.with_options(gpu=self.gpu, timeout=self.timeout_s)
-        return modal_map_runner(function, rel, parallelism=parallelism, **options)
+        return _deploy_hint(modal_map_runner(function, rel, parallelism=parallelism, **options), SCORE_APP,
+                            "resources/modal_scoring.py")
 
     def modal_runner(self) -> ModalStepRunner:
         """Handles on the Modal Volume and deployed function (lazy: no network until used)."""
@@ -256,6 +257,22 @@ class ComputeResource(dg.ConfigurableResource):
             raise ComputeBackendError("Modal rejected the credentials (MODAL_TOKEN_ID / MODAL_TOKEN_SECRET); "
                                       "run `modal token new`") from exc
         return result
+
+
+def _deploy_hint(run: Any, app: str, module: str) -> Any:
+    """``run`` (a shard runner calling a deployed function lazily), with Modal's NotFoundError for an app that
+    was never deployed turned into a ComputeBackendError that says how to deploy it."""
+    import modal.exception
+
+    def hinted(wave: list) -> Any:  # a generator, as the runner's results: each shard is kept as it arrives
+        try:
+            yield from run(wave)
+        except modal.exception.NotFoundError as exc:
+            raise ComputeBackendError(f"Modal: {exc}. Deploy the app first: `modal deploy {module}` "
+                                      f"(app {app!r})") from exc
+
+    hinted.parallelism = getattr(run, "parallelism", 1)  # type: ignore[attr-defined]
+    return hinted
 
 
 def _validate_result(spec: StepSpec[R], data: Any) -> R:

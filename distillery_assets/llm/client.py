@@ -1,10 +1,14 @@
 """LLMClient: the one entry point that hides cache, rate limits, retries and JSON checking from callers.
 
 Per request: resolve the model -> request key -> cache hit? (answer without touching the provider) ->
-rate limiter -> provider call with retries (exponential backoff + jitter, Retry-After honoured)
--> JSON parse + schema validation with a bounded re-ask -> cache the success -> one usage row.
+claim the key (another run asking it: wait for its answer in the cache) -> rate limiter -> provider call with
+retries (exponential backoff + jitter, Retry-After honoured) -> only a reply that stopped by itself goes on
+(cut off at max_tokens: asked again with a larger budget; any other finish -- content filter, refusal, a tool
+call, a paused turn, no finish reason -- is a named failure, not asked again) -> JSON parse + schema
+validation with a bounded re-ask -> cache the success -> release the claim -> one usage row.
 Every request ends as ``ok=True`` or ``ok=False`` with a reason; nothing raises for one bad item.
-Identical requests in flight at once are made only once (the second waits and is served from the cache).
+Identical requests in flight at once are made only once: in one process the second waits on a per-key lock,
+across processes on the key's claim (``cache.ResponseCache.claim``), and is served from the cache.
 Errors, logs and rows pass through the secret scrubber.
 
 The core is asyncio: one event loop per process, on a daemon thread, where every request is a
@@ -38,13 +42,13 @@ from typing import Any
 
 import jsonschema
 
-from distillery_assets.llm.cache import ResponseCache
+from distillery_assets.llm.cache import Claim, ResponseCache
 from distillery_assets.llm.errors import ConfigError, ProviderError, RetryableError
 from distillery_assets.llm.jsonout import JSONReplyError, check_schema, parse_json_reply
 from distillery_assets.llm.limits import RateLimiter, estimate_tokens
 from distillery_assets.llm.pricing import estimate_cost
 from distillery_assets.llm.progress import ProgressCallback, ProgressTracker
-from distillery_assets.llm.providers.base import Provider, ProviderReply
+from distillery_assets.llm.providers.base import LENGTH, STOP, Provider, ProviderReply, endpoint_of, finish_reason
 from distillery_assets.llm.scrub import Scrubber
 from distillery_assets.llm.types import ChatMessage, LLMRequest, LLMResult, Usage
 
@@ -52,6 +56,15 @@ UsageSink = Callable[[list[dict[str, Any]]], None]
 RAW_IN_ERROR_CHARS = 600
 REASK_TEXT = ("Your previous reply could not be used: {reason}. Reply again with exactly one JSON object that "
               "satisfies the requested schema, and no other text.")
+# replies that did not stop by themselves and that asking again with a larger budget does not fix
+UNFINISHED = {
+    "content_filter": "the provider's content filter stopped the reply",
+    "refusal": "the model refused to answer",
+    "tool_call": "the model called a tool, and none was offered",
+    "pause_turn": "the model paused its turn before finishing it",
+    "model_context_window_exceeded": "the reply filled the model's context window",
+    "no_finish_reason": "the provider gave no finish reason, so the reply may be incomplete",
+}
 
 
 class _Stopped(Exception):
@@ -67,7 +80,8 @@ class _Outcome:
         self.text: str | None = None
         self.parsed: dict | None = None
         self.error: str | None = None
-        self.error_kind: str | None = None  # "length" | "invalid_json" | None (provider, configuration, bug)
+        # "length" | "invalid_json" | "claimed" | a finish reason other than stop | None (provider, configuration, bug)
+        self.error_kind: str | None = None
         self.finish_reason: str | None = None
         self.input_tokens = 0
         self.output_tokens = 0
@@ -82,7 +96,7 @@ class LLMClient:
                  rpm: int | None = None, tpm: int | None = None, timeout_s: float = 120.0,
                  max_attempts: int = 5, backoff_initial_s: float = 1.0, backoff_max_s: float = 60.0,
                  max_retry_after_s: float = 300.0, json_reasks: int = 2, length_retries: int = 1,
-                 length_growth: float = 2.0,
+                 length_growth: float = 2.0, claim_wait_s: float = 600.0, claim_poll_s: float = 0.2,
                  usage_sink: UsageSink | None = None, progress: ProgressCallback | None = None,
                  run_id: str | None = None, scrubber: Scrubber | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
@@ -97,7 +111,14 @@ class LLMClient:
         self.max_retry_after_s = max_retry_after_s
         self.json_reasks = max(0, int(json_reasks))
         self.length_retries, self.length_growth = max(0, int(length_retries)), max(1.0, float(length_growth))
+        # how long a request waits for another run that claimed it, and how often it looks (real time: the
+        # other run is another process, not this client's clock)
+        self.claim_wait_s, self.claim_poll_s = max(0.0, float(claim_wait_s)), max(0.01, float(claim_poll_s))
         self.usage_sink, self.progress, self.run_id = usage_sink, progress, run_id
+        # write-ahead journal of usage, set by the LLM resource (the catalogue's spool): called on the loop
+        # thread with ("attempt", fields) before each provider call and ("row", row) when a request's row is
+        # made, so a kill loses neither a paid call nor a row waiting for the next batch to the sink
+        self.usage_journal: Callable[[str, dict[str, Any]], None] | None = None
         self.scrub = scrubber or Scrubber()
         self._sleep, self._clock = sleep, clock
         self.log = logger or log
@@ -245,40 +266,89 @@ class LLMClient:
     async def _run(self, request: LLMRequest) -> tuple[LLMResult, dict[str, Any]]:
         started = self._clock()
         provider = self.provider.name
+        endpoint = endpoint_of(self.provider)
         try:
             model = self.provider.model_id(request.model)
         except Exception as exc:
             model = request.model or "?"
             out = _Outcome()
             out.error = f"configuration: {exc}"
-            return self._finish(request, provider, model, request.key(provider, model), out, started, cached=False)
-        key = request.key(provider, model)
+            return self._finish(request, provider, model, request.key(provider, model, endpoint), out, started,
+                                cached=False)
+        key = request.key(provider, model, endpoint)
         async with self._key_lock(key):
-            entry = self.cache.get(key) if self.cache else None
-            if entry is not None and entry.get("finish_reason") == "length" and not request.accept_truncated:
-                entry = None  # an answer cut off at max_tokens (cached by an older version) is not a result
+            entry = self._cached(key, request)
+            claim: Claim | None = None
+            if entry is None and self.cache is not None:
+                entry, claim = await self._claim(key, request)
+                if entry is None and claim is None:
+                    out = _Outcome()
+                    out.error_kind = "claimed"
+                    out.error = (f"another run is asking this request (claim {self.cache.claim_path(key)}) and has "
+                                 f"not answered in {self.claim_wait_s:g}s: skipped here, not paid twice; the next "
+                                 "run reads its answer from the cache or asks again")
+                    return self._finish(request, provider, model, key, out, started, cached=False)
             if entry is not None:
                 out = _Outcome()
-                out.text, out.parsed, out.finish_reason = entry.get("text"), entry.get("parsed"), entry.get("finish_reason")
+                out.text, out.parsed = entry.get("text"), entry.get("parsed")
+                out.finish_reason = finish_reason(entry.get("finish_reason"))
                 out.input_tokens, out.output_tokens = entry.get("input_tokens", 0), entry.get("output_tokens", 0)
                 return self._finish(request, provider, model, key, out, started, cached=True)
-            await self._prepare(model)  # model load / SDK client: set-up, not part of any call's latency
-            out = await self._ask(request, model)
-            if out.error is None and self.cache is not None:
-                self.cache.put(key, {
-                    "request_key": key, "provider": provider, "model": model, "tag": request.tag,
-                    "text": out.text, "parsed": out.parsed, "finish_reason": out.finish_reason,
-                    "input_tokens": out.input_tokens, "output_tokens": out.output_tokens,
-                    "created_at": _now(),
-                })
+            try:
+                await self._prepare(model)  # model load / SDK client: set-up, not part of any call's latency
+                out = await self._ask(request, model)
+                if out.error is None and self.cache is not None:
+                    self.cache.put(key, {
+                        "request_key": key, "provider": provider, "model": model, "endpoint": endpoint,
+                        "tag": request.tag, "text": out.text, "parsed": out.parsed,
+                        "finish_reason": out.finish_reason, "input_tokens": out.input_tokens,
+                        "output_tokens": out.output_tokens, "created_at": _now(),
+                    })
+            finally:
+                if claim is not None:
+                    claim.release()
         return self._finish(request, provider, model, key, out, started, cached=False)
+
+    def _cached(self, key: str, request: LLMRequest) -> dict[str, Any] | None:
+        """The cache entry of ``key`` if it is a result for ``request``: an answer that stopped by itself (or was
+        cut off, when the request accepts that). What an older version cached otherwise is asked again."""
+        entry = self.cache.get(key) if self.cache is not None else None
+        if entry is None:
+            return None
+        reason = finish_reason(entry.get("finish_reason"))
+        return entry if reason == STOP or (reason == LENGTH and request.accept_truncated) else None
+
+    async def _claim(self, key: str, request: LLMRequest) -> tuple[dict[str, Any] | None, Claim | None]:
+        """This run's claim on ``key`` (``(None, claim)``: ask, cache, release), or the answer another run put
+        in the cache meanwhile (``(entry, None)``); ``(None, None)`` when a live run has held the claim for
+        ``claim_wait_s`` without answering. A dead run's claim is gone with its process (see ``cache``)."""
+        assert self.cache is not None
+        since: float | None = None
+        while True:
+            claim = self.cache.claim(key)
+            entry = self._cached(key, request)  # looked at after claiming: an answer cached just before counts
+            if entry is not None:
+                if claim is not None:
+                    claim.release()
+                return entry, None
+            if claim is not None:
+                return None, claim
+            now = time.monotonic()
+            if since is None:
+                since = now
+                self.log.info(f"LLM request {key[:12]} ({request.tag}) is being asked by another run; "
+                              f"waiting up to {self.claim_wait_s:g}s for its answer")
+            if now - since >= self.claim_wait_s:
+                return None, None
+            await asyncio.sleep(self.claim_poll_s)
 
     async def _ask(self, request: LLMRequest, model: str) -> _Outcome:
         """Provider calls until a whole, usable answer: HTTP-level retries inside ``_call_with_retries``; here,
         a reply cut off at ``max_tokens`` is asked again with a larger budget (``length_retries`` times,
         ``length_growth`` times the tokens each) and, for JSON, an unparseable reply is re-asked with the
         reason (``json_reasks`` times). What is still cut off or invalid after that is an error, never a
-        result (unless the request says ``accept_truncated``)."""
+        result (unless the request says ``accept_truncated``). A reply that ended any other way than by
+        stopping by itself (``UNFINISHED``) is an error at once, named by its finish reason."""
         out = _Outcome()
         messages = list(request.messages)
         schema = request.json_schema
@@ -309,8 +379,15 @@ class LLMClient:
                 out.all_costs_reported = False
             else:
                 out.reported_cost = (out.reported_cost or 0.0) + reply.cost_usd
-            out.text, out.finish_reason = reply.text, reply.finish_reason
-            if reply.finish_reason == "length" and not request.accept_truncated:
+            reason = finish_reason(reply.finish_reason)
+            out.text, out.finish_reason = reply.text, reason
+            if reason not in (STOP, LENGTH):  # content filter, refusal, tool call...: asking again will not help
+                out.error_kind = reason
+                out.error = (f"finish_reason={reason}: {UNFINISHED.get(reason, 'the model did not stop by itself')}; "
+                             f"not a result and not asked again in this run; raw reply: "
+                             f"{(reply.text or '')[:RAW_IN_ERROR_CHARS]!r}")
+                return out
+            if reason == LENGTH and not request.accept_truncated:
                 if length_left > 0:
                     length_left -= 1
                     self.log.info(f"LLM reply ({request.tag}) cut off at max_tokens={budget}; asking again with "
@@ -353,6 +430,11 @@ class LLMClient:
                 async with self._semaphore():
                     ticket = await self.limiter.acquire(estimate, self._asleep)
                     out.attempts += 1
+                    if self.usage_journal is not None:
+                        self.usage_journal("attempt", {
+                            "request_key": request.key(self.provider.name, model, endpoint_of(self.provider)),
+                            "provider": self.provider.name, "model": model, "tag": request.tag,
+                            "run_id": self.run_id, "created_at": _now()})
                     began = self._clock()
                     try:
                         reply = await self._provider_call(messages, kwargs)
@@ -427,14 +509,16 @@ class LLMClient:
         }
         if error:
             self.log.warning(f"LLM request {key[:12]} ({request.tag}) rejected: {error[:300]}")
+        if self.usage_journal is not None:
+            self.usage_journal("row", row)
         return result, row
 
     def _unexpected(self, request: LLMRequest, exc: Exception) -> tuple[LLMResult, dict[str, Any]]:
         out = _Outcome()
         out.error = f"unexpected {type(exc).__name__}: {exc}"
         model = request.model or "?"
-        return self._finish(request, self.provider.name, model, request.key(self.provider.name, model), out,
-                            self._clock(), cached=False)
+        key = request.key(self.provider.name, model, endpoint_of(self.provider))
+        return self._finish(request, self.provider.name, model, key, out, self._clock(), cached=False)
 
     def _flush(self, rows: list[dict[str, Any]]) -> None:
         if self.usage_sink is None:

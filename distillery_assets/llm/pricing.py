@@ -1,20 +1,29 @@
 """Estimated cost per call: USD per million input / output tokens for models we are likely to use.
 
-Prices are list prices as published by the vendors (checked 2025); unknown models cost ``None``
-(unknown, not free). Local models cost 0. A provider that reports its own cost (fal/OpenRouter) wins.
+Prices are list prices as published by the vendors (standard tier, short context; checked December 2026
+against the Claude models pages and OpenAI's pricing page); unknown models cost ``None`` (unknown, not free).
+Local models cost 0. A provider that reports its own cost (fal/OpenRouter) wins. The table holds the
+providers' defaults and no model past its end of life by the installed SDKs' own tables
+(``distillery_assets.llm.lifecycle``; tests/unit/test_llm_real_services.py checks both).
 """
 
 from __future__ import annotations
 
 PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "claude-sonnet-4-5": (3.00, 15.00),
+    "gpt-5.5": (5.00, 30.00),
+    "gpt-5.4": (2.50, 15.00),
+    "gpt-5.4-mini": (0.75, 4.50),  # the openai provider's default
+    "gpt-5.4-nano": (0.20, 1.25),  # shutdown 2027-04-01
+    "gpt-4o-mini": (0.15, 0.60),  # shutdown 2027-01-14 (still the filters' reference oracle)
+    "gpt-4o": (2.50, 10.00),  # shutdown 2027-01-14
+    "gpt-4.1": (2.00, 8.00),  # shutdown 2027-01-14
+    "gpt-4.1-mini": (0.40, 1.60),  # shutdown 2027-01-14
+    "claude-sonnet-5-5": (2.00, 10.00),  # the anthropic provider's default
+    "claude-sonnet-5": (2.00, 10.00),
+    "claude-opus-5-5": (4.00, 20.00),
+    "claude-opus-5": (5.00, 25.00),
+    "claude-sonnet-4-6": (3.00, 15.00),
     "claude-haiku-4-5": (1.00, 5.00),
-    "claude-opus-4-1": (15.00, 75.00),
     "qwen/qwen-2.5-72b-instruct": (0.12, 0.39),
     "qwen/qwen3-235b-a22b": (0.13, 0.60),
 }

@@ -5,8 +5,8 @@ Variable                       Meaning                                          
 =============================  ==========================================================  ===============
 DISTILLERY_LLM_PROVIDER        ``local`` | ``openai`` | ``anthropic`` | ``fal``             ``local``
 DISTILLERY_LLM_MODEL           model id for the provider (openai/anthropic/fal)             per provider:
-                                                                                            gpt-4o-mini,
-                                                                                            claude-sonnet-4-5,
+                                                                                            gpt-5.4-mini,
+                                                                                            claude-sonnet-5-5,
                                                                                             qwen/qwen-2.5-72b-instruct
 DISTILLERY_LLM_BASE_URL        base URL of an OpenAI-compatible (or Anthropic) server,      provider's own
                                e.g. https://openrouter.ai/api/v1, http://localhost:1234/v1
@@ -22,6 +22,8 @@ DISTILLERY_LLM_BACKOFF_S       first retry delay in seconds (doubles, with jitte
 DISTILLERY_LLM_JSON_REASKS     re-asks after a reply that is not schema-valid JSON          2
 DISTILLERY_LLM_LENGTH_RETRIES  asks again with a larger budget after finish_reason=length   1
 DISTILLERY_LLM_LENGTH_GROWTH   max_tokens multiplier for each of those asks                 2.0
+DISTILLERY_LLM_CLAIM_WAIT_S    seconds a request waits for another run asking the same      600
+                               one (then it is skipped, a failure "claimed")
 DISTILLERY_LLM_GGUF            GGUF file for provider ``local``                             embedded
                                                                                             SmolLM2-135M-Instruct
 DISTILLERY_LLM_N_CTX           context length for provider ``local``                        4096
@@ -31,6 +33,10 @@ FAL_KEY (or the named var)     fal key; also read from a ``FAL_KEY=`` line in ~/
 =============================  ==========================================================  ===============
 
 Keys are read from the environment when the first call is made and never stored in settings.
+
+A configured model that an installed SDK's own table (``distillery_assets.llm.lifecycle``) lists as past its
+end of life, or deprecated, is named in a warning when a client is built (``lifecycle_warning``), and the
+Dagster resource adds ``llm_model_end_of_life`` to the metadata of the asset that uses it.
 """
 
 from __future__ import annotations
@@ -67,6 +73,8 @@ class LLMSettings(BaseModel):
     length_retries: int = Field(default=1, ge=0, le=5,
                                 description="asks again, with a larger max_tokens, after a reply cut off at max_tokens")
     length_growth: float = Field(default=2.0, ge=1.0, le=8.0, description="max_tokens multiplier for each such ask")
+    claim_wait_s: float = Field(default=600.0, ge=0,
+                                description="seconds a request waits for another run asking the same one, then skips it")
     backoff_s: float = Field(default=1.0, ge=0, description="first retry delay in seconds (doubles, with jitter, to 60)")
     gguf: str | None = Field(default=None, description="GGUF path for provider local (default: SmolLM2)")
     n_ctx: int = Field(default=4096, ge=256, description="context length for provider local")
@@ -96,6 +104,32 @@ class LLMSettings(BaseModel):
     @property
     def effective_concurrency(self) -> int:
         return self.concurrency or (1 if self.provider == "local" else 4)
+
+    def resolved_model(self) -> str | None:
+        """The model a request without its own will use: ``model``, else the provider's default (None: local)."""
+        if self.provider == "local":
+            return None
+        return self.model or build_provider(self).model_id(None)
+
+    def model_lifecycle(self):
+        """The resolved model's end of life by the installed SDK's table (``llm.lifecycle.ModelLifecycle``), or
+        None when no table lists it."""
+        from distillery_assets.llm.lifecycle import check
+
+        return check(self.provider, self.resolved_model())
+
+
+def lifecycle_warning(settings: LLMSettings, logger=None) -> str | None:
+    """Log (warning) and return the sentence for a configured model that is deprecated or past its end of
+    life by the installed SDK's own table; None (and no log line) for a current or unlisted model."""
+    import logging
+
+    lifecycle = settings.model_lifecycle()
+    if lifecycle is None:
+        return None
+    message = lifecycle.message()
+    (logger or logging.getLogger(__name__)).warning(message)
+    return message
 
 
 def build_provider(settings: LLMSettings):
@@ -127,12 +161,15 @@ def build_client(settings: LLMSettings | None = None, usage_sink: UsageSink | No
     from distillery_assets.paths import data_dir
 
     settings = settings or LLMSettings.from_env()
+    if provider is None:
+        lifecycle_warning(settings, logger)
     return LLMClient(
         provider or build_provider(settings),
         cache_dir=data_dir() / "llm_cache" if settings.cache else None,
         concurrency=settings.effective_concurrency, rpm=settings.rpm or None, tpm=settings.tpm or None,
         timeout_s=settings.timeout_s, max_attempts=settings.max_attempts, json_reasks=settings.json_reasks,
         length_retries=settings.length_retries, length_growth=settings.length_growth,
+        claim_wait_s=settings.claim_wait_s,
         backoff_initial_s=settings.backoff_s,
         usage_sink=usage_sink, progress=progress, run_id=run_id, logger=logger,
         scrubber=Scrubber([settings.key_env] if settings.key_env else []),

@@ -17,8 +17,9 @@ and a ``key(row)`` that names the row in rejects, failures and the journal.
 parsed (and a record handed to ``on_record(row, record, result)``; both run on the client's event loop
 thread, so keep them short) as soon as it arrives, or, for ``ordered = True`` tasks, as soon as
 every earlier row is done, so parsing state (a duplicate memory) sees rows in input order. A call that
-produced no answer (provider error, retries exhausted) or only part of one (cut off at ``max_tokens``) is a
-:class:`Failure`: never a record, never journalled, so the next run asks again.
+produced no answer (provider error, retries exhausted) or only part of one (cut off at ``max_tokens``, stopped
+by a content filter, a refusal, a tool call: any finish but a natural stop) is a :class:`Failure`: never a
+record, never journalled, so the next run asks again. ``run.usage`` counts them by reason.
 
 With a journal (a JSONL file), every finished row (record or reject) is one fsynced line holding the
 row's request key; a later run with the same journal skips rows whose line matches the request it would
@@ -41,7 +42,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from distillery_assets.io import JsonlError, atomic_write_text, iter_jsonl_lines
-from distillery_assets.llm.providers.base import Provider
+from distillery_assets.llm.providers.base import Provider, endpoint_of
 from distillery_assets.llm.types import LLMRequest, LLMResult
 
 Row = TypeVar("Row")
@@ -128,9 +129,15 @@ class TaskUsage:
     output_tokens: int = 0
     cost_usd: float = 0.0
     cost_unknown_for: int = 0
+    # answers that were not results, by LLMResult.error_kind ("length", "content_filter", "refusal",
+    # "tool_call", "invalid_json", "provider", "claimed"...); as_dict() flattens it to failed_<reason> counts
+    failures_by_reason: dict[str, int] = field(default_factory=dict)
 
     def add(self, result: LLMResult) -> None:
         usage = result.usage
+        if not result.ok:
+            reason = result.error_kind or "provider"
+            self.failures_by_reason[reason] = self.failures_by_reason.get(reason, 0) + 1
         self.requests += 1
         self.cache_hits += result.cached
         self.provider_calls += result.attempts
@@ -143,8 +150,12 @@ class TaskUsage:
                 self.cost_usd += float(usage.cost_usd)
 
     def as_dict(self) -> dict[str, Any]:
+        """Numbers only (callers sum these dicts): ``failed`` and one ``failed_<reason>`` per failure reason."""
         out = asdict(self)
         out["cost_usd"] = round(self.cost_usd, 6)
+        by_reason = out.pop("failures_by_reason")
+        out["failed"] = sum(by_reason.values())
+        out.update({f"failed_{reason}": n for reason, n in sorted(by_reason.items())})
         return out
 
 
@@ -225,7 +236,7 @@ class TaskJournal:
 
 def _request_key(client: TaskClient, request: LLMRequest) -> str:
     provider = client.provider
-    return request.key(provider.name, provider.model_id(request.model))
+    return request.key(provider.name, provider.model_id(request.model), endpoint_of(provider))
 
 
 def run_task(task: LLMTask[Row], rows: Iterable[Row], client: TaskClient, *,

@@ -1,9 +1,9 @@
 """The one call shape shared by every provider: messages in, text or validated JSON out, usage recorded.
 
-``LLMRequest.key(provider, model)`` is the cache key: the sha256 of a canonical JSON rendering of
-everything that changes the answer (provider, resolved model, messages, temperature, max_tokens,
-json_schema, stop, seed). ``tag`` is deliberately left out: the same prompt asked by two assets is
-the same call and is paid for once.
+``LLMRequest.key(provider, model, endpoint)`` is the cache key: the sha256 of a canonical JSON rendering of
+everything that changes the answer (provider, the server when it is not the provider's default, resolved
+model, messages, temperature, max_tokens, json_schema, stop, seed). ``tag`` is deliberately left out: the
+same prompt asked by two assets is the same call and is paid for once.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ class LLMRequest(BaseModel):
             raise ValueError("an LLM request needs at least one user message")
         return messages
 
-    def canonical(self, provider: str, model: str) -> str:
-        """The rendered request the cache key is computed from (stable key order, no whitespace)."""
+    def canonical(self, provider: str, model: str, endpoint: str | None = None) -> str:
+        """The rendered request the cache key is computed from (stable key order, no whitespace).
+        ``endpoint``: the server (``providers.base.endpoint_of``), None for the provider's default one."""
         body = {
             "provider": provider,
             "model": model,
@@ -57,10 +58,12 @@ class LLMRequest(BaseModel):
         }
         if self.accept_truncated:  # only then, so every other request keeps the key it always had
             body["accept_truncated"] = True
+        if endpoint:  # only for a server other than the provider's default: cached answers keep their keys
+            body["endpoint"] = endpoint
         return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
-    def key(self, provider: str, model: str) -> str:
-        return sha256_text(self.canonical(provider, model))
+    def key(self, provider: str, model: str, endpoint: str | None = None) -> str:
+        return sha256_text(self.canonical(provider, model, endpoint))
 
 
 class Usage(BaseModel):
@@ -76,9 +79,11 @@ class LLMResult(BaseModel):
     parsed: dict[str, Any] | None = None
     error: str | None = None
     # why a result is not ok: "length" (cut off at max_tokens), "invalid_json" (a whole reply that never
-    # matched the schema, re-asks included) or "provider" (HTTP, timeouts, configuration)
+    # matched the schema, re-asks included), "provider" (HTTP, timeouts, configuration), "claimed" (another
+    # run is asking the same request and did not answer in time), or the finish reason of a reply that did
+    # not stop by itself ("content_filter", "refusal", "tool_call", "pause_turn", "no_finish_reason"...)
     error_kind: str | None = None
-    finish_reason: str | None = None
+    finish_reason: str | None = None  # providers.base.finish_reason's vocabulary: "stop" for a result
     cached: bool = False
     provider: str
     model: str

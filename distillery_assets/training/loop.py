@@ -129,12 +129,14 @@ AUTOCAST_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 def amp_dtype(device: str) -> str | None:
     """The mixed-precision dtype this device runs natively (``LoopConfig.autocast``), or None for fp32:
-    bf16 on CUDA devices that have it, else fp16; bf16 on CPUs with AVX-512 BF16 or AMX (elsewhere torch
-    emulates bf16 matmuls, slower than fp32)."""
+    bf16 on CUDA devices that have it in hardware (Ampere and later), else fp16 with a gradient scaler (T4,
+    V100: ``torch.cuda.is_bf16_supported()`` counts emulated bf16 by default, which would pick a slow bf16 there
+    and never reach the fp16 branch); bf16 on CPUs with AVX-512 BF16 or AMX (elsewhere torch emulates bf16
+    matmuls, slower than fp32)."""
     import torch
 
     if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     if device == "cpu":
         try:
             native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

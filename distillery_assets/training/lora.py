@@ -30,6 +30,9 @@ from distillery_assets.training.results import EpochRecord, RejectRecord, SplitS
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "training_metrics.json"
+# gradient checkpointing: the non-reentrant variant, said explicitly (torch warns when it is left unset and then
+# runs the reentrant one, which needs inputs that require grad and recomputes differently)
+CHECKPOINTING = {"use_reentrant": False}
 
 
 def checkpoint_dir(out_dir: Path) -> Path:
@@ -67,13 +70,26 @@ def load_base_model(base: str, cfg: TrainConfig, device: str):
             bnb_4bit_compute_dtype=getattr(torch, q.compute_dtype),
         )
         model = AutoModelForCausalLM.from_pretrained(base, quantization_config=bnb, dtype=dtype, device_map={"": 0})
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        # use_reentrant explicit: peft passes {} on, so torch would warn and fall back to the reentrant variant
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs=CHECKPOINTING)
     else:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to(device)
         if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=CHECKPOINTING)
             model.enable_input_require_grads()
     return model
+
+
+def parameter_counts(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameters. A bitsandbytes 4-bit weight packs two values per byte of its storage, so
+    ``numel()`` counts half of a QLoRA base; peft's ``get_nb_trainable_parameters`` counts them whole."""
+    counter = getattr(model, "get_nb_trainable_parameters", None)
+    if counter is not None:
+        trainable, total = counter()
+        return int(trainable), int(total)
+    params = list(model.parameters())
+    return int(sum(p.numel() for p in params if p.requires_grad)), int(sum(p.numel() for p in params))
 
 
 def attach_lora(model: Any, cfg: TrainConfig):
@@ -141,8 +157,8 @@ def train_lora(
         train=SplitStats(**train.stats()),
         val=SplitStats(**val.stats()),
         rejects=[RejectRecord(source=r.source, reason=r.reason) for r in (train.rejects + val.rejects)[:50]],
-        trainable_params=int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
-        total_params=int(sum(p.numel() for p in model.parameters())),
+        trainable_params=parameter_counts(model)[0],
+        total_params=parameter_counts(model)[1],
         tokens_per_s=run.tokens_per_s,
         train_seconds=run.train_seconds,
         wall_seconds=time.perf_counter() - started,

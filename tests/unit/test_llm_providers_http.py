@@ -106,7 +106,7 @@ def test_a_reply_cut_at_max_tokens_is_asked_again_with_a_larger_budget_never_cac
     with serve_openai_compat(script=[("length",), ("ok",), ("length",), ("length",)]) as srv:
         c = client("openai", srv.base_url, tmp_path, monkeypatch, length_retries=1)
         whole = c.complete(ask("story"))
-        budgets = [r["body"]["max_tokens"] for r in srv.requests]
+        budgets = [r["body"].get("max_tokens") or r["body"]["max_completion_tokens"] for r in srv.requests]
         assert budgets[1] == 2 * budgets[0]  # the second ask, twice the budget
         assert whole.ok and whole.finish_reason == "stop" and whole.attempts == 2
         cut = c.complete(ask("another story"))
@@ -125,12 +125,12 @@ def test_anthropic_system_is_separate_and_faults_are_handled(tmp_path, monkeypat
         good = c.complete(ask(json_schema=SCHEMA))
         cut = c.complete(ask("long one", json_schema=SCHEMA))
         first = srv.requests[0]
-    assert good.ok and set(good.parsed) == {"title", "score"} and good.model == "claude-sonnet-4-5"
+    assert good.ok and set(good.parsed) == {"title", "score"} and good.model == "claude-sonnet-5-5"
     assert 2.0 <= sleeps[0] <= 2.2
     assert first["body"]["system"] == "Be brief."
     assert all(m["role"] != "system" for m in first["body"]["messages"])
     assert "temperature" not in first["body"]  # API 2026-10-21 rejects sampling parameters
-    assert first["body"]["output_config"]["format"]["schema"] == SCHEMA
+    assert first["body"]["output_config"]["format"]["schema"] == {**SCHEMA, "additionalProperties": False}
     assert not cut.ok and cut.finish_reason == "length"
 
 

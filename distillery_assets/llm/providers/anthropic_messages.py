@@ -1,8 +1,12 @@
 """Provider ``anthropic``: the Messages API through the official ``anthropic`` SDK.
 
 System turns are sent in ``system`` (Anthropic takes no system role in ``messages``); JSON requests use
-``output_config={"format": {"type": "json_schema", "schema": ...}}`` (structured outputs) and the client
-still validates the reply. SDK retries are off (``max_retries=0``): the client's policy owns them.
+``output_config={"format": {"type": "json_schema", "schema": ...}}`` (structured outputs) with the schema
+passed through the SDK's ``anthropic.transform_schema`` first, as ``messages.parse`` does and
+``messages.create`` does not: the API refuses an object without ``additionalProperties: false`` and keywords
+such as ``minLength``/``minimum``/``maximum`` (a 400), which pydantic schemas carry; ``transform_schema``
+closes every object and moves those keywords into the description. The client still validates the reply
+against the original schema, so those constraints still hold. SDK retries are off (``max_retries=0``): the client's policy owns them.
 API version 2026-10-21 (sent by anthropic SDK 2.x) rejects ``temperature``/``top_p``/``top_k`` and the
 SDK no longer accepts them, so ``temperature`` and ``seed`` are only part of the cache key here.
 """
@@ -12,17 +16,28 @@ from __future__ import annotations
 from typing import Any
 
 from distillery_assets.llm.errors import ConfigError, RetryableError
-from distillery_assets.llm.providers.base import ProviderReply, RemoteProvider, sdk_errors
+from distillery_assets.llm.providers.base import ProviderReply, RemoteProvider, finish_reason, sdk_errors
 from distillery_assets.llm.types import ChatMessage
 
-DEFAULT_MODEL = "claude-sonnet-4-5"
-_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "refusal"}
+DEFAULT_MODEL = "claude-sonnet-5-5"  # current Sonnet; not in anthropic 2.12.0's DEPRECATED_MODELS
+
+
+def api_schema(json_schema: dict[str, Any]) -> dict[str, Any]:
+    """``json_schema`` as the Messages API accepts it (``anthropic.transform_schema``; the input is not changed)."""
+    import anthropic
+
+    try:
+        return anthropic.transform_schema(json_schema)
+    except (TypeError, ValueError) as exc:  # e.g. a schema with no "type": the API would refuse it too
+        raise ConfigError(f"provider anthropic: the JSON schema cannot be sent as a structured output: {exc}") from exc
 
 
 class AnthropicProvider(RemoteProvider):
     name = "anthropic"
     default_key_env = "ANTHROPIC_API_KEY"
     default_model_id = DEFAULT_MODEL
+    default_base_url = "https://api.anthropic.com"
+    base_url_env = "ANTHROPIC_BASE_URL"
 
     def _make_sdk(self):
         import anthropic
@@ -49,16 +64,19 @@ class AnthropicProvider(RemoteProvider):
         if stop:
             kwargs["stop_sequences"] = list(stop)
         if json_schema is not None:
-            kwargs["output_config"] = {"format": {"type": "json_schema", "schema": json_schema}}
+            kwargs["output_config"] = {"format": {"type": "json_schema", "schema": api_schema(json_schema)}}
         client = self._sdk()
         with sdk_errors(anthropic, timeout_s, retry_status=(529,)):  # 529: Anthropic is overloaded
             resp = client.messages.create(**kwargs)
         if isinstance(resp, str) or not hasattr(resp, "content"):
             raise RetryableError(f"malformed response: {str(resp)[:200]!r}")
         text = "".join(getattr(block, "text", "") for block in resp.content if getattr(block, "type", "") == "text")
+        tool_call = any(getattr(block, "type", "") in ("tool_use", "server_tool_use") for block in resp.content)
         return ProviderReply(
             text=text,
-            finish_reason=_FINISH.get(resp.stop_reason or "", resp.stop_reason),
+            # end_turn / stop_sequence: stopped by itself; max_tokens: cut off; refusal, pause_turn,
+            # model_context_window_exceeded, tool_use: named failures (providers.base.finish_reason)
+            finish_reason=finish_reason(resp.stop_reason, tool_call=tool_call),
             input_tokens=int(resp.usage.input_tokens or 0),
             output_tokens=int(resp.usage.output_tokens or 0),
         )

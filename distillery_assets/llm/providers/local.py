@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from distillery_assets.llm.errors import ConfigError, ProviderError
-from distillery_assets.llm.providers.base import ProviderReply
+from distillery_assets.llm.providers.base import ProviderReply, finish_reason
 from distillery_assets.llm.types import ChatMessage
 
 _MODELS: dict[tuple[str, int, int], Any] = {}
@@ -104,9 +104,11 @@ class LocalProvider:
             raise ProviderError(f"llama.cpp rejected the request: {exc}") from exc
         choice = out["choices"][0]
         usage = out.get("usage") or {}
+        message = choice.get("message") or {}
         return ProviderReply(
-            text=choice["message"].get("content") or "",
-            finish_reason=choice.get("finish_reason"),
+            text=message.get("content") or "",
+            finish_reason=finish_reason(choice.get("finish_reason"),
+                                        tool_call=bool(message.get("tool_calls") or message.get("function_call"))),
             input_tokens=int(usage.get("prompt_tokens") or 0),
             output_tokens=int(usage.get("completion_tokens") or 0),
             cost_usd=0.0,

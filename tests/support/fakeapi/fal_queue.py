@@ -4,7 +4,11 @@ Protocol (as fal-client speaks it): ``POST /openrouter/router`` -> ``{request_id
 response_url, cancel_url}``; ``GET .../requests/<id>/status`` -> ``IN_QUEUE`` / ``IN_PROGRESS`` /
 ``COMPLETED``; ``GET .../requests/<id>`` -> ``{"output", "usage", "error"}``; ``PUT .../cancel``.
 A request completes ``latency_s`` after submission ("timeout" faults hold it in progress longer).
-Point fal-client here by setting, before it is imported, ``FAL_QUEUE_RUN_HOST=srv.host`` and
+A ("finish", reason) fault answers half the text with that ``finish_reason`` in the result ("partial": with
+``partial: true`` and no finish reason; None: as the router answers, no finish reason at all).
+``slow_submits=[seconds, ...]``: the first submits are queued at once but answered only after those delays (a
+submit whose answer is lost on the way back); ``srv.jobs`` holds every queued request, i.e. what fal would run
+and bill. Point fal-client here by setting, before it is imported, ``FAL_QUEUE_RUN_HOST=srv.host`` and
 ``SSL_CERT_FILE=srv.cert_path`` (see ``srv.client_env()``).
 """
 
@@ -16,7 +20,8 @@ import time
 import uuid
 from typing import Any
 
-from tests.support.fakeapi.replies import Reply, approx_tokens, cut_to_budget, reply_text, schema_from_prompt
+from tests.support.fakeapi.replies import (Reply, approx_tokens, cut_to_budget, reply_text, schema_from_prompt,
+                                           unfinished)
 from tests.support.fakeapi.server import FakeAPIServer, Handler
 
 APP_PATH = "/openrouter/router"
@@ -38,8 +43,13 @@ def _submit(fake: "FalQueueServer", handler: Handler, req: dict[str, Any]) -> No
     rid = uuid.uuid4().hex
     delay = float(fault[1]) if kind == "timeout" and len(fault) > 1 else fake.latency_s
     with fake.jobs_lock:
-        fake.jobs[rid] = {"body": body, "fault": kind, "ready_at": time.monotonic() + delay, "cancelled": False}
+        fake.jobs[rid] = {"body": body, "fault": kind, "fault_args": fault, "ready_at": time.monotonic() + delay,
+                          "cancelled": False}
     base = f"{fake.origin}{APP_PATH}/requests/{rid}"
+    with fake.jobs_lock:
+        slow = fake.slow_submits.pop(0) if fake.slow_submits else 0.0
+    if slow:
+        time.sleep(slow)
     handler.send_json(200, {"request_id": rid, "response_url": base, "status_url": base + "/status",
                             "cancel_url": base + "/cancel", "queue_position": 0})
 
@@ -80,7 +90,14 @@ def _result(fake: "FalQueueServer", job: dict[str, Any]) -> dict[str, Any]:
              "completion_tokens": completion_tokens}
     usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     usage["cost"] = round(usage["total_tokens"] * 1e-6, 8)
-    return {"output": text, "reasoning": None, "partial": False, "error": None, "usage": usage}
+    result = {"output": text, "reasoning": None, "partial": False, "error": None, "usage": usage}
+    if (odd := unfinished(job.get("fault_args"), text)) is not None:
+        reason, result["output"] = odd
+        if reason == "partial":
+            result["partial"] = True
+        elif reason is not None:
+            result["finish_reason"] = reason
+    return result
 
 
 class FalQueueServer(FakeAPIServer):
@@ -90,6 +107,7 @@ class FalQueueServer(FakeAPIServer):
                           ("PUT", lambda p: bool(_REQ.match(p))): _job_route}, **kwargs)
         self.jobs: dict[str, dict[str, Any]] = {}
         self.jobs_lock = threading.Lock()
+        self.slow_submits: list[float] = []
 
     def client_env(self) -> dict[str, str]:
         """Environment for a process whose fal-client should talk to this server."""
@@ -100,5 +118,7 @@ class FalQueueServer(FakeAPIServer):
 
 
 def serve_fal_queue(*, latency_s: float = 0.0, reply: Reply | None = None, script: list | None = None,
-                    tls: bool = True, port: int = 0) -> FalQueueServer:
-    return FalQueueServer(latency_s=latency_s, reply=reply, script=script, tls=tls, port=port)
+                    tls: bool = True, port: int = 0, slow_submits: list[float] | None = None) -> FalQueueServer:
+    srv = FalQueueServer(latency_s=latency_s, reply=reply, script=script, tls=tls, port=port)
+    srv.slow_submits = list(slow_submits or [])
+    return srv

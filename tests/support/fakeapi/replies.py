@@ -12,7 +12,7 @@ from typing import Any
 Reply = Callable[[list[dict[str, Any]], dict[str, Any]], str]
 _WORDS = ("amber river lantern quiet orchard copper meadow signal harbor velvet ember summit willow "
           "cobalt thistle marble canyon falcon saffron tide").split()
-FAULTS = {"ok", "429", "500", "timeout", "malformed", "length", "garbage"}
+FAULTS = {"ok", "429", "500", "timeout", "malformed", "length", "garbage", "finish"}
 
 
 def _digest(text: str) -> bytes:
@@ -89,7 +89,9 @@ def truncate_words(text: str, max_tokens: int) -> str:
 class Script:
     """Faults injected in order, one per API call: ("429", retry_after), ("500",), ("timeout", seconds),
     ("malformed",) a reply that is not valid JSON, ("length",) a truncated reply, ("garbage",) a body that
-    is not JSON at all, ("ok",) a normal answer. After the script runs out every call is answered normally."""
+    is not JSON at all, ("finish", reason) an answer that ends with that finish reason (each fake in its API's
+    own way: see ``unfinished``), ("ok",) a normal answer. After the script runs out every call is answered
+    normally."""
 
     def __init__(self, items: Iterable[Any] | None):
         self._items: list[tuple] = []
@@ -127,6 +129,14 @@ def reply_text(kind: str | None, reply: Reply | None, messages: list[dict[str, A
     if schema is not None:
         return json_reply(schema, messages)
     return default_reply(messages, body)
+
+
+def unfinished(fault: tuple | None, text: str) -> tuple[str | None, str] | None:
+    """For a ("finish", reason) fault: (reason, half of ``text``) -- the answer stops mid-sentence, as one stopped
+    by a content filter does; ``reason`` None: the server sends no finish reason. None for any other fault."""
+    if not fault or fault[0] != "finish":
+        return None
+    return (fault[1] if len(fault) > 1 else None), truncate_words(text, max(1, approx_tokens(text) // 2))
 
 
 def cut_to_budget(kind: str | None, text: str, max_tokens: int) -> tuple[str, bool]:
