@@ -18,7 +18,7 @@ from pydantic import Field
 from assets.meta import llm_usage_meta, table_md, text_md
 from assets.pools import Loads, model_pool
 from distillery_assets.catalog import InputRef, NewArtifact
-from distillery_assets.corpus.generate import MAX_TOKENS, GenerationReport, generate_missing
+from distillery_assets.corpus.generate import MAX_TOKENS, generate_missing
 from distillery_assets.corpus.layout import PROMPTS_FILE, CorpusKind, corpus_root, partition_dir, stale_temp_files
 from distillery_assets.corpus.plan import PartitionPlan, scan_partition
 from distillery_assets.corpus.prompts import leaves_for, word_target_for, write_leaf
@@ -26,7 +26,7 @@ from distillery_assets.corpus.quality import inspect_corpus
 from distillery_assets.corpus.summary import PREVIEW_CHARS, rejects_summary, relative, run_summary
 from distillery_assets.corpus.tables import default_tables, default_tables_path
 from distillery_assets.partitions import encyclopedia_category_partitions, story_group_partitions
-from io_managers.register import register_files
+from io_managers.register import FileRegistrar, register_files
 from resources.catalog import CatalogResource
 from resources.llm import LLMResource
 
@@ -65,6 +65,8 @@ def _plan_run(context, kind: CorpusKind, keys: list[str], root, prompts_name: st
         raise dg.Failure(f"no prompts.txt under {root / kind.value} for {unscaffolded}: "
                          f"materialize {prompts_name} for these partitions first")
     for plan in plans.values():
+        for warning in plan.warnings:  # a byte-order mark removed from a prompts.txt
+            context.log.warning(warning)
         for reject in plan.rejects:
             context.log.warning(f"rejected {reject}")
         for temp in stale_temp_files(plan.directory):
@@ -87,18 +89,43 @@ def _dry_run(context, asset_name: str, plans: dict[str, PartitionPlan], root, wo
         })
 
 
-def _record(catalog: CatalogResource, context, asset_name: str, prompts_name: str, report: GenerationReport,
-            after: dict[str, PartitionPlan], summary: dict, config: CorpusGenerateConfig) -> None:
-    """Each .corpus file written as an artefact (its input: the prompts.txt beside it, an artefact of the
-    prompts asset), one transaction per partition, and the run's usage."""
-    cat = catalog.get()
-    for key, plan in after.items():
-        written = [o for o in report.generated if o.task.path.is_relative_to(plan.directory)]
-        if written:
-            register_files(context, cat, [
-                NewArtifact(o.task.path, [InputRef(o.task.path.parent / PROMPTS_FILE, prompts_name)],
-                            metadata={"words": o.words, "truncated": o.truncated})
-                for o in written], partition=key, outside_data_dir=True)
+def _registrar(context, cat, prompts_name: str, plans: dict[str, PartitionPlan]):
+    """A registrar of the run's .corpus files and the ``on_written`` that registers each as it is written (its
+    input: the prompts.txt beside it, an artefact of the prompts asset; its partition: the one it was planned
+    in): the row is in the catalogue's spool before the next answer is handled, so a kill loses none."""
+    files = FileRegistrar(context, cat, outside_data_dir=True, per_file_assets=[prompts_name])
+    partition_of = {task.path: key for key, plan in plans.items() for task in plan.pending}
+
+    def on_written(outcome) -> None:
+        path = outcome.task.path
+        files.add(NewArtifact(path, [InputRef(path.parent / PROMPTS_FILE, prompts_name)],
+                              metadata={"words": outcome.words, "truncated": outcome.truncated}),
+                  partition=partition_of[path])
+
+    return files, on_written
+
+
+def _catalogue_found(context, cat, files: FileRegistrar, asset_name: str, prompts_name: str,
+                     plans: dict[str, PartitionPlan]) -> None:
+    """Register the .corpus files on disk that no row knows (written by a run from before rows were spooled,
+    or put there by hand): the plan skips them as done, so this run is the one that knows what they are. Files
+    in a spool (a run writing beside this one) are that run's to record."""
+    known = {r["path"] for r in cat.query("SELECT DISTINCT path FROM artifacts WHERE asset_key = ?", [asset_name])}
+    known |= cat.spooled_paths(asset_name)
+    found = [(key, task) for key, plan in plans.items() for task in plan.existing
+             if cat.relative(task.path) not in known]
+    for key, task in found:
+        files.add(NewArtifact(task.path, [InputRef(task.path.parent / PROMPTS_FILE, prompts_name)],
+                              metadata={"found": "on disk before this run, with no catalogue row"}), partition=key)
+    if found:
+        context.log.warning(f"{len(found)} .corpus file(s) on disk had no catalogue row; recorded now "
+                            f"(e.g. {task.path})")
+
+
+def _record(cat, context, asset_name: str, files: FileRegistrar, after: dict[str, PartitionPlan], summary: dict,
+            config: CorpusGenerateConfig) -> None:
+    """Commit the .corpus rows spooled as the files were written, and record the run's usage."""
+    files.commit()
     cat.record_run(kind="generate", name=asset_name, partition=",".join(after), run_id=context.run_id,
                    params={"limit": config.limit, "model": config.model, "max_tokens": config.max_tokens},
                    metrics={**summary["usage"], "generated": summary["generated"], "failed": summary["failed"]})
@@ -160,6 +187,9 @@ def _generate(context, kind: CorpusKind, names: tuple[str, str], config: CorpusG
     if config.limit is not None and config.limit < 1:
         raise dg.Failure(f"config.limit must be at least 1 or null (got {config.limit}); use dry_run to list")
     tables, root, keys = default_tables(), corpus_root(config.corpus_root), _require_keys(context)
+    cat = catalog.get()
+    if not config.dry_run:  # rows a killed run (or one that found the catalogue busy) left in the spool
+        cat.recover()
     plans = _plan_run(context, kind, keys, root, prompts_name)
     pending = [task for plan in plans.values() for task in plan.pending]
     selected = pending if config.limit is None else pending[: config.limit]
@@ -167,14 +197,24 @@ def _generate(context, kind: CorpusKind, names: tuple[str, str], config: CorpusG
         yield from _dry_run(context, corpus_name, plans, root, len(selected))
         return
     client = llm.get_client(context) if selected else None  # a finished set needs no client, no model
-    report = generate_missing(selected, client, model=config.model, tag=corpus_name,
-                              label=f"{corpus_name}/{keys[0] if len(keys) == 1 else f'{keys[0]}...{keys[-1]}'}",
-                              max_tokens=config.max_tokens, accept_truncated=config.accept_truncated)
+    files, on_written = _registrar(context, cat, prompts_name, plans)
+    _catalogue_found(context, cat, files, corpus_name, prompts_name, plans)
+    try:
+        report = generate_missing(selected, client, model=config.model, tag=corpus_name,
+                                  label=f"{corpus_name}/{keys[0] if len(keys) == 1 else f'{keys[0]}...{keys[-1]}'}",
+                                  max_tokens=config.max_tokens, accept_truncated=config.accept_truncated,
+                                  on_written=on_written)
+    except BaseException:
+        try:  # what was written before the failure gets its rows now (or stays spooled for the next run)
+            files.commit()
+        except Exception as exc:
+            context.log.error(f"the rows of the {files.count} file(s) written are not in the catalogue yet: {exc}")
+        raise
     for outcome in report.failed:
         context.log.error(f"FAILED {relative(outcome.task.path, root)}: {outcome.reason}")
     after = _scan(kind, keys, root)
     summary = run_summary(report, after, {k: word_target_for(tables, kind, k) for k in keys}, root)
-    _record(catalog, context, corpus_name, prompts_name, report, after, summary, config)
+    _record(cat, context, corpus_name, files, after, summary, config)
     if report.failed and not report.generated:
         raise dg.Failure(f"all {len(report.failed)} requests failed; first: {report.failed[0].reason}",
                          metadata={"failures": dg.MetadataValue.json(summary["failures"])})

@@ -8,10 +8,19 @@ metadata to put into the result::
     paths = write_many_files(...)
     meta = register_files(context, catalog.get(), paths, inputs=[upstream_path])
     return dg.MaterializeResult(metadata={**meta, "chunks": n})
+
+An asset that writes files over a long time (one per LLM answer) registers each as it is written, with a
+:class:`FileRegistrar` (``register_files`` is one in a single call): ``add`` puts the row into the
+catalogue's spool at once (a kill loses none), ``commit`` inserts what is spooled and returns the metadata::
+
+    files = FileRegistrar(context, catalog.get(), per_file_assets=["story_prompts"], outside_data_dir=True)
+    generate(..., on_written=lambda path: files.add(NewArtifact(path, [InputRef(prompts, "story_prompts")])))
+    meta = files.commit()
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -109,6 +118,65 @@ def _partition(context: dg.AssetExecutionContext) -> str | None:
     return context.partition_key if context.has_partition_key else None
 
 
+class FileRegistrar:
+    """Registers the files one step of an asset writes, each the moment it is written (see module docstring).
+
+    Everything Dagster is read when it is made; ``add`` may then be called from any thread (the LLM client's
+    event loop) and only fingerprints the file and appends its row to the spool. The inputs of every file:
+    ``inputs``, plus what :func:`collect_inputs` finds for the step (upstream assets declared with ``deps=``
+    except ``per_file_assets``, which each file names itself), plus the file's own (``NewArtifact.inputs``)."""
+
+    def __init__(self, context: dg.AssetExecutionContext, catalog: Catalog,
+                 inputs: Iterable[Path | str | InputRef] = (),
+                 *, asset_key: dg.AssetKey | None = None, partition: str | None = None,
+                 record_count: int | None = None, metadata: Mapping[str, Any] | None = None,
+                 outside_data_dir: bool = False, per_file_assets: Iterable[str] = ()):
+        key = asset_key or context.asset_key
+        self.catalog, self.name = catalog, key.to_user_string()
+        self.run_id = context.run_id
+        self.partition = partition if partition is not None else _partition(context)
+        self.record_count, self.metadata, self.outside_data_dir = record_count, dict(metadata or {}), outside_data_dir
+        skip = set(per_file_assets)
+        self.inputs = collect_inputs(
+            catalog,
+            run_id=context.run_id,
+            step_key=context.get_step_execution_context().step.key,
+            deps=[dep.asset_key for dep in context.assets_def.specs_by_key[key].deps
+                  if dep.asset_key.to_user_string() not in skip],
+            partitions=[self.partition],
+            explicit=inputs,
+        )
+        self._ids: list[str] = []
+        self._memo: dict = {}
+        self._lock = threading.Lock()
+
+    def add(self, *paths: Path | NewArtifact, partition: str | None = None) -> None:
+        """Spool the rows of files just written (``partition``: default the registrar's)."""
+        items = [p if isinstance(p, NewArtifact) else NewArtifact(p) for p in paths]
+        items = [NewArtifact(_existing(item.path, what=f"asset {self.name}", outside_data_dir=self.outside_data_dir),
+                             inputs=[*self.inputs, *item.inputs],
+                             record_count=item.record_count if item.record_count is not None else self.record_count,
+                             metadata={**self.metadata, **(item.metadata or {})} or None)
+                 for item in items]
+        with self._lock:
+            self._ids += self.catalog.spool_artifacts(
+                asset_key=self.name, items=items, partition=partition if partition is not None else self.partition,
+                run_id=self.run_id, memo=self._memo)
+
+    @property
+    def count(self) -> int:
+        return len(self._ids)
+
+    def commit(self) -> dict[str, Any]:
+        """Insert every spooled row (waiting a bounded time for a busy catalogue: ``CatalogBusy`` says where
+        the rows wait); Dagster metadata of the files registered (nothing when none was added)."""
+        self.catalog.commit()
+        with self._lock:
+            ids = list(self._ids)
+        records = self.catalog.committed_records(ids)
+        return record_metadata(records, self.catalog) if records else {}
+
+
 def register_files(
     context: dg.AssetExecutionContext,
     catalog: Catalog,
@@ -135,27 +203,11 @@ def register_files(
         register_files(context, cat, [NewArtifact(p, [InputRef(prompts, "story_prompts")]) for p in written])
     """
     key = asset_key or context.asset_key
-    name = key.to_user_string()
-    part = partition if partition is not None else _partition(context)
     given = [p if isinstance(p, NewArtifact) else NewArtifact(p) for p in paths]
     if not given:
-        raise ValueError(f"asset {name}: register_files called with no paths")
+        raise ValueError(f"asset {key.to_user_string()}: register_files called with no paths")
     named_per_file = {r.asset_key for item in given for r in item.inputs if isinstance(r, InputRef) and r.asset_key}
-    input_refs = collect_inputs(
-        catalog,
-        run_id=context.run_id,
-        step_key=context.get_step_execution_context().step.key,
-        deps=[dep.asset_key for dep in context.assets_def.specs_by_key[key].deps
-              if dep.asset_key.to_user_string() not in named_per_file],
-        partitions=[part],
-        explicit=inputs,
-    )
-    items = [
-        NewArtifact(_existing(item.path, what=f"asset {name}", outside_data_dir=outside_data_dir),
-                    inputs=[*input_refs, *item.inputs],
-                    record_count=item.record_count if item.record_count is not None else record_count,
-                    metadata={**(metadata or {}), **(item.metadata or {})} or None)
-        for item in given
-    ]
-    records = catalog.record_artifacts(asset_key=name, items=items, partition=part, run_id=context.run_id)
-    return record_metadata(records, catalog)
+    files = FileRegistrar(context, catalog, inputs, asset_key=key, partition=partition, record_count=record_count,
+                          metadata=metadata, outside_data_dir=outside_data_dir, per_file_assets=named_per_file)
+    files.add(*given)
+    return files.commit()

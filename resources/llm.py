@@ -5,7 +5,9 @@ new setting is added in one place; see its docstring for the DISTILLERY_LLM_* va
 fields: ``api_key_env`` holds the NAME of the variable with the key, read when the first call is made.
 ``get_client(context)`` returns an LLMClient whose progress lines go to ``context.log`` and whose usage
 rows (every call, cache hits included) go to the catalogue's ``llm_calls`` table tagged with
-``context.run_id``.
+``context.run_id``: each row, and each provider call before it is sent, is written to the catalogue's spool
+the moment it happens (``Catalog.usage_journal``), and the client's batches commit the spool; a kill loses
+none (the next run records them, a call in flight as ``interrupted``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, PrivateAttr, create_model
 
+from distillery_assets.catalog import CatalogError
+from distillery_assets.catalog.store import lock_timeout_s
 from distillery_assets.llm import ConfigError, LLMClient, LLMSettings, build_client
+from distillery_assets.llm.settings import lifecycle_warning
 from resources.catalog import CatalogResource
 
 log = logging.getLogger(__name__)
@@ -30,6 +35,24 @@ def _setting_fields() -> dict[str, Any]:
     return fields
 
 
+def _add_asset_metadata(context: Any, metadata: dict[str, Any]) -> None:
+    """Add ``metadata`` to the materialization of every asset the step makes (nothing outside an asset step)."""
+    add = getattr(context, "add_asset_metadata", None)
+    if add is None:
+        return
+    try:
+        keys = list(getattr(context, "selected_asset_keys", None) or [])
+        if len(keys) <= 1:
+            add(metadata)
+        else:
+            for key in keys:
+                add(metadata, asset_key=key)
+    except Exception as exc:  # an op, or a context without assets: the warning in the log still says it
+        log.debug(f"LLM model lifecycle metadata not added: {exc}")
+
+
+SINK_WAIT_S = 30.0  # the longest a batch of usage rows waits for a busy catalogue (they stay in the spool)
+
 _LLMSettingsFields = create_model("_LLMSettingsFields", __base__=dg.ConfigurableResource, **_setting_fields())
 
 
@@ -42,6 +65,7 @@ class LLMResource(_LLMSettingsFields):
     @classmethod
     def from_env(cls, catalog: CatalogResource | None = None, **overrides: Any) -> LLMResource:
         settings = LLMSettings.from_env(**overrides)
+        lifecycle_warning(settings, log)  # at start-up: a configured model past its end of life is named now
         return cls(**settings.model_dump(), catalog=catalog)
 
     def settings(self, **overrides: Any) -> LLMSettings:
@@ -57,9 +81,18 @@ class LLMResource(_LLMSettingsFields):
         is closed with the step's other clients when the step ends."""
         logger = getattr(context, "log", None) or log
         run_id = getattr(context, "run_id", None)
-        sink = self.catalog.get().record_llm_calls if self.catalog is not None else None
-        client = build_client(self.settings(**overrides), usage_sink=sink, progress=lambda p: logger.info(p.line()),
+        cat = self.catalog.get() if self.catalog is not None else None
+        # the rows are journalled into the catalogue's spool as they are made: a batch only commits the spool
+        # (briefly: a busy catalogue keeps them there, and the next batch or the step's end tries again)
+        sink = (lambda rows: cat.commit(timeout_s=min(lock_timeout_s(), SINK_WAIT_S))) if cat is not None else None
+        settings = self.settings(**overrides)
+        client = build_client(settings, usage_sink=sink, progress=lambda p: logger.info(p.line()),
                               run_id=run_id, logger=logger)
+        lifecycle = settings.model_lifecycle()
+        if lifecycle is not None and context is not None:
+            _add_asset_metadata(context, lifecycle.metadata())
+        if cat is not None:
+            client.usage_journal = cat.usage_journal()
         self._clients.append(client)
         return client
 
@@ -70,3 +103,8 @@ class LLMResource(_LLMSettingsFields):
                 self._clients.pop().close()
             except Exception as exc:  # closing must never fail the step that used the client
                 log.warning(f"closing an LLM client: {exc}")
+        if self.catalog is not None:
+            try:
+                self.catalog.get().commit(timeout_s=min(lock_timeout_s(), SINK_WAIT_S))
+            except CatalogError as exc:
+                log.warning(f"LLM usage rows not in the catalogue yet: {exc}")

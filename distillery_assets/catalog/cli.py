@@ -7,6 +7,9 @@
     python -m distillery_assets.catalog derived theme/books/1.txt  # what was made from a file or asset
     python -m distillery_assets.catalog artifacts [ASSET]      # newest artefact per asset/partition
     python -m distillery_assets.catalog verify [ASSET]         # files still match their catalogued sha256?
+                                                               # and files on disk no row knows
+    python -m distillery_assets.catalog verify --repair        # ... recording those with their sha256 and asset
+    python -m distillery_assets.catalog recover                # record rows killed runs left in the spool
     python -m distillery_assets.catalog llm-usage              # calls, cache hits, tokens, cost
     python -m distillery_assets.catalog runs                   # training / evaluation runs
     python -m distillery_assets.catalog runs --name thyme_eval --latest --metrics --transpose
@@ -14,7 +17,8 @@
     python -m distillery_assets.catalog sql "select ..."       # anything else
 Options: ``--db PATH`` (default ``$DISTILLERY_DATA_DIR/catalog.duckdb``), ``--json`` (machine output).
 Piped output is not wrapped to 80 columns (tables keep their natural width; ``$COLUMNS`` still wins).
-Every command but ``sql`` with a statement that writes opens the file read-only: a query never changes it.
+Every command but ``sql`` with a statement that writes, ``verify --repair`` and ``recover`` opens the file
+read-only: a query never changes it.
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ from rich.console import Console
 from rich.table import Table
 
 from distillery_assets.catalog.sources import SOURCE_PREFIX, is_source_key
+from distillery_assets.catalog.spool import spool_files
 from distillery_assets.catalog.store import Catalog, CatalogError
+from distillery_assets.corpus.layout import CORPUS_ROOT_ENV
+from distillery_assets.paths import data_dir
 
 # First words of the SQL statements that only read (``sql`` opens the file read-only for these; anything else
 # opens it for writing, as the statement may need).
@@ -67,8 +74,15 @@ def _parser() -> argparse.ArgumentParser:
     artifacts = sub.add_parser("artifacts", help="newest artefact per asset and partition")
     artifacts.add_argument("asset", nargs="?")
     artifacts.add_argument("--all", action="store_true", help="every version, not only the newest")
-    verify = sub.add_parser("verify", help="re-hash the newest artefacts; exit 1 if any is missing or changed")
+    verify = sub.add_parser("verify", help="re-hash the newest artefacts and walk their folders (and the corpus "
+                                           "root) for files no row knows; exit 1 if any is missing, changed or "
+                                           "uncatalogued")
     verify.add_argument("asset", nargs="?")
+    verify.add_argument("--repair", action="store_true",
+                        help="record the uncatalogued files (sha256, and the asset and partition of their "
+                             "catalogued siblings), after the rows killed runs left in the spool")
+    sub.add_parser("recover", help="record the rows that killed runs, or runs that found the catalogue busy, left "
+                                   "in the spool (every run does this before its first write)")
     sub.add_parser("llm-usage", help="LLM calls, cache hits, tokens and cost per provider/model/tag")
     runs = sub.add_parser("runs", help="training and evaluation runs")
     runs.add_argument("--kind", help="only runs of this kind (train, eval, ...)")
@@ -143,7 +157,9 @@ def _rows(args: argparse.Namespace, catalog: Catalog) -> tuple[str, list[dict[st
             params.append(args.asset)
         return "artifacts", catalog.query(sql + " ORDER BY asset_key, partition, id", params)
     if args.command == "verify":
-        return "verification", catalog.verify(args.asset)
+        return "verification", _verify(args, catalog)
+    if args.command == "recover":
+        return "recovered from the spool", [catalog.recover()]
     if args.command == "llm-usage":
         return "LLM usage", catalog.query("SELECT * FROM llm_usage")
     if args.command == "runs":
@@ -179,8 +195,30 @@ def _runs(args: argparse.Namespace, catalog: Catalog) -> tuple[str, list[dict[st
     return title, [base | {k: shown(numbers[k]) if k in numbers else None for k in columns} for base, numbers in flat]
 
 
+def _corpus_root() -> Path:
+    """The corpus root as the corpus assets find it (without creating it)."""
+    return Path(os.environ.get(CORPUS_ROOT_ENV) or data_dir() / "corpus").expanduser()
+
+
+def _verify(args: argparse.Namespace, catalog: Catalog) -> list[dict[str, Any]]:
+    root = _corpus_root()
+    trees = [root] if root.is_dir() else []
+    rows = catalog.verify(args.asset, trees=trees)
+    if args.repair:
+        repaired = {catalog.absolute(r.path) for r in catalog.repair(catalog.untracked(args.asset, trees=trees))}
+        now = {f.path for f in catalog.untracked(args.asset, trees=trees)}
+        for row in rows:
+            path = catalog.absolute(row["path"])
+            if row["status"] == "uncatalogued" and path not in now:
+                row["status"] = "repaired" if path in repaired else "recovered"
+    return rows
+
+
 def _reads_only(args: argparse.Namespace) -> bool:
-    """Whether the command only reads the catalogue (all but ``sql`` with a writing statement)."""
+    """Whether the command only reads the catalogue (all but ``sql`` with a writing statement, ``verify
+    --repair`` and ``recover``)."""
+    if args.command == "recover" or (args.command == "verify" and args.repair):
+        return False
     if args.command != "sql":
         return True
     words = args.statement.lstrip(" \t\n(").split(None, 1)
@@ -215,8 +253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             console.print(_table(title, rows))
     rows = tables[0][1]
-    if args.command == "verify" and any(row["status"] != "ok" for row in rows):
-        return 1
+    if args.command == "verify":
+        waiting = spool_files(catalog.spool_dir)
+        if waiting and not args.repair:
+            errors.print(f"{len(waiting)} spool file(s) in {catalog.spool_dir} hold rows not in the catalogue yet "
+                         "(of a run still going, killed, or that found the catalogue busy): the next run records "
+                         "them, or `verify --repair` / `recover`", style="yellow", markup=False)
+        if any(row["status"] not in ("ok", "repaired", "recovered") for row in rows):
+            return 1
     if args.command == "lineage" and not rows:
         what = "edited files" if args.sources else "inputs"
         errors.print(f"no recorded {what} for asset {args.asset!r}", style="yellow", markup=False)

@@ -6,6 +6,7 @@ Tables
   llm_calls        one row per LLM request (cache hits included), as reported by the LLM client;
                    ``attempts`` = the provider calls it took (HTTP retries, length and JSON re-asks; 0 when cached)
   runs             training and evaluation runs: parameters in, metrics out
+  spool_applied    ids of the spool lines already committed (bookkeeping of the write-ahead spool, see .spool)
 Views
   latest_artifacts the newest row per (asset_key, partition)
   lineage          artifact -> input edges, each input resolved to the artifact row that produced it
@@ -59,6 +60,13 @@ CREATE TABLE IF NOT EXISTS llm_calls (
 );
 -- files made before the attempts column: add it (NULL for their rows)
 ALTER TABLE llm_calls ADD COLUMN IF NOT EXISTS attempts INTEGER;
+-- the ids of spool lines (catalog.spool) already committed, by spool file; written in the transaction that
+-- commits them, so a spool replayed after a crash never adds a row twice (pruned once the file is gone)
+CREATE TABLE IF NOT EXISTS spool_applied (
+    id VARCHAR NOT NULL,
+    spool VARCHAR NOT NULL,
+    applied_at TIMESTAMP NOT NULL
+);
 CREATE SEQUENCE IF NOT EXISTS run_id_seq START 1;
 CREATE TABLE IF NOT EXISTS runs (
     id BIGINT PRIMARY KEY DEFAULT nextval('run_id_seq'),

@@ -4,7 +4,14 @@ DuckDB lets one process hold a database file for writing at a time, and Dagster'
 executor runs every step in its own process. So every operation here opens its own connection inside
 an exclusive file lock on ``<db>.lock``, does its work in one transaction and closes the connection
 before the lock is released. A DuckDB lock error (a process outside this class holding the file, such
-as an interactive ``duckdb`` shell) is retried with backoff; after that the error says which file.
+as an interactive ``duckdb`` shell) is retried with backoff. Either wait is bounded
+(``DISTILLERY_CATALOG_LOCK_TIMEOUT_S``, default 300 s), announced with a warning after a few seconds, and
+ends in :class:`CatalogBusy` naming the file and the holder.
+
+Rows are written ahead to a spool (:mod:`.spool`) before they are inserted: artefacts and LLM usage rows
+reach ``catalog.spool/`` the moment they exist, and DuckDB in batches. What a killed process, or one that
+found the catalogue busy, left there is recorded by the next process that writes to the catalogue
+(:meth:`Catalog.recover`, run before its first write), so no file or paid call is left without its row.
 
 ``Catalog(path, read_only=True)`` (what the read commands of the CLI use) opens the file read-only: it
 creates nothing, migrates nothing and leaves the file's bytes as they were.
@@ -13,9 +20,12 @@ creates nothing, migrates nothing and leaves the file's bytes as they were.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,17 +34,28 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 from filelock import FileLock, Timeout
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from distillery_assets.catalog.hashing import Fingerprint, fingerprint
 from distillery_assets.catalog.schema import DERIVED_QUERY, LINEAGE_QUERY, SOURCES_QUERY, TABLES, VIEWS
 from distillery_assets.catalog.sources import SOURCE_PREFIX, default_roots, source_key, visible_files
+from distillery_assets.catalog.spool import (Spool, any_dead, dead_spools, read_entries, spool_dir_for, spool_files,
+                                             spool_for, unclosed_attempts)
+from distillery_assets.catalog.untracked import Known, Untracked, find_untracked
 from distillery_assets.paths import data_dir
+
+log = logging.getLogger(__name__)
 
 # (database path, inode) pairs whose schema this process has already created or checked.
 _SCHEMA_READY: set[tuple[str, int]] = set()
 
-LOCK_TIMEOUT_S = float(os.environ.get("DISTILLERY_CATALOG_LOCK_TIMEOUT_S", "300"))
+LOCK_TIMEOUT_ENV = "DISTILLERY_CATALOG_LOCK_TIMEOUT_S"
+WAIT_NOTICE_S = 2.0  # a wait for the catalogue longer than this is announced (a warning naming the holder)
+INTERRUPTED = "interrupted"
+
+
+def lock_timeout_s() -> float:
+    """How long one operation waits for a catalogue another process holds (read when it waits)."""
+    return float(os.environ.get(LOCK_TIMEOUT_ENV, "300"))
 
 LLM_CALL_COLUMNS = (
     "request_key", "provider", "model", "tag", "ok", "error", "finish_reason", "input_tokens",
@@ -52,6 +73,11 @@ _LLM_CALL_ARROW_TYPES = {
 
 class CatalogError(RuntimeError):
     """The catalogue could not be opened or a row could not be recorded; the message names the file."""
+
+
+class CatalogBusy(CatalogError):
+    """Another process held the catalogue longer than the bounded wait. Rows already written ahead to the
+    spool are not lost: the next process that writes to the catalogue records them."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +157,37 @@ def _json(value: Any, field: str) -> str | None:
         raise ValueError(f"catalogue field {field!r} is not JSON-serialisable: {exc}") from exc
 
 
+def _llm_values(row: Mapping[str, Any], index: int) -> list[Any]:
+    """One usage row as JSON-ready values in the order of ``LLM_CALL_COLUMNS`` plus ``extra`` (unknown keys)."""
+    if not isinstance(row, Mapping):
+        raise ValueError(f"llm_calls row {index}: expected a mapping, got {type(row).__name__}")
+    if not row.get("request_key"):
+        raise ValueError(f"llm_calls row {index}: field 'request_key' is missing or empty")
+    values = [row.get(col) for col in LLM_CALL_COLUMNS]
+    values[LLM_CALL_COLUMNS.index("created_at")] = _as_timestamp(row.get("created_at"), "created_at").isoformat()
+    extra = {k: v for k, v in row.items() if k not in LLM_CALL_COLUMNS}
+    return [*values, _json(extra or None, "extra")]
+
+
+def _interrupted_row(request_key: str, markers: list[dict[str, Any]]) -> list[Any]:
+    """The usage row of a request whose process died with ``markers`` (its attempts) sent and no outcome."""
+    first = markers[0]
+    row = {"request_key": request_key, "provider": first.get("provider"), "model": first.get("model"),
+           "tag": first.get("tag"), "ok": False, "error_kind": INTERRUPTED, "cached": False,
+           "error": (f"{INTERRUPTED}: the process ended while this request was in flight ({len(markers)} provider "
+                     "call(s) sent, no outcome recorded); its tokens and cost are unknown"),
+           "created_at": first.get("created_at"), "run_id": first.get("run_id"), "attempts": len(markers)}
+    return _llm_values(row, 0)
+
+
+def _decode_artifact(entry: dict[str, Any]) -> tuple:
+    """The arguments of ``Catalog._insert_artifact`` (after the connection) from a spooled artefact entry."""
+    edges = [_Edge(stored, sha, key, Fingerprint(**source) if source else None)
+             for stored, sha, key, source in entry["edges"]]
+    return (entry["asset_key"], entry["partition"], entry["run_id"], entry["path"], Fingerprint(**entry["fp"]),
+            entry["record_count"], edges, entry["metadata"])
+
+
 class Catalog:
     """One DuckDB file; safe to use from many processes at once (see module docstring)."""
 
@@ -141,40 +198,65 @@ class Catalog:
         # label -> folder of edited files (default: inputs_dir() and config_dir()); see catalog.sources
         self.sources = {k: Path(v).resolve() for k, v in (sources or default_roots()).items()}
         self.read_only = read_only
+        self.spool_dir = spool_dir_for(self.path)  # data/catalog.spool: rows written ahead (see .spool)
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_S)
+        self._lock = FileLock(str(self.path) + ".lock")
 
     def __repr__(self) -> str:
         return f"Catalog({str(self.path)!r}{', read_only=True' if self.read_only else ''})"
 
     # -- connections ---------------------------------------------------------------------------
-    @retry(
-        retry=retry_if_exception(_is_duckdb_lock_error),
-        wait=wait_random_exponential(multiplier=0.05, max=2.0),
-        stop=stop_after_attempt(30),
-        reraise=True,
-    )
-    def _run(self, work):
-        """Run ``work(connection)`` in one transaction under the file lock; return its result."""
-        try:
-            with self._lock:
-                con = self._open()
+    def _run(self, work, *, timeout_s: float | None = None, recovering: bool = False):
+        """Run ``work(connection)`` in one transaction under the file lock; return its result. A write first
+        replays what ended processes left in the spool, if there is any (:meth:`recover`). Waits at most
+        ``timeout_s`` (default :func:`lock_timeout_s`) for a catalogue another process holds, with a warning
+        naming the holder after ``WAIT_NOTICE_S``; then raises :class:`CatalogBusy`."""
+        if not self.read_only and not recovering and any_dead(self.spool_dir):
+            self._replay_dead_spools(timeout_s)
+        timeout = lock_timeout_s() if timeout_s is None else max(0.0, timeout_s)
+        deadline = time.monotonic() + timeout
+        announced, delay = False, 0.05
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                self._lock.acquire(timeout=remaining if announced else min(remaining, WAIT_NOTICE_S))
+            except Timeout:
+                holder = f"another process holds its lock file {self._lock.lock_file}"
+            else:
                 try:
-                    con.execute("BEGIN TRANSACTION")
-                    try:
-                        result = work(con)
-                        con.execute("COMMIT")
-                    except BaseException:
-                        with contextlib.suppress(duckdb.Error):
-                            con.execute("ROLLBACK")
-                        raise
-                    return result
+                    return self._transaction(work)
+                except duckdb.Error as exc:  # only DuckDB's own lock error gets here: a process outside the lock
+                    holder = f"a process outside Distillery holds the DuckDB file ({str(exc).splitlines()[0]})"
                 finally:
-                    con.close()
-        except Timeout as exc:
-            raise CatalogError(f"catalogue {self.path}: lock {self._lock.lock_file} busy for "
-                               f"{LOCK_TIMEOUT_S:.0f}s") from exc
+                    self._lock.release()
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, 2.0)
+            if time.monotonic() >= deadline:
+                raise CatalogBusy(f"catalogue {self.path} is busy: {holder}; gave up after {timeout:.0f}s "
+                                  f"(${LOCK_TIMEOUT_ENV} sets the wait)")
+            if not announced:
+                announced = True
+                log.warning(f"catalogue {self.path} is busy: {holder}; waiting up to {timeout:.0f}s "
+                            f"(${LOCK_TIMEOUT_ENV})")
+
+    def _transaction(self, work):
+        """``work(connection)`` in one transaction (the caller holds the lock). Raises DuckDB's lock error as
+        it is (the caller waits and retries); any other DuckDB error becomes a CatalogError naming the file."""
+        try:
+            con = self._open()
+            try:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    result = work(con)
+                    con.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(duckdb.Error):
+                        con.execute("ROLLBACK")
+                    raise
+                return result
+            finally:
+                con.close()
         except duckdb.Error as exc:
             if _is_duckdb_lock_error(exc):
                 raise
@@ -193,6 +275,7 @@ class Catalog:
             if marker not in _SCHEMA_READY:
                 con.execute(TABLES)
                 con.execute(VIEWS)
+                self._prune_spool_bookkeeping(con)
                 _SCHEMA_READY.add(marker)
         except BaseException:
             con.close()
@@ -250,21 +333,156 @@ class Catalog:
         """:meth:`record_artifact` for many files of one asset and partition, each with its own inputs, in
         one transaction (hundreds of files are one lock and one commit; an input shared by many is hashed
         once). Returns the rows in the order of ``items``."""
+        ids = self.spool_artifacts(asset_key=asset_key, items=items, partition=partition, run_id=run_id)
+        self.commit()  # after it, every row spooled before it is committed (by it or by a commit it waited for)
+        return self.committed_records(ids)
+
+    def spool_artifacts(self, *, asset_key: str, items: Iterable[NewArtifact], partition: str | None = None,
+                        run_id: str | None = None, memo: dict | None = None) -> list[str]:
+        """Write the rows of files just written to this process's spool, fingerprinted now, without waiting for
+        the catalogue: they are inserted by the next :meth:`commit` (of this process) or, if it dies first, by
+        the next process that writes to the catalogue. Returns the spool ids (for :meth:`committed_records`).
+        ``memo``: a dict kept across calls, so an input shared by many files is hashed once."""
         if not asset_key:
             raise ValueError("record_artifacts: asset_key is required")
-        memo: dict[tuple[str, str | None, str | None], list[_Edge]] = {}
-        prepared = []
+        memo = {} if memo is None else memo
+        spool = self._spool()
+        ids = []
         for item in items:
             abs_path = self.absolute(self.relative(item.path))
             fp = item.fingerprint or fingerprint(abs_path)
             count = item.record_count if item.record_count is not None else fp.record_count
-            prepared.append((self.relative(abs_path), fp, count, self._edges(item.inputs, memo),
-                             _json(dict(item.metadata) if item.metadata else None, "metadata")))
+            edges = self._edges(item.inputs, memo)
+            ids.append(spool.append({
+                "kind": "artifact", "asset_key": asset_key, "partition": partition, "run_id": run_id,
+                "path": self.relative(abs_path), "fp": dataclasses.asdict(fp), "record_count": count,
+                "edges": [[e.stored, e.sha256, e.asset_key, dataclasses.asdict(e.source) if e.source else None]
+                          for e in edges],
+                "metadata": _json(dict(item.metadata) if item.metadata else None, "metadata"),
+            }))
+        return ids
 
-        def work(con: duckdb.DuckDBPyConnection) -> list[ArtifactRecord]:
-            return [self._insert_artifact(con, asset_key, partition, run_id, *row) for row in prepared]
+    def committed_records(self, ids: Sequence[str]) -> list[ArtifactRecord]:
+        """The catalogue rows of spooled artefacts (ids from :meth:`spool_artifacts`) committed since, in order;
+        an id not committed yet is left out."""
+        results = self._spool().results
+        return [results.pop(i) for i in ids if i in results]
 
-        return self._run(work)
+    # -- the spool: rows written ahead ---------------------------------------------------------------
+    def _spool(self) -> Spool:
+        if self.read_only:
+            raise CatalogError(f"catalogue {self.path} is open read-only: nothing can be recorded")
+        return spool_for(self.spool_dir)
+
+    def commit(self, *, timeout_s: float | None = None) -> int:
+        """Insert every row this process has spooled and not yet committed, in one transaction; returns how
+        many. If the catalogue stays busy (:class:`CatalogBusy`, after ``timeout_s``), the rows stay in the
+        spool, synced to disk, and the error says where: nothing is dropped."""
+        spool = self._spool()
+        with spool.drain_lock:
+            batch = spool.pending()
+            if not batch:
+                return 0
+            name = spool.path.name if spool.path is not None else "memory"
+            try:
+                results = self._run(lambda con: self._apply(con, batch, {e["id"]: name for e in batch})[0],
+                                    timeout_s=timeout_s)
+            except CatalogBusy as exc:
+                spool.sync()
+                raise CatalogBusy(f"{exc}. Nothing is lost: {len(batch)} row(s) wait in {spool.path or 'memory'} "
+                                  "and are recorded by the next process that writes to the catalogue (the next "
+                                  "run, or `python -m distillery_assets.catalog recover`)") from exc
+            spool.results.update(results)
+            spool.committed([e["id"] for e in batch])
+            return len(batch)
+
+    def spooled_paths(self, asset_key: str | None = None) -> set[str]:
+        """Stored paths of artefacts in any spool file (of running processes too): written, row not in yet."""
+        return {e["path"] for f in spool_files(self.spool_dir) for e in read_entries(f)
+                if e["kind"] == "artifact" and (asset_key is None or e["asset_key"] == asset_key)}
+
+    def recover(self, *, timeout_s: float | None = None) -> dict[str, int]:
+        """Record what processes that ended left in the spool (a kill -9, a run that found the catalogue busy):
+        their artefact and usage rows, each once, and an ``interrupted`` usage row for every provider call that
+        was in flight when its process died; then this process's own uncommitted rows. Runs by itself before
+        any write when there is something to replay; call it before planning work that trusts the catalogue.
+        Returns counts."""
+        stats = self._replay_dead_spools(timeout_s)
+        stats["own_rows"] = self.commit(timeout_s=timeout_s)
+        return stats
+
+    def _replay_dead_spools(self, timeout_s: float | None) -> dict[str, int]:
+        locked = []
+
+        def work(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+            while locked:  # a try before this one that did not commit
+                locked.pop().release()
+            self._prune_spool_bookkeeping(con)
+            locked.extend(dead_spools(self.spool_dir))
+            entries = [e for dead in locked for e in dead.entries]
+            where = {e["id"]: dead.path.name for dead in locked for e in dead.entries}
+            _, stats = self._apply(con, entries, where, interrupted=True)
+            return stats | {"spool_files": len(locked)}
+
+        try:
+            stats = self._run(work, timeout_s=timeout_s, recovering=True)
+        except BaseException:
+            for dead in locked:
+                dead.release()
+            raise
+        for dead in locked:
+            dead.remove()
+        if locked:
+            log.warning(f"catalogue {self.path}: recorded what {len(locked)} ended process(es) left in "
+                        f"{self.spool_dir}: {stats['artifacts']} artefact row(s), {stats['llm_calls']} LLM usage "
+                        f"row(s), {stats['interrupted']} of them for calls in flight when the process died")
+        return stats
+
+    def _prune_spool_bookkeeping(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Forget the committed ids of spool files that are gone (listed under the lock: no commit interleaves,
+        and a file that still exists keeps its ids, so a replay of it skips them)."""
+        names = [p.name for p in spool_files(self.spool_dir)]
+        con.execute("DELETE FROM spool_applied WHERE NOT list_contains(?::VARCHAR[], spool)", [names])
+
+    def _apply(self, con: duckdb.DuckDBPyConnection, entries: list[dict[str, Any]], spool_of: Mapping[str, str],
+               *, interrupted: bool = False) -> tuple[dict[str, ArtifactRecord], dict[str, int]]:
+        """Insert spool entries not committed before (their ids are not in ``spool_applied``) and record their
+        ids, in the caller's transaction. ``interrupted``: also make a usage row of every attempt no row closed
+        (the entries are of ended processes)."""
+        done: set[str] = set()
+        if entries:
+            done = {row[0] for row in con.execute(
+                "SELECT a.id FROM spool_applied a JOIN (SELECT unnest(?::VARCHAR[]) AS id) n ON a.id = n.id",
+                [[e["id"] for e in entries]]).fetchall()}
+        results: dict[str, ArtifactRecord] = {}
+        calls: list[list[Any]] = []
+        applied: list[str] = []
+        for entry in entries:
+            if entry["id"] in done:
+                continue
+            if entry["kind"] == "artifact":
+                results[entry["id"]] = self._insert_artifact(con, *_decode_artifact(entry))
+            elif entry["kind"] == "llm_call":
+                calls.append(list(entry["values"]))
+            else:
+                continue
+            applied.append(entry["id"])
+        lost = 0
+        if interrupted:
+            open_attempts: dict[str, list[dict[str, Any]]] = {}
+            for marker in unclosed_attempts(entries):
+                if marker["id"] not in done:
+                    open_attempts.setdefault(marker["request_key"], []).append(marker)
+            for key, markers in open_attempts.items():
+                calls.append(_interrupted_row(key, markers))
+                applied.extend(m["id"] for m in markers)
+                lost += 1
+        if calls:
+            self._insert_llm_values(con, calls)
+        if applied:
+            con.execute("INSERT INTO spool_applied SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), ?",
+                        [applied, [spool_of.get(i, "?") for i in applied], _utcnow()])
+        return results, {"artifacts": len(results), "llm_calls": len(calls), "interrupted": lost}
 
     def _insert_artifact(self, con: duckdb.DuckDBPyConnection, asset_key: str, partition: str | None,
                          run_id: str | None, stored: str, fp: Fingerprint, count: int | None, edges: list[_Edge],
@@ -385,9 +603,12 @@ class Catalog:
                           "unchanged" if fingerprint(path).sha256 == row["sha256"] else "edited")
         return rows
 
-    def verify(self, asset_key: str | None = None) -> list[dict[str, Any]]:
+    def verify(self, asset_key: str | None = None, *, trees: Iterable[Path | str] = ()) -> list[dict[str, Any]]:
         """Re-hash the newest artefact of every (asset, partition) -- or of one asset -- and compare with
-        the catalogue. Each row: asset_key, partition, path, status ("ok" | "missing" | "changed").
+        the catalogue; then walk the folders the catalogue knows files in (of that asset), and ``trees``
+        whole (the corpus root), for files no row knows. Each row: asset_key, partition, path, status
+        ("ok" | "missing" | "changed" | "uncatalogued") and note (for an uncatalogued file: the asset its
+        catalogued siblings suggest, used by :meth:`repair`, or why none is).
         Sources (edited files under the source folders) are left out unless asked for by key: editing
         them is what people do; :meth:`lineage_sources` says which ones changed since a model was made."""
         rows = self.latest_artifacts(asset_key) if asset_key else self.query(
@@ -401,8 +622,47 @@ class Catalog:
             else:
                 status = "ok" if fingerprint(path).sha256 == row["sha256"] else "changed"
             report.append({"asset_key": row["asset_key"], "partition": row["partition"], "path": row["path"],
-                           "status": status})
+                           "status": status, "note": None})
+        if asset_key is None or not asset_key.startswith(SOURCE_PREFIX):
+            for found in self.untracked(asset_key, trees=trees):
+                report.append({"asset_key": found.asset_key, "partition": found.partition,
+                               "path": self.relative(found.path), "status": "uncatalogued", "note": found.note})
         return report
+
+    def untracked(self, asset_key: str | None = None, *, trees: Iterable[Path | str] = ()) -> list[Untracked]:
+        """Files on disk no row knows, in the folders under the data directory that hold catalogued files (of
+        ``asset_key`` only, when given) and in ``trees``; see :mod:`.untracked`."""
+        rows = self.query("SELECT asset_key, partition, path, kind FROM artifacts "
+                          "QUALIFY row_number() OVER (PARTITION BY path ORDER BY id DESC) = 1")
+        known = [Known(self.absolute(r["path"]), r["asset_key"], r["partition"], r["kind"]) for r in rows]
+        produced = [k for k in known if not k.asset_key.startswith(SOURCE_PREFIX)]
+        scope = [k for k in produced if asset_key is None or k.asset_key == asset_key]
+        folders = {k.path.parent for k in scope if k.path.parent == self.root or self.root in k.path.parents}
+        trees = [Path(t).resolve() for t in trees]
+        if asset_key is not None:  # a tree is walked for an asset with files in it
+            trees = [t for t in trees if any(t in k.path.parents for k in scope)]
+        root = self.root
+        skip = [self.path, Path(f"{self.path}.wal"), Path(f"{self.path}.lock"), self.spool_dir,
+                root / "llm_cache", root / "dagster", *self.sources.values()]
+        return find_untracked(known, folders=folders, trees=trees, skip=skip)
+
+    def repair(self, found: Iterable[Untracked]) -> list[ArtifactRecord]:
+        """Record files :meth:`untracked` found, as artefacts of the asset (and partition) their siblings
+        suggest, with their sha256 (metadata ``repaired``; no run, no inputs). Files without a guess are
+        skipped. Spooled rows of ended processes are recorded first (they know more than a guess)."""
+        self.recover()
+        groups: dict[tuple[str, str | None], list[NewArtifact]] = {}
+        for item in found:
+            if item.asset_key is not None and item.path.is_file():
+                groups.setdefault((item.asset_key, item.partition), []).append(NewArtifact(
+                    item.path, metadata={"repaired": "catalog verify --repair", "inferred": item.note}))
+        records = []
+        for (key, partition), items in groups.items():
+            known = {r["path"] for r in self.query("SELECT DISTINCT path FROM artifacts WHERE asset_key = ?", [key])}
+            items = [i for i in items if self.relative(i.path) not in known]  # recorded by the replay above
+            if items:
+                records += self.record_artifacts(asset_key=key, items=items, partition=partition)
+        return records
 
     def derived_from(self, source: str) -> list[dict[str, Any]]:
         """Everything made, transitively, from ``source``: an asset key or a path (stored form, e.g.
@@ -411,36 +671,53 @@ class Catalog:
 
     # -- LLM calls -----------------------------------------------------------------------------
     def record_llm_calls(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Insert rows as produced by the LLM client. Unknown keys are kept in the ``extra`` JSON
-        column rather than dropped. Returns the number of rows written."""
-        prepared = []
-        for index, row in enumerate(rows):
-            if not isinstance(row, Mapping):
-                raise ValueError(f"llm_calls row {index}: expected a mapping, got {type(row).__name__}")
-            if not row.get("request_key"):
-                raise ValueError(f"llm_calls row {index}: field 'request_key' is missing or empty")
-            values = [row.get(col) for col in LLM_CALL_COLUMNS]
-            values[LLM_CALL_COLUMNS.index("created_at")] = _as_timestamp(row.get("created_at"), "created_at")
-            extra = {k: v for k, v in row.items() if k not in LLM_CALL_COLUMNS}
-            prepared.append([*values, _json(extra or None, "extra")])
+        """Insert rows as produced by the LLM client (through the spool, like every row). Unknown keys are kept
+        in the ``extra`` JSON column rather than dropped. Returns the number of rows written. (The LLM
+        resource's clients journal each row the moment it is made instead: :meth:`usage_journal`.)"""
+        prepared = [_llm_values(row, index) for index, row in enumerate(rows)]
         if not prepared:
             return 0
-        names = (*LLM_CALL_COLUMNS, "extra")
-        types = _LLM_CALL_ARROW_TYPES
-        table = pa.table({name: pa.array([values[i] for values in prepared], type=types[name])
-                          for i, name in enumerate(names)})
-
-        def insert(con) -> None:
-            # one columnar INSERT from an Arrow table: binding parameters row by row cost ~0.2 ms a row of
-            # the interpreter lock, which the LLM client's event loop needs while a batch is in flight
-            con.register("_new_llm_calls", table)
-            try:
-                con.execute(f"INSERT INTO llm_calls ({', '.join(names)}) SELECT {', '.join(names)} FROM _new_llm_calls")
-            finally:
-                con.unregister("_new_llm_calls")
-
-        self._run(insert)
+        spool = self._spool()
+        for values in prepared:
+            spool.llm_call(values[0], 0, values)
+        self.commit()
         return len(prepared)
+
+    def usage_journal(self) -> Callable[[str, dict[str, Any]], None]:
+        """The LLM client's ``usage_journal``: ``("attempt", fields)`` before each provider call and ``("row",
+        row)`` for each usage row go to this process's spool at once (the client's batched ``usage_sink``
+        then only needs to :meth:`commit`). A row of a request whose process died is made from its attempts
+        by :meth:`recover`. Never raises (a bad row is logged and skipped)."""
+        spool = self._spool()
+
+        def journal(event: str, fields: dict[str, Any]) -> None:
+            try:
+                if event == "attempt":
+                    spool.attempt(str(fields["request_key"]), {k: fields.get(k) for k in (
+                        "provider", "model", "tag", "run_id", "created_at")})
+                elif event == "row":
+                    values = _llm_values(fields, 0)
+                    spool.llm_call(values[0], int(fields.get("attempts") or 0), values)
+            except Exception as exc:  # the client must never fail a request for its bookkeeping
+                log.warning(f"catalogue spool: LLM usage {event} not journalled: {exc}")
+
+        return journal
+
+    @staticmethod
+    def _insert_llm_values(con: duckdb.DuckDBPyConnection, rows: list[list[Any]]) -> None:
+        names = (*LLM_CALL_COLUMNS, "extra")
+        at = LLM_CALL_COLUMNS.index("created_at")
+        for values in rows:
+            values[at] = _as_timestamp(values[at], "created_at")
+        table = pa.table({name: pa.array([values[i] for values in rows], type=_LLM_CALL_ARROW_TYPES[name])
+                          for i, name in enumerate(names)})
+        # one columnar INSERT from an Arrow table: binding parameters row by row cost ~0.2 ms a row of the
+        # interpreter lock, which the LLM client's event loop needs while a batch is in flight
+        con.register("_new_llm_calls", table)
+        try:
+            con.execute(f"INSERT INTO llm_calls ({', '.join(names)}) SELECT {', '.join(names)} FROM _new_llm_calls")
+        finally:
+            con.unregister("_new_llm_calls")
 
     # -- training / evaluation runs ------------------------------------------------------------
     def record_run(
@@ -475,9 +752,16 @@ class Catalog:
     @contextlib.contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A raw connection held under the lock, for bulk reads (keep it short: it blocks writers)."""
-        with self._lock:
+        try:
+            self._lock.acquire(timeout=lock_timeout_s())
+        except Timeout as exc:
+            raise CatalogBusy(f"catalogue {self.path} is busy: another process holds its lock file "
+                              f"{self._lock.lock_file}; gave up after {lock_timeout_s():.0f}s") from exc
+        try:
             con = self._open()
             try:
                 yield con
             finally:
                 con.close()
+        finally:
+            self._lock.release()

@@ -11,7 +11,7 @@ already received are in the cache).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +105,8 @@ class GenerationReport:
             "output_tokens": sum(o.output_tokens for o in self.outcomes),
             "cost_usd": round(sum(c for c in costs if c), 6),
             "cost_unknown_for": sum(c is None for c in costs),
+            # answers that were not results, by reason (TaskUsage: failed, failed_length, failed_refusal...)
+            **{k: v for k, v in self.usage.items() if k == "failed" or k.startswith("failed_")},
         }
 
 
@@ -123,13 +125,16 @@ def generate_missing(
     label: str = "corpus",
     max_tokens: int = MAX_TOKENS,
     accept_truncated: bool = False,
+    on_written: Callable[[FileOutcome], None] | None = None,
 ) -> GenerationReport:
     """Ask for every task's text and write each answer to its ``.corpus`` file as it arrives (with no tasks
     the client is not needed and may be None).
 
     An answer cut off at ``max_tokens`` is not a document: the client asks again with a larger budget, and
     if it is still cut off the file is a failure with that reason (and is asked for again by the next run).
-    ``accept_truncated=True`` writes such answers anyway, each one flagged ``truncated`` in its outcome."""
+    ``accept_truncated=True`` writes such answers anyway, each one flagged ``truncated`` in its outcome.
+    ``on_written(outcome)`` is called the moment each file is in place (on the LLM client's thread; keep it
+    short): the asset registers the file in the catalogue then, not when the run ends."""
     report = GenerationReport()
     tasks = list(tasks)
     if not tasks:
@@ -148,6 +153,8 @@ def generate_missing(
         atomic_write_text(row.path, text + "\n", durable=False)  # flushed together at the end (os.sync)
         outcomes[key] = FileOutcome(row, "generated", words=word_count(text),
                                     truncated=result.finish_reason == "length", **_usage(result))
+        if on_written is not None:
+            on_written(outcomes[key])
 
     try:
         run = run_task(writing, tasks, client, label=label, on_record=write)
