@@ -69,7 +69,7 @@ def test_writes_stripped_text_with_trailing_newline_and_skips_existing(tmp_path)
     assert [size for _, size in llm.batches] == [3]  # one stream: no chunk boundary idles the slots
     assert report.totals() == {"requests": 3, "cache_hits": 0, "provider_calls": 3, "input_tokens": 30,
                                "output_tokens": 60,
-                               "cost_usd": 0.003, "cost_unknown_for": 0}
+                               "cost_usd": 0.003, "cost_unknown_for": 0, "failed": 0}
 
 
 def test_failures_and_empty_answers_write_nothing_and_keep_reasons(tmp_path):
