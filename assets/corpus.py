@@ -138,23 +138,26 @@ def _scan(kind: CorpusKind, keys: list[str], root) -> dict[str, PartitionPlan]:
 def _write_prompts(context, kind: CorpusKind, config: CorpusRootConfig, cat) -> dg.MaterializeResult:
     """Render every leaf's prompts.txt of the run's partitions from the prompt tables; register each."""
     tables, root, keys = default_tables(), corpus_root(config.corpus_root), _require_keys(context)
-    rows, first = [], None
+    rows = []
     for key in keys:
         for leaf in leaves_for(tables, kind, key):
             written = write_leaf(root, leaf)
             register_files(context, cat, [written.path], [default_tables_path()], partition=key,
                            record_count=written.lines, outside_data_dir=True)
             rows.append([key, relative(written.path, root), written.lines, "yes" if written.changed else "no"])
-            first = first or written.path
     context.log.info(f"wrote {len(rows)} prompts.txt files ({sum(r[2] for r in rows)} prompts) under {root}")
+    for key in keys:  # each partition's own event describes that partition (a range runs as one run)
+        mine = [r for r in rows if r[0] == key]
+        context.add_asset_metadata(partition_key=key, metadata={
+            "prompts_files": len(mine), "prompts": sum(r[2] for r in mine),
+            "changed_files": sum(r[3] == "yes" for r in mine),
+            "files": table_md([r[1:] for r in mine], ["prompts.txt", "prompts", "changed"], align="lrl"),
+            "preview": text_md((root / mine[0][1]).read_text(encoding="utf-8"), PREVIEW_CHARS) if mine else "none",
+        })
     return dg.MaterializeResult(metadata={
         "corpus_root": dg.MetadataValue.path(str(root)),
-        "partitions": len(keys),
-        "prompts_files": len(rows),
-        "prompts": sum(r[2] for r in rows),
-        "changed_files": sum(r[3] == "yes" for r in rows),
-        "files": table_md(rows, ["partition", "prompts.txt", "prompts", "changed"], align="llrl"),
-        "preview": text_md(first.read_text(encoding="utf-8"), PREVIEW_CHARS),
+        "run_partitions": len(keys),
+        **({"run_prompts_files": len(rows), "run_prompts": sum(r[2] for r in rows)} if len(keys) > 1 else {}),
     })
 
 
@@ -218,6 +221,10 @@ def _generate(context, kind: CorpusKind, names: tuple[str, str], config: CorpusG
     if report.failed and not report.generated:
         raise dg.Failure(f"all {len(report.failed)} requests failed; first: {report.failed[0].reason}",
                          metadata={"failures": dg.MetadataValue.json(summary["failures"])})
+    for key, present, missing, generated, target in summary["by_partition"]:  # what each partition holds now
+        context.add_asset_metadata(partition_key=key, metadata={
+            "partition_files_present": present, "partition_files_missing": missing,
+            "partition_generated_now": generated, "partition_word_target": str(target)})
     yield dg.MaterializeResult(metadata=_corpus_metadata(root, keys, plans, summary))
 
 

@@ -32,10 +32,11 @@ from typing import Any
 import dagster as dg
 
 from assets.logs import forward_logs
-from assets.meta import require_upstream, llm_usage_meta, path_md, records_table, size_mb, table_md
+from assets.meta import llm_usage_meta, path_md, records_table, require_upstream, size, table_md
 from assets.pools import Loads, model_pool
 from distillery_assets.catalog import InputRef
 from distillery_assets.filters import ground_truth as gt_lib
+from distillery_assets.filters.ground_truth import MIN_RECORDS
 from distillery_assets.filters import pipeline
 from distillery_assets.filters.config import FilterConfigError, FilterDefinition, load_filter
 from distillery_assets.filters.metrics import results_markdown, results_summary
@@ -54,6 +55,8 @@ from resources.llm import LLMResource
 
 GROUP = "filters"
 PARTITIONS = filter_version_partitions
+PASS_RATE_CHECK, LABELS_CHECK, BASELINES_CHECK, REPORT_CHECK = (
+    "pass_rate_as_expected", "enough_labels", "scorer_beats_baselines", "report_files_present")
 FORWARDED_LOGGERS = ("distillery_assets.filters",)
 SOURCE_ASSETS = pipeline.source_assets()  # the chunk assets any version reads: real Dagster dependencies
 
@@ -89,7 +92,7 @@ def _candidates_meta(defn: FilterDefinition, paths: FilterPaths, cands, missing:
         "reject_reasons": _count_table(dict(Counter(r.reason for r in cands.rejects)), ("reason", "documents")),
         "rejects_sample": table_md([(r.where, r.reason, r.detail) for r in cands.rejects[:20]],
                                    ["where", "reason", "detail"]) if cands.rejects else "none",
-        "preview": records_table(cands.documents, ["id", "title", "source", "content"], n=8, limit=160),
+        "preview": records_table(cands.documents, ["id", "title", "source"], n=6, limit=200, long=["content"]),
         "definition": path_md(paths.definition),
     }
 
@@ -121,7 +124,24 @@ def filter_candidates(context: dg.AssetExecutionContext, catalog: CatalogResourc
 
 # ---------------------------------------------------------------------------------------- prefilter
 
+def _pass_rate_check(s: dict[str, Any], tolerance: float) -> dg.AssetCheckResult:
+    """The prefilter's pass rate against ``prefilter.expected_pass_rate`` +- ``pass_rate_tolerance`` (config.yaml)."""
+    expected = s["expected_pass_rate"]
+    if expected is None:
+        return dg.AssetCheckResult(check_name=PASS_RATE_CHECK, passed=True, metadata={
+            "pass_rate": s["pass_rate"], "expected_pass_rate": "not set (config.yaml prefilter.expected_pass_rate)"})
+    return dg.AssetCheckResult(
+        check_name=PASS_RATE_CHECK, passed=abs(s["pass_rate"] - expected) <= tolerance,
+        severity=dg.AssetCheckSeverity.WARN, metadata={
+            "pass_rate": s["pass_rate"], "expected_pass_rate": expected, "tolerance": tolerance,
+            "band": f"{max(0.0, expected - tolerance):.2f} to {min(1.0, expected + tolerance):.2f}",
+            "documents": s["total"], "passed_documents": s["passed"]})
+
+
 @dg.asset(group_name=GROUP, partitions_def=PARTITIONS, deps=[filter_candidates], kinds={"python"},
+          check_specs=[dg.AssetCheckSpec(PASS_RATE_CHECK, asset="filter_prefiltered", description=(
+              "The share of candidates the prefilter passes is within prefilter.pass_rate_tolerance (default 0.1) of "
+              "config.yaml's prefilter.expected_pass_rate (a warning: the sources or the rules changed)."))],
           description="prefilter.yaml's rules on each candidate, first deciding rule wins: pass/block with the rule's "
                       "reason; pass rate against the config's expected rate.")
 def filter_prefiltered(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
@@ -140,13 +160,13 @@ def filter_prefiltered(context: dg.AssetExecutionContext, catalog: CatalogResour
         "pass_rate_minus_expected": "n/a" if s["pass_rate_minus_expected"] is None else s["pass_rate_minus_expected"],
         "by_reason": _count_table(s["by_reason"], ("reason", "documents")),
         "blocked_sample": table_md(blocked[:20], ["id", "reason", "detail"]) if blocked else "none",
-    })
+    }, check_results=[_pass_rate_check(s, defn.config.prefilter.pass_rate_tolerance)])
 
 
 # ------------------------------------------------------------------------------------- ground truth
 
 def _ground_truth_meta(defn: FilterDefinition, paths: FilterPaths, gt, passed: int, usage: dict[str, Any],
-                       oracle: dict) -> dict[str, Any]:
+                       oracle: dict, provider: str | None = None) -> dict[str, Any]:
     mode = defn.config.oracle.mode
     return {
         "mode": mode, "documents_passed": passed, "selected_for_oracle": gt.selected,
@@ -163,14 +183,31 @@ def _ground_truth_meta(defn: FilterDefinition, paths: FilterPaths, gt, passed: i
         "dimensions": table_md(gt_lib.dimension_stats(gt.records, defn.dimensions),
                                ["dimension", "mean", "std", "min", "max"]),
         "mean_overall": gt.mean_overall, "oracle": dg.MetadataValue.json(oracle),
-        **llm_usage_meta(gt.usage or {}), **pipeline.usage_figures(usage, gt.seconds),
+        **llm_usage_meta(gt.usage or {}, provider),
+        **({"cost_note": "labels file: no LLM calls"} if mode == "labels" else {}),
+        **pipeline.usage_figures(usage, gt.seconds),
         "journal": path_md(paths.oracle_journal) if mode == "llm" else "labels file",
         "preview": records_table(gt.records, ["id", "tier", "overall", "scores", "applied"], n=8),
     }
 
 
-@dg.asset(group_name=GROUP, partitions_def=PARTITIONS, deps=[filter_prefiltered], kinds={"openai"},
+def _labels_check(gt, mode: str) -> dg.AssetCheckResult:
+    """Enough labels for train/val/test (an error below that), and most documents asked got one (a warning)."""
+    asked = gt.selected if mode == "llm" else len(gt.records) + len(gt.rejects)
+    share = len(gt.records) / asked if asked else 0.0
+    enough = len(gt.records) >= MIN_RECORDS
+    return dg.AssetCheckResult(
+        check_name=LABELS_CHECK, passed=enough and share >= 0.5,
+        severity=dg.AssetCheckSeverity.ERROR if not enough else dg.AssetCheckSeverity.WARN,
+        metadata={"labels": len(gt.records), "minimum": MIN_RECORDS, "documents_asked": asked,
+                  "labelled_share": round(share, 3), "rejects": len(gt.rejects), "failures": len(gt.failures)})
+
+
+@dg.asset(group_name=GROUP, partitions_def=PARTITIONS, deps=[filter_prefiltered], kinds={"jsonl"},
           pool=model_pool(Loads.LLM),
+          check_specs=[dg.AssetCheckSpec(LABELS_CHECK, asset="filter_ground_truth", description=(
+              "At least 3 labelled documents (train, val and test need one each; an error below that), and at least "
+              "half of the documents asked got a label (a warning: the oracle's answers were mostly rejected)."))],
           description="The oracle: the LLM resource scores each passed document on the dimensions (JSON schema from the "
                       "config, temperature 0.3, content cut to 800 words 70/30 around a marker, bounded re-asks); a "
                       "reply that is not JSON or misses a dimension is a logged reject, never a score; overall = "
@@ -208,7 +245,9 @@ def filter_ground_truth(context: dg.AssetExecutionContext, llm: LLMResource,
                              "records": len(gt.records), "rejects": len(gt.rejects), "failures": len(gt.failures),
                              "reject_reasons": _count_table(dict(Counter(r["reason"] for r in gt.rejects)),
                                                             ("reason", "documents"))}) from stopped
-    return dg.MaterializeResult(metadata={**meta, **_ground_truth_meta(defn, paths, gt, len(docs), usage, oracle)})
+    return dg.MaterializeResult(
+        metadata={**meta, **_ground_truth_meta(defn, paths, gt, len(docs), usage, oracle, llm.provider)},
+        check_results=[_labels_check(gt, mode)])
 
 
 # --------------------------------------------------------------------------------------- agreement
@@ -231,11 +270,11 @@ def _agreement_meta(out: dict[str, Any]) -> dict[str, Any]:
         "mean_mae": out["mean_mae"] if out["mean_mae"] is not None else "n/a",
         "per_dimension": table_md(rows, ["dimension", "pearson", "spearman", "MAE", "mean A", "mean B"]),
         "oracle_b": dg.MetadataValue.json(out["oracle_b"]), "rejects_b": out["rejects_b"],
-        **llm_usage_meta(out["usage_b"]),
+        **llm_usage_meta(out["usage_b"], (out.get("oracle_b") or {}).get("provider")),
     }
 
 
-@dg.asset(group_name=GROUP, partitions_def=PARTITIONS, deps=[filter_ground_truth], kinds={"openai"},
+@dg.asset(group_name=GROUP, partitions_def=PARTITIONS, deps=[filter_ground_truth], kinds={"jsonl"},
           pool=model_pool(Loads.LLM),
           description="Two oracles on the same sample of labelled documents (the ground truth's, and a second provider "
                       "or model): per-dimension Pearson/Spearman and MAE, so you know whether the labels are worth "
@@ -294,7 +333,22 @@ def _results_meta(table: dict[str, dict[str, Any]], dims: list[str]) -> dict[str
     return {"results": dg.MetadataValue.md(results_markdown(table, dims)), **results_summary(table)}
 
 
+def _baselines_check(table: dict[str, dict[str, Any]]) -> dg.AssetCheckResult:
+    """The judged test table in hand: the scorer's MAE below the mean predictor's (an error otherwise) and
+    below ridge regression on the same embeddings (a warning otherwise)."""
+    s = results_summary(table)
+    return dg.AssetCheckResult(
+        check_name=BASELINES_CHECK, passed=s["beats_mean_predictor"] and s["beats_ridge"],
+        severity=dg.AssetCheckSeverity.ERROR if not s["beats_mean_predictor"] else dg.AssetCheckSeverity.WARN,
+        metadata={k: s[k] for k in ("test_mae", "mean_predictor_test_mae", "ridge_test_mae", "beats_mean_predictor",
+                                    "beats_ridge", "tier_accuracy", "f1")})
+
+
 @dg.asset(group_name=GROUP, partitions_def=PARTITIONS, deps=[filter_splits], kinds={"pytorch"}, pool=model_pool(Loads.COMPUTE),
+          check_specs=[dg.AssetCheckSpec(BASELINES_CHECK, asset="filter_model", description=(
+              "On the test split (judged with the filter's rules), the scorer's MAE is below the mean predictor's (an "
+              "error otherwise: nothing was learned) and below ridge regression on the frozen embeddings (a "
+              "warning otherwise)."))],
           description="The scorer, through the compute resource: offline the shipped all-MiniLM-L6-v2 frozen with cached "
                       "embeddings and a regression head (FineWeb-Edu's recipe; full fine-tune or the seed's Qwen2.5 + "
                       "LoRA recipe by config). Best epoch by val MAE in the version's model/; test table with the mean "
@@ -328,13 +382,21 @@ def filter_model(context: dg.AssetExecutionContext, compute: ComputeResource,
         "test_examples": result.test_examples, "trainable_parameters": result.num_trainable_parameters,
         "train_seconds": result.train_seconds, **_results_meta(table, defn.dimensions),
         "epochs": table_md(epoch_rows(result.history), EPOCH_HEAD),
-        "model_dir": path_md(paths.model_dir), "model_mb": size_mb(paths.model_dir),
-    })
+        "model_dir": path_md(paths.model_dir), "model_size": size(paths.model_dir),
+    }, check_results=[_baselines_check(table)])
 
 
 # ------------------------------------------------------------------------------------------ report
 
+def _report_check(files: list[Path]) -> dg.AssetCheckResult:
+    missing = [p.name for p in files if not p.is_file() or p.stat().st_size == 0]
+    return dg.AssetCheckResult(check_name=REPORT_CHECK, passed=not missing, metadata={
+        "files": dg.MetadataValue.json([p.name for p in files]), "missing_or_empty": dg.MetadataValue.json(missing)})
+
+
 @dg.asset(group_name=GROUP, partitions_def=PARTITIONS, deps=[filter_model], kinds={"docx"}, pool=model_pool(Loads.ALWAYS),
+          check_specs=[dg.AssetCheckSpec(REPORT_CHECK, asset="filter_report", description=(
+              "The .docx report, the three plots and training_summary.txt exist and are not empty."))],
           description="overall_metrics.png, per_dimension_mae.png, loss_curves.png, training_summary.txt and the .docx "
                       "report (summary, filter architecture with the dimensions table, method, results with the "
                       "baselines and plots, conclusions, cost: oracle $ per 1,000 documents against the scorer's).")
@@ -349,11 +411,12 @@ def filter_report(context: dg.AssetExecutionContext, catalog: CatalogResource) -
                                               paths.test_results)])
     return dg.MaterializeResult(metadata={
         **meta, "report": path_md(paths.report_docx), "plots": path_md(paths.plots_dir),
-        **curves_md(report.history, defn.dimensions), **_results_meta(report.table, defn.dimensions),
+        **{name: dg.MetadataValue.md(md) for name, md in curves_md(report.history, defn.dimensions).items()},
+        **_results_meta(report.table, defn.dimensions),
         "cost": table_md(cost_rows(report.costs), COST_HEAD) if report.costs else "none",
         "scorer_docs_per_s": report.scorer_docs_per_s or 0.0,
         "summary": dg.MetadataValue.md("```\n" + (paths.plots_dir / SUMMARY).read_text(encoding="utf-8") + "```"),
-    })
+    }, check_results=[_report_check(files)])
 
 
 # ------------------------------------------------------------------------------------------ upload

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.meta import path_md, size_mb, table_md, text_md
+from assets.meta import path_md, size, table_md, text_md
 from assets.pools import Loads, model_pool
 from distillery_assets.io import iter_jsonl
-from distillery_assets.markdown import text_block
+from distillery_assets.markdown import human_size, text_block
 from distillery_assets.paths import config_dir, data_dir, safe_child
 from distillery_assets.steps import read_result
 from distillery_assets.training.base_model import build_embedded_base, embedded_base_dir
@@ -45,6 +45,7 @@ CHAT_PROBE = "Introduce yourself in one sentence."  # used only when no validati
 EMBEDDED_HF_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 LOSS_CHECK, PPL_CHECK, CHAT_CHECK = ("trained_val_loss_below_base", "ppl_degradation_within_limit",
                                      "chat_reply_ends_on_end_of_turn")
+BASE_LOADS_CHECK, BASE_PARAMS_CHECK = "base_model_loads", "parameter_count_as_configured"
 
 
 class FinetuneConfig(dg.Config):
@@ -103,17 +104,91 @@ class FinetuneChain:
         return f"models/gguf/{self.name}/{cfg.profile}"
 
 
+def _llama_parameters(cfg: dict) -> int | None:
+    """The parameter count a Llama-architecture ``config.json`` describes (None for another architecture)."""
+    if cfg.get("model_type") != "llama":
+        return None
+    v, h, i, n = cfg["vocab_size"], cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    head = cfg.get("head_dim") or h // cfg["num_attention_heads"]
+    kv = cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+    layer = 2 * h * cfg["num_attention_heads"] * head + 2 * h * kv * head + 3 * h * i + 2 * h
+    return v * h + n * layer + h + (0 if cfg.get("tie_word_embeddings") else v * h)
+
+
+def _stored_parameters(folder: Path) -> int:
+    """The number of values in the checkpoint's safetensors files, read from their headers (nothing loaded)."""
+    import json
+    import math
+    import struct
+
+    total = 0
+    for file in sorted(folder.glob("*.safetensors")):
+        with file.open("rb") as fh:
+            header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
+        total += sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    return total
+
+
+def _has_chat_template(folder: Path) -> bool:
+    import json
+
+    tokenizer_config = folder / "tokenizer_config.json"
+    return (folder / "chat_template.jinja").is_file() or (
+        tokenizer_config.is_file() and "chat_template" in json.loads(tokenizer_config.read_text(encoding="utf-8")))
+
+
+def _base_checks(folder: Path, info: dict) -> list[dg.AssetCheckResult]:
+    """From the checkpoint in hand: what ``from_pretrained`` reads is there (config, weights, tokenizer, chat
+    template), and the parameters the build counted in the loaded model, the weights file's tensors and the
+    architecture in config.json all agree."""
+    import json
+
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        cfg, problem = {}, f"config.json unreadable: {exc}"
+    else:
+        problem = ""
+    files = {"config.json": bool(cfg), "weights (*.safetensors)": bool(list(folder.glob("*.safetensors"))),
+             "tokenizer.json": (folder / "tokenizer.json").is_file(), "chat template": _has_chat_template(folder)}
+    stored = _stored_parameters(folder) if files["weights (*.safetensors)"] else 0
+    configured = _llama_parameters(cfg) if cfg else None
+    counted = int(info.get("parameters") or 0)
+    loads = all(files.values()) and bool(cfg.get("architectures")) and counted > 0
+    return [
+        dg.AssetCheckResult(check_name=BASE_LOADS_CHECK, passed=loads, metadata={
+            "files": table_md([(name, "yes" if ok else "no") for name, ok in files.items()], ["file", "present"]),
+            "architecture": ", ".join(cfg.get("architectures") or []) or "none",
+            "parameters_counted_when_loaded": counted, **({"problem": problem} if problem else {})}),
+        dg.AssetCheckResult(check_name=BASE_PARAMS_CHECK,
+                            passed=configured is not None and configured == counted == stored, metadata={
+                                "configured": configured if configured is not None else "not a llama config",
+                                "counted_when_loaded": counted, "in_weights_file": stored,
+                                "architecture": f"{cfg.get('num_hidden_layers')} layers, hidden {cfg.get('hidden_size')}, "
+                                                f"vocab {cfg.get('vocab_size')}, tied embeddings "
+                                                f"{bool(cfg.get('tie_word_embeddings'))}"}),
+    ]
+
+
 @dg.asset(group_name=BASE_GROUP, kinds={"pytorch"}, pool=model_pool(Loads.ALWAYS),
+          check_specs=[
+              dg.AssetCheckSpec(BASE_LOADS_CHECK, asset="base_model", description=(
+                  "What from_pretrained reads is in the folder (config.json naming a causal LM architecture, the "
+                  "safetensors weights, tokenizer.json, the chat template), and the build loaded it.")),
+              dg.AssetCheckSpec(BASE_PARAMS_CHECK, asset="base_model", description=(
+                  "The parameter count of config.json's architecture equals the count of the loaded model and of "
+                  "the values stored in the weights file (134,515,008 for SmolLM2-135M)."))],
           description="Full-precision SmolLM2-135M-Instruct checkpoint, de-quantized once from the bundled GGUF; "
                       "the offline base for every LoRA (real runs name a Hugging Face model id instead).")
-def base_model(context: dg.AssetExecutionContext) -> dg.Output:
+def base_model(context: dg.AssetExecutionContext):
     folder = embedded_base_dir(data_dir())
     info = build_embedded_base(folder)
-    return dg.Output(folder, metadata={
-        "path": path_md(folder), "size_mb": size_mb(folder), "parameters": info["parameters"],
+    yield dg.Output(folder, metadata={
+        "path": path_md(folder), "size": size(folder), "parameters": info["parameters"],
         "dtype": info["dtype"], "source": info["source_gguf"], "end_of_turn_token": info["end_of_turn_token"],
         "reused_existing": info["reused"], "note": info["note"],
     })
+    yield from _base_checks(folder, info)
 
 
 def _require_base(cfg: TrainConfig, asset_key: str) -> None:
@@ -168,12 +243,8 @@ def _lora_metadata(result: TrainResult, ran_on: str, folder: Path, inputs: list[
         "truncated_examples": result.train.truncated + result.val.truncated,
         "rejected_examples": dg.MetadataValue.json([r.model_dump() for r in result.rejects]),
         "trainable_params": result.trainable_params, "train_seconds": round(result.train_seconds, 1),
-        "adapter_mb": size_mb(folder), "inputs": [str(p) for p in inputs],
+        "adapter_size": size(folder), "inputs": [str(p) for p in inputs],
     }
-
-
-def _mb(n: int) -> float:
-    return round(n / 1e6, 1)
 
 
 def _quant_summary(result: ExportResult) -> str:
@@ -193,8 +264,8 @@ def _gguf_metadata(result: ExportResult, ran_on: str, inputs: list[Path]) -> dic
         "quant_attempts": dg.MetadataValue.md(quant_attempts_md(export)),
         "quant_declared": info.file_type, "tensor_types": dg.MetadataValue.json(info.tensor_types),
         "matrix_tensors_k_quant": f"{info.matrix_tensors_k_quant} of {info.matrix_tensors}",
-        "gguf_mb": _mb(result.gguf_bytes), "f16_mb": _mb(result.intermediate_bytes),
-        "merged_checkpoint_mb": _mb(result.merged_bytes),
+        "sizes": f"GGUF {human_size(result.gguf_bytes)}, f16 GGUF {human_size(result.intermediate_bytes)}, "
+                 f"merged checkpoint {human_size(result.merged_bytes)}",
         "gguf_bytes": result.gguf_bytes, "f16_bytes": result.intermediate_bytes,
         "merged_checkpoint_bytes": result.merged_bytes,
         "perplexity": dg.MetadataValue.md(ppl_sets_md(export)),
@@ -305,15 +376,16 @@ def _upload_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
         cfg = chain.config(config.profile)
         training = _recorded(Path(adapter) / METRICS_FILE, TrainResult)
         export = _recorded(Path(gguf_file).with_suffix(".json"), ExportResult)
+        repo_id = config.hub_repo_id or f"distillery-{chain.name}-gguf"
         card = model_card(role=chain.name, base_model=EMBEDDED_HF_ID if cfg.base_model == EMBEDDED_BASE else cfg.base_model,
                           base_note=cfg.base_model_note, data={"train": Path(train).name, "val": Path(val).name},
                           settings=cfg.model_dump(exclude={"export"}), training=training.model_dump(),
-                          export=export.model_dump(), ran_on=training.device)
-        repo_id = config.hub_repo_id or f"distillery-{chain.name}-gguf"
+                          export=export.model_dump(), ran_on=training.device, repo_id=hub.full_repo_id(repo_id))
         result = hub.upload_folder(Path(gguf_file).parent, repo_id, repo_type="model", card_markdown=card)
         return dg.MaterializeResult(metadata={
             "uploaded": bool(result.get("uploaded")), "reason": str(result.get("reason") or ""),
-            "url": str(result.get("url") or ""), "repo_id": repo_id, "model_card": dg.MetadataValue.md(card),
+            "url": str(result.get("url") or ""), "repo_id": str(result.get("repo_id") or repo_id),
+            "private": bool(result.get("private")), "model_card": dg.MetadataValue.md(card),
         })
 
     return upload

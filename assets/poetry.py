@@ -17,7 +17,7 @@ from assets.pools import Loads, model_pool
 
 from distillery_assets.datasets import chatml
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, read_jsonl
-from distillery_assets.markdown import text_block
+from distillery_assets.markdown import escape_md, text_block
 from distillery_assets.poetry import generate
 from distillery_assets.poetry.datasets import build_role_dataset, check_role_split, gate_for
 from distillery_assets.poetry.generate import TaskOutput
@@ -25,6 +25,7 @@ from distillery_assets.poetry.quality_gate import TEXT_FIELD, reason_counts
 from distillery_assets.poetry.session import session_markdown
 from distillery_assets.poetry.settings import PoetryConfig
 from distillery_assets.poetry.sources import step_sources
+from distillery_assets.plots import INLINE_MD_LIMIT
 from resources.llm import LLMResource
 
 GROUP = "poetry"
@@ -39,32 +40,60 @@ def _cells(record: dict) -> dict:
 
 def _first_record_md(records: list[dict]) -> dg.MetadataValue:
     """The first record field by field, long or multi-line text (poems, critiques) in blocks that keep
-    their line breaks."""
+    their line breaks, clipped so the entry shows in place on the asset page (the whole record is in the
+    file under ``path`` and in ``records_preview``)."""
     if not records:
         return dg.MetadataValue.md("(no records)")
-    parts = []
-    for key, value in _cells(records[0]).items():
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        parts.append(f"**{key}**\n\n{text_block(text, 1500)}" if "\n" in text or len(text) > 80
-                     else f"**{key}**: {text}")
-    return dg.MetadataValue.md("\n\n".join(parts))
+    md = ""
+    for limit in (1500, 600, 360, 220, 140, 80):
+        parts = []
+        for key, value in _cells(records[0]).items():
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            parts.append(f"**{escape_md(key)}**\n\n{text_block(text, limit)}" if "\n" in text or len(text) > 80
+                         else f"**{escape_md(key)}**: {escape_md(text)}")
+        md = "\n\n".join(parts)
+        if len(md) < INLINE_MD_LIMIT:
+            break
+    return dg.MetadataValue.md(md)
 
 
-def _result(out: TaskOutput, **extra) -> dg.Output:
+PREVIEW_KEYS = ("id", "source", "origin")
+"""Short fields every records preview keeps as columns; the record's two longest texts get a row each."""
+
+
+def _preview_table(rows: list[dict]) -> dg.TableMetadataValue:
+    """The first records: identifying fields as columns, the two longest texts each in a row of its own."""
+    first = rows[0]
+    texts = sorted((k for k, v in first.items() if k not in PREVIEW_KEYS and isinstance(v, str)),
+                   key=lambda k: -len(first[k]))[:2]
+    return records_table(rows, [k for k in first if k in PREVIEW_KEYS], n=5,
+                         long=[k for k in first if k in texts])
+
+
+def _result(out: TaskOutput, context: dg.AssetExecutionContext, llm: LLMResource | None = None, **extra) -> dg.Output:
+    """The task's file with its counts, LLM usage and previews. An empty file is marked where the asset's own
+    page shows it: ``dagster/row_count`` 0 and a ``status`` entry first, and an error in the run's log."""
     counts = {k: v for k, v in out.summary().items() if not k.startswith("llm_")}
     rows = [_cells(r) for r in out.records]
+    status = None
+    if not rows:
+        status = (f"EMPTY: no record written ({len(out.rejects)} rejected of {counts.get('requested', '?')} "
+                  f"requested); see reject_log")
+        context.log.error(f"{out.path.name}: {status}")
     meta = {
+        **({"status": status} if status else {}),
+        "dagster/row_count": len(rows),
         **counts,
-        **llm_usage_meta(out.usage),
+        **llm_usage_meta(out.usage, llm.provider if llm is not None else None),
         "path": dg.MetadataValue.path(str(out.path)),
         "reject_log": dg.MetadataValue.path(str(out.reject_path)) if out.reject_path else None,
         "preview": _first_record_md(out.records),
-        "records_preview": records_table(rows, list(rows[0])) if rows else None,
+        "records_preview": _preview_table(rows) if rows else None,
         **extra,
     }
     if out.rejects:
         meta["reject_reasons"] = dg.MetadataValue.md(
-            "\n".join(f"- `{r.source}`: {r.reason}" for r in out.rejects[:20]))
+            "\n".join(f"- `{r.source}`: {escape_md(r.reason)}" for r in out.rejects[:20]))
     return dg.Output(out.path, metadata={k: v for k, v in meta.items() if v is not None})
 
 
@@ -75,15 +104,15 @@ def _read(step: str) -> dict:
 
 # ---- raw poems ---------------------------------------------------------------------------------------------
 
-@dg.asset(group_name=GROUP, description="Good poems read from data/inputs/poetry/good (.txt / .jsonl); bad files are logged rejects.")
+@dg.asset(group_name=GROUP, kinds={"python"}, description="Good poems read from data/inputs/poetry/good (.txt / .jsonl); bad files are logged rejects.")
 def poetry_good_poems(context: dg.AssetExecutionContext) -> dg.Output:
     out = generate.good_poems(PoetryConfig())
     for r in out.rejects:
         context.log.warning(f"rejected {r.source}: {r.reason}")
-    return _result(out, **_read("good_poems"))
+    return _result(out, context, **_read("good_poems"))
 
 
-@dg.asset(group_name=GROUP, pool=LLM_POOL,
+@dg.asset(group_name=GROUP, pool=LLM_POOL, kinds={"jsonl"},
           description="Cliché-laden drafts: the user's (data/inputs/poetry/bad) or, when none, written by the LLM.")
 def poetry_bad_poems(context: dg.AssetExecutionContext, llm: LLMResource) -> dg.Output:
     out, origin = generate.bad_poems(PoetryConfig(), llm.get_client(context))
@@ -91,57 +120,57 @@ def poetry_bad_poems(context: dg.AssetExecutionContext, llm: LLMResource) -> dg.
         context.log.warning(f"rejected {r.source}: {r.reason}")
     if not out.records:
         raise RuntimeError(f"no bad poems: {len(out.rejects)} rejected, see {out.reject_path}")
-    return _result(out, origin=origin, **_read("bad_poems"))
+    return _result(out, context, llm, origin=origin, **_read("bad_poems"))
 
 
 # ---- teaching data, one asset per task -------------------------------------------------------------------
 
-@dg.asset(group_name=GROUP, pool=LLM_POOL, description="T1 workshop critiques of good and bad poems.")
+@dg.asset(group_name=GROUP, pool=LLM_POOL, kinds={"jsonl"}, description="T1 workshop critiques of good and bad poems.")
 def poetry_critiques(context: dg.AssetExecutionContext, llm: LLMResource, poetry_good_poems: Path, poetry_bad_poems: Path) -> dg.Output:
     out = generate.critiques(PoetryConfig(), llm.get_client(context),
                              generate.read_poems(poetry_good_poems), generate.read_poems(poetry_bad_poems))
-    return _result(out, **_read("critique"))
+    return _result(out, context, llm, **_read("critique"))
 
 
-@dg.asset(group_name=GROUP, pool=LLM_POOL,
+@dg.asset(group_name=GROUP, pool=LLM_POOL, kinds={"jsonl"},
           description="T2 generation briefs for the user requests in data/inputs/poetry/requests.txt.")
 def poetry_briefs(context: dg.AssetExecutionContext, llm: LLMResource) -> dg.Output:
-    return _result(generate.briefs(PoetryConfig(), llm.get_client(context)), **_read("brief"))
+    return _result(generate.briefs(PoetryConfig(), llm.get_client(context)), context, llm, **_read("brief"))
 
 
-@dg.asset(group_name=GROUP, pool=LLM_POOL, description="T3 comparisons of a good and a bad poem (order alternates).")
+@dg.asset(group_name=GROUP, pool=LLM_POOL, kinds={"jsonl"}, description="T3 comparisons of a good and a bad poem (order alternates).")
 def poetry_comparisons(context: dg.AssetExecutionContext, llm: LLMResource, poetry_good_poems: Path, poetry_bad_poems: Path) -> dg.Output:
     out = generate.comparisons(PoetryConfig(), llm.get_client(context),
                                generate.read_poems(poetry_good_poems), generate.read_poems(poetry_bad_poems))
-    return _result(out, **_read("comparison"))
+    return _result(out, context, llm, **_read("comparison"))
 
 
-@dg.asset(group_name=GROUP, pool=LLM_POOL, description="T4 cliché autopsies of bad poems.")
+@dg.asset(group_name=GROUP, pool=LLM_POOL, kinds={"jsonl"}, description="T4 cliché autopsies of bad poems.")
 def poetry_autopsies(context: dg.AssetExecutionContext, llm: LLMResource, poetry_bad_poems: Path) -> dg.Output:
     out = generate.autopsies(PoetryConfig(), llm.get_client(context),
                              generate.read_poems(poetry_bad_poems))
-    return _result(out, **_read("autopsy"))
+    return _result(out, context, llm, **_read("autopsy"))
 
 
-@dg.asset(group_name=GROUP, pool=LLM_POOL,
+@dg.asset(group_name=GROUP, pool=LLM_POOL, kinds={"jsonl"},
           description="T5 revision dialogues: a student's revision of a critiqued poem, then the educator's follow-up.")
 def poetry_dialogues(context: dg.AssetExecutionContext, llm: LLMResource, poetry_critiques: Path) -> dg.Output:
     out = generate.dialogues(PoetryConfig(), llm.get_client(context), read_jsonl(poetry_critiques))
-    return _result(out, **_read("dialogue"))
+    return _result(out, context, llm, **_read("dialogue"))
 
 
-@dg.asset(group_name=GROUP, pool=LLM_POOL, description="T6 craft lessons answering the questions in prompts.yaml.")
+@dg.asset(group_name=GROUP, pool=LLM_POOL, kinds={"jsonl"}, description="T6 craft lessons answering the questions in prompts.yaml.")
 def poetry_lessons(context: dg.AssetExecutionContext, llm: LLMResource) -> dg.Output:
-    return _result(generate.lessons(PoetryConfig(), llm.get_client(context)), **_read("lesson"))
+    return _result(generate.lessons(PoetryConfig(), llm.get_client(context)), context, llm, **_read("lesson"))
 
 
-@dg.asset(group_name=GROUP, pool=LLM_POOL,
+@dg.asset(group_name=GROUP, pool=LLM_POOL, kinds={"jsonl"},
           description="Brief -> poem pairs for the poet model: the LLM's poem for each brief, and the LLM's brief "
                       "for each shipped public-domain poem (data/inputs/poetry/verse), that poem as the target.")
 def poetry_poet_pairs(context: dg.AssetExecutionContext, llm: LLMResource, poetry_briefs: Path) -> dg.Output:
     out = generate.poet_pairs(PoetryConfig(), llm.get_client(context), read_jsonl(poetry_briefs))
     grounded = sum(r.get("origin") == "verse" for r in out.records)
-    return _result(out, pairs_on_shipped_verse=grounded, pairs_on_llm_poems=len(out.records) - grounded,
+    return _result(out, context, llm, pairs_on_shipped_verse=grounded, pairs_on_llm_poems=len(out.records) - grounded,
                    **_read("poet_pair"))
 
 
@@ -197,18 +226,19 @@ def _dataset_outputs(context: dg.AssetExecutionContext, role: str, task_files: d
     }
     if f"{role}_train" in selected:
         yield dg.Output(ds.train_path, output_name=f"{role}_train",
-                        metadata={"examples": len(ds.train), "path": dg.MetadataValue.path(str(ds.train_path)),
-                                  "preview": chat_md(ds.train), **common})
+                        metadata={"examples": len(ds.train), "dagster/row_count": len(ds.train),
+                                  "path": dg.MetadataValue.path(str(ds.train_path)), "preview": chat_md(ds.train),
+                                  **common})
     if f"{role}_val" in selected:
         yield dg.Output(ds.valid_path, output_name=f"{role}_val",
-                        metadata={"examples": len(ds.valid), "path": dg.MetadataValue.path(str(ds.valid_path)),
-                                  **common})
+                        metadata={"examples": len(ds.valid), "dagster/row_count": len(ds.valid),
+                                  "path": dg.MetadataValue.path(str(ds.valid_path)), **common})
 
 
 @dg.multi_asset(
     name="educator_dataset", group_name=GROUP,
-    outs={"educator_train": dg.AssetOut(description="Educator ChatML training split (JSONL).", is_required=False),
-          "educator_val": dg.AssetOut(description="Educator ChatML validation split (JSONL).", is_required=False)},
+    outs={"educator_train": dg.AssetOut(description="Educator ChatML training split (JSONL).", is_required=False, kinds={"jsonl"}),
+          "educator_val": dg.AssetOut(description="Educator ChatML validation split (JSONL).", is_required=False, kinds={"jsonl"})},
     can_subset=True,
     description="Quality-gated T1..T6 records as ChatML (condensed persona as system), seeded 90/10 split.",
 )
@@ -221,8 +251,8 @@ def educator_dataset(context: dg.AssetExecutionContext, poetry_critiques: Path, 
 
 @dg.multi_asset(
     name="poet_dataset", group_name=GROUP,
-    outs={"poet_train": dg.AssetOut(description="Poet ChatML training split (brief -> poem).", is_required=False),
-          "poet_val": dg.AssetOut(description="Poet ChatML validation split.", is_required=False)},
+    outs={"poet_train": dg.AssetOut(description="Poet ChatML training split (brief -> poem).", is_required=False, kinds={"jsonl"}),
+          "poet_val": dg.AssetOut(description="Poet ChatML validation split.", is_required=False, kinds={"jsonl"})},
     can_subset=True,
     description="Quality-gated brief -> poem pairs as ChatML, seeded 90/10 split.",
 )
@@ -261,7 +291,8 @@ def _finetune_assets() -> list:
     ]
 
 
-@dg.asset(group_name=GROUP, pool=model_pool(Loads.ALWAYS), description="A few tutor sessions (brief, drafts, critiques, final note) run on the exported GGUF files.")
+@dg.asset(group_name=GROUP, pool=model_pool(Loads.ALWAYS), kinds={"llamacpp", "gguf"},
+          description="A few tutor sessions (brief, drafts, critiques, final note) run on the exported GGUF files.")
 def poetry_sample_sessions(context: dg.AssetExecutionContext, educator_gguf: Path, poet_gguf: Path) -> dg.Output:
     from distillery_assets.poetry.tutor import run_sessions
 

@@ -62,7 +62,7 @@ class BooksConfig(dg.Config):
     ids: list[int] | None = None  # default: every id in data/config/theme/books.json
 
 
-@dg.asset(group_name=GROUP, description="Project Gutenberg books, licence wrapper stripped, one JSONL record per book.")
+@dg.asset(group_name=GROUP, kinds={"python"}, description="Project Gutenberg books, licence wrapper stripped, one JSONL record per book.")
 def gutenberg_books(context: dg.AssetExecutionContext, config: BooksConfig) -> dg.Output[Path]:
     selection = books.load_selection(_cfg(theme_config.BOOKS_FILE))
     try:
@@ -112,7 +112,7 @@ class ChunkConfig(dg.Config):
     min_chunk_size: int = 256
 
 
-@dg.asset(group_name=GROUP, description="Paragraph chunks with stable ids '<book id>-<index>'.")
+@dg.asset(group_name=GROUP, kinds={"python"}, description="Paragraph chunks with stable ids '<book id>-<index>'.")
 def gutenberg_chunks(gutenberg_books: Path, config: ChunkConfig) -> dg.Output[Path]:
     params = chunking.ChunkParams(config.chunk_size, config.overlap, config.min_chunk_size)
     per_book: Counter = Counter()
@@ -143,7 +143,7 @@ class ThemeFilterConfig(dg.Config):
     min_matches: int = 2
 
 
-@dg.asset(group_name=GROUP, description="Chunks whose theme keyword total (distinct whole-word keywords per theme, summed) reaches min_matches.")
+@dg.asset(group_name=GROUP, kinds={"python"}, description="Chunks whose theme keyword total (distinct whole-word keywords per theme, summed) reaches min_matches.")
 def theme_chunks(context: dg.AssetExecutionContext, gutenberg_chunks: Path, config: ThemeFilterConfig) -> dg.Output[Path]:
     sets = keywords.load_keyword_sets(_cfg(theme_config.KEYWORDS_FILE))
     kept = keywords.ChunkFilter(keywords.KeywordCounter(sets), config.min_matches)
@@ -176,7 +176,7 @@ def _chunks_preview(path: Path, n: int = 10) -> dg.TableMetadataValue:
                      "themes": ", ".join(f"{k} {v}" for k, v in counts.items() if k != "total" and v)})
         if len(rows) == n:
             break
-    return records_table(rows, ["chunk_id", "keywords", "themes", "text"], n=n)
+    return records_table(rows, ["chunk_id", "keywords", "themes"], n=n, long=["text"])
 
 
 @dg.asset_check(asset=theme_chunks, description="Every kept chunk meets the threshold and its total equals the sum of its themes.")
@@ -208,7 +208,7 @@ def build_generator(config: ChatMLConfig, llm_target: str = "") -> ChatMLGenerat
     return setup.build_generator(config_dir() / "theme", _out("chatml_work"), settings, checks, llm_target)
 
 
-@dg.asset(group_name=GROUP, pool=model_pool(Loads.LLM),
+@dg.asset(group_name=GROUP, pool=model_pool(Loads.LLM), kinds={"jsonl"},
           description="Persona ChatML exchanges generated per kept chunk; resumable example by example.")
 def theme_chatml(context: dg.AssetExecutionContext, theme_chunks: Path, config: ChatMLConfig, llm: LLMResource,
                  catalog: CatalogResource) -> dg.Output[Path]:
@@ -242,7 +242,7 @@ def theme_chatml(context: dg.AssetExecutionContext, theme_chunks: Path, config: 
         "rejected_by_reason": dg.MetadataValue.json(stats["rejected_by_reason"]),
         "persona_distribution": dg.MetadataValue.json(stats["persona_distribution"]),
         "mean_response_chars": stats["mean_response_chars"],
-        **llm_usage_meta(report.usage),
+        **llm_usage_meta(report.usage, llm.provider),
         "chunks_failed": report.chunks_failed,
         "failures": dg.MetadataValue.json(report.failures[:50]),
         "stats": dg.MetadataValue.json(stats), "checkpoint": str(generator.journal.path),
@@ -265,8 +265,8 @@ class SplitConfig(dg.Config):
     seed: int = 42
 
 
-@dg.multi_asset(group_name=GROUP, outs={"theme_chatml_train": dg.AssetOut(is_required=False),
-                                        "theme_chatml_val": dg.AssetOut(is_required=False)},
+@dg.multi_asset(group_name=GROUP, outs={"theme_chatml_train": dg.AssetOut(is_required=False, kinds={"jsonl"}),
+                                        "theme_chatml_val": dg.AssetOut(is_required=False, kinds={"jsonl"})},
                 can_subset=True,
                 description="90/10 shuffle split (seed 42) of theme_chatml by the shared ChatML split rule.")
 def theme_chatml_splits(context: dg.AssetExecutionContext, theme_chatml: Path, config: SplitConfig):
@@ -278,7 +278,12 @@ def theme_chatml_splits(context: dg.AssetExecutionContext, theme_chatml: Path, c
     for name, path, rows in (("theme_chatml_train", res.train_path, res.train),
                              ("theme_chatml_val", res.valid_path, res.valid)):
         if name in context.op_execution_context.selected_output_names:
+            if not rows:
+                context.log.error(f"{name}: EMPTY: the split has no example (theme_chatml has {len(res.train) + len(res.valid)})")
             yield dg.Output(path, output_name=name, metadata={
+                **({"status": f"EMPTY: no example in this split (theme_chatml kept "
+                              f"{len(res.train) + len(res.valid)})"} if not rows else {}),
+                "dagster/row_count": len(rows),
                 "examples": len(rows), "train_ratio": config.train_ratio,
                 "seed": dg.MetadataValue.text(str(config.seed)),  # a setting, not a measure: no plot
                 "duplicates_removed": res.duplicates_removed, "split": dg.MetadataValue.json(res.info),
@@ -318,7 +323,7 @@ class ModelBenchConfig(dg.Config):
     max_tokens: int = 512
 
 
-@dg.asset(group_name=GROUP, description="Speed (tok/s, TTFT, time per response, hours per 1,000) and 1-5 quality "
+@dg.asset(group_name=GROUP, kinds={"python"}, description="Speed (tok/s, TTFT, time per response, hours per 1,000) and 1-5 quality "
           "of each model an OpenAI-compatible endpoint serves, on the real generator prompt.")
 def theme_model_benchmark(theme_chunks: Path, config: ModelBenchConfig) -> dg.Output[Path]:
     generator = build_generator(ChatMLConfig(examples_per_chunk=1))

@@ -25,10 +25,11 @@ from pathlib import Path
 import dagster as dg
 
 from assets.logs import forward_logs
-from assets.meta import require_upstream, path_md, size_mb, table_md, text_md
+from assets.meta import path_md, require_upstream, size, table_md, text_md
 from assets.pools import Loads, model_pool
 from distillery_assets.catalog import InputRef
 from distillery_assets.corpus.layout import CORPUS_SUFFIX, CorpusKind, corpus_root
+from distillery_assets.markdown import human_size
 from distillery_assets.partitions import thyme_experiment_partitions
 from distillery_assets.paths import data_dir, inputs_dir, repo_root
 from distillery_assets.thyme import corpus as thyme_corpus_lib
@@ -50,6 +51,9 @@ GROUP = "thyme"
 OOD_BOOK = "thyme_ood/pg2434.txt"  # Bacon's New Atlantis: in no experiment's corpus (thyme books, theme books)
 CORPUS_ASSETS = {CorpusKind.STORIES: "story_corpus", CorpusKind.ENCYCLOPEDIA: "encyclopedia_corpus"}
 FORWARDED_LOGGERS = ("distillery_assets.thyme", "distillery_assets.training.loop")
+FINISHED_CHECK, UNIGRAM_CHECK, TOKENS_CHECK = "training_finished", "below_unigram_baseline", "eval_on_enough_tokens"
+MIN_EVAL_TOKENS = 10_000
+"""Validation tokens under which a perplexity is too noisy to compare models (a warning)."""
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -138,7 +142,7 @@ def thyme_corpus(context: dg.AssetExecutionContext, catalog: CatalogResource) ->
     meta = register_files(context, cat, [folder], [*_source_files(exp), *platform_refs])
     return dg.MaterializeResult(metadata={
         **meta, "reused": reused, "source_key": key, "documents": stats.documents, "characters": stats.characters,
-        "bytes_text": stats.bytes, "dropped": stats.dropped, "by_source": dg.MetadataValue.json(stats.by_source),
+        "text_size": human_size(stats.bytes), "dropped": stats.dropped, "by_source": dg.MetadataValue.json(stats.by_source),
         "drops": table_md([(d.source, d.reason) for d in drops[:50]], ["source", "reason"]) if drops else "none",
         "experiment_file": path_md(experiment_path(exp.name)),
     })
@@ -192,22 +196,40 @@ def thyme_dataset(context: dg.AssetExecutionContext, catalog: CatalogResource) -
     else:
         ds = build_dataset(_texts(exp), exp, folder, tokenizer=tokenizer)
     meta = register_files(context, catalog.get(), [folder], [experiment_path(exp.name)])
-    rows = [(name, ds.info[name]["chunks"], ds.info[name]["tokens"], ds.info[name]["windows"],
-             ds.info[name]["text_bytes"]) for name in ("train", "val")]
+    rows = [(name, f"{ds.info[name]['chunks']:,}", f"{ds.info[name]['tokens']:,}", f"{ds.info[name]['windows']:,}",
+             human_size(ds.info[name]["text_bytes"])) for name in ("train", "val")]
     return dg.MaterializeResult(metadata={
         **meta, "reused": reused, "fingerprint": ds.info["fingerprint"], "chunks": ds.info["chunks"],
         "train_chunks": ds.info["train"]["chunks"],
         "val_chunks": ds.info["val"]["chunks"], "train_tokens": ds.info["train"]["tokens"],
         "val_tokens": ds.info["val"]["tokens"], "train_windows": ds.info["train"]["windows"],
         "steps_per_epoch": -(-ds.info["train"]["windows"] // exp.training.batch_size),
-        "vocab_size": ds.vocab_size, "splits": table_md(rows, ["split", "chunks", "tokens", "windows", "bytes"]),
+        "vocab_size": ds.vocab_size, "splits": table_md(rows, ["split", "chunks", "tokens", "windows", "text size"]),
     })
 
 
 # -------------------------------------------------------------------------------------------- model
 
+def _finished_check(exp: Experiment, results: dict) -> dg.AssetCheckResult:
+    """From the training results in hand: every model ran all its epochs (or its max_steps) and its best
+    validation loss is a number."""
+    rows, ok = [], True
+    for key, r in results.items():
+        t = exp.training_for(key)
+        done = bool(t.max_steps and r.steps >= t.max_steps) or len(r.epochs) >= t.epochs
+        finite = r.best_val_loss is not None and r.best_val_loss == r.best_val_loss and r.best_val_loss != float("inf")
+        ok = ok and done and finite
+        rows.append((key, f"{len(r.epochs)} of {t.epochs}", f"{r.steps:,}" + (f" of {t.max_steps:,}" if t.max_steps else ""),
+                     "" if r.best_val_loss is None else round(r.best_val_loss, 4), "yes" if done and finite else "no"))
+    return dg.AssetCheckResult(check_name=FINISHED_CHECK, passed=ok, metadata={
+        "models": table_md(rows, ["model", "epochs", "steps", "best val loss", "finished"])})
+
+
 @dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, deps=[thyme_dataset], kinds={"pytorch"},
           pool=model_pool(Loads.COMPUTE),
+          check_specs=[dg.AssetCheckSpec(FINISHED_CHECK, asset="thyme_model", description=(
+              "Every model of the experiment ran all its configured epochs (or reached max_steps) and ended with a "
+              "finite validation loss."))],
           description="Each model of the experiment (ThymeLM and/or the Llama-style transformer) trained from scratch "
                       "through the compute resource: latest/ every N steps (resumed after a kill), best/ by validation "
                       "loss, training_history.json; a finished run is reused, not retrained.")
@@ -248,8 +270,8 @@ def thyme_model(context: dg.AssetExecutionContext, compute: ComputeResource,
                                   "best seed ppl", "tok/s", "resumed from step", "reused", "ran on"]),
         "epochs": table_md(epochs, ["model", "epoch", "train loss", "val loss", "val ppl", "seed ppl", "lr", "tok/s"]),
         "train_seconds": round(sum(r.train_seconds for r in results.values() if not r.reused), 1),
-        "models_mb": size_mb(folder),
-    })
+        "models_size": size(folder),
+    }, check_results=[_finished_check(exp, results)])
 
 
 # --------------------------------------------------------------------------------------------- eval
@@ -259,8 +281,33 @@ def _model_folders(exp: Experiment) -> dict[str, Path]:
             for key in exp.models}
 
 
+def _eval_checks(rows: list[dict], val: dict) -> list[dg.AssetCheckResult]:
+    """From the evaluation in hand: every trained model's perplexity below the unigram baseline's (an error:
+    a model no better than word frequencies learned nothing), and enough validation tokens scored (a warning)."""
+    unigram = next(r for r in rows if r["model"] == "unigram")
+    models = [r for r in rows if r["kind"] != "baseline"]
+    table = table_md([(r["model"], round(r["ppl"], 2), round(unigram["ppl"], 2), "yes" if r["ppl"] < unigram["ppl"] else "no")
+                      for r in models], ["model", "ppl", "unigram ppl", "below"])
+    tokens = min((int(r["scored_tokens"]) for r in rows), default=0)
+    return [
+        dg.AssetCheckResult(check_name=UNIGRAM_CHECK, passed=all(r["ppl"] < unigram["ppl"] for r in models),
+                            metadata={"models": table, "unigram_ppl": round(unigram["ppl"], 3)}),
+        dg.AssetCheckResult(check_name=TOKENS_CHECK, passed=tokens >= MIN_EVAL_TOKENS,
+                            severity=dg.AssetCheckSeverity.WARN,
+                            metadata={"validation_tokens_scored": tokens, "minimum": MIN_EVAL_TOKENS,
+                                      "validation_chunks": int(val.get("chunks", 0))}),
+    ]
+
+
 @dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, deps=[thyme_model, thyme_dataset],
           kinds={"pytorch"}, pool=model_pool(Loads.ALWAYS),
+          check_specs=[
+              dg.AssetCheckSpec(UNIGRAM_CHECK, asset="thyme_eval", description=(
+                  "Every trained model's validation perplexity is below the unigram baseline's (same split, same "
+                  "tokenizer): a model no better than word frequencies learned nothing.")),
+              dg.AssetCheckSpec(TOKENS_CHECK, asset="thyme_eval", description=(
+                  f"The perplexities were measured on at least {MIN_EVAL_TOKENS:,} validation tokens (a warning: fewer "
+                  "make differences between models noise)."))],
           description="The seed's metric, token-weighted perplexity and bits per byte on validation, bits per byte on "
                       "an out-of-domain book, unigram and 3-gram baselines in the same table, samples for the seed's "
                       "five prompts (top-k 50, top-p 0.9), loss/perplexity curves; one runs row per experiment.")
@@ -287,7 +334,7 @@ def thyme_eval(context: dg.AssetExecutionContext, catalog: CatalogResource) -> d
         **meta, "reused": report.reused, "table": dg.MetadataValue.md(eval_table_md(data["rows"])),
         "curves": dg.MetadataValue.md(curves_inline_md(histories, data["rows"])),
         "curves_png": path_md(out / PLOT_FILE),
-        "samples": text_md(samples_md(samples), 4000),
+        "samples": dg.MetadataValue.md(samples_md(samples)),
         "below_unigram": dg.MetadataValue.json({r["model"]: r["ppl"] < unigram["ppl"]
                                                 for r in data["rows"] if r["kind"] != "baseline"}),
         "seed_ppl_per_epoch": dg.MetadataValue.json({k: [None if p is None else round(p, 2) for p in v]
@@ -295,7 +342,7 @@ def thyme_eval(context: dg.AssetExecutionContext, catalog: CatalogResource) -> d
         "seed_reported_ppl": data["seed_reported_ppl"], "ood_book": data["ood"]["book"],
         **{f"{r['model']}_ppl": round(r["ppl"], 3) for r in data["rows"]},
         **{f"{r['model']}_bpb": round(r["bpb"], 4) for r in data["rows"]},
-    })
+    }, check_results=_eval_checks(data["rows"], data.get("val") or {}))
 
 
 # --------------------------------------------------------------------------------------------- gguf
@@ -320,14 +367,14 @@ def thyme_gguf(context: dg.AssetExecutionContext, catalog: CatalogResource) -> d
         with _dagster_log(context):  # reused only if it is this model's and this exporter's
             result, reused = export_once(model_dir, tokenizer, _folder(exp, "gguf") / key)
         paths.append(Path(result.gguf_path))
-        rows.append((key, Path(result.gguf_path).name, result.quant, round(result.gguf_bytes / 1e6, 2),
+        rows.append((key, Path(result.gguf_path).name, result.quant, human_size(result.gguf_bytes),
                      result.llama_tokenize_matches, f"{result.logits_max_abs_diff:.2e}", round(result.top1_agreement, 3),
                      "yes" if reused else "no"))
         context.log.info(f"{exp.name}/{key}: llama.cpp continues {result.prompt!r} with {result.sample_text[:200]!r}")
     meta = register_files(context, catalog.get(), paths, [experiment_path(exp.name)])
     return dg.MaterializeResult(metadata={
         **meta, "ran_on": "local CPU (in process)",
-        "exports": table_md(rows, ["model", "file", "quant", "MB", "llama.cpp tokens match", "max |logit diff|",
+        "exports": table_md(rows, ["model", "file", "quant", "size", "llama.cpp tokens match", "max |logit diff|",
                                    "top-1 agreement", "reused"]),
         "llama_cpp_sample": text_md(f"{result.prompt} … {result.sample_text}"),
     })

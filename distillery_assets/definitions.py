@@ -1,9 +1,11 @@
 """The single Dagster code location and its composition root: every pipeline's definitions merged with the
-resources and the IO manager, built here and nowhere else."""
+resources and the IO manager, built here and nowhere else. Every asset gets its kinds, owners, tags and a
+link to its code here too (:mod:`assets.presentation`)."""
 
 import dagster as dg
 
 from assets import corpus, dead_runs, filters, finetune, poetry, theme, thyme
+from assets.presentation import presented
 from io_managers.files import DistilleryIOManager
 from resources.catalog import CatalogResource
 from resources.compute import ComputeResource
@@ -25,12 +27,8 @@ def build_resources() -> dict:
 
 
 defs = dg.Definitions.merge(
-    corpus.defs,
-    filters.defs,
-    finetune.defs,
-    poetry.defs,
-    theme.defs,
-    thyme.defs,
+    *(presented(pipeline) for pipeline in (corpus.defs, filters.defs, finetune.defs, poetry.defs, theme.defs,
+                                           thyme.defs)),
     dead_runs.defs,  # the executor and sensor that free the pool slots of killed runs
     dg.Definitions(resources=build_resources()),
 )

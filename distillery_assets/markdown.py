@@ -36,6 +36,32 @@ def md_table(rows: Iterable[Sequence[Any]], head: Sequence[str], *, align: str |
     return "\n".join(lines)
 
 
+_MD_SPECIAL = "\\`*_[]<>#|~"
+
+
+def escape_md(text: str | None) -> str:
+    """``text`` with markdown's markup characters backslash-escaped, so it renders as written."""
+    return "".join("\\" + c if c in _MD_SPECIAL else c for c in (text or ""))
+
+
+def one_line(text: str | None, limit: int | None = None) -> str:
+    """``text`` on one line for a table cell: its line breaks shown as `` / `` (the way verse is quoted in
+    running text), blank lines as `` // ``; clipped to ``limit`` characters."""
+    lines = [line.strip() for line in (text or "").replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    out = " / ".join(lines).replace(" /  / ", " // ").strip(" /")
+    return clip(out, limit) if limit else out
+
+
+def human_size(n_bytes: int | float) -> str:
+    """A size in the one unit that reads best: ``812 B``, ``4.2 KB``, ``105.3 MB``, ``1.24 GB`` (powers of 1000)."""
+    n = float(n_bytes)
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if abs(n) >= scale:
+            value = n / scale
+            return f"{value:.2f} {unit}" if value < 10 else f"{value:.1f} {unit}"
+    return f"{int(n)} B"
+
+
 def clip(text: str | None, limit: int) -> str:
     """``text`` cut to ``limit`` characters with an ellipsis when it was longer."""
     text = text or ""

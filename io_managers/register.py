@@ -28,7 +28,7 @@ from typing import Any
 import dagster as dg
 
 from distillery_assets.catalog import ArtifactRecord, Catalog, InputRef, NewArtifact
-from distillery_assets.markdown import md_table
+from distillery_assets.markdown import human_size, md_table
 from distillery_assets.paths import data_dir
 from io_managers.tracking import loaded_inputs
 
@@ -62,7 +62,7 @@ def record_metadata(records: list[ArtifactRecord], catalog: Catalog) -> dict[str
         rec = records[0]
         meta: dict[str, Any] = {
             "path": dg.MetadataValue.path(str(catalog.absolute(rec.path))),
-            "size_mb": round(rec.bytes / 1e6, 2),
+            "size": human_size(rec.bytes),
             "bytes": rec.bytes,
             "sha256": rec.sha256,
             "catalog_artifact_id": dg.MetadataValue.text(str(rec.id)),  # an id, not a measure: no plot
@@ -76,11 +76,11 @@ def record_metadata(records: list[ArtifactRecord], catalog: Catalog) -> dict[str
     more = f"\n\n… and {len(records) - len(shown)} more" if len(records) > len(shown) else ""
     return {
         "files": len(records),
-        "size_mb": round(sum(r.bytes for r in records) / 1e6, 2),
+        "size": human_size(sum(r.bytes for r in records)),
         "bytes": sum(r.bytes for r in records),
         "files_table": dg.MetadataValue.md(
-            md_table([(r.path, r.bytes, r.record_count, r.sha256[:12]) for r in shown],
-                     ("path", "bytes", "records", "sha256"), align="lrrl") + more),
+            md_table([(r.path, human_size(r.bytes), r.record_count, r.sha256[:12]) for r in shown],
+                     ("path", "size", "records", "sha256"), align="lrrl") + more),
         "catalog_artifact_ids": dg.MetadataValue.json([r.id for r in records]),
     }
 

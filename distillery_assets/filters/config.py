@@ -126,6 +126,8 @@ Source = Annotated[Union[AssetSource, JsonlSource, HubSource], Field(discriminat
 class PrefilterSettings(_Strict):
     enabled: bool = True
     expected_pass_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    pass_rate_tolerance: float = Field(default=0.1, ge=0.0, le=1.0,
+                                       description="the pass rate is as expected within this many (absolute)")
     description: str | None = None
 
 

@@ -2,8 +2,8 @@
 
 :func:`write_plots` -> ``overall_metrics.png`` (MAE and RMSE, train and val, per epoch),
 ``per_dimension_mae.png`` (val MAE per dimension per epoch), ``loss_curves.png`` (MSE), and
-``training_summary.txt``; :func:`curves_md` -> the same curves as tiny inline charts for the asset page
-(both drawn through :mod:`distillery_assets.plots`, the one plot set-up); :func:`write_docx` -> the report
+``training_summary.txt``; :func:`curves_md` -> the same curves as labelled charts the asset page shows in
+place (both drawn through :mod:`distillery_assets.plots`, the one plot set-up); :func:`write_docx` -> the report
 with summary, filter architecture (the dimensions table), method, results (the results table with the
 baselines, and the plots), conclusions, and the cost of scoring: the oracle's $ per 1,000 documents against
 the scorer's.
@@ -24,7 +24,7 @@ from typing import Any
 from distillery_assets.filters.metrics import FINEWEB_EDU_F1, fmt, results_head, results_rows
 from distillery_assets.io import atomic_path, atomic_write_text
 from distillery_assets.llm.pricing import estimate_cost
-from distillery_assets.plots import BLUE, GREEN, GREY, ORANGE, RED, inline_md, pyplot
+from distillery_assets.plots import BLUE, RED, Chart, Series, chart_md, pyplot
 
 PLOTS = ("overall_metrics.png", "per_dimension_mae.png", "loss_curves.png")
 SUMMARY = "training_summary.txt"
@@ -104,26 +104,24 @@ def epoch_rows(history: Sequence[Mapping[str, Any]]) -> list[tuple]:
 
 
 def curves_md(history: Sequence[Mapping[str, Any]], dims: Sequence[str]) -> dict[str, str]:
-    """The training curves as tiny inline charts for the asset page: MAE, loss (train blue, val red) and the
-    val MAE per dimension (at most five, one colour each)."""
+    """The training curves as labelled charts the asset page shows in place (markdown images, each under the
+    UI's inline limit): MAE and MSE loss per epoch (train and validation), and the validation MAE of each
+    dimension at the best epoch (by validation MAE)."""
     epochs = [h["epoch"] for h in history]
-    colours = [BLUE, RED, GREEN, ORANGE, GREY]
 
-    def pair(key: str):
-        def draw(ax):
-            ax.plot(epochs, _series(history, "train", key), "-", color=BLUE, lw=1.5)
-            ax.plot(epochs, _series(history, "val", key), "-", color=RED, lw=1.5)
-        return draw
+    def pair(key: str, title: str, ylabel: str) -> str:
+        return chart_md(Chart(title, "epoch", ylabel, [Series("train", _series(history, "train", key), x=epochs,
+                                                              colour=BLUE),
+                                                       Series("validation", _series(history, "val", key), x=epochs,
+                                                              colour=RED)]))
 
-    def per_dim(ax):
-        for i, d in enumerate(dims[: len(colours)]):
-            ax.plot(epochs, _series(history, "val", f"{d}_mae"), "-", color=colours[i], lw=1.2)
-
-    names = ", ".join(f"{d} {c}" for d, c in zip(dims, ("blue", "red", "green", "orange", "grey"), strict=False))
-    return {"mae_curves": inline_md(pair("mae"), "MAE per epoch: train blue, val red", colours=[BLUE, RED]),
-            "loss_curves": inline_md(pair("loss"), "MSE loss per epoch: train blue, val red", colours=[BLUE, RED]),
-            "per_dimension_val_mae": inline_md(per_dim, f"val MAE per epoch: {names}",
-                                               colours=colours[: max(1, min(len(dims), len(colours)))])}
+    best = min(history, key=lambda h: h["val"]["mae"])
+    per_dim = Chart(f"Validation MAE per dimension (best epoch {best['epoch']})", "validation MAE", "dimension",
+                    [Series("validation MAE", [float(best["val"][f"{d}_mae"]) for d in dims], style="bar",
+                            colour=BLUE)], xticklabels=list(dims), horizontal=True)
+    return {"mae_curves": pair("mae", "MAE per epoch", "MAE"),
+            "loss_curves": pair("loss", "Loss (MSE) per epoch", "MSE loss"),
+            "per_dimension_val_mae": chart_md(per_dim)}
 
 
 def training_summary(history: Sequence[Mapping[str, Any]], dims: Sequence[str], *, title: str = "") -> str:

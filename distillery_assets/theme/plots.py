@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distillery_assets.plots import GREY, RED, figure_png, inline_md, save_png  # noqa: F401  (save_png re-exported)
+from distillery_assets.plots import GREY, RED, Chart, Series, chart_md, figure_png, save_png  # noqa: F401  (save_png re-exported)
 
 
 def totals_histogram_png(histogram: dict[str, int], min_matches: int) -> bytes:
@@ -18,12 +18,11 @@ def totals_histogram_png(histogram: dict[str, int], min_matches: int) -> bytes:
 
 
 def totals_histogram_inline_md(histogram: dict[str, int], min_matches: int) -> str:
-    """The same histogram small enough for the asset page to show in place (kept bars red, the rest grey)."""
+    """The same histogram as a labelled chart the asset page shows in place (kept bars red, the rest grey)."""
     labels, values = list(histogram), list(histogram.values())
     kept = [int(label.lstrip(">=")) >= min_matches for label in labels]
-
-    def draw(ax) -> None:
-        ax.bar(labels, values, color=[RED if k else GREY for k in kept])
-        ax.set_xticks(range(len(labels)), labels if len(labels) <= 12 else [l if i % 2 == 0 else "" for i, l in enumerate(labels)])
-
-    return inline_md(draw, f"chunks by keyword total; red bars kept (>= {min_matches})", colours=[RED])
+    xs = list(range(len(labels)))
+    return chart_md(Chart(f"chunks by keyword total (kept: >= {min_matches})", "keyword total", "chunks", [
+        Series(f"kept (>= {min_matches})", [v if k else 0 for v, k in zip(values, kept)], x=xs, style="bar", colour=RED),
+        Series("dropped", [0 if k else v for v, k in zip(values, kept)], x=xs, style="bar", colour=GREY)],
+        xticklabels=labels))

@@ -174,18 +174,23 @@ def eval_table_md(rows: list[dict[str, Any]]) -> str:
     the validation text and on the out-of-domain book."""
     body = [(r["model"], r["kind"], f"{r['parameters']:,}" if r.get("parameters") else "",
              round(r["seed_ppl"], 2), round(r["ppl"], 2), round(r["bpb"], 3), round(r["ood_bpb"], 3),
-             r["scored_tokens"]) for r in rows]
+             f"{r['scored_tokens']:,}") for r in rows]
     return md_table(body, ["model", "kind", "parameters", "seed ppl", "ppl", "bits/byte", "OOD bits/byte",
                            "val tokens"], align="llrrrrrr", digits=3)
 
 
 def samples_md(samples: dict[str, list[dict[str, str]]], limit: int = 300) -> str:
+    """The samples as markdown (not a code block): each model's continuations of the seed's prompts, the
+    prompt in italics; markup characters inside prompts and continuations are escaped, so each reads as it
+    was sampled."""
+    from distillery_assets.markdown import escape_md
+
     out = []
     for key, items in samples.items():
-        out.append(f"**{key}**\n")
-        out += [f"- _{s['prompt']}_ … {s['continuation'][:limit]}" for s in items]
+        out.append(f"**{escape_md(key)}**\n")
+        out += [f"- _{escape_md(s['prompt'])}_ … {escape_md(s['continuation'][:limit])}" for s in items]
         out.append("")
-    return "\n".join(out)
+    return "\n".join(out).strip()
 
 
 def curves_png(histories: dict[str, dict], rows: list[dict[str, Any]]) -> bytes:
@@ -211,30 +216,25 @@ def curves_png(histories: dict[str, dict], rows: list[dict[str, Any]]) -> bytes:
             right.axhline(ppl, linestyle="--", lw=1, color="grey" if name == "unigram" else "black",
                           label=f"{name} ppl")
         left.set_xlabel("step"), left.set_ylabel("loss (nats/token)"), left.legend(fontsize=7)
+        left.set_title("Loss: train per step, validation per epoch", fontsize=10)
         right.set_xlabel("epoch"), right.set_ylabel("validation perplexity"), right.set_yscale("log")
+        right.set_title("Validation perplexity against the baselines", fontsize=10)
         right.legend(fontsize=7)
 
     return figure_png(draw, figsize=(10, 3.6))
 
 
 def curves_inline_md(histories: dict[str, dict], rows: list[dict[str, Any]]) -> str:
-    """Validation perplexity per epoch of each model (blue ThymeLM, red transformer) and the unigram
-    baseline (dashed), small enough to show in place in the Dagster UI."""
-    from distillery_assets.plots import BLUE, GREEN, GREY, RED, inline_md
+    """Validation perplexity per epoch of each model, with the unigram and 3-gram baselines as dashed lines
+    (``-- unigram``, ``-- 3-gram``; log scale), as a labelled chart the Dagster UI shows in place."""
+    from distillery_assets.plots import BLACK, BLUE, GREEN, GREY, RED, Chart, Series, chart_md
 
-    colours = [BLUE, RED, GREEN]
-    unigram = next((r["ppl"] for r in rows if r["model"] == "unigram"), None)
-
-    def draw(ax):
-        for colour, (key, h) in zip(colours, histories.items()):
-            ax.plot([e["epoch"] for e in h["epochs"]], [e["val_ppl"] for e in h["epochs"]], "-", color=colour, lw=1.5)
-        if unigram:
-            ax.axhline(unigram, color=GREY, linestyle="--", lw=1)
-        ax.set_yscale("log")
-
-    names = ", ".join(f"{k} {c}" for c, k in zip(("blue", "red", "green"), histories))
-    return inline_md(draw, f"validation perplexity per epoch: {names}; unigram dashed",
-                     colours=colours[: max(1, len(histories))])
+    colours = iter([BLUE, RED, GREEN])
+    series = [Series(key, [e["val_ppl"] for e in h["epochs"]], x=[e["epoch"] for e in h["epochs"]],
+                     colour=next(colours, GREY), points=True) for key, h in histories.items()]
+    series += [Series(r["model"], [r["ppl"]], style="hline", colour=GREY if r["model"] == "unigram" else BLACK)
+               for r in rows if r["kind"] == "baseline"]
+    return chart_md(Chart("Validation perplexity per epoch", "epoch", "perplexity (log)", series, logy=True))
 
 
 # ------------------------------------------------------------------------------------------ card

@@ -7,7 +7,7 @@ from typing import Any
 
 from distillery_assets.io import atomic_write_bytes
 from distillery_assets.markdown import md_table
-from distillery_assets.plots import BLUE, GREY, INLINE_MD_LIMIT, RED, figure_png, inline_md, png_md, tiny_png  # noqa: F401
+from distillery_assets.plots import BLUE, GREY, INLINE_MD_LIMIT, RED, Chart, Series, chart_md, chart_png, png_md  # noqa: F401
 
 
 def loss_table_md(metrics: dict[str, Any]) -> str:
@@ -17,45 +17,26 @@ def loss_table_md(metrics: dict[str, Any]) -> str:
     return md_table(rows, ["epoch", "steps", "train loss", "val loss"], align="rrrr")
 
 
-def loss_plot_png(metrics: dict[str, Any]) -> bytes:
+def loss_chart(metrics: dict[str, Any]) -> Chart:
     """Train and validation loss per epoch, with the base model's validation loss as a dashed line."""
     epochs = [e["epoch"] for e in metrics["epochs"]]
-
-    def draw(ax) -> None:
-        ax.plot(epochs, [e["train_loss"] for e in metrics["epochs"]], "o-", label="train")
-        ax.plot(epochs, [e["val_loss"] for e in metrics["epochs"]], "s-", label="validation")
-        ax.axhline(metrics["base_val_loss"], color="grey", linestyle="--", label="base model (validation)")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss (assistant tokens)")
-        ax.set_xticks(epochs)
-        ax.legend(fontsize=8)
-
-    return figure_png(draw, figsize=(5, 3.2), title=f"{metrics.get('role', '')} LoRA ({metrics.get('profile', '')})")
+    role, profile = metrics.get("role") or "", metrics.get("profile") or ""
+    title = f"{role} LoRA loss per epoch" + (f" ({profile})" if profile else "") if role else "LoRA loss per epoch"
+    return Chart(title.strip(), "epoch", "loss (assistant tokens)", [
+        Series("train", [e["train_loss"] for e in metrics["epochs"]], x=epochs, colour=BLUE, points=True),
+        Series("validation", [e["val_loss"] for e in metrics["epochs"]], x=epochs, colour=RED, points=True),
+        Series("base model (validation)", [metrics["base_val_loss"]], style="hline", colour=GREY)])
 
 
-def _draw_losses(metrics: dict[str, Any]):
-    epochs = [e["epoch"] for e in metrics["epochs"]]
-
-    def draw(ax) -> None:
-        ax.plot(epochs, [e["train_loss"] for e in metrics["epochs"]], "-", color=BLUE, lw=1.5)
-        ax.plot(epochs, [e["val_loss"] for e in metrics["epochs"]], "-", color=RED, lw=1.5)
-        ax.axhline(metrics["base_val_loss"], color=GREY, linestyle="--", lw=1)
-        ax.set_xticks(epochs if len(epochs) <= 8 else epochs[:: max(1, len(epochs) // 6)])
-    return draw
-
-
-def loss_inline_png(metrics: dict[str, Any], dpi: int = 60) -> bytes:
-    """A small four-colour PNG of the loss curves (train blue, validation red, base dashed grey), a few hundred
-    bytes, so its data URI fits in a metadata entry the UI renders in place."""
-    return tiny_png(_draw_losses(metrics), [BLUE, RED], dpi=dpi)
+def loss_plot_png(metrics: dict[str, Any]) -> bytes:
+    """The loss chart full size (file and model card)."""
+    return chart_png(loss_chart(metrics), figsize=(5.6, 3.4))
 
 
 def loss_inline_md(metrics: dict[str, Any]) -> str:
-    """The loss curves as one markdown image under :data:`INLINE_MD_LIMIT` characters (shrinking the image
-    if need be), so the plot shows on the asset page without a click."""
-    return inline_md(_draw_losses(metrics), "loss per epoch: train blue, validation red, base model dashed",
-                     colours=[BLUE, RED],
-                     fallback=f"_(loss plot too large to show in place; see `losses`)_ final val loss {metrics['val_loss']:.4f}")
+    """The loss chart as one markdown image under :data:`INLINE_MD_LIMIT` characters, so the plot (title,
+    axis labels, legend) shows on the asset page without a click."""
+    return chart_md(loss_chart(metrics))
 
 
 def save_loss_plot(metrics: dict[str, Any], path: Path) -> tuple[Path, str]:

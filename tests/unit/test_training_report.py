@@ -59,7 +59,7 @@ def test_inline_loss_plot_fits_where_the_ui_shows_markdown_without_a_click():
     from distillery_assets.training.report import INLINE_MD_LIMIT, loss_inline_md
 
     md = loss_inline_md(METRICS)
-    assert md.startswith("![loss per epoch") and "data:image/png;base64," in md and len(md) < INLINE_MD_LIMIT
+    assert md.startswith("![poet LoRA loss per epoch") and "data:image/svg+xml," in md and len(md) < INLINE_MD_LIMIT
     many = dict(METRICS, epochs=[{"epoch": i, "steps": 8 * i, "train_loss": 3 / i, "val_loss": 2 / i} for i in range(1, 21)])
     assert len(loss_inline_md(many)) < INLINE_MD_LIMIT
 
