@@ -1,14 +1,15 @@
 """Runs whose process is gone hold no pool slot: find them, mark them failed, free their slots.
 
 A run killed with ``kill -9`` (or by a crash, an out-of-memory kill) never writes its end event: it
-stays STARTED and keeps its ``local_model`` slot (limit 1, dagster.yaml), so every later run logs "Step
+stays STARTED and keeps its ``local_model`` slot (limit: assets/pools.py), so every later run logs "Step
 blocked by limit for pool local_model" forever. Dagster's run monitoring cannot see this with the default
 run launcher (it has no worker health check) and lives in the daemon, which ``dagster asset materialize``
 does not start. So the same recovery runs in three places:
 
 * at the start of every run, before its first step claims a slot: the code location's executor
   (``recovering_executor``, the default ``multi_or_in_process_executor`` with this step in front, same
-  run config) -- covers ``dagster asset materialize`` and runs launched from ``dagster dev``;
+  run config) -- covers ``dagster asset materialize`` and runs launched from ``dagster dev``; the same
+  executor also sets the ``local_model`` limit this machine gets (``assets.pools.apply_pool_limit``);
 * every 30 s in ``dagster dev``: the ``free_dead_run_slots`` sensor (on by default) -- covers runs queued
   in the UI behind a dead run, which would otherwise never start;
 * by hand: ``python -m assets.dead_runs`` (``--dry-run`` to only list, ``--run-id`` for one run).
@@ -145,6 +146,17 @@ def _free_quietly(instance: dg.DagsterInstance, exclude: str, warn: Callable[[st
         return []
 
 
+def _pool_limit_quietly(instance: dg.DagsterInstance, warn: Callable[[str], None]) -> str | None:
+    """The local_model limit this machine gets (assets/pools.py), before the run's first slot claim."""
+    from assets.pools import apply_pool_limit
+
+    try:
+        return apply_pool_limit(instance)
+    except Exception as exc:  # never costs the run: the pool keeps the limit it had
+        warn(f"could not set the local_model pool limit: {exc!r}")
+        return None
+
+
 # ---- the executor: recovery before the run's first slot claim ------------------------------------------
 
 class _RecoveringExecutor(Executor):
@@ -164,6 +176,9 @@ class _RecoveringExecutor(Executor):
         if not instance.is_ephemeral:
             for line in _free_quietly(instance, plan_context.run_id, plan_context.log.warning):
                 yield DagsterEvent.engine_event(plan_context, f"dead run recovery: {line}", EngineEventData())
+            line = _pool_limit_quietly(instance, plan_context.log.warning)
+            if line:
+                yield DagsterEvent.engine_event(plan_context, line, EngineEventData())
         yield from self._inner.execute(plan_context, execution_plan)
 
 

@@ -70,6 +70,9 @@ then
   echo "        e.g. CMAKE_ARGS='-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=OFF' bash scripts/setup.sh" >&2
   exit 1
 fi
+# The CPU threads and model steps at once this machine gets (distillery_assets/threads.py; every run writes the
+# local_model pool limit into the Dagster instance itself, assets/pools.py).
+.venv/bin/python -m distillery_assets.threads | sed 's/^/[setup] /'
 # The venv's activation points the dagster CLI at this project: DAGSTER_HOME (the repo root, dagster.yaml) and
 # DAGSTER_MODULE_NAME (the code location), so `dagster asset materialize --select ...` and `dagster dev` work as
 # typed from the repo root, and their runs share one history. Rewritten in place on every setup.

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -272,9 +271,11 @@ def encoder_info(encoder: Encoder) -> dict[str, Any]:
 
 
 def threads_from_env(default: int | None = None) -> int | None:
-    """``DISTILLERY_TORCH_THREADS`` if set (the benchmarks and tests pin one thread on shared machines)."""
-    value = os.environ.get("DISTILLERY_TORCH_THREADS")
-    return int(value) if value else default
+    """Torch threads: ``default`` when given, else the thread policy's (``distillery_assets.threads``;
+    ``DISTILLERY_THREADS`` overrides it)."""
+    from distillery_assets.threads import torch_threads
+
+    return torch_threads(default)
 
 
 __all__ = ["EMBEDDED_ENCODER", "MAX_LENGTHS", "Encoder", "EmbeddingCache", "embed_texts", "text_key",

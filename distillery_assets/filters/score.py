@@ -60,9 +60,8 @@ class Scorer:
 
     def __init__(self, model_dir: str | Path, *, device: str | None = None, quantize: str | None = None,
                  max_length: int | None = None, threads: int | None = None):
-        import torch
-
         from distillery_assets.filters.train import SCORER_FILE
+        from distillery_assets.threads import apply_torch_threads
 
         self.model_dir = Path(model_dir)
         meta_path = self.model_dir / SCORER_FILE
@@ -72,8 +71,7 @@ class Scorer:
             raise FileNotFoundError(f"{meta_path}: not a trained filter model (run filter_model first)") from exc
         if quantize not in (None, "int8"):
             raise ValueError(f"quantize must be None or 'int8', not {quantize!r}")
-        if threads:
-            torch.set_num_threads(threads)
+        apply_torch_threads(threads)  # None: the thread policy's (distillery_assets.threads)
         self.mode = self.meta["mode"]
         self.dims: list[str] = list(self.meta["dimension_names"])
         self.max_length = int(max_length or self.meta["max_length"])
@@ -156,8 +154,7 @@ def cached_scorer(model_dir: str | Path, quantize: str | None = None, max_length
     many shards with the model it loaded once)."""
     key = (str(Path(model_dir).resolve()), quantize, max_length)
     if key not in _SCORERS:
-        _SCORERS[key] = Scorer(model_dir, quantize=quantize, max_length=max_length,
-                               threads=int(os.environ.get("DISTILLERY_TORCH_THREADS", "0")) or None)
+        _SCORERS[key] = Scorer(model_dir, quantize=quantize, max_length=max_length)
     return _SCORERS[key]
 
 

@@ -27,7 +27,9 @@ DISTILLERY_LLM_CLAIM_WAIT_S    seconds a request waits for another run asking th
 DISTILLERY_LLM_GGUF            GGUF file for provider ``local``                             embedded
                                                                                             SmolLM2-135M-Instruct
 DISTILLERY_LLM_N_CTX           context length for provider ``local``                        4096
-DISTILLERY_LLM_N_THREADS       CPU threads for provider ``local``                           os.cpu_count()
+DISTILLERY_LLM_N_THREADS       CPU threads for provider ``local``, decode and prompt        the thread
+                               (unset: ``distillery_assets.threads``, the one policy,       policy
+                               overridden by DISTILLERY_THREADS)
 DISTILLERY_LLM_CACHE           ``1`` cache answers under data/llm_cache, ``0`` to disable   1
 FAL_KEY (or the named var)     fal key; also read from a ``FAL_KEY=`` line in ~/.env        -
 =============================  ==========================================================  ===============
@@ -78,7 +80,8 @@ class LLMSettings(BaseModel):
     backoff_s: float = Field(default=1.0, ge=0, description="first retry delay in seconds (doubles, with jitter, to 60)")
     gguf: str | None = Field(default=None, description="GGUF path for provider local (default: SmolLM2)")
     n_ctx: int = Field(default=4096, ge=256, description="context length for provider local")
-    n_threads: int | None = Field(default=None, ge=1, description="CPU threads for provider local")
+    n_threads: int | None = Field(default=None, ge=1,
+                                   description="CPU threads for provider local (None: distillery_assets.threads)")
     cache: bool = Field(default=True, description="cache answers under data/llm_cache")
 
     @classmethod

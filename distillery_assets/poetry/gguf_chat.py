@@ -57,18 +57,21 @@ class HoldEndOfTurn:
 
 
 class GGUFChat:
-    """Loads a GGUF once; calling it runs one chat completion."""
+    """Loads a GGUF once; calling it runs one chat completion. Threads: the settings' ``n_threads`` /
+    ``n_threads_batch``, else the thread policy's (``distillery_assets.threads``)."""
 
     def __init__(self, path: Path, settings: ModelSettings | None = None):
         from llama_cpp import Llama  # heavy import, only when a model is really loaded
+
+        from distillery_assets.threads import llama_threads
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file not found: {path}")
         s = settings or ModelSettings()
         self.path = path
-        self.llm = Llama(model_path=str(path), n_ctx=s.n_ctx, n_threads=s.n_threads, n_gpu_layers=s.n_gpu_layers,
-                         verbose=False)
+        self.llm = Llama(model_path=str(path), n_ctx=s.n_ctx, **llama_threads(s.n_threads, s.n_threads_batch),
+                         n_gpu_layers=s.n_gpu_layers, verbose=False)
         meta = self.llm.metadata or {}
         eos_id = self.llm.token_eos()
         eos = self.llm.detokenize([eos_id], special=True).decode("utf-8", "ignore") if eos_id >= 0 else None
@@ -76,16 +79,19 @@ class GGUFChat:
 
         self.end_ids = end_of_turn_ids(self.llm, self.stops, eos_id)
 
-    def __call__(self, messages: list[dict[str, str]], sampling: Sampling) -> Reply:
+    def completion_kwargs(self, messages: list[dict[str, str]], sampling: Sampling) -> dict:
+        """What one reply passes to ``create_chat_completion`` (benchmarks/local_llm.py streams the same)."""
         processors = None
         if sampling.min_lines and self.end_ids:
             from llama_cpp import LogitsProcessorList
 
             processors = LogitsProcessorList([HoldEndOfTurn(self.llm.detokenize, self.end_ids, sampling.min_lines)])
-        out = self.llm.create_chat_completion(
-            messages=messages, temperature=sampling.temperature, top_p=sampling.top_p,
-            repeat_penalty=sampling.repeat_penalty, max_tokens=sampling.max_tokens, stop=self.stops, seed=0,
-            logits_processor=processors)
+        return dict(messages=messages, temperature=sampling.temperature, top_p=sampling.top_p,
+                    repeat_penalty=sampling.repeat_penalty, max_tokens=sampling.max_tokens, stop=self.stops, seed=0,
+                    logits_processor=processors)
+
+    def __call__(self, messages: list[dict[str, str]], sampling: Sampling) -> Reply:
+        out = self.llm.create_chat_completion(**self.completion_kwargs(messages, sampling))
         choice = out["choices"][0]
         return Reply(text=choice["message"]["content"] or "", finish_reason=choice.get("finish_reason"))
 

@@ -115,7 +115,9 @@ class StepSampling(_Strict):
 
 class ModelSettings(_Strict):
     n_ctx: int = Field(2048, gt=0)
-    n_threads: int | None = None
+    # None: the thread policy's (distillery_assets.threads; DISTILLERY_THREADS overrides it everywhere)
+    n_threads: int | None = Field(None, gt=0)
+    n_threads_batch: int | None = Field(None, gt=0)
     n_gpu_layers: int = 0
 
 

@@ -101,14 +101,18 @@ def save_hf_folder(model, tokenizer, folder: Path) -> Path:
 def export_transformer_gguf(model_folder: Path, tokenizer_json: Path, out_dir: Path, *, quant: str = "Q8_0",
                             file_name: str | None = None, prompt: str = DEFAULT_PROMPT, max_new_tokens: int = 40,
                             top_k: int = 50, top_p: float = 0.9, temperature: float = 1.0, seed: int = 0,
-                            threads: int = 2) -> TransformerExport:
+                            threads: int | None = None) -> TransformerExport:
     """Convert the trained transformer in ``model_folder`` (``thyme.train`` output) to ``out_dir/file_name``
     (default ``transformer-{quant}.gguf``), written atomically, then load it in llama.cpp, check it against
     the torch model on ``prompt`` and sample a continuation. The HF folder and the f16 intermediate live in a
-    temporary folder that is always removed."""
+    temporary folder that is always removed. ``threads`` (torch, llama.cpp, the quantizer) None: the thread
+    policy's (``distillery_assets.threads``)."""
     import torch
 
+    from distillery_assets.threads import apply_torch_threads, llama_threads
     from distillery_assets.thyme.train import load_model
+
+    apply_torch_threads(threads)
 
     quant = quant.upper()
     if quant not in QUANTS:
@@ -139,7 +143,7 @@ def export_transformer_gguf(model_folder: Path, tokenizer_json: Path, out_dir: P
             if quant == "F16":
                 shutil.copyfile(f16, tmp)
             else:
-                quantize_gguf(f16, tmp, quant, threads=threads)
+                quantize_gguf(f16, tmp, quant, threads=llama_threads(threads)["n_threads_batch"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -181,12 +185,14 @@ def export_once(model_folder: Path, tokenizer_json: Path, out_dir: Path) -> tupl
 
 
 def _llama_check(gguf_file: Path, prompt: str, prompt_ids: list[int], prompt_pieces: list[str], ref, *, max_new_tokens: int, top_k: int,
-                 top_p: float, temperature: float, seed: int, threads: int) -> dict:
+                 top_p: float, temperature: float, seed: int, threads: int | None) -> dict:
     import numpy as np
     from llama_cpp import Llama
 
+    from distillery_assets.threads import llama_threads
+
     n_ctx = max(128, len(prompt_ids) + max_new_tokens + 8)
-    llm = Llama(model_path=str(gguf_file), n_ctx=n_ctx, n_threads=threads, logits_all=True, seed=seed,
+    llm = Llama(model_path=str(gguf_file), n_ctx=n_ctx, **llama_threads(threads), logits_all=True, seed=seed,
                 verbose=False)
     try:
         own = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=False)

@@ -78,6 +78,10 @@ def build_embedded_base(out_dir: Path, gguf_file: Path | None = None, *, force: 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from distillery_assets.threads import apply_torch_threads
+
+    apply_torch_threads()  # a local_model step: its share of the cores (distillery_assets.threads)
+
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
     model = AutoModelForCausalLM.from_pretrained(
         str(gguf_file.parent), gguf_file=gguf_file.name, dtype=torch.float32

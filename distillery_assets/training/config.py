@@ -129,7 +129,8 @@ class LoopConfig(_Strict):
     max_val_examples: int | None = Field(default=None, gt=0)
     max_steps: int | None = Field(default=None, gt=0, description="stop after this many optimizer steps")
     seed: int = 42
-    threads: int | None = Field(default=None, gt=0, description="torch CPU threads (None: torch's default)")
+    threads: int | None = Field(default=None, gt=0, description="CPU threads of torch and llama.cpp in the step "
+                                                               "(None: the thread policy, distillery_assets.threads)")
     checkpoint_every: int | None = Field(
         default=None, gt=0, description="also checkpoint every N optimizer steps (always at each epoch's end)")
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from distillery_assets.device import pick_device
 from distillery_assets.io import atomic_path
+from distillery_assets.threads import apply_torch_threads, llama_threads
 from distillery_assets.training.chat_data import load_chat_split
 from distillery_assets.training.config import TrainConfig
 from distillery_assets.training.gguf_tools import convert_to_gguf, inspect_gguf, quantize_gguf
@@ -51,13 +52,14 @@ def merge_adapter(base: str, adapter_dir: Path, dtype_name: str = "float32"):
 
 
 def chat_check(gguf_file: Path, messages: list[dict[str, str]], *, max_tokens: int = 128,
-               repeat_penalty: float = 1.0, threads: int = 2) -> ChatReply:
+               repeat_penalty: float = 1.0, threads: int | None = None) -> ChatReply:
     """One greedy chat reply from the GGUF through llama.cpp's own chat template handling. ``repeat_penalty``
-    (the tutor's own sampling uses 1.1) keeps a small model's greedy reply from looping until ``max_tokens``."""
+    (the tutor's own sampling uses 1.1) keeps a small model's greedy reply from looping until ``max_tokens``.
+    ``threads`` None: the thread policy's (``distillery_assets.threads``)."""
     from llama_cpp import Llama
 
     n_ctx = max(2048, 2 * max_tokens + 256)  # prompt (<= max_seq in training) + reply
-    llm = Llama(model_path=str(gguf_file), n_ctx=n_ctx, n_threads=threads, verbose=False, seed=0)
+    llm = Llama(model_path=str(gguf_file), n_ctx=n_ctx, **llama_threads(threads), verbose=False, seed=0)
     try:
         out = llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=0.0,
                                          repeat_penalty=repeat_penalty)
@@ -117,12 +119,15 @@ def export_gguf(
     chat_messages: list[dict[str, str]] | None = None,
     chat_max_tokens: int = 256,
     heldout: HeldoutText | None = None,
-    threads: int = 2,
+    threads: int | None = None,
 ) -> ExportResult:
     """Merge, convert, quantize (primary, then fallbacks while over the bound), measure. ``final`` and
     ``gguf_path`` name the primary quantization's file; a fallback is written beside it under its own name
-    (the result's ``gguf_file``/``gguf_path`` say which file was kept)."""
+    (the result's ``gguf_file``/``gguf_path`` say which file was kept). ``threads`` (torch, llama.cpp and the
+    quantizer) None: the thread policy's (``distillery_assets.threads``)."""
     from transformers import AutoTokenizer
+
+    apply_torch_threads(threads)
 
     ex = cfg.export
     final = Path(final)
@@ -174,7 +179,7 @@ def export_gguf(
             path = _quant_path(cfg, final, quant)
             t = time.perf_counter()
             with atomic_path(path) as tmp:
-                quantize_gguf(intermediate, tmp, quant, threads=threads)
+                quantize_gguf(intermediate, tmp, quant, threads=llama_threads(threads)["n_threads_batch"])
             timings[f"quantize_{quant}_s"] = time.perf_counter() - t
             t = time.perf_counter()
             scores = gguf_scores(path, [s.examples for s in sets], threads=threads)

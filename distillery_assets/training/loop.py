@@ -109,11 +109,14 @@ def log_progress(p: Progress) -> None:
 # ----------------------------------------------------------------------------------------- loop utilities
 
 def seed_torch(seed: int, threads: int | None = None) -> None:
-    """Seed torch and set its CPU threads (None: torch's default); every training run starts here."""
+    """Seed torch and set its CPU threads (None: the thread policy's, ``distillery_assets.threads``: the
+    step's share of the cores, so a fine-tune beside an LLM step does not oversubscribe them); every training
+    run starts here."""
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
+    from distillery_assets.threads import apply_torch_threads
+
+    apply_torch_threads(threads)
     torch.manual_seed(seed)
 
 

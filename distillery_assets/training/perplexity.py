@@ -103,14 +103,17 @@ def torch_score(model: Any, examples: list[Example], *, pad_id: int, device: str
     return Score(mean * n, n)
 
 
-def gguf_scores(gguf_file: Path, sets: Sequence[list[Example]], *, threads: int = 2) -> list[Score]:
-    """Load ``gguf_file`` once in llama.cpp (``logits_all``) and score each set's label tokens."""
+def gguf_scores(gguf_file: Path, sets: Sequence[list[Example]], *, threads: int | None = None) -> list[Score]:
+    """Load ``gguf_file`` once in llama.cpp (``logits_all``) and score each set's label tokens (``threads``
+    None: the thread policy's, ``distillery_assets.threads``; scoring is prompt work, its batch threads)."""
     import numpy as np
     from llama_cpp import Llama
 
+    from distillery_assets.threads import llama_threads
+
     longest = max(len(e.input_ids) for examples in sets for e in examples)
     llm = Llama(model_path=str(gguf_file), n_ctx=longest + 8, n_batch=longest + 8, n_ubatch=longest + 8,
-                logits_all=True, n_threads=threads, verbose=False)
+                logits_all=True, **llama_threads(threads), verbose=False)
     scores = []
     try:
         for examples in sets:
@@ -140,6 +143,6 @@ def torch_perplexity(model: Any, examples: list[Example], *, pad_id: int, device
     return torch_score(model, examples, pad_id=pad_id, device=device, batch_size=batch_size).ppl
 
 
-def gguf_perplexity(gguf_file: Path, examples: list[Example], *, threads: int = 2) -> float:
+def gguf_perplexity(gguf_file: Path, examples: list[Example], *, threads: int | None = None) -> float:
     """Run each example through llama.cpp with ``logits_all`` and score the label tokens."""
     return gguf_scores(gguf_file, [examples], threads=threads)[0].ppl

@@ -12,7 +12,6 @@ one recorded beside a finished output; on a match the recorded result comes back
 
 from __future__ import annotations
 
-import os
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -123,7 +122,7 @@ class ExportGGUFSpec(StepSpec[ExportResult]):
         result = export_gguf(cfg, resolve_base(cfg.base_model, Path(root)), adapter_dir, val, final,
                              fingerprint=fingerprint, gguf_path=self.gguf_rel, chat_messages=self.chat_messages,
                              chat_max_tokens=self.chat_max_tokens or cfg.export.chat_max_tokens or cfg.max_seq,
-                             heldout=self.heldout, threads=cfg.threads or os.cpu_count() or 2)
+                             heldout=self.heldout, threads=cfg.threads)  # None: distillery_assets.threads
         record = safe_child(Path(root), self.record_rel_for(result.quant), source="export_gguf result record")
         atomic_write_text(record, result.record_json())
         return result

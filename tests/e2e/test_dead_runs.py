@@ -43,7 +43,8 @@ def _home(tmp_path: Path) -> Path:
 def _env(data_dir: Path, home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_LLM_")}
     env.update(DISTILLERY_DATA_DIR=str(data_dir), DAGSTER_HOME=str(home), DAGSTER_TELEMETRY_DISABLED="1",
-               DISTILLERY_LLM_PROVIDER="local", DISTILLERY_LLM_N_THREADS="1", DISTILLERY_COMPUTE_BACKEND="local")
+               DISTILLERY_LLM_PROVIDER="local", DISTILLERY_LLM_N_THREADS="1", DISTILLERY_COMPUTE_BACKEND="local",
+               DISTILLERY_MODEL_SLOTS="1")  # one slot, as on a 1-core machine: the killed run holds the only one
     env.pop("DISTILLERY_CORPUS_ROOT", None)
     return env
 

@@ -1,14 +1,15 @@
 """Provider ``local``: a GGUF model run in this process by llama-cpp-python.
 
-The model is loaded lazily, once per process per (path, n_ctx, n_threads), under a lock; a llama.cpp
-context is not thread-safe, so generation is serialised by the same per-model lock. JSON requests use
+The model is loaded lazily, once per process per (path, n_ctx, n_threads, n_threads_batch), under a lock; a
+llama.cpp context is not thread-safe, so generation is serialised by the same per-model lock. Its threads come
+from the one thread policy (``distillery_assets.threads``: one decode thread, the step's share of the cores for
+the prompt) unless ``n_threads`` / ``n_threads_batch`` are given. JSON requests use
 llama.cpp's grammar-constrained ``response_format={"type": "json_object", "schema": ...}``.
 Per-request timeouts cannot interrupt a running llama.cpp generation; ``max_tokens`` bounds it instead.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,25 +18,29 @@ from distillery_assets.llm.errors import ConfigError, ProviderError
 from distillery_assets.llm.providers.base import ProviderReply, finish_reason
 from distillery_assets.llm.types import ChatMessage
 
-_MODELS: dict[tuple[str, int, int], Any] = {}
-_MODEL_LOCKS: dict[tuple[str, int, int], threading.Lock] = {}
+_MODELS: dict[tuple[str, int, int, int], Any] = {}
+_MODEL_LOCKS: dict[tuple[str, int, int, int], threading.Lock] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
-def _load_model(path: str, n_ctx: int, n_threads: int):
+def _load_model(path: str, n_ctx: int, n_threads: int, n_threads_batch: int):
     """Load a GGUF file with llama-cpp-python (the expensive step a cache hit must never reach)."""
     from llama_cpp import Llama
 
-    return Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+    return Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads_batch, verbose=False)
 
 
 class LocalProvider:
     name = "local"
 
-    def __init__(self, gguf_path: str | Path | None = None, n_ctx: int = 4096, n_threads: int | None = None):
+    def __init__(self, gguf_path: str | Path | None = None, n_ctx: int = 4096, n_threads: int | None = None,
+                 n_threads_batch: int | None = None):
+        from distillery_assets.threads import llama_threads
+
         self._path = Path(gguf_path) if gguf_path else None
         self.n_ctx = int(n_ctx)
-        self.n_threads = int(n_threads or os.cpu_count() or 1)
+        threads = llama_threads(n_threads, n_threads_batch)
+        self.n_threads, self.n_threads_batch = threads["n_threads"], threads["n_threads_batch"]
         self._paths: dict[str, Path] = {}
 
     @property
@@ -61,7 +66,7 @@ class LocalProvider:
         return self._paths.get(model) or Path(model)
 
     def _model(self, path: Path):
-        key = (str(path.resolve()), self.n_ctx, self.n_threads)
+        key = (str(path.resolve()), self.n_ctx, self.n_threads, self.n_threads_batch)
         with _REGISTRY_LOCK:
             lock = _MODEL_LOCKS.setdefault(key, threading.Lock())
         with lock:

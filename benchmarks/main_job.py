@@ -1,0 +1,129 @@
+"""The main job (``scripts/demo.sh``) from an empty data folder: old and new thread policy, idle and beside a busy
+process, each with its wall time and CPU time.
+
+Each run gets a fresh, empty ``DISTILLERY_DATA_DIR`` (no LLM cache, no earlier outputs; the shipped inputs and
+config are read from the repo), and runs ``bash scripts/demo.sh`` to the end: the Dagster materialization of
+``*poet_gguf,*educator_gguf``, the exports' report and one tutor session. CPU time is the user + system time
+of every process the demo started (``getrusage(RUSAGE_CHILDREN)``: Dagster's step processes included).
+
+* ``old``: the setting before issue 26: ``DISTILLERY_THREADS=<os.cpu_count()>`` (llama.cpp decode and batch
+  threads and torch threads = the CPU count) and ``DISTILLERY_MODEL_SLOTS=1`` (one model step at a time);
+* ``new``: neither variable: ``distillery_assets/threads.py`` decides (``python -m distillery_assets.threads``).
+
+``busy``: one ``yes > /dev/null`` runs for the whole demo (started and killed here, bounded by ``timeout``).
+The runs go one after another in the order given (default: old idle, new idle, old busy, new busy: about
+35 minutes on an idle 2-core machine, most of it the old policy beside the busy process). Every run's output is
+kept in ``--out`` (default ``data/benchmarks/main_job/``); the summary prints the ratios the issue names.
+
+    python benchmarks/main_job.py
+    python benchmarks/main_job.py --runs new:idle new:busy      # only the new policy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BUSY_BOUND_S = 3 * 3600
+
+
+def policy_env(name: str) -> dict[str, str]:
+    from distillery_assets.threads import ENV_SLOTS, ENV_THREADS, ENV_THREADS_BATCH
+
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_THREADS, ENV_THREADS_BATCH, ENV_SLOTS)}
+    env.pop("DISTILLERY_LLM_N_THREADS", None)
+    if name == "old":
+        env.update({ENV_THREADS: str(os.cpu_count() or 1), ENV_SLOTS: "1"})
+    return env
+
+
+def cpu_of_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_demo(policy: str, busy: bool, out: Path) -> dict:
+    data = Path(tempfile.mkdtemp(prefix=f"main-job-{policy}-"))
+    env = {**policy_env(policy), "DISTILLERY_DATA_DIR": str(data), "DAGSTER_TELEMETRY_DISABLED": "1"}
+    log = out / f"{policy}-{'busy' if busy else 'idle'}.log"
+    hog = subprocess.Popen(["timeout", str(BUSY_BOUND_S), "yes"], stdout=subprocess.DEVNULL) if busy else None
+    cpu, wall = cpu_of_children(), time.perf_counter()
+    try:
+        with log.open("w", encoding="utf-8") as fh:
+            rc = subprocess.run(["bash", "scripts/demo.sh"], cwd=ROOT, env=env, stdout=fh,
+                                stderr=subprocess.STDOUT).returncode
+    finally:
+        wall = time.perf_counter() - wall
+        hog_cpu = 0.0
+        if hog is not None:
+            hog.terminate()  # timeout passes it on to yes
+            _, _, usage = os.wait4(hog.pid, 0)  # the busy loop's own CPU, not the demo's
+            hog.returncode, hog_cpu = -15, usage.ru_utime + usage.ru_stime
+        cpu = cpu_of_children() - cpu - hog_cpu
+        shutil.rmtree(data, ignore_errors=True)
+    text = log.read_text(encoding="utf-8", errors="replace")
+    materialized = re.search(r"=== materialized in (\d+) s", text)
+    return {"policy": policy, "condition": "busy" if busy else "idle", "rc": rc, "wall_s": wall, "cpu_s": cpu,
+            "materialize_s": int(materialized.group(1)) if materialized else None, "log": str(log)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", default=["old:idle", "new:idle", "old:busy", "new:busy"],
+                        help="policy:condition, in order (policy old|new, condition idle|busy)")
+    parser.add_argument("--out", type=Path, default=ROOT / "data" / "benchmarks" / "main_job")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    from distillery_assets.threads import policy
+
+    p = policy()
+    print(f"new policy here: {p.slots} local_model slots; decode {p.decode}, batch {p.batch}, torch {p.torch} "
+          f"[{p.source}]; old: {os.cpu_count()} threads everywhere, 1 slot")
+    results: dict[tuple[str, str], dict] = {}
+    for run in args.runs:
+        name, _, condition = run.partition(":")
+        if name not in ("old", "new") or condition not in ("idle", "busy"):
+            parser.error(f"{run!r}: policy:condition, policy old|new, condition idle|busy")
+        print(f"{name} {condition}: running demo.sh from an empty data folder ...", flush=True)
+        r = run_demo(name, condition == "busy", args.out)
+        results[(name, condition)] = r
+        status = "ok" if r["rc"] == 0 else f"FAILED (exit {r['rc']})"
+        print(f"  {status}: wall {r['wall_s']:.0f} s, CPU "
+              f"{r['cpu_s']:.0f} s, materialize {r['materialize_s']} s; log {r['log']}", flush=True)
+
+    print(f"\n{'policy':<7} {'condition':<9} {'wall s':>7} {'CPU s':>7} {'CPU/wall':>8}  exit")
+    for (name, condition), r in results.items():
+        print(f"{name:<7} {condition:<9} {r['wall_s']:>7.0f} {r['cpu_s']:>7.0f} {r['cpu_s'] / r['wall_s']:>8.2f}  "
+              f"{r['rc']}")
+
+    def get(n, c):
+        return results.get((n, c))
+
+    if get("old", "idle") and get("new", "idle"):
+        print(f"new idle / old idle wall: {get('new', 'idle')['wall_s'] / get('old', 'idle')['wall_s']:.2f} "
+              "(goal <= 0.5)")
+    for n in ("old", "new"):
+        if get(n, "idle") and get(n, "busy"):
+            print(f"{n}: busy / idle wall {get(n, 'busy')['wall_s'] / get(n, 'idle')['wall_s']:.2f}"
+                  + (" (goal <= 1.5)" if n == "new" else "")
+                  + f", CPU {get(n, 'busy')['cpu_s'] / get(n, 'idle')['cpu_s']:.2f}")
+    (args.out / "summary.json").write_text(json.dumps(
+        [r for r in results.values()], indent=1), encoding="utf-8")
+    return 0 if all(r["rc"] == 0 for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
