@@ -11,6 +11,9 @@ partitions runs as one run. The domain logic lives in :mod:`distillery_assets.co
 """
 
 import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -25,7 +28,10 @@ from distillery_assets.corpus.prompts import leaves_for, word_target_for, write_
 from distillery_assets.corpus.quality import inspect_corpus
 from distillery_assets.corpus.summary import PREVIEW_CHARS, rejects_summary, relative, run_summary
 from distillery_assets.corpus.tables import default_tables, default_tables_path
-from distillery_assets.partitions import encyclopedia_category_partitions, story_group_partitions
+from distillery_assets.markdown import md_table
+from distillery_assets.partitions import (asset_url, corpus_partitions_read, encyclopedia_category_partitions,
+                                         story_group_partitions)
+from distillery_assets.plots import INLINE_MD_LIMIT
 from io_managers.register import FileRegistrar, register_files
 from resources.catalog import CatalogResource
 from resources.llm import LLMResource
@@ -333,6 +339,43 @@ def _inspect(keys: list[str], kind: CorpusKind, root, *, with_target: bool) -> d
                   "files_checked": len(counts), "errors": len(errors), "warnings": len(warnings),
                   "findings": dg.MetadataValue.json(dict(list({**warnings, **errors}.items())[:100]))},
     )
+
+
+# ------------------------------------------------------------- read by assets of other partitions definitions
+
+def corpus_read_meta(paths: Iterable[str | Path], *, assets: Iterable[str] | None = None,
+                     documents: Iterable[str | Path] | None = None, root: Path | None = None) -> dict[str, Any]:
+    """What a reader partitioned otherwise (a filter version, a thyme experiment) read of the corpus, for its
+    asset page: one markdown entry per corpus asset (``read <asset>``: the partitions read, each linked to
+    its page in the UI, with its ``.corpus`` files and, given ``documents`` (the paths of the documents
+    kept), how many of them were kept), and ``corpus_partitions_read`` (``{asset: {partition: files}}``).
+    These are catalogue edges, not Dagster ones: a run holds one partitions definition."""
+    root = Path(root) if root is not None else corpus_root()
+    counts = corpus_partitions_read(paths, root, assets)
+    kept = corpus_partitions_read(documents, root, assets) if documents is not None else None
+    meta: dict[str, Any] = {}
+    for asset, per in counts.items():
+        meta[f"read {asset}"] = dg.MetadataValue.md(_read_md(asset, per, None if kept is None else kept[asset]))
+    meta["corpus_partitions_read"] = dg.MetadataValue.json(
+        {asset: {p: n for p, n in per.items() if n} for asset, per in counts.items()})
+    return meta
+
+
+def _read_md(asset: str, files: dict[str, int], kept: dict[str, int] | None) -> str:
+    read = [p for p, n in files.items() if n]
+    head = (f"{len(read)} of {len(files)} partitions of [{asset}]({asset_url(asset)}), "
+            f"{sum(files.values()):,} `.corpus` files (catalogue edges, not Dagster ones)")
+    if not read:
+        return f"{head}: no partition has any yet."
+    cols = ["partition", ".corpus files", *(["documents kept"] if kept is not None else [])]
+    rows = [(f"[{p}]({asset_url(asset, p)})", f"{files[p]:,}", *([f"{kept[p]:,}"] if kept is not None else []))
+            for p in read]
+    md = f"{head}\n\n{md_table(rows, cols, align='l' + 'r' * (len(cols) - 1))}"
+    unread = [p for p, n in files.items() if not n]
+    if unread:
+        linked = f"\n\nNo `.corpus` files yet: {', '.join(f'[{p}]({asset_url(asset, p)})' for p in unread)}"
+        md += linked if len(md + linked) < INLINE_MD_LIMIT else f"\n\nNo `.corpus` files yet: {', '.join(unread)}"
+    return md
 
 
 _story_assets, _story_checks = build_corpus_chain(CorpusKind.STORIES, "story_prompts", "story_corpus",

@@ -16,9 +16,13 @@ returns a ``MaterializeResult``.
 The graph: ``gutenberg_chunks`` / ``theme_chunks`` (unpartitioned) are real dependencies of
 ``filter_candidates`` and ``filter_scores``, the union of what the versions' configs name (edges are per
 asset, not per partition). ``story_corpus`` / ``encyclopedia_corpus`` are partitioned: a Dagster dependency
-would put them into ``*filter_report``, and one run cannot hold assets of two partitions definitions, so they
-are catalogue edges only (each ``.corpus`` file read is an input with its asset key; a corpus not yet
-generated is a warning and ``missing_sources``, never silent). The oracle goes through the LLM resource with a
+would put them into ``*filter_report``, and one run cannot hold assets of two partitions definitions (a partition
+mapping does not help: ``*asset`` still selects them and ``JobDefinition._get_partitions_def`` fails with "no
+PartitionsDefinition shared by all the provided assets"), so they are catalogue edges only (each ``.corpus``
+file read is an input with its asset key; a corpus not yet generated is a warning and ``missing_sources``,
+never silent). ``filter_candidates`` and ``filter_scores`` name on their page which corpus partitions they
+read, linked to those partitions' pages (``read story_corpus``, ``corpus_partitions_read``), and the
+definition says so before any run (``catalogue_upstream``). The oracle goes through the LLM resource with a
 journal (nothing is paid twice; lineage of the labels reaches the ``llm_calls`` rows), training through the
 compute resource (``TrainFilterSpec``), batch scoring through its shard runner (in process, or Modal ``.map``).
 """
@@ -31,22 +35,25 @@ from typing import Any
 
 import dagster as dg
 
+from assets.corpus import corpus_read_meta
 from assets.logs import forward_logs
 from assets.meta import llm_usage_meta, path_md, records_table, require_upstream, size, table_md
 from assets.pools import Loads, model_pool
 from distillery_assets.catalog import InputRef
+from distillery_assets.corpus.layout import corpus_root
 from distillery_assets.filters import ground_truth as gt_lib
 from distillery_assets.filters.ground_truth import MIN_RECORDS
 from distillery_assets.filters import pipeline
-from distillery_assets.filters.config import FilterConfigError, FilterDefinition, load_filter
+from distillery_assets.filters.config import AssetSource, FilterConfigError, FilterDefinition, load_filter
 from distillery_assets.filters.metrics import results_markdown, results_summary
-from distillery_assets.filters.paths import FilterPaths
+from distillery_assets.filters.paths import FilterPaths, filter_versions
 from distillery_assets.filters.report import (COST_HEAD, EPOCH_HEAD, PLOTS, SUMMARY, cost_rows, curves_md,
                                               epoch_rows)
 from distillery_assets.filters.score import SCORES_FILE, SUMMARY_FILE
 from distillery_assets.filters.splits import SplitError, write_splits
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, read_jsonl
-from distillery_assets.partitions import filter_version_partitions
+from distillery_assets.markdown import md_table
+from distillery_assets.partitions import asset_url, filter_version_partitions
 from io_managers.register import register_files
 from resources.catalog import CatalogResource
 from resources.compute import ComputeResource
@@ -80,6 +87,41 @@ def _count_table(counts: dict[str, int], head: tuple[str, str]) -> dg.MetadataVa
     return table_md(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])), head) if counts else "none"
 
 
+def _corpus_assets(defn: FilterDefinition) -> list[str]:
+    """The partitioned corpus assets the version's sources name (catalogue edges, not Dagster ones)."""
+    return [s.asset for s in defn.config.sources if isinstance(s, AssetSource) and s.asset in pipeline.CORPUS_ASSETS]
+
+
+def _corpus_read(defn: FilterDefinition, refs: list[InputRef], documents: list[dict] | None = None) -> dict[str, Any]:
+    """Which partitions of which corpus asset this version read (files located; documents kept), linked."""
+    assets = _corpus_assets(defn)
+    if not assets:
+        return {}
+    root = corpus_root()
+    kept = None if documents is None else [root / d["id"] for d in documents
+                                           if str(d.get("source", "")).startswith("corpus/")]
+    return corpus_read_meta([r.path for r in refs if r.asset_key in assets], assets=assets, documents=kept, root=root)
+
+
+def _catalogue_upstream() -> dg.MetadataValue:
+    """Definition metadata: the versions that read a corpus asset, linked, and why it is no edge in the graph."""
+    rows = []
+    for version in filter_versions():
+        try:
+            assets = _corpus_assets(load_filter(version.folder))
+        except FilterConfigError:
+            continue
+        if assets:
+            rows.append((version.key, ", ".join(f"[{a}]({asset_url(a)})" for a in assets)))
+    note = ("Read through the catalogue, not a Dagster edge: the corpus is partitioned otherwise and one run holds "
+            "one partitions definition. Each materialization lists the corpus partitions it read.")
+    return dg.MetadataValue.md(f"{note}\n\n{md_table(rows, ['version', 'reads every partition of'])}" if rows
+                               else "No version reads a corpus asset.")
+
+
+CATALOGUE_UPSTREAM = _catalogue_upstream()
+
+
 # ---------------------------------------------------------------------------------------- candidates
 
 def _candidates_meta(defn: FilterDefinition, paths: FilterPaths, cands, missing: list[str]) -> dict[str, Any]:
@@ -98,6 +140,7 @@ def _candidates_meta(defn: FilterDefinition, paths: FilterPaths, cands, missing:
 
 
 @dg.asset(group_name=GROUP, partitions_def=PARTITIONS, deps=SOURCE_ASSETS, kinds={"python"},
+          metadata={"catalogue_upstream": CATALOGUE_UPSTREAM},
           description="The filter version's documents from its configured sources (platform assets, a JSONL file "
                       "of articles, a streamed Hub dataset), cleaned: unicode NFC, HTML, zero-width and BiDi marks. "
                       "Every dropped document is a reject with its reason.")
@@ -119,7 +162,8 @@ def filter_candidates(context: dg.AssetExecutionContext, catalog: CatalogResourc
     atomic_write_jsonl(paths.candidates, cands.documents)
     atomic_write_jsonl(paths.candidate_rejects, [r.to_dict() for r in cands.rejects])
     meta = register_files(context, catalog.get(), [paths.candidates, paths.candidate_rejects], locator.inputs(defn))
-    return dg.MaterializeResult(metadata={**meta, **_candidates_meta(defn, paths, cands, missing)})
+    return dg.MaterializeResult(metadata={**meta, **_candidates_meta(defn, paths, cands, missing),
+                                          **_corpus_read(defn, locator.refs, cands.documents)})
 
 
 # ---------------------------------------------------------------------------------------- prefilter
@@ -463,7 +507,7 @@ class FilterScoresConfig(dg.Config):
 
 
 @dg.asset(group_name=GROUP, partitions_def=PARTITIONS, deps=[filter_model, *SOURCE_ASSETS], kinds={"pytorch"},
-          pool=model_pool(Loads.COMPUTE),
+          pool=model_pool(Loads.COMPUTE), metadata={"catalogue_upstream": CATALOGUE_UPSTREAM},
           description="Every document of the filter's sources scored by the trained model (dimensions, overall, tier, the "
                       "caps/gatekeepers that applied), in journalled shards through the compute resource's shard runner "
                       "(in process, or fanned out with .map on Modal); resumable; throughput in metadata.")
@@ -494,7 +538,7 @@ def filter_scores(context: dg.AssetExecutionContext, config: FilterScoresConfig,
         "tiers": _count_table(run.tiers, ("tier", "documents")),
         "caps_and_gates_applied": _count_table(run.applied, ("rule", "documents")),
         "mean_overall": run.mean_overall if run.mean_overall is not None else "n/a",
-        "scores": path_md(paths.scores_dir / SCORES_FILE),
+        "scores": path_md(paths.scores_dir / SCORES_FILE), **_corpus_read(defn, docs.inputs),
     })
 
 

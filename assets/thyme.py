@@ -11,11 +11,17 @@ artefact of the same partition, the experiment file and the shipped books as inp
 progress lines (step, loss, tokens/s, ETA) and "resuming from step N" reach the Dagster log.
 
 The ``distillery`` experiment reads the platform's own documents: the ``.corpus`` files of
-``story_corpus`` / ``encyclopedia_corpus`` and ``theme_chunks``. Those are not Dagster dependencies of
-``thyme_corpus`` (a dependency holds for every partition, so ``*thyme_eval --partition books-cpu`` would
-generate the LLM corpus first); the catalogue records the real edges file by file, so
-``python -m distillery_assets.catalog lineage thyme_model`` reaches the prompts.txt files, and the asset
-fails with the assets to materialize first when those documents do not exist yet.
+``story_corpus`` / ``encyclopedia_corpus`` and ``theme_chunks``. ``theme_chunks`` is unpartitioned, so it is
+a real Dagster dependency of ``thyme_corpus`` (when some experiment reads it; like the filters' chunk sources,
+``*thyme_eval`` then rebuilds the local theme chain, which calls no LLM, for every experiment). The corpus
+assets are not: they are partitioned otherwise, ``*thyme_eval`` would select them whatever the partition
+mapping, and one run holds one partitions definition (``JobDefinition._get_partitions_def`` fails with "no
+PartitionsDefinition shared by all the provided assets"); besides, a dependency holds for every partition,
+so ``--partition books-cpu`` would generate the LLM corpus first. The catalogue records those edges file by
+file, so ``python -m distillery_assets.catalog lineage thyme_model`` reaches the prompts.txt files;
+``thyme_corpus``'s page names the corpus partitions it read, linked to their pages (``read story_corpus``,
+``corpus_partitions_read``); and the asset fails with the assets to materialize first when those
+documents do not exist yet.
 """
 
 
@@ -24,20 +30,21 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.corpus import corpus_read_meta
 from assets.logs import forward_logs
 from assets.meta import path_md, require_upstream, size, table_md, text_md
 from assets.pools import Loads, model_pool
 from distillery_assets.catalog import InputRef
 from distillery_assets.corpus.layout import CORPUS_SUFFIX, CorpusKind, corpus_root
 from distillery_assets.markdown import human_size
-from distillery_assets.partitions import thyme_experiment_partitions
+from distillery_assets.partitions import asset_url, thyme_experiment_partitions
 from distillery_assets.paths import data_dir, inputs_dir, repo_root
 from distillery_assets.thyme import corpus as thyme_corpus_lib
 from distillery_assets.thyme.dataset import (TOKENIZER_INFO, build_dataset, build_tokenizer, existing_dataset,
                                              existing_tokenizer, open_dataset)
 from distillery_assets.thyme.export import EXPORT_RECORD
-from distillery_assets.thyme.experiments import (Experiment, LlamaArchitecture, LocalSource, PlatformSource,
-                                                 experiment_path, load_experiment)
+from distillery_assets.thyme.experiments import (Experiment, ExperimentError, LlamaArchitecture, LocalSource,
+                                                 PlatformSource, experiment_names, experiment_path, load_experiment)
 from distillery_assets.thyme.report import (PLOT_FILE, SAMPLES_FILE, curves_inline_md, eval_table_md,
                                             evaluate_experiment, model_card_markdown, samples_md)
 from distillery_assets.thyme.steps import TrainThymeSpec
@@ -88,6 +95,39 @@ def _dagster_log(context: dg.AssetExecutionContext):
 
 # ------------------------------------------------------------------------------------------ corpus
 
+def _platform_readers() -> dict[str, list[str]]:
+    """``{experiment: platform assets it reads}`` over the experiment files (one that does not load reads
+    nothing here; it fails when its own partition runs)."""
+    readers = {}
+    for name in experiment_names():
+        try:
+            exp = load_experiment(name)
+        except (ExperimentError, ValueError):
+            continue
+        assets = sorted({a for src in exp.corpus.sources if isinstance(src, PlatformSource) for a in src.assets})
+        if assets:
+            readers[name] = assets
+    return readers
+
+
+_READERS = _platform_readers()
+CHUNK_DEPS = sorted({a for assets in _READERS.values() for a in assets} & {"theme_chunks"})
+"""Unpartitioned platform assets some experiment reads: real Dagster dependencies of ``thyme_corpus``."""
+
+
+def _catalogue_upstream() -> dg.MetadataValue:
+    """Definition metadata: the experiments reading the (partitioned) corpus, linked, and why it is no edge."""
+    links = ", ".join(f"[{a}]({asset_url(a)})" for a in CORPUS_ASSETS.values())
+    readers = [name for name, assets in _READERS.items() if "corpus" in assets]
+    if not readers:
+        return dg.MetadataValue.md("No experiment reads the corpus pipeline's documents.")
+    return dg.MetadataValue.md(
+        f"{'Experiment' if len(readers) == 1 else 'Experiments'} {', '.join(f'`{r}`' for r in readers)} "
+        f"{'reads' if len(readers) == 1 else 'read'} every partition of {links} through the catalogue, "
+        "not a Dagster edge: the corpus is partitioned otherwise and one run holds one partitions definition. "
+        "Each materialization lists the corpus partitions it read.")
+
+
 def _platform_paths(exp: Experiment, catalog) -> tuple[dict[str, list[Path]], list[InputRef]]:
     """The platform documents a ``platform`` source reads, and the catalogue inputs naming their assets."""
     wanted = {a for src in exp.corpus.sources if isinstance(src, PlatformSource) for a in src.assets}
@@ -114,7 +154,8 @@ def _platform_paths(exp: Experiment, catalog) -> tuple[dict[str, list[Path]], li
     return paths, refs
 
 
-@dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, kinds={"python"},
+@dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, deps=CHUNK_DEPS, kinds={"python"},
+          metadata={"catalogue_upstream": _catalogue_upstream()},
           description="The experiment's documents: local books, the platform's own corpus and theme chunks, or the "
                       "Hub's Gutenberg/Wikipedia streams; cleaned as the seed did, every drop logged with its reason.")
 def thyme_corpus(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
@@ -144,8 +185,14 @@ def thyme_corpus(context: dg.AssetExecutionContext, catalog: CatalogResource) ->
         **meta, "reused": reused, "source_key": key, "documents": stats.documents, "characters": stats.characters,
         "text_size": human_size(stats.bytes), "dropped": stats.dropped, "by_source": dg.MetadataValue.json(stats.by_source),
         "drops": table_md([(d.source, d.reason) for d in drops[:50]], ["source", "reason"]) if drops else "none",
-        "experiment_file": path_md(experiment_path(exp.name)),
+        "experiment_file": path_md(experiment_path(exp.name)), **_corpus_read(platform_refs),
     })
+
+
+def _corpus_read(refs: list[InputRef]) -> dict:
+    """Which partitions of which corpus asset the experiment read (empty when it reads no corpus), linked."""
+    corpus = [r.path for r in refs if r.asset_key in CORPUS_ASSETS.values()]
+    return corpus_read_meta(corpus, assets=list(CORPUS_ASSETS.values())) if corpus else {}
 
 
 # ---------------------------------------------------------------------------------------- tokenizer
