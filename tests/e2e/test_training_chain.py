@@ -95,7 +95,8 @@ def test_chain_trains_exports_checks_and_declines_upload_without_token(data_dir,
 
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(checks) == {"trained_val_loss_below_base", "ppl_degradation_within_limit",
-                           "chat_reply_ends_on_end_of_turn"}
+                           "chat_reply_ends_on_end_of_turn", "base_model_loads", "parameter_count_as_configured"}
+    assert checks["base_model_loads"].passed and checks["parameter_count_as_configured"].passed
     assert checks["trained_val_loss_below_base"].passed
     assert checks["chat_reply_ends_on_end_of_turn"].passed
     ppl = checks["ppl_degradation_within_limit"]
