@@ -8,6 +8,12 @@ rows (every call, cache hits included) go to the catalogue's ``llm_calls`` table
 ``context.run_id``: each row, and each provider call before it is sent, is written to the catalogue's spool
 the moment it happens (``Catalog.usage_journal``), and the client's batches commit the spool; a kill loses
 none (the next run records them, a call in flight as ``interrupted``).
+
+Batch mode (``batch: true``, or DISTILLERY_LLM_BATCH=1, or an asset's own ``batch`` config passed as an override):
+the client sends the step's cache misses through the provider's batch API (``distillery_assets.llm.batch``); each
+batch gets an ``llm_batches`` row in the catalogue when it is sent (before the step waits on it) and when it ends,
+its progress goes to the step's log, and the asset's metadata gets ``llm_batch_*``: the batch ids, the calls by
+outcome, and the cost at the batch price against the same answers at online prices.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ def _add_asset_metadata(context: Any, metadata: dict[str, Any]) -> None:
 
 
 SINK_WAIT_S = 30.0  # the longest a batch of usage rows waits for a busy catalogue (they stay in the spool)
+BATCH_ROW_WAIT_S = 10.0  # the longest a provider batch's row waits (the ledger under llm_cache holds it anyway)
 
 _LLMSettingsFields = create_model("_LLMSettingsFields", __base__=dg.ConfigurableResource, **_setting_fields())
 
@@ -93,6 +100,13 @@ class LLMResource(_LLMSettingsFields):
             _add_asset_metadata(context, lifecycle.metadata())
         if cat is not None:
             client.usage_journal = cat.usage_journal()
+        if client.batch_mode:
+            if cat is not None:
+                client.batch_sink = lambda event, row: cat.record_llm_batch(
+                    event, {k: v for k, v in row.items() if k != "request_keys"},
+                    timeout_s=min(lock_timeout_s(), BATCH_ROW_WAIT_S))
+            if context is not None:
+                client.on_batch_report = lambda metadata: _add_asset_metadata(context, metadata)
         self._clients.append(client)
         return client
 

@@ -6,6 +6,9 @@ Tables
   llm_calls        one row per LLM request (cache hits included), as reported by the LLM client;
                    ``attempts`` = the provider calls it took (HTTP retries, length and JSON re-asks; 0 when cached)
   runs             training and evaluation runs: parameters in, metrics out
+  llm_batches      provider batches (LLM batch mode): one row when a batch is sent (before anything waits on
+                   it) and one when it ends, with its counts by outcome; ``llm_calls.extra`` names the batch ids
+                   that answered each request
   spool_applied    ids of the spool lines already committed (bookkeeping of the write-ahead spool, see .spool)
 Views
   latest_artifacts the newest row per (asset_key, partition)
@@ -66,6 +69,25 @@ CREATE TABLE IF NOT EXISTS spool_applied (
     id VARCHAR NOT NULL,
     spool VARCHAR NOT NULL,
     applied_at TIMESTAMP NOT NULL
+);
+CREATE SEQUENCE IF NOT EXISTS llm_batch_row_seq START 1;
+CREATE TABLE IF NOT EXISTS llm_batches (
+    id BIGINT PRIMARY KEY DEFAULT nextval('llm_batch_row_seq'),
+    batch_id VARCHAR NOT NULL,
+    event VARCHAR NOT NULL,
+    provider VARCHAR,
+    model VARCHAR,
+    endpoint VARCHAR,
+    tag VARCHAR,
+    run_id VARCHAR,
+    status VARCHAR,
+    requests INTEGER,
+    succeeded INTEGER,
+    errored INTEGER,
+    expired INTEGER,
+    canceled INTEGER,
+    created_at TIMESTAMP NOT NULL,
+    extra JSON
 );
 CREATE SEQUENCE IF NOT EXISTS run_id_seq START 1;
 CREATE TABLE IF NOT EXISTS runs (

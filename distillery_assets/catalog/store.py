@@ -719,6 +719,21 @@ class Catalog:
         finally:
             con.unregister("_new_llm_calls")
 
+    # -- provider batches (LLM batch mode) ---------------------------------------------------------
+    def record_llm_batch(self, event: str, row: Mapping[str, Any], *, timeout_s: float | None = None) -> int:
+        """One ``llm_batches`` row: a batch ``submitted`` (before anything waits on it) or ``ended`` (its counts by
+        outcome). Keys other than the columns go to ``extra``. The LLM client's batch ledger
+        (``data/llm_cache/batches``) is the record a run resumes from; this row is what the catalogue shows."""
+        if not row.get("batch_id"):
+            raise ValueError("llm_batches row: field 'batch_id' is missing or empty")
+        columns = ("provider", "model", "endpoint", "tag", "run_id", "status", "requests", "succeeded", "errored",
+                   "expired", "canceled")
+        extra = {k: v for k, v in row.items() if k not in (*columns, "batch_id")}
+        values = [row["batch_id"], event, *[row.get(c) for c in columns], _utcnow(), _json(extra or None, "extra")]
+        return self._run(lambda con: con.execute(
+            f"INSERT INTO llm_batches (batch_id, event, {', '.join(columns)}, created_at, extra) "
+            f"VALUES ({', '.join('?' * (len(columns) + 4))}) RETURNING id", values).fetchone()[0], timeout_s=timeout_s)
+
     # -- training / evaluation runs ------------------------------------------------------------
     def record_run(
         self,

@@ -22,6 +22,11 @@ waits for a slot. Callers stay synchronous:
   exists): the one way to ask for many.
 
 Usage rows go to the sink in batches from one writer thread, so a slow catalogue never stalls requests.
+
+Batch mode (``batch_api`` given: ``LLMSettings.batch``): in ``each``, the provider call inside this same path
+becomes a line of a provider batch (``llm.batch``); everything around it -- cache, claims, finish reasons, JSON
+checks and re-asks, usage rows -- is unchanged, and a batch answer is priced at the batch rate. ``complete``
+(one request) stays online.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from typing import Any
 
 import jsonschema
 
+from distillery_assets.llm.batch import (BatchCall, BatchLedger, BatchReport, BatchRound, BatchSink, call_id,
+                                         current_round)
 from distillery_assets.llm.cache import Claim, ResponseCache
 from distillery_assets.llm.errors import ConfigError, ProviderError, RetryableError
 from distillery_assets.llm.jsonout import JSONReplyError, check_schema, parse_json_reply
@@ -49,6 +56,7 @@ from distillery_assets.llm.limits import RateLimiter, estimate_tokens
 from distillery_assets.llm.pricing import estimate_cost
 from distillery_assets.llm.progress import ProgressCallback, ProgressTracker
 from distillery_assets.llm.providers.base import LENGTH, STOP, Provider, ProviderReply, endpoint_of, finish_reason
+from distillery_assets.llm.providers.batches import PENDING, SUCCEEDED, BatchAPI
 from distillery_assets.llm.scrub import Scrubber
 from distillery_assets.llm.types import ChatMessage, LLMRequest, LLMResult, Usage
 
@@ -89,6 +97,9 @@ class _Outcome:
         self.provider_s = 0.0  # time inside provider attempts: the latency (no slot wait, backoff, cache lookup)
         self.reported_cost: float | None = None
         self.all_costs_reported = True
+        self.batch_input_tokens = 0  # of the tokens above, those answered by a provider batch (batch price)
+        self.batch_output_tokens = 0
+        self.batch_calls: list[tuple[str, str]] = []  # (batch id, custom_id) of every batch line it took
 
 
 class LLMClient:
@@ -100,7 +111,9 @@ class LLMClient:
                  usage_sink: UsageSink | None = None, progress: ProgressCallback | None = None,
                  run_id: str | None = None, scrubber: Scrubber | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 logger: logging.Logger | Any | None = None):
+                 logger: logging.Logger | Any | None = None, batch_api: BatchAPI | None = None,
+                 batch_ledger_dir: Path | None = None, batch_poll_s: float = 30.0, batch_wait_s: float = 0.0,
+                 batch_retry_online: bool = False):
         self.provider = provider
         self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
         self.concurrency = max(1, int(concurrency))
@@ -128,6 +141,23 @@ class LLMClient:
         self._slots: asyncio.Semaphore | None = None
         self._sync_pool: ThreadPoolExecutor | None = None
         self._sink_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-usage")
+        # batch mode (see llm.batch): the provider's batch API, the ledger of batches sent, the poll interval,
+        # the longest wait for one batch (0: until it ends), and where a failed item is asked again
+        self.batch_api = batch_api
+        if batch_api is not None and self.cache is None:
+            raise ConfigError("batch mode needs the response cache (DISTILLERY_LLM_CACHE=1): batch answers reach "
+                              "the requests, and runs after a kill, through it")
+        self.batch_ledger = BatchLedger(batch_ledger_dir or (Path(cache_dir) / "batches" if cache_dir else Path(".")))
+        self.batch_poll_s, self.batch_wait_s = max(0.01, float(batch_poll_s)), max(0.0, float(batch_wait_s))
+        self.batch_retry_online = bool(batch_retry_online)
+        self.batch_report = BatchReport()
+        # set by the LLM resource: batch events to the catalogue (llm_batches), the report to the asset's metadata
+        self.batch_sink: BatchSink | None = None
+        self.on_batch_report: Callable[[dict[str, Any]], None] | None = None
+
+    @property
+    def batch_mode(self) -> bool:
+        return self.batch_api is not None
 
     # ------------------------------------------------------------------ public API
     def complete(self, request: LLMRequest) -> LLMResult:
@@ -136,12 +166,14 @@ class LLMClient:
         return result
 
     def each(self, requests: Sequence[LLMRequest], on_result: Callable[[int, LLMResult], None],
-             label: str | None = None, *, flush_every: int = 200, flush_every_s: float = 10.0) -> None:
+             label: str | None = None, *, flush_every: int = 200, flush_every_s: float = 10.0,
+             on_batch: Callable[[dict[str, Any]], None] | None = None) -> None:
         """Call ``on_result(index, result)`` for every request as its answer arrives, ON THE CLIENT'S EVENT
         LOOP THREAD (keep it short: parse, write a file), and return when all are done. No thread hand-off
         per answer: the fastest way to consume a large batch (a consumer thread waits for the interpreter
         lock after every system call it makes). An exception in ``on_result`` cancels what is still in
-        flight and is raised here."""
+        flight and is raised here. In batch mode ``on_batch(summary)`` is called with each batch sent (its id and
+        request keys), before it is waited on (the task runner writes it to the task's journal)."""
         requests = list(requests)
         if not requests:
             return
@@ -158,7 +190,7 @@ class LLMClient:
                 raised.append(exc)
                 raise _Stopped() from None
 
-        job = self._submit(self._batch(requests, tracker, deliver, flush_every, flush_every_s))
+        job = self._submit(self._batch(requests, tracker, deliver, flush_every, flush_every_s, label, on_batch))
         try:
             while True:
                 try:
@@ -194,7 +226,8 @@ class LLMClient:
         self.close()
 
     async def _batch(self, requests: list[LLMRequest], tracker: ProgressTracker,
-                     deliver: Callable[[int, LLMResult], None], flush_every: int, flush_every_s: float) -> None:
+                     deliver: Callable[[int, LLMResult], None], flush_every: int, flush_every_s: float,
+                     label: str = "llm", on_batch: Callable[[dict[str, Any]], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
         pending_rows: list[dict[str, Any]] = []
         flushes: list[asyncio.Future] = []
@@ -203,8 +236,16 @@ class LLMClient:
         finished: collections.deque = collections.deque()
         ready = asyncio.Event()
 
+        round_: BatchRound | None = None
+        if self.batch_api is not None:
+            round_ = BatchRound(self, self.batch_api, self.batch_ledger, label, on_batch)
+
         async def one(index: int) -> None:
-            finished.append((index, *(await self._guarded(requests[index]))))
+            try:
+                finished.append((index, *(await self._guarded(requests[index]))))
+            finally:
+                if round_ is not None:
+                    round_.idle()
             ready.set()
 
         async def consume() -> None:
@@ -230,13 +271,21 @@ class LLMClient:
                 deliver(index, result)
                 await asyncio.sleep(0)
 
-        tasks = [asyncio.ensure_future(one(i)) for i in range(len(requests))]
+        token = round_.start(len(requests)) if round_ is not None else None
+        try:  # the tasks copy the context now: each request sees the round
+            tasks = [asyncio.ensure_future(one(i)) for i in range(len(requests))]
+        finally:
+            if token is not None:
+                round_.detach(token)
         consumer = asyncio.ensure_future(consume())
         try:
             await asyncio.gather(consumer, *tasks)
         finally:
             for task in (consumer, *tasks):
                 task.cancel()
+            if round_ is not None:
+                await round_.close()
+                self._report_batches()
             if pending_rows:
                 flushes.append(loop.run_in_executor(self._sink_pool, self._flush, pending_rows[:]))
             if flushes:
@@ -309,14 +358,16 @@ class LLMClient:
                     claim.release()
         return self._finish(request, provider, model, key, out, started, cached=False)
 
-    def _cached(self, key: str, request: LLMRequest) -> dict[str, Any] | None:
+    def _cached(self, key: str, request: LLMRequest | None, *,
+                accept_truncated: bool = False) -> dict[str, Any] | None:
         """The cache entry of ``key`` if it is a result for ``request``: an answer that stopped by itself (or was
         cut off, when the request accepts that). What an older version cached otherwise is asked again."""
         entry = self.cache.get(key) if self.cache is not None else None
         if entry is None:
             return None
+        truncated_ok = request.accept_truncated if request is not None else accept_truncated
         reason = finish_reason(entry.get("finish_reason"))
-        return entry if reason == STOP or (reason == LENGTH and request.accept_truncated) else None
+        return entry if reason == STOP or (reason == LENGTH and truncated_ok) else None
 
     async def _claim(self, key: str, request: LLMRequest) -> tuple[dict[str, Any] | None, Claim | None]:
         """This run's claim on ``key`` (``(None, claim)``: ask, cache, release), or the answer another run put
@@ -324,23 +375,30 @@ class LLMClient:
         ``claim_wait_s`` without answering. A dead run's claim is gone with its process (see ``cache``)."""
         assert self.cache is not None
         since: float | None = None
-        while True:
-            claim = self.cache.claim(key)
-            entry = self._cached(key, request)  # looked at after claiming: an answer cached just before counts
-            if entry is not None:
+        round_ = current_round()  # batch mode: a request waiting for another run does not hold its batch back
+        try:
+            while True:
+                claim = self.cache.claim(key)
+                entry = self._cached(key, request)  # looked at after claiming: an answer cached just before counts
+                if entry is not None:
+                    if claim is not None:
+                        claim.release()
+                    return entry, None
                 if claim is not None:
-                    claim.release()
-                return entry, None
-            if claim is not None:
-                return None, claim
-            now = time.monotonic()
-            if since is None:
-                since = now
-                self.log.info(f"LLM request {key[:12]} ({request.tag}) is being asked by another run; "
-                              f"waiting up to {self.claim_wait_s:g}s for its answer")
-            if now - since >= self.claim_wait_s:
-                return None, None
-            await asyncio.sleep(self.claim_poll_s)
+                    return None, claim
+                now = time.monotonic()
+                if since is None:
+                    since = now
+                    if round_ is not None:
+                        round_.idle()
+                    self.log.info(f"LLM request {key[:12]} ({request.tag}) is being asked by another run; "
+                                  f"waiting up to {self.claim_wait_s:g}s for its answer")
+                if now - since >= self.claim_wait_s:
+                    return None, None
+                await asyncio.sleep(self.claim_poll_s)
+        finally:
+            if since is not None and round_ is not None:
+                round_.active()
 
     async def _ask(self, request: LLMRequest, model: str) -> _Outcome:
         """Provider calls until a whole, usable answer: HTTP-level retries inside ``_call_with_retries``; here,
@@ -375,6 +433,9 @@ class LLMClient:
                 return out
             out.input_tokens += reply.input_tokens
             out.output_tokens += reply.output_tokens
+            if reply.batch_id is not None:
+                out.batch_input_tokens += reply.input_tokens
+                out.batch_output_tokens += reply.output_tokens
             if reply.cost_usd is None:
                 out.all_costs_reported = False
             else:
@@ -423,10 +484,14 @@ class LLMClient:
         estimate = sum(estimate_tokens(m.content) for m in messages) + max_tokens
         kwargs = dict(model=model, temperature=request.temperature, max_tokens=max_tokens,
                       json_schema=request.json_schema, stop=request.stop, seed=request.seed, timeout_s=self.timeout_s)
+        round_ = current_round()
         attempt = 0
         while True:
             attempt += 1
+            use_batch = round_ is not None and (attempt == 1 or not self.batch_retry_online)
             try:
+                if use_batch:
+                    return await self._batch_call(round_, messages, request, model, out, kwargs, attempt)
                 async with self._semaphore():
                     ticket = await self.limiter.acquire(estimate, self._asleep)
                     out.attempts += 1
@@ -449,10 +514,37 @@ class LLMClient:
             except RetryableError as exc:
                 if attempt >= self.max_attempts:
                     raise
+                if use_batch and not self.batch_retry_online:  # the next batch is the wait
+                    self.log.warning(self.scrub(f"LLM {self.provider.name} ({request.tag}): {exc}; asked again in the "
+                                                f"next batch ({attempt}/{self.max_attempts - 1})"))
+                    continue
                 wait = self._wait(exc, attempt)
                 self.log.warning(self.scrub(f"LLM {self.provider.name}: {exc}; retry {attempt}/"
                                             f"{self.max_attempts - 1} in {wait:.1f}s"))
                 await self._asleep(wait)
+
+    async def _batch_call(self, round_: BatchRound, messages: list[ChatMessage], request: LLMRequest, model: str,
+                          out: _Outcome, kwargs: dict[str, Any], attempt: int) -> ProviderReply:
+        """One attempt as a line of a provider batch (``llm.batch``): the reply of a ``succeeded`` item; an
+        ``errored``/``expired``/``canceled`` item is a RetryableError (asked again in the next batch, or online
+        with ``batch_retry_online``), a refused one a ProviderError. No ``attempt`` line in the usage journal:
+        the batch ledger is the record of what was sent, and a killed run's successor takes its answers."""
+        key = request.key(self.provider.name, model, endpoint_of(self.provider))
+        body = {k: v for k, v in kwargs.items() if k != "timeout_s"}
+        call = BatchCall(call_id(key, messages, kwargs["max_tokens"], attempt), key, list(messages), body,
+                         request.tag, request.accept_truncated)
+        out.attempts += 1
+        item = await round_.call(call)
+        if call.batch_id is not None and item.outcome != PENDING:  # answered: settled with this request's row
+            out.batch_calls.append((call.batch_id, call.call_id))
+        if item.outcome == SUCCEEDED and item.reply is not None:
+            out.error_kind = None
+            return item.reply
+        out.error_kind = f"batch_{item.outcome}"  # the failure's name, if no later attempt answers
+        message = f"batch {call.batch_id or '(not sent)'}: request {item.outcome}: {item.error}"
+        if item.retryable:
+            raise RetryableError(message)
+        raise ProviderError(message)
 
     async def _prepare(self, model: str) -> None:
         """The provider's one-time set-up for ``model`` (``aprepare`` or a blocking ``prepare``), if it has one."""
@@ -488,10 +580,19 @@ class LLMClient:
     def _finish(self, request: LLMRequest, provider: str, model: str, key: str, out: _Outcome,
                 started: float, cached: bool) -> tuple[LLMResult, dict[str, Any]]:
         latency = out.provider_s  # provider attempts only: not the wait for a slot, backoff or the cache lookup
+        online_cost: float | None = None
         if cached:
             cost = 0.0
         elif out.all_costs_reported and out.reported_cost is not None:
             cost = out.reported_cost
+        elif out.batch_input_tokens or out.batch_output_tokens:  # batch answers at the batch price
+            online_part = estimate_cost(provider, model, out.input_tokens - out.batch_input_tokens,
+                                        out.output_tokens - out.batch_output_tokens)
+            batch_part = estimate_cost(provider, model, out.batch_input_tokens, out.batch_output_tokens, batch=True)
+            batch_online = estimate_cost(provider, model, out.batch_input_tokens, out.batch_output_tokens)
+            cost = None if online_part is None or batch_part is None else round(online_part + batch_part, 8)
+            online_cost = estimate_cost(provider, model, out.input_tokens, out.output_tokens)
+            self.batch_report.add_cost(batch_part, batch_online)
         else:
             cost = estimate_cost(provider, model, out.input_tokens, out.output_tokens)
         error = self.scrub(out.error)
@@ -507,11 +608,40 @@ class LLMClient:
             "output_tokens": out.output_tokens, "latency_s": round(latency, 4), "cost_usd": cost,
             "cached": cached, "created_at": _now(), "run_id": self.run_id, "attempts": out.attempts,
         }
+        if out.batch_calls:  # extra columns: which batches answered it, and its price online
+            row["batch_ids"] = sorted({bid for bid, _ in out.batch_calls})
+            row["online_cost_usd"] = online_cost
         if error:
             self.log.warning(f"LLM request {key[:12]} ({request.tag}) rejected: {error[:300]}")
         if self.usage_journal is not None:
             self.usage_journal("row", row)
+        self._settle(out.batch_calls)
         return result, row
+
+    def _settle(self, calls: list[tuple[str, str]]) -> None:
+        """Mark batch lines whose usage row is written: never taken from their batch again (``llm.batch``)."""
+        by_batch: dict[str, list[str]] = {}
+        for batch_id, cid in calls:
+            by_batch.setdefault(batch_id, []).append(cid)
+        for batch_id, cids in by_batch.items():
+            try:
+                self.batch_ledger.settle(self.provider.name, batch_id, cids)
+            except OSError as exc:
+                self.log.warning(f"batch {batch_id}: {len(cids)} settled call(s) not marked: {exc}")
+
+    def _record_row(self, row: dict[str, Any]) -> None:
+        """A usage row made outside a request (a batch answer no request of this run waited for)."""
+        if self.usage_journal is not None:
+            self.usage_journal("row", row)
+        self._sink_pool.submit(self._flush, [row])
+
+    def _report_batches(self) -> None:
+        if self.on_batch_report is None or not (self.batch_report.batch_ids or self.batch_report.resumed_batch_ids):
+            return
+        try:
+            self.on_batch_report(self.batch_report.metadata(self.provider.name))
+        except Exception as exc:  # metadata must never fail the step
+            self.log.warning(f"batch report not added to the metadata: {exc}")
 
     def _unexpected(self, request: LLMRequest, exc: Exception) -> tuple[LLMResult, dict[str, Any]]:
         out = _Outcome()
@@ -543,7 +673,15 @@ class LLMClient:
                 entry = locks.setdefault(key, [asyncio.Lock(), 0])
                 entry[1] += 1
                 self_inner.entry = entry
-                await entry[0].acquire()
+                round_ = current_round()
+                if round_ is not None and entry[0].locked():  # batch mode: waiting here holds no batch back
+                    round_.idle()
+                    try:
+                        await entry[0].acquire()
+                    finally:
+                        round_.active()
+                else:
+                    await entry[0].acquire()
 
             async def __aexit__(self_inner, *exc_info):
                 self_inner.entry[0].release()

@@ -2,8 +2,10 @@
 
 Prices are list prices as published by the vendors (standard tier, short context; checked December 2026
 against the Claude models pages and OpenAI's pricing page); unknown models cost ``None`` (unknown, not free).
-Local models cost 0. A provider that reports its own cost (fal/OpenRouter) wins. The table holds the
-providers' defaults and no model past its end of life by the installed SDKs' own tables
+Local models cost 0. A provider that reports its own cost (fal/OpenRouter) wins. A reply from a provider's
+batch API costs ``BATCH_DISCOUNT[provider]`` times the list price: half, for Anthropic's Message Batches ("50% of
+standard API prices", the batch-processing guide) and OpenAI's Batch API ("50% cost discount", the batch
+guide). The table holds the providers' defaults and no model past its end of life by the installed SDKs' own tables
 (``distillery_assets.llm.lifecycle``; tests/unit/test_llm_real_services.py checks both).
 """
 
@@ -29,6 +31,10 @@ PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
 }
 
 
+# the price of a batch API reply as a share of the online list price, per provider with a batch API
+BATCH_DISCOUNT: dict[str, float] = {"anthropic": 0.5, "openai": 0.5}
+
+
 def _lookup(model: str) -> tuple[float, float] | None:
     name = model.lower()
     if name in PRICES_PER_MTOK:
@@ -40,10 +46,13 @@ def _lookup(model: str) -> tuple[float, float] | None:
     return None
 
 
-def estimate_cost(provider: str, model: str, input_tokens: int, output_tokens: int) -> float | None:
+def estimate_cost(provider: str, model: str, input_tokens: int, output_tokens: int, *,
+                  batch: bool = False) -> float | None:
+    """USD for one reply at list price (``batch``: at the provider's batch price); None when unknown."""
     if provider == "local":
         return 0.0
     price = _lookup(model)
     if price is None:
         return None
-    return round((input_tokens * price[0] + output_tokens * price[1]) / 1_000_000, 8)
+    share = BATCH_DISCOUNT.get(provider, 1.0) if batch else 1.0
+    return round((input_tokens * price[0] + output_tokens * price[1]) * share / 1_000_000, 8)

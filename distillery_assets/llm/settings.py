@@ -31,6 +31,14 @@ DISTILLERY_LLM_N_THREADS       CPU threads for provider ``local``, decode and pr
                                (unset: ``distillery_assets.threads``, the one policy,       policy
                                overridden by DISTILLERY_THREADS)
 DISTILLERY_LLM_CACHE           ``1`` cache answers under data/llm_cache, ``0`` to disable   1
+DISTILLERY_LLM_BATCH           ``1``: a task's cache misses go through the provider's       0
+                               batch API (anthropic, openai; half price, answers within
+                               24 h; ``llm.batch``); local and fal have none: an error
+DISTILLERY_LLM_BATCH_POLL_S    seconds between looks at an open batch                        30
+DISTILLERY_LLM_BATCH_WAIT_S    longest wait for one batch, then the run ends and the next   0 (until it
+                               run resumes polling it (0: until it ends)                    ends)
+DISTILLERY_LLM_BATCH_RETRY_ONLINE ``1``: an errored/expired/canceled batch item is asked    0 (the next
+                               again online rather than in the next batch                  batch)
 FAL_KEY (or the named var)     fal key; also read from a ``FAL_KEY=`` line in ~/.env        -
 =============================  ==========================================================  ===============
 
@@ -83,6 +91,13 @@ class LLMSettings(BaseModel):
     n_threads: int | None = Field(default=None, ge=1,
                                    description="CPU threads for provider local (None: distillery_assets.threads)")
     cache: bool = Field(default=True, description="cache answers under data/llm_cache")
+    batch: bool = Field(default=False, description="send a task's cache misses through the provider's batch API "
+                        "(anthropic, openai: half price, answers within 24 h); local and fal have none (an error)")
+    batch_poll_s: float = Field(default=30.0, gt=0, description="seconds between looks at an open batch")
+    batch_wait_s: float = Field(default=0.0, ge=0, description="longest wait for one batch (0: until it ends); the "
+                                "next run resumes polling a batch left open")
+    batch_retry_online: bool = Field(default=False, description="ask an errored/expired/canceled batch item again "
+                                     "online instead of in the next batch")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> LLMSettings:
@@ -92,8 +107,9 @@ class LLMSettings(BaseModel):
             raw = env.get(ENV_PREFIX + field.upper())
             if raw is not None and raw.strip() != "":
                 values[field] = raw.strip()
-        if "cache" in values:
-            values["cache"] = str(values["cache"]).lower() not in ("0", "false", "no", "off")
+        for flag in ("cache", "batch", "batch_retry_online"):
+            if flag in values:
+                values[flag] = str(values[flag]).lower() not in ("0", "false", "no", "off")
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls.model_validate(values)
@@ -166,8 +182,17 @@ def build_client(settings: LLMSettings | None = None, usage_sink: UsageSink | No
     settings = settings or LLMSettings.from_env()
     if provider is None:
         lifecycle_warning(settings, logger)
+    provider = provider or build_provider(settings)
+    batch = None
+    if settings.batch:
+        from distillery_assets.llm.providers.batches import batch_api
+
+        batch = batch_api(provider)  # a ConfigError for a provider without a batch API (local, fal)
+        if not settings.cache:
+            raise ConfigError("batch mode needs the response cache: set DISTILLERY_LLM_CACHE=1 (or the LLM "
+                              "resource's cache: true) with DISTILLERY_LLM_BATCH=1")
     return LLMClient(
-        provider or build_provider(settings),
+        provider,
         cache_dir=data_dir() / "llm_cache" if settings.cache else None,
         concurrency=settings.effective_concurrency, rpm=settings.rpm or None, tpm=settings.tpm or None,
         timeout_s=settings.timeout_s, max_attempts=settings.max_attempts, json_reasks=settings.json_reasks,
@@ -176,4 +201,6 @@ def build_client(settings: LLMSettings | None = None, usage_sink: UsageSink | No
         backoff_initial_s=settings.backoff_s,
         usage_sink=usage_sink, progress=progress, run_id=run_id, logger=logger,
         scrubber=Scrubber([settings.key_env] if settings.key_env else []),
+        batch_api=batch, batch_poll_s=settings.batch_poll_s, batch_wait_s=settings.batch_wait_s,
+        batch_retry_online=settings.batch_retry_online,
     )

@@ -23,7 +23,8 @@ record, never journalled, so the next run asks again. ``run.usage`` counts them 
 
 With a journal (a JSONL file), every finished row (record or reject) is one fsynced line holding the
 row's request key; a later run with the same journal skips rows whose line matches the request it would
-send now, so a killed run resumes after the last finished row and a changed prompt or model starts that
+send now (in batch mode, each provider batch sent is a ``{"batch": {batch_id, provider, request_keys...}}`` line
+too, written before the batch is waited on: what a row's request is waiting for, read back as ``batches``), so a killed run resumes after the last finished row and a changed prompt or model starts that
 row afresh. A torn last line (killed mid-write) is dropped and redone; a corrupt line elsewhere is an
 error naming file and line.
 
@@ -188,11 +189,13 @@ class JournalError(ValueError):
 
 
 class TaskJournal:
-    """One fsynced JSON line per finished row: ``{"key", "request_key", "record" | "reject"}``."""
+    """One fsynced JSON line per finished row: ``{"key", "request_key", "record" | "reject"}``; in batch mode one
+    per provider batch sent: ``{"batch": {...}}``."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.entries: dict[str, dict[str, Any]] = {}
+        self.batches: list[dict[str, Any]] = []
         self.dropped_torn_line = False
         self._load()
 
@@ -205,8 +208,9 @@ class TaskJournal:
         last_number = max((n for n, line in enumerate(lines, 1) if line.strip()), default=0)
         for number, entry in iter_jsonl_lines(lines, self.path, on_error="yield", objects=False):
             is_last = number == last_number
+            is_batch = isinstance(entry, dict) and isinstance(entry.get("batch"), dict) and "key" not in entry
             problem = (entry.cause or entry.reason) if isinstance(entry, JsonlError) else (
-                None if isinstance(entry, dict) and "key" in entry else "not a journal entry (no 'key')")
+                None if isinstance(entry, dict) and ("key" in entry or is_batch) else "not a journal entry (no 'key')")
             if problem is not None:
                 if is_last:
                     self.dropped_torn_line = True
@@ -216,7 +220,10 @@ class TaskJournal:
                 self.dropped_torn_line = True  # parsed, but never finished with its newline: redo it
                 continue
             good.append(lines[number - 1])
-            self.entries[entry["key"]] = entry
+            if is_batch:
+                self.batches.append(entry["batch"])
+            else:
+                self.entries[entry["key"]] = entry
         if self.dropped_torn_line:
             atomic_write_text(self.path, "".join(g.decode("utf-8") + "\n" for g in good))
 
@@ -225,13 +232,21 @@ class TaskJournal:
         return entry if entry is not None and entry.get("request_key") == request_key else None
 
     def append(self, entry: dict[str, Any]) -> None:
+        self._write(entry)
+        self.entries[entry["key"]] = entry
+
+    def append_batch(self, batch: dict[str, Any]) -> None:
+        """A provider batch sent for rows of this task (batch mode), before it is waited on."""
+        self._write({"batch": batch})
+        self.batches.append(batch)
+
+    def _write(self, entry: dict[str, Any]) -> None:
         line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "ab") as fh:
             fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
-        self.entries[entry["key"]] = entry
 
 
 def _request_key(client: TaskClient, request: LLMRequest) -> str:
@@ -310,7 +325,10 @@ def run_task(task: LLMTask[Row], rows: Iterable[Row], client: TaskClient, *,
             settle(todo[next_up], waiting.pop(next_up))
             next_up += 1
 
-    client.each(requests, handle, label)  # answers as they arrive, on the client's event loop thread
+    if book is not None and getattr(client, "batch_mode", False):  # each batch sent: a journal line first
+        client.each(requests, handle, label, on_batch=book.append_batch)
+    else:
+        client.each(requests, handle, label)  # answers as they arrive, on the client's event loop thread
 
     for index, outcome in enumerate(outcomes):
         if outcome is None:

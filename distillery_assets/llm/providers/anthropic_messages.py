@@ -47,17 +47,14 @@ class AnthropicProvider(RemoteProvider):
             raise ConfigError(f"provider anthropic: environment variable {self.api_key_env} is not set")
         return anthropic.Anthropic(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s)
 
-    def call(self, messages: list[ChatMessage], *, model: str, temperature: float, max_tokens: int,
-             json_schema: dict[str, Any] | None, stop: list[str] | None, seed: int | None,
-             timeout_s: float) -> ProviderReply:
-        import anthropic
-
+    def params(self, messages: list[ChatMessage], *, model: str, max_tokens: int,
+               json_schema: dict[str, Any] | None, stop: list[str] | None) -> dict[str, Any]:
+        """The Messages API body of one request (``messages.create``'s arguments, and a batch item's ``params``)."""
         system = "\n\n".join(m.content for m in messages if m.role == "system")
         kwargs: dict[str, Any] = {
             "model": model,
             "max_tokens": max_tokens,
             "messages": [{"role": m.role, "content": m.content} for m in messages if m.role != "system"],
-            "timeout": timeout_s,
         }
         if system:
             kwargs["system"] = system
@@ -65,9 +62,11 @@ class AnthropicProvider(RemoteProvider):
             kwargs["stop_sequences"] = list(stop)
         if json_schema is not None:
             kwargs["output_config"] = {"format": {"type": "json_schema", "schema": api_schema(json_schema)}}
-        client = self._sdk()
-        with sdk_errors(anthropic, timeout_s, retry_status=(529,)):  # 529: Anthropic is overloaded
-            resp = client.messages.create(**kwargs)
+        return kwargs
+
+    @staticmethod
+    def reply(resp: Any, batch_id: str | None = None) -> ProviderReply:
+        """A ``Message`` (an online answer, or a batch item's ``result.message``) as a ProviderReply."""
         if isinstance(resp, str) or not hasattr(resp, "content"):
             raise RetryableError(f"malformed response: {str(resp)[:200]!r}")
         text = "".join(getattr(block, "text", "") for block in resp.content if getattr(block, "type", "") == "text")
@@ -79,4 +78,16 @@ class AnthropicProvider(RemoteProvider):
             finish_reason=finish_reason(resp.stop_reason, tool_call=tool_call),
             input_tokens=int(resp.usage.input_tokens or 0),
             output_tokens=int(resp.usage.output_tokens or 0),
+            batch_id=batch_id,
         )
+
+    def call(self, messages: list[ChatMessage], *, model: str, temperature: float, max_tokens: int,
+             json_schema: dict[str, Any] | None, stop: list[str] | None, seed: int | None,
+             timeout_s: float) -> ProviderReply:
+        import anthropic
+
+        kwargs = self.params(messages, model=model, max_tokens=max_tokens, json_schema=json_schema, stop=stop)
+        client = self._sdk()
+        with sdk_errors(anthropic, timeout_s, retry_status=(529,)):  # 529: Anthropic is overloaded
+            resp = client.messages.create(**kwargs, timeout=timeout_s)
+        return self.reply(resp)

@@ -81,6 +81,7 @@ class ProviderReply:
     input_tokens: int
     output_tokens: int
     cost_usd: float | None = None  # when the provider reports it (fal/OpenRouter); else the price table
+    batch_id: str | None = None  # the provider batch that answered it (batch mode: priced at the batch rate)
 
 
 class Provider(Protocol):

@@ -130,6 +130,48 @@ class OpenAIProvider(RemoteProvider):
         kwargs = {**kwargs, "messages": [{"role": "system", "content": with_schema_instruction(system, schema)}] + rest}
         return await self._create(client, kwargs, temperature, response_format={"type": "json_object"})
 
+    def body(self, messages: list[ChatMessage], *, model: str, temperature: float, max_tokens: int,
+             json_schema: dict[str, Any] | None, stop: list[str] | None, seed: int | None) -> dict[str, Any]:
+        """A batch item's Chat Completions body: what ``acall`` sends first (``json_schema``, or ``json_object``
+        with the schema in the system turn once this server refused ``json_schema``)."""
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            **self.sampling(model, temperature, max_tokens),
+        }
+        if stop:
+            body["stop"] = list(stop)
+        if seed is not None:
+            body["seed"] = seed
+        if json_schema is not None and self._json_schema_supported:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "result", "schema": json_schema, "strict": False}}
+        elif json_schema is not None:
+            system = "\n\n".join(m.content for m in messages if m.role == "system")
+            rest = [{"role": m.role, "content": m.content} for m in messages if m.role != "system"]
+            body["messages"] = [{"role": "system", "content": with_schema_instruction(system, json_schema)}] + rest
+            body["response_format"] = {"type": "json_object"}
+        return body
+
+    @staticmethod
+    def reply(resp: Any, batch_id: str | None = None) -> ProviderReply:
+        """A chat completion (an online answer, or a batch output line's ``response.body``) as a ProviderReply."""
+        if isinstance(resp, str) or not getattr(resp, "choices", None):
+            raise RetryableError(f"malformed response: {str(resp)[:200]!r}")
+        choice = resp.choices[0]
+        usage = resp.usage
+        message = choice.message
+        refusal = getattr(message, "refusal", None)  # a structured-output refusal comes with finish_reason "stop"
+        return ProviderReply(
+            text=message.content or refusal or "",
+            finish_reason=finish_reason(choice.finish_reason, refusal=bool(refusal),
+                                        tool_call=bool(getattr(message, "tool_calls", None)
+                                                       or getattr(message, "function_call", None))),
+            input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            batch_id=batch_id,
+        )
+
     async def acall(self, messages: list[ChatMessage], *, model: str, temperature: float, max_tokens: int,
                     json_schema: dict[str, Any] | None, stop: list[str] | None, seed: int | None,
                     timeout_s: float) -> ProviderReply:
@@ -163,17 +205,4 @@ class OpenAIProvider(RemoteProvider):
                 resp = await self._json_object(client, kwargs, messages, json_schema, temperature)
             else:
                 resp = await self._create(client, kwargs, temperature)
-        if isinstance(resp, str) or not getattr(resp, "choices", None):
-            raise RetryableError(f"malformed response: {str(resp)[:200]!r}")
-        choice = resp.choices[0]
-        usage = resp.usage
-        message = choice.message
-        refusal = getattr(message, "refusal", None)  # a structured-output refusal comes with finish_reason "stop"
-        return ProviderReply(
-            text=message.content or refusal or "",
-            finish_reason=finish_reason(choice.finish_reason, refusal=bool(refusal),
-                                        tool_call=bool(getattr(message, "tool_calls", None)
-                                                       or getattr(message, "function_call", None))),
-            input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-        )
+        return self.reply(resp)

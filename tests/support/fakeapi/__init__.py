@@ -1,6 +1,9 @@
 """Real HTTP servers on 127.0.0.1 that speak the OpenAI, Anthropic and fal queue APIs closely enough for
 the official SDKs. Tests and benchmarks use them to exercise the real client code paths offline:
-latency, concurrency, and scripted faults (429 + Retry-After, 500, timeout, malformed JSON, truncation).
+latency, concurrency, and scripted faults (429 + Retry-After, 500, timeout, malformed JSON, truncation). The
+Anthropic and OpenAI fakes also speak their batch APIs (Message Batches; Files + Batch), with a batch latency,
+injected ``errored``/``expired``/``canceled``/``invalid`` items (``replies.fail_first``) and a counter of every
+submission of each prompt (``srv.submissions``).
 
     with serve_openai_compat(latency_s=0.2, script=[("429", 1), ("500",)]) as srv:
         ...  # srv.base_url, srv.request_count, srv.requests

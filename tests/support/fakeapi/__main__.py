@@ -2,6 +2,9 @@
 
     python -m tests.support.fakeapi serve openai --port 8011 --latency 0.2
         then: DISTILLERY_LLM_PROVIDER=openai DISTILLERY_LLM_BASE_URL=http://127.0.0.1:8011/v1 dagster dev ...
+    python -m tests.support.fakeapi serve anthropic --port 8012 --batch-latency 20 --batch-fail 0.1 errored
+        the Message Batches API too: each batch ends 20 s after it is sent, 10% of the prompts answer ``errored``
+        the first time (with DISTILLERY_LLM_BATCH=1 and ANTHROPIC_API_KEY set to anything)
     python -m tests.support.fakeapi throughput --requests 320 --concurrency 32 --latency 0.2
         prints the LLM client's wall time against the ideal (requests / concurrency * latency)
 """
@@ -20,6 +23,11 @@ SERVERS = {"openai": serve_openai_compat, "anthropic": serve_anthropic, "fal": s
 
 def _serve(args) -> None:
     server = SERVERS[args.api](latency_s=args.latency, port=args.port)
+    if args.batch_fail:
+        from tests.support.fakeapi.replies import fail_first
+
+        server.batch_faults = fail_first(float(args.batch_fail[0]), args.batch_fail[1])
+    server.batch_latency_s = args.batch_latency
     with server as srv:
         print(f"{args.api} fake listening at {getattr(srv, 'base_url', srv.origin)} (Ctrl-C to stop)")
         if args.api == "fal":
@@ -64,6 +72,9 @@ def main() -> None:
     serve.add_argument("api", choices=sorted(SERVERS))
     serve.add_argument("--latency", type=float, default=0.2)
     serve.add_argument("--port", type=int, default=0)
+    serve.add_argument("--batch-latency", type=float, default=5.0, help="seconds until a batch ends (batch APIs)")
+    serve.add_argument("--batch-fail", nargs=2, metavar=("SHARE", "OUTCOME"),
+                       help="that share of prompts answer OUTCOME (errored, expired, canceled, invalid) the first time")
     serve.set_defaults(func=_serve)
     bench = sub.add_parser("throughput", help="LLM client against the OpenAI fake: wall time vs ideal")
     bench.add_argument("--requests", type=int, default=320)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 Reply = Callable[[list[dict[str, Any]], dict[str, Any]], str]
+BatchFaults = Callable[[dict[str, Any], int], "str | None"]  # (batch line, n-th submission) -> outcome or None
 _WORDS = ("amber river lantern quiet orchard copper meadow signal harbor velvet ember summit willow "
           "cobalt thistle marble canyon falcon saffron tide").split()
 FAULTS = {"ok", "429", "500", "timeout", "malformed", "length", "garbage", "finish"}
@@ -145,3 +146,22 @@ def cut_to_budget(kind: str | None, text: str, max_tokens: int) -> tuple[str, bo
         limit = max(1, approx_tokens(text) // 2) if kind == "length" else max_tokens
         return truncate_words(text, min(limit, max_tokens)), True
     return text, False
+
+
+def prompt_key(body: dict[str, Any]) -> str:
+    """What identifies one prompt across submissions, online or in a batch, for either API: the system turn, the
+    messages and the budget (a re-ask or a larger budget is another submission of another prompt)."""
+    budget = body.get("max_tokens") or body.get("max_completion_tokens")
+    canonical = json.dumps({"system": body.get("system"), "messages": body.get("messages"), "budget": budget},
+                           sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def fail_first(share: float, outcome: str) -> BatchFaults:
+    """Batch faults: about ``share`` of the prompts (picked by their hash, so the same ones every time) answer
+    ``outcome`` ("errored", "expired", "canceled") the first time they arrive in a batch, and normally after."""
+    def faults(line: dict[str, Any], submission: int) -> str | None:
+        body = line.get("params") or line.get("body") or {}
+        pick = int(prompt_key(body)[:8], 16) % 1000 < share * 1000
+        return outcome if pick and submission == 1 else None
+    return faults

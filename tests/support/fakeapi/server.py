@@ -1,18 +1,30 @@
-"""The threaded HTTP(S) server the fake APIs share: random free port on 127.0.0.1, keep-alive, request log."""
+"""The threaded HTTP(S) server the fake APIs share: random free port on 127.0.0.1, keep-alive, request log.
+
+Bodies are JSON, or ``multipart/form-data`` (a file upload: the route gets ``{"fields": {...}, "files": {name:
+(filename, bytes)}}``). Batch bookkeeping shared by the Anthropic and OpenAI fakes: ``batch_latency_s`` (how long
+a batch takes to end, read at every look, so a test can hold batches open and then let them end),
+``batch_faults(line, n)`` (the outcome to inject for a batch line on its n-th submission: ``"errored"`` (a server
+error), ``"invalid"`` (the request refused as invalid), ``"expired"``, ``"canceled"`` or None), and
+``submissions``, a counter of every submission of a prompt, online or in a batch (keyed by ``prompt_key(body)``:
+the messages, system turn and budget).
+"""
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import json
 import ssl
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.support.fakeapi.replies import Reply, Script
+from tests.support.fakeapi.replies import BatchFaults, Reply, Script, prompt_key
 
 Route = Callable[["FakeAPIServer", "Handler", dict[str, Any]], None]
 
@@ -44,8 +56,12 @@ class Handler(BaseHTTPRequestHandler):
         fake: FakeAPIServer = self.server.fake  # type: ignore[attr-defined]
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        content_type = self.headers.get("Content-Type") or ""
         try:
-            body = json.loads(raw) if raw else {}
+            if content_type.startswith("multipart/form-data"):
+                body = _multipart(content_type, raw)
+            else:
+                body = json.loads(raw) if raw else {}
         except ValueError:
             return self.send_json(400, {"error": {"message": "request body is not JSON"}})
         path = self.path.split("?", 1)[0]
@@ -81,6 +97,24 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+def _multipart(content_type: str, raw: bytes) -> dict[str, Any]:
+    """A multipart/form-data body as ``{"fields": {name: text}, "files": {name: (filename, bytes)}}``."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode("latin-1") + raw)
+    if not message.is_multipart():
+        raise ValueError("not a multipart body")
+    out: dict[str, Any] = {"fields": {}, "files": {}}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        if filename is not None:
+            out["files"][name] = (filename, data)
+        else:
+            out["fields"][name] = data.decode("utf-8")
+    return out
+
+
 class FakeAPIServer:
     """Base for the three fakes. ``routes`` maps (method, path predicate) to a handler function."""
 
@@ -95,6 +129,11 @@ class FakeAPIServer:
         self.tls = tls
         self.requests: list[dict[str, Any]] = []
         self.request_count = 0  # calls to the API's generation endpoint
+        self.batch_latency_s = 0.0  # a batch ends this long after it was created (read at every look)
+        self.batch_faults: BatchFaults | None = None
+        self.batches: dict[str, dict[str, Any]] = {}  # id -> the batch's own record (each fake's shape)
+        self.submissions: Counter = Counter()  # prompt_key -> times sent (online or in a batch)
+        self.batch_lines: Counter = Counter()  # custom_id -> times it arrived in a batch
         self.max_in_flight = 0
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -144,6 +183,21 @@ class FakeAPIServer:
     def record(self, method: str, path: str, headers: dict[str, str], body: Any) -> None:
         with self._lock:
             self.requests.append({"method": method, "path": path, "headers": headers, "body": body})
+
+    def count_submission(self, body: dict[str, Any], custom_id: str | None = None) -> int:
+        """Count one submission of ``body`` (and of ``custom_id``, for a batch line); the times it was sent."""
+        with self._lock:
+            key = prompt_key(body)
+            self.submissions[key] += 1
+            if custom_id is not None:
+                self.batch_lines[custom_id] += 1
+            return self.submissions[key]
+
+    def batch_ended(self, record: dict[str, Any]) -> bool:
+        return time.monotonic() >= record["created"] + self.batch_latency_s
+
+    def batch_fault(self, line: dict[str, Any], submission: int) -> str | None:
+        return self.batch_faults(line, submission) if self.batch_faults is not None else None
 
     def begin_call(self) -> tuple | None:
         """Count one generation call and return the fault scripted for it (or None)."""
