@@ -23,6 +23,25 @@ is never taken from that batch again, and a batch whose calls are all settled is
 batch that no run asks for any more (the run that sent them died, and the next asked for other rows) are
 cached and get their usage rows anyway when a later round looks at the batch: paid answers are never lost.
 
+Lost submission replies. Before a batch is sent, an *intent* is recorded (``<provider>/intents/<key>.json``,
+atomic): the submission key (a hash of the batch's ``custom_id``\ s, ``submission_key``), the time, the number of
+requests and the calls. It is removed once the batch is in the ledger, or once the provider refused it. A
+submission whose answer never came (a timeout, a dropped connection: the provider may have accepted it) is not
+sent again in that run: its calls fail as ``batch_submission_lost`` and the intent stays. A later run that asks
+any of those calls first looks the submission up (``BatchAPI.candidates``) before sending anything:
+
+* OpenAI: the key is in the batch's ``metadata`` (and in the input file's name): ``batches.list`` back to the
+  intent's time finds it exactly; found, it is adopted (ledgered as if its answer had come); not found, the
+  provider never took it and the calls are sent.
+* Anthropic (no metadata on a Message Batch): the batches created since the intent (two minutes' slack for clock
+  skew) whose ``request_counts`` add up to the intent's requests, less those another ledger entry already
+  names. None: sent. Exactly one: adopted, and checked once it has ended -- every ``custom_id`` of its results
+  must be one of the intent's, otherwise it is un-adopted (never taken as ours again) and the calls fail as
+  ``batch_submission_unknown``. Several: the calls fail as ``batch_submission_unknown`` naming the candidates,
+  and are not sent again unless ``DISTILLERY_LLM_BATCH_RESUBMIT_UNKNOWN=1`` (``LLMSettings.
+  batch_resubmit_unknown``, the ``llm`` resource's ``batch_resubmit_unknown``) allows it (paying twice, perhaps).
+  A listing that cannot be read is ``batch_submission_unknown`` too (nothing sent).
+
 Runs that overlap never send one request twice: a request is sent (online or in a batch) only by the run that
 holds its claim (``cache.ResponseCache.claim``); the others wait for its answer in the cache.
 """
@@ -71,6 +90,15 @@ def call_id(request_key: str, messages: list[ChatMessage], max_tokens: int, atte
     return sha256_text(json.dumps({"key": request_key, "messages": [[m.role, m.content] for m in messages],
                                    "max_tokens": int(max_tokens), "attempt": int(attempt)},
                                   sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+
+
+def submission_key(call_ids: list[str] | set[str]) -> str:
+    """The key of one submission: a hash of its lines' ``custom_id``\ s (order does not matter)."""
+    return sha256_text("\n".join(sorted(call_ids)))
+
+
+SUBMISSION_LOST, SUBMISSION_UNKNOWN = "submission_lost", "submission_unknown"  # failures: batch_<outcome>
+RESUBMIT_UNKNOWN_ENV = "DISTILLERY_LLM_BATCH_RESUBMIT_UNKNOWN"  # LLMSettings.batch_resubmit_unknown
 
 
 def _now() -> str:
@@ -153,6 +181,48 @@ class BatchLedger:
         entry = {k: v for k, v in entry.items() if k != "unsettled"}
         entry.update(state="closed", closed_at=_now(), closed_because=why)
         self.record(entry)
+
+    # -- intents: a submission about to be sent (see the module docstring)
+    def _intent_file(self, provider: str, key: str) -> Path:
+        return self.root / provider / "intents" / (_SAFE.sub("_", key) + ".json")
+
+    def write_intent(self, intent: dict[str, Any]) -> None:
+        atomic_write_text(self._intent_file(intent["provider"], intent["submission_key"]),
+                          json.dumps(intent, ensure_ascii=False, sort_keys=True))
+
+    def drop_intent(self, provider: str, key: str) -> None:
+        self._intent_file(provider, key).unlink(missing_ok=True)
+
+    def intents(self, provider: str, endpoint: str | None) -> list[dict[str, Any]]:
+        """The intents of this provider and server whose batch is not in the ledger; one whose batch is (a run
+        killed between the ledger write and removing it) is removed here."""
+        folder = self.root / provider / "intents"
+        paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        if not paths:  # the usual case: no ledger reading at all
+            return []
+        ledgered = {e.get("submission_key") for e in self.entries(provider) if not e.get("unadopted")}
+        out = []
+        for path in paths:
+            try:
+                intent = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if intent.get("submission_key") in ledgered:
+                path.unlink(missing_ok=True)
+            elif intent.get("endpoint") == endpoint:
+                out.append(intent)
+        return out
+
+    def entries(self, provider: str) -> list[dict[str, Any]]:
+        """Every ledger entry of this provider, open or closed, any server."""
+        folder = self.root / provider
+        out = []
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                out.append(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                continue
+        return out
 
 
 @dataclass
@@ -309,6 +379,8 @@ class BatchRound:
                     self.client.batch_report.resumed_batch_ids.append(bid)
             self._log("info", f"{self.label}: {resumed} call(s) are in {len(groups)} batch(es) an earlier run sent "
                               f"({', '.join(groups)}): polling those, not sending them again")
+        if fresh:
+            fresh = await self._resolve_intents(fresh, groups)
         for chunk in self._chunks(fresh):
             entry = await self._submit(chunk)
             if entry is not None:
@@ -319,6 +391,107 @@ class BatchRound:
         self._swept.update(e["batch_id"] for e in others)
         await asyncio.gather(*(self._wait(entry, group) for entry, group in groups.values()),
                              *(self._sweep(entry) for entry in others))
+
+    async def _resolve_intents(self, fresh: list[BatchCall],
+                               groups: dict[str, tuple[dict[str, Any], list[BatchCall]]]) -> list[BatchCall]:
+        """Calls of an earlier submission whose answer was lost: adopted into the batch the provider made of it,
+        failed as ``batch_submission_unknown``, or (the provider never took it) returned to be sent. The rest of
+        ``fresh`` is returned as it is."""
+        provider, endpoint = self.api.name, self.api.endpoint
+        intents = await self._thread(self.ledger.intents, provider, endpoint)
+        by_id = {call.call_id: call for call in fresh}
+        taken: set[str] = set()
+        for intent in intents:
+            mine = [by_id[cid] for cid in intent["calls"] if cid in by_id and cid not in taken]
+            if not mine:
+                continue
+            key = intent["submission_key"]
+            taken.update(call.call_id for call in mine)
+            try:
+                found = await self._thread(self.api.candidates, key, int(intent["requests"]),
+                                           float(intent["intent_epoch"]))
+            except (RetryableError, ProviderError, ConfigError) as exc:
+                self._unknown(mine, f"the submission {key[:12]} of {intent['intent_at']} got no answer and the "
+                                    f"provider's batches could not be listed to find it ({exc}): not sent again")
+                continue
+            known = {e.get("batch_id") for e in await self._thread(self.ledger.entries, provider)}
+            if self.api.exact_lookup and any(bid in known for bid in found):  # another run ledgered it meanwhile
+                self._unknown(mine, f"the submission {key[:12]} is batch {next(b for b in found if b in known)}, "
+                                    "which another run has ledgered since: not sent again (the next run polls it)")
+                continue
+            found = [bid for bid in found if bid not in known and bid not in intent.get("rejected", [])]
+            if len(found) == 1 or (found and self.api.exact_lookup):
+                entry = self._adopt(intent, found[0], "metadata" if self.api.exact_lookup else "request count")
+                if len(found) > 1:
+                    self._log("warning", f"{self.label}: submission {key[:12]} is in {len(found)} batches "
+                                         f"({', '.join(found)}); adopted the newest, {found[0]}")
+                for call in mine:
+                    call.batch_id = entry["batch_id"]
+                self.client.batch_report.resumed += len(mine)
+                groups[entry["batch_id"]] = (entry, mine)
+                continue
+            if not found:
+                self._log("info", f"{self.label}: the submission {key[:12]} of {intent['intent_at']} whose answer "
+                                  f"was lost is not among {provider}'s batches: the provider never took it; sending "
+                                  f"its {len(mine)} call(s) now")
+                await self._thread(self.ledger.drop_intent, provider, key)
+                continue
+            if self.client.batch_resubmit_unknown:
+                self._log("warning", f"{self.label}: the submission {key[:12]} of {intent['intent_at']} may be any "
+                                     f"of {len(found)} batches ({', '.join(found)}); {RESUBMIT_UNKNOWN_ENV}=1: "
+                                     f"sending its {len(mine)} call(s) again (they may be paid twice)")
+                await self._thread(self.ledger.drop_intent, provider, key)
+                continue
+            self._unknown(mine, f"the submission {key[:12]} of {intent['intent_at']} ({intent['requests']} "
+                                f"request(s)) got no answer and may be any of {len(found)} batches "
+                                f"({', '.join(found)}): not sent again; set {RESUBMIT_UNKNOWN_ENV}=1 to send it")
+        # adopted calls wait on their batch, unknown ones are answered; the rest (never taken by the provider) go
+        return [call for call in fresh if call.call_id not in taken or (
+            call.batch_id is None and not (call.future is not None and call.future.done()))]
+
+    def _unknown(self, calls: list[BatchCall], why: str) -> None:
+        self._log("error", f"{self.label}: {why}")
+        for call in calls:
+            self._resolve(call, BatchItem(SUBMISSION_UNKNOWN, error=why, retryable=False))
+
+    def _adopt(self, intent: dict[str, Any], batch_id: str, how: str) -> dict[str, Any]:
+        """Record the batch the provider made of a submission whose answer was lost, as ``_submit`` would have."""
+        entry = {k: v for k, v in intent.items() if k != "intent_epoch"}
+        entry.update(batch_id=batch_id, created_at=_now(), state="open",
+                     adopted={"by": how, "intent_at": intent["intent_at"], "run_id": self.client.run_id})
+        self.ledger.record(entry)
+        self.ledger.drop_intent(entry["provider"], entry["submission_key"])
+        entry["unsettled"] = list(entry["calls"])
+        report = self.client.batch_report
+        report.known.add(batch_id)
+        if batch_id not in report.resumed_batch_ids:
+            report.resumed_batch_ids.append(batch_id)
+        self._emit("submitted", {"batch_id": batch_id, "provider": entry["provider"], "model": entry.get("model"),
+                                 "endpoint": entry.get("endpoint"), "tag": None, "run_id": self.client.run_id,
+                                 "status": "adopted", "requests": entry["requests"], "bytes": entry.get("bytes"),
+                                 "adopted_by": how, "submission_key": entry["submission_key"],
+                                 "request_keys": sorted({c["request_key"] for c in entry["calls"].values()})})
+        self._log("info", f"{self.label}: batch {batch_id} adopted: the submission {entry['submission_key'][:12]} "
+                          f"of {intent['intent_at']} whose answer was lost (found by {how}); polling it, not sending "
+                          f"its {entry['requests']} request(s) again")
+        return entry
+
+    def _foreign(self, entry: dict[str, Any], items: dict[str, BatchItem]) -> bool:
+        """An adopted batch (found by its request count) whose results are not all the intent's: un-adopted --
+        closed, and named in the intent (restored) as not ours, so no run adopts it again."""
+        if (entry.get("adopted") or {}).get("by") != "request count" or set(items) <= set(entry["calls"]):
+            return False
+        intent = {k: v for k, v in entry.items() if k not in ("batch_id", "created_at", "state", "adopted",
+                                                                "unsettled", "unadopted")}
+        intent["intent_epoch"] = datetime.fromisoformat(entry["adopted"]["intent_at"]).timestamp()
+        intent["intent_at"] = entry["adopted"]["intent_at"]
+        intent["rejected"] = sorted({*intent.get("rejected", []), entry["batch_id"]})
+        self.ledger.write_intent(intent)
+        entry["unadopted"] = True
+        self.ledger.close(entry, "un-adopted: its results carry custom_ids that are not the submission's")
+        self._log("error", f"{self.label}: batch {entry['batch_id']} was adopted by its request count but its "
+                           f"results are not the submission {entry['submission_key'][:12]}'s: un-adopted")
+        return True
 
     def _chunks(self, calls: list[BatchCall]) -> list[list[tuple[BatchCall, dict[str, Any]]]]:
         """``calls`` with their batch lines, split by the provider's limits on requests and bytes per batch. A
@@ -348,31 +521,45 @@ class BatchRound:
 
     async def _submit(self, chunk: list[tuple[BatchCall, dict[str, Any]]]) -> dict[str, Any] | None:
         """Send one batch and record it (ledger, catalogue, journal) before anything waits on it; None (each call
-        answered with the reason) when the provider refused it or its answer was lost."""
+        answered with the reason) when the provider refused it or its answer was lost. An intent naming the
+        submission is recorded first and removed once the batch is ledgered or refused (see the module
+        docstring): a lost answer leaves it for the next run to look the batch up."""
         client = self.client
         calls, lines = [c for c, _ in chunk], [line for _, line in chunk]
+        key = submission_key([c.call_id for c in calls])
         meta = {"distillery_label": self.label[:500], "distillery_run_id": str(client.run_id or "")[:500]}
+        intent = {"submission_key": key, "provider": self.api.name, "endpoint": self.api.endpoint,
+                  "model": calls[0].kwargs.get("model"), "label": self.label, "run_id": client.run_id,
+                  "intent_at": _now(), "intent_epoch": time.time(), "requests": len(calls),
+                  "bytes": sum(self.api.size(line) for line in lines),
+                  "calls": {c.call_id: c.ledger_line() for c in calls}}
+        self.ledger.write_intent(intent)  # before the provider can have it: a lost answer is looked up by this
         attempt = 0
         while True:
             attempt += 1
             try:
-                status = await self._thread(self.api.submit, lines, meta)
+                status = await self._thread(self.api.submit, lines, meta, key)
                 break
             except RetryableError as exc:
-                lost = str(exc).startswith("timeout")
+                # no HTTP status (a timeout, a dropped connection, an unreadable body): the provider may have
+                # taken the batch; sending it again now could pay twice, so the next run looks it up first
+                lost = not str(exc).startswith("HTTP ")
                 if lost or attempt >= client.max_attempts:
                     why = (f"the batch submission got no answer ({exc}): the provider may have accepted (and will "
-                           "bill) it, so it is not sent again in this run" if lost else
+                           f"bill) it, so it is not sent again in this run; the next run looks up submission "
+                           f"{key[:12]} among the provider's batches before sending anything" if lost else
                            f"the batch submission failed {attempt} time(s): {exc}")
                     self._log("error", f"{self.label}: {why}")
                     for call in calls:
-                        self._resolve(call, BatchItem(ERRORED, error=why, retryable=False))
+                        self._resolve(call, BatchItem(SUBMISSION_LOST if lost else ERRORED, error=why,
+                                                      retryable=False))
                     return None
                 wait = client._wait(exc, attempt)
                 self._log("warning", f"{self.label}: batch submission: {exc}; retry {attempt}/"
                                      f"{client.max_attempts - 1} in {wait:.1f}s")
                 await client._asleep(wait)
             except (ProviderError, ConfigError) as exc:
+                self.ledger.drop_intent(self.api.name, key)  # refused: nothing was taken
                 why = f"the provider refused the batch: {exc}"
                 self._log("error", f"{self.label}: {why}")
                 for call in calls:
@@ -382,8 +569,9 @@ class BatchRound:
                  "model": calls[0].kwargs.get("model"), "label": self.label, "run_id": client.run_id,
                  "created_at": _now(), "state": "open", "requests": len(calls),
                  "bytes": sum(self.api.size(line) for line in lines),
-                 "calls": {c.call_id: c.ledger_line() for c in calls}}
+                 "calls": intent["calls"], "submission_key": key}
         self.ledger.record(entry)  # before any waiting: a killed run's successor polls this batch
+        self.ledger.drop_intent(self.api.name, key)
         for call in calls:
             call.batch_id = status.batch_id
         report = client.batch_report
@@ -471,6 +659,13 @@ class BatchRound:
             for call in calls:
                 self._resolve(call, BatchItem(PENDING, error=items, retryable=False))
             return
+        if self._foreign(entry, items):
+            why = (f"batch {batch_id} (adopted by its request count) is not this submission's; the submission "
+                   f"{entry['submission_key'][:12]} is looked up again by the next run")
+            for call in calls:
+                call.batch_id = None  # nothing of that batch is this call's
+                self._resolve(call, BatchItem(SUBMISSION_UNKNOWN, error=why, retryable=False))
+            return
         self._tally(entry, status, items)
         for call in calls:
             item = items.get(call.call_id) or BatchItem(
@@ -509,7 +704,7 @@ class BatchRound:
             self.ledger.close(entry, status.failure)
             return
         items = await self._results(entry["batch_id"])
-        if not isinstance(items, str):
+        if not isinstance(items, str) and not self._foreign(entry, items):
             await self._orphans(entry, items, exclude=set())
 
     async def _orphans(self, entry: dict[str, Any], items: dict[str, BatchItem], exclude: set[str]) -> None:

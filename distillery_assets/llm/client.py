@@ -113,7 +113,7 @@ class LLMClient:
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
                  logger: logging.Logger | Any | None = None, batch_api: BatchAPI | None = None,
                  batch_ledger_dir: Path | None = None, batch_poll_s: float = 30.0, batch_wait_s: float = 0.0,
-                 batch_retry_online: bool = False):
+                 batch_retry_online: bool = False, batch_resubmit_unknown: bool = False):
         self.provider = provider
         self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
         self.concurrency = max(1, int(concurrency))
@@ -150,6 +150,7 @@ class LLMClient:
         self.batch_ledger = BatchLedger(batch_ledger_dir or (Path(cache_dir) / "batches" if cache_dir else Path(".")))
         self.batch_poll_s, self.batch_wait_s = max(0.01, float(batch_poll_s)), max(0.0, float(batch_wait_s))
         self.batch_retry_online = bool(batch_retry_online)
+        self.batch_resubmit_unknown = bool(batch_resubmit_unknown)  # llm.batch: a lost, ambiguous submission
         self.batch_report = BatchReport()
         # set by the LLM resource: batch events to the catalogue (llm_batches), the report to the asset's metadata
         self.batch_sink: BatchSink | None = None

@@ -39,6 +39,10 @@ DISTILLERY_LLM_BATCH_WAIT_S    longest wait for one batch, then the run ends and
                                run resumes polling it (0: until it ends)                    ends)
 DISTILLERY_LLM_BATCH_RETRY_ONLINE ``1``: an errored/expired/canceled batch item is asked    0 (the next
                                again online rather than in the next batch                  batch)
+DISTILLERY_LLM_BATCH_RESUBMIT_UNKNOWN ``1``: calls whose earlier submission got no answer   0 (named
+                               and cannot be told apart from other batches (Anthropic:     failure
+                               several of its size since then) are sent again, perhaps     batch_submission_
+                               paid twice                                                  unknown)
 FAL_KEY (or the named var)     fal key; also read from a ``FAL_KEY=`` line in ~/.env        -
 =============================  ==========================================================  ===============
 
@@ -98,6 +102,9 @@ class LLMSettings(BaseModel):
                                 "next run resumes polling a batch left open")
     batch_retry_online: bool = Field(default=False, description="ask an errored/expired/canceled batch item again "
                                      "online instead of in the next batch")
+    batch_resubmit_unknown: bool = Field(default=False, description="send again the calls of a submission whose "
+                                         "answer was lost and that cannot be told apart from other batches (may "
+                                         "pay twice); otherwise they fail as batch_submission_unknown")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> LLMSettings:
@@ -107,7 +114,7 @@ class LLMSettings(BaseModel):
             raw = env.get(ENV_PREFIX + field.upper())
             if raw is not None and raw.strip() != "":
                 values[field] = raw.strip()
-        for flag in ("cache", "batch", "batch_retry_online"):
+        for flag in ("cache", "batch", "batch_retry_online", "batch_resubmit_unknown"):
             if flag in values:
                 values[flag] = str(values[flag]).lower() not in ("0", "false", "no", "off")
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -202,5 +209,5 @@ def build_client(settings: LLMSettings | None = None, usage_sink: UsageSink | No
         usage_sink=usage_sink, progress=progress, run_id=run_id, logger=logger,
         scrubber=Scrubber([settings.key_env] if settings.key_env else []),
         batch_api=batch, batch_poll_s=settings.batch_poll_s, batch_wait_s=settings.batch_wait_s,
-        batch_retry_online=settings.batch_retry_online,
+        batch_retry_online=settings.batch_retry_online, batch_resubmit_unknown=settings.batch_resubmit_unknown,
     )

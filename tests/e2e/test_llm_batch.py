@@ -5,6 +5,8 @@ the Anthropic Message Batches API and the OpenAI Batch API (official SDKs on bot
   written and catalogued, each prompt sent once, nothing online, the cost at the batch price in the metadata and
   in ``llm_calls``, the batch in ``llm_batches``; the same with 10% of the items ``errored`` or ``expired``;
 * a run killed (SIGKILL) while its batch is open, then a re-run: no second submission, finished from that batch;
+* a run killed after the provider accepted its batch but before the reply reached it (the batch id never
+  learned), then a re-run: the batch found among the provider's batches and adopted, no second submission;
 * two runs of one partition at once (two processes): each request sent once;
 * the theme ChatML (Anthropic) and the filter oracle (OpenAI) in batch mode, one run each.
 """
@@ -182,6 +184,48 @@ def test_a_run_killed_while_its_batch_is_open_is_finished_from_that_batch(data_d
     _check_catalogue(data_dir, provider, [batch_id])
     rows = Catalog(data_dir / "catalog.duckdb").query("SELECT count(*) AS n FROM llm_calls WHERE NOT cached")
     assert rows[0]["n"] == 100  # one paid row per answer: no interrupted rows for calls that were in the batch
+
+
+@pytest.mark.parametrize("provider,serve", PROVIDERS)
+def test_a_run_killed_before_the_submission_reply_came_is_finished_from_the_batch_it_sent(data_dir, provider,
+                                                                                       serve):
+    """The provider accepted the batch, but its reply never reached the run (the server holds it) and the run is
+    killed: no batch id was learned. The re-run looks the submission up (OpenAI: its metadata; Anthropic: its
+    request count since the intent), adopts that batch and finishes from it: each prompt sent once."""
+    with serve(batch_latency_s=0.3) as srv:
+        llm = _llm(provider, srv.base_url)
+        _prompts(llm)
+        srv.lose_batch_replies, srv.lose_reply_after_s = 1, 600.0  # accepted; the reply held until the kill
+        proc = subprocess.Popen([sys.executable, "-c", CORPUS_RUN, provider, srv.base_url, CATEGORY], cwd=repo_root(),
+                                env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            while proc.poll() is None and time.monotonic() < deadline and not srv.lost_replies:
+                time.sleep(0.05)
+            assert proc.poll() is None and srv.lost_replies, proc.stderr.read().decode()[-3000:]
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        [lost] = srv.lost_replies
+        ledger = data_dir / "llm_cache" / "batches" / provider
+        assert not list(ledger.glob("*.json"))  # the batch id never reached the ledger
+        [intent] = [json.loads(p.read_text()) for p in (ledger / "intents").glob("*.json")]
+        assert intent["requests"] == 100 and set(intent["calls"]) == set(srv.batches[lost]["submission"])
+
+        meta = _corpus(llm)
+        assert list(srv.batches) == [lost] and set(srv.submissions.values()) == {1}
+        assert len(srv.submissions) == 100 and srv.request_count == 0
+    assert meta["llm_batch_resumed_ids"] == lost and meta["llm_batch_calls_resumed"] == 100
+    assert meta["llm_batch_calls_submitted"] == 0 and meta["generated"] == 100
+    assert len(_files(data_dir)) == 100
+    _check_catalogue(data_dir, provider, [lost])
+    adopted = Catalog(data_dir / "catalog.duckdb").query("SELECT status FROM llm_batches WHERE event = 'submitted'")
+    assert [r["status"] for r in adopted] == ["adopted"]
+    assert not list((ledger / "intents").glob("*.json"))
 
 
 def test_two_runs_of_one_partition_at_once_send_each_request_once(data_dir, tmp_path):

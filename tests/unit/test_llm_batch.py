@@ -294,3 +294,129 @@ def test_a_batch_the_provider_refuses_fails_its_requests_with_the_reason(data_di
         assert not run.records and len(run.failures) == 3
         assert all("refused the batch" in f.reason and "line" in f.reason for f in run.failures)
         assert len(srv.batches) == 1  # not sent again in this run
+
+
+# -- lost submission replies: the intent, the look-up, adoption (see llm.batch's module docstring) -------------------
+def _intents(data_dir, provider: str) -> list[dict]:
+    folder = data_dir / "llm_cache" / "batches" / provider / "intents"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def _other_batch(srv, provider: str, n: int, tag: str = "other") -> str:
+    """A batch of ``n`` requests someone else sent to the same account (not this client's custom_ids)."""
+    import anthropic
+    import openai
+
+    if provider == "anthropic":
+        sdk = anthropic.Anthropic(api_key="k", base_url=srv.base_url, max_retries=0)
+        params = {"model": MODEL[provider], "max_tokens": 8}
+        return sdk.messages.batches.create(requests=[
+            {"custom_id": f"{tag}-{i}", "params": {**params, "messages": [{"role": "user", "content": f"{tag} {i}"}]}}
+            for i in range(n)]).id
+    sdk = openai.OpenAI(api_key="k", base_url=srv.base_url, max_retries=0)
+    lines = [{"custom_id": f"{tag}-{i}", "method": "POST", "url": "/v1/chat/completions", "body": {
+        "model": MODEL[provider], "messages": [{"role": "user", "content": f"{tag} {i}"}]}} for i in range(n)]
+    uploaded = sdk.files.create(file=("other.jsonl", "".join(json.dumps(x) + "\n" for x in lines).encode()),
+                                purpose="batch")
+    return sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h",
+                              metadata={"distillery_submission": "not-ours"}).id
+
+
+@pytest.mark.parametrize("provider,serve,after_s", [
+    pytest.param("anthropic", serve_anthropic, 0.0, id="anthropic-connection-closed"),
+    pytest.param("openai", serve_openai_compat, 1.5, id="openai-timeout")])
+def test_a_batch_whose_submission_reply_was_lost_is_adopted_by_the_next_run_never_sent_twice(
+        data_dir, provider, serve, after_s, monkeypatch, caplog):
+    api = AnthropicBatchAPI if provider == "anthropic" else OpenAIBatchAPI
+    monkeypatch.setattr(api, "list_page_size", 2)  # the look-up pages through the listing
+    with serve(batch_latency_s=0.2) as srv, caplog.at_level(logging.INFO):
+        for i in range(3):  # earlier batches of other sizes (and other metadata) in the same account
+            _other_batch(srv, provider, 3 + i, tag=f"old{i}")
+        srv.lose_batch_replies, srv.lose_reply_after_s = 1, after_s
+        first = run_task(Docs(), _rows(), _client(srv, provider, timeout_s=0.5))
+        [lost] = srv.lost_replies
+        assert not first.records and first.usage.failures_by_reason == {"batch_submission_lost": 20}
+        assert len(srv.batches) == 4 and sorted(srv.batch_lines[c] for c in srv.batches[lost]["submission"]) == [1] * 20
+        [intent] = _intents(data_dir, provider)
+        assert intent["requests"] == 20 and set(intent["calls"]) == set(srv.batches[lost]["submission"])
+        if provider == "openai":  # the key travels in the metadata and in the input file's name
+            assert srv.batches[lost]["metadata"]["distillery_submission"] == intent["submission_key"]
+            assert any(intent["submission_key"] in rec["filename"] for rec, _ in srv.files.values())
+
+        client = _client(srv, provider)
+        second = run_task(Docs(), _rows(), client)
+        assert len(second.records) == 20 and not second.failures
+        assert len(srv.batches) == 4 and set(srv.submissions.values()) == {1}
+        assert all(n == 1 for n in srv.batch_lines.values())  # every line of every batch sent once
+        meta = client.batch_report.metadata(provider)
+        assert meta["llm_batch_resumed_ids"] == lost and meta["llm_batch_calls_submitted"] == 0
+        assert meta["llm_batch_calls_resumed"] == 20 and meta["llm_batch_succeeded"] == 20
+        assert not _intents(data_dir, provider)
+        entry = json.loads((data_dir / "llm_cache" / "batches" / provider / f"{lost}.json").read_text())
+        assert entry["adopted"]["by"] == ("metadata" if provider == "openai" else "request count")
+        assert entry["state"] == "closed" and entry["submission_key"] == intent["submission_key"]
+        lists = [r for r in srv.requests if r["method"] == "GET" and r["path"].rstrip("/") in (
+            "/v1/batches", "/v1/messages/batches")]
+        assert len(lists) >= 2  # more than one page was read
+        assert f"batch {lost} adopted" in caplog.text
+
+
+def test_an_ambiguous_lost_anthropic_submission_is_named_not_sent_again_unless_allowed(data_dir, caplog):
+    with serve_anthropic(batch_latency_s=0.1) as srv, caplog.at_level(logging.INFO):
+        srv.lose_batch_replies = 1
+        first = run_task(Docs(), _rows(), _client(srv, "anthropic"))
+        assert first.usage.failures_by_reason == {"batch_submission_lost": 20}
+        [lost] = srv.lost_replies
+        other = _other_batch(srv, "anthropic", 20)  # as many requests, after the intent: which one is ours?
+        second = run_task(Docs(), _rows(), _client(srv, "anthropic"))
+        assert not second.records and second.usage.failures_by_reason == {"batch_submission_unknown": 20}
+        assert len(srv.batches) == 2 and all(n == 1 for n in srv.batch_lines.values())  # nothing sent again
+        assert lost in caplog.text and other in caplog.text and "DISTILLERY_LLM_BATCH_RESUBMIT_UNKNOWN" in caplog.text
+        assert len(_intents(data_dir, "anthropic")) == 1  # kept: the next run looks again
+
+        assert LLMSettings.from_env({"DISTILLERY_LLM_BATCH_RESUBMIT_UNKNOWN": "1"}).batch_resubmit_unknown
+        third = run_task(Docs(), _rows(), _client(srv, "anthropic", batch_resubmit_unknown=True))
+        assert len(third.records) == 20 and len(srv.batches) == 3  # sent again, as the setting allows
+        assert not _intents(data_dir, "anthropic")
+
+
+@pytest.mark.parametrize("provider,serve", PROVIDERS)
+def test_a_lost_submission_the_provider_never_took_is_sent_and_a_wrong_adoption_undone(data_dir, provider, serve,
+                                                                                      caplog):
+    with serve(batch_latency_s=0.1) as srv, caplog.at_level(logging.INFO):
+        srv.lose_batch_replies = 1
+        run_task(Docs(), _rows(5), _client(srv, provider))
+        [lost] = srv.lost_replies
+        del srv.batches[lost]  # as if the process died before the provider took it
+        srv.submissions.clear(), srv.batch_lines.clear()
+        other = _other_batch(srv, provider, 5)  # as many requests, not ours
+        second = run_task(Docs(), _rows(5), _client(srv, provider))
+        if provider == "anthropic":  # adopted by its count, un-adopted once its results show other custom_ids
+            assert not second.records and second.usage.failures_by_reason == {"batch_submission_unknown": 5}
+            assert f"batch {other} was adopted by its request count" in caplog.text
+            [intent] = _intents(data_dir, "anthropic")
+            assert intent["rejected"] == [other]
+            second = run_task(Docs(), _rows(5), _client(srv, provider))  # the other batch is never adopted again
+        assert len(second.records) == 5 and len(srv.batches) == 2  # the metadata tells OpenAI's apart at once
+        assert all(n == 1 for n in srv.batch_lines.values()) and not _intents(data_dir, provider)
+
+
+def test_the_fakes_list_batches_newest_first_in_pages_as_the_sdks_read_them(data_dir):
+    import anthropic
+    import openai
+
+    with serve_anthropic() as srv:
+        ids = [_other_batch(srv, "anthropic", 1, tag=f"b{i}") for i in range(5)]
+        sdk = anthropic.Anthropic(api_key="k", base_url=srv.base_url, max_retries=0)
+        assert [b.id for b in sdk.messages.batches.list(limit=2)] == ids[::-1]  # 3 pages, after_id
+        page = sdk.messages.batches.list(limit=2)
+        assert (page.has_more, page.first_id, page.last_id) == (True, ids[4], ids[3])
+        assert [b.id for b in sdk.messages.batches.list(limit=2, before_id=ids[0])] == [ids[2], ids[1], ids[4],
+                                                                                        ids[3]]  # before_id pages
+        assert len([r for r in srv.requests if r["path"] == "/v1/messages/batches" and r["method"] == "GET"]) == 6
+    with serve_openai_compat() as srv:
+        ids = [_other_batch(srv, "openai", 1, tag=f"b{i}") for i in range(5)]
+        sdk = openai.OpenAI(api_key="k", base_url=srv.base_url, max_retries=0)
+        assert [b.id for b in sdk.batches.list(limit=2)] == ids[::-1]
+        with pytest.raises(openai.BadRequestError, match="limit"):
+            sdk.batches.list(limit=101)

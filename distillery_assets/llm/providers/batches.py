@@ -13,6 +13,13 @@
   items (``batch_expired`` for what the window did not reach). Limits: 50,000 requests and 200 MB per input file
   (the SDK's ``batch_create_params``).
 
+A submission whose HTTP answer was lost (``llm.batch``: the intent record) is found again by ``candidates``:
+OpenAI's batches carry the submission key in their ``metadata`` (and the input file its name), so
+``batches.list`` (newest first, paginated with ``after``) finds it exactly; Anthropic's Message Batches have no
+metadata, so ``messages.batches.list`` (newest first, ``after_id``) names the batches created since the intent
+(less ``CLOCK_SLACK_S``) whose ``request_counts`` add up to the intent's number of requests -- the batcher decides
+what to do with none, one or several.
+
 Each answer is parsed by the provider's own ``reply`` (the same code as an online answer) and carries the batch
 id, so the client prices it at the batch rate. SDK retries are off (``max_retries=0``), as online: the batcher
 owns them. Synchronous SDK clients: the batcher calls them from a worker thread.
@@ -32,6 +39,8 @@ from distillery_assets.llm.types import ChatMessage
 SUCCEEDED, ERRORED, EXPIRED, CANCELED = "succeeded", "errored", "expired", "canceled"
 OUTCOMES = (SUCCEEDED, ERRORED, EXPIRED, CANCELED)
 PENDING = "pending"  # not an answer: the batch was still open when the run stopped waiting (or unreadable)
+SUBMISSION_KEY = "distillery_submission"  # the OpenAI batch metadata field that carries the submission key
+CLOCK_SLACK_S = 120.0  # a batch listed as created this long before the intent is still a candidate (clock skew)
 
 
 @dataclass(frozen=True)
@@ -56,9 +65,12 @@ class BatchStatus:
 
 
 class BatchAPI:
-    """What the batcher needs of a provider's batch API (one subclass per provider)."""
+    """What the batcher needs of a provider's batch API (one subclass per provider). ``exact_lookup``: whether
+    ``candidates`` finds a lost submission by its key (True) or only by its time and size (False)."""
 
     name: ClassVar[str]
+    exact_lookup: ClassVar[bool]
+    list_page_size: ClassVar[int] = 100  # batches per page when listing them (both APIs allow 100)
     max_requests: ClassVar[int]
     max_bytes: ClassVar[int]
 
@@ -73,7 +85,13 @@ class BatchAPI:
     def line(self, custom_id: str, messages: list[ChatMessage], kwargs: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def submit(self, lines: list[dict[str, Any]], metadata: dict[str, str]) -> BatchStatus:
+    def submit(self, lines: list[dict[str, Any]], metadata: dict[str, str], key: str) -> BatchStatus:
+        """Send one batch; ``key`` is its submission key (``llm.batch.submission_key``)."""
+        raise NotImplementedError
+
+    def candidates(self, key: str, requests: int, since: float) -> list[str]:
+        """The ids of the batches that may be the submission ``key`` of ``requests`` requests whose answer was
+        lost, created at or after ``since`` (epoch seconds, less ``CLOCK_SLACK_S``), newest first."""
         raise NotImplementedError
 
     def status(self, batch_id: str) -> BatchStatus:
@@ -90,6 +108,7 @@ class BatchAPI:
 
 class AnthropicBatchAPI(BatchAPI):
     name = "anthropic"
+    exact_lookup = False
     max_requests = 100_000
     max_bytes = 256 * 1024 * 1024
 
@@ -117,11 +136,27 @@ class AnthropicBatchAPI(BatchAPI):
              CANCELED: counts.canceled, EXPIRED: counts.expired},
             estimate=f"ends by {batch.expires_at.isoformat()}" if getattr(batch, "expires_at", None) else None)
 
-    def submit(self, lines: list[dict[str, Any]], metadata: dict[str, str]) -> BatchStatus:
+    def submit(self, lines: list[dict[str, Any]], metadata: dict[str, str], key: str) -> BatchStatus:
         import anthropic
 
         with sdk_errors(anthropic, self.provider.timeout_s, retry_status=(529,)):
             return self._status(self._sdk().messages.batches.create(requests=lines))
+
+    def candidates(self, key: str, requests: int, since: float) -> list[str]:
+        """No metadata on a Message Batch: the batches created since the intent with as many requests."""
+        import anthropic
+
+        out = []
+        with sdk_errors(anthropic, self.provider.timeout_s, retry_status=(529,)):
+            # newest first; the SDK pages on with ``after_id``
+            for batch in self._sdk().messages.batches.list(limit=self.list_page_size):
+                if batch.created_at.timestamp() < since - CLOCK_SLACK_S:
+                    break
+                counts = batch.request_counts
+                total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+                if total == requests:
+                    out.append(batch.id)
+        return out
 
     def status(self, batch_id: str) -> BatchStatus:
         import anthropic
@@ -150,6 +185,7 @@ class AnthropicBatchAPI(BatchAPI):
 
 class OpenAIBatchAPI(BatchAPI):
     name = "openai"
+    exact_lookup = True
     max_requests = 50_000
     max_bytes = 200 * 1024 * 1024
     path = "/v1/chat/completions"
@@ -190,16 +226,31 @@ class OpenAIBatchAPI(BatchAPI):
                             "completed": counts.completed if counts else 0, "failed": counts.failed if counts else 0},
                            estimate=estimate, failure=failure)
 
-    def submit(self, lines: list[dict[str, Any]], metadata: dict[str, str]) -> BatchStatus:
+    def submit(self, lines: list[dict[str, Any]], metadata: dict[str, str], key: str) -> BatchStatus:
         import openai
 
         data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode("utf-8")
         client = self._sdk()
         with sdk_errors(openai, self.provider.timeout_s):
-            uploaded = client.files.create(file=("distillery-batch.jsonl", data, "application/jsonl"), purpose="batch")
+            uploaded = client.files.create(file=(f"distillery-batch-{key}.jsonl", data, "application/jsonl"),
+                                           purpose="batch")
             batch = client.batches.create(input_file_id=uploaded.id, endpoint=self.path, completion_window="24h",
-                                          metadata=metadata)
+                                          metadata={**metadata, SUBMISSION_KEY: key})
         return self._status(batch)
+
+    def candidates(self, key: str, requests: int, since: float) -> list[str]:
+        """The batches whose metadata carries ``key`` (``batches.list``: newest first, back to the intent)."""
+        import openai
+
+        out = []
+        with sdk_errors(openai, self.provider.timeout_s):
+            # newest first; the SDK pages on with ``after``
+            for batch in self._sdk().batches.list(limit=self.list_page_size):
+                if batch.created_at < since - CLOCK_SLACK_S:
+                    break
+                if (batch.metadata or {}).get(SUBMISSION_KEY) == key:
+                    out.append(batch.id)
+        return out
 
     def status(self, batch_id: str) -> BatchStatus:
         import openai

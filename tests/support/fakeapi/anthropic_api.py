@@ -1,6 +1,8 @@
 """A fake Anthropic Messages API: POST /v1/messages (non-streaming), errors in Anthropic's shape, and the Message
-Batches API (create, retrieve, results JSONL at ``results_url``; ``batch_latency_s``, ``batch_faults`` and the
-submission counters of ``server.FakeAPIServer``).
+Batches API (create, list -- newest first, ``limit`` (default 20, at most 1000), ``after_id`` / ``before_id``, a
+page with ``has_more``, ``first_id``, ``last_id`` --, retrieve, results JSONL at ``results_url``;
+``batch_latency_s``, ``batch_faults``, ``lose_batch_replies`` and the submission counters of
+``server.FakeAPIServer``).
 
 A ("finish", reason) fault answers half the text with that ``stop_reason`` (None: null); "tool_use" adds a
 tool_use block after the text."""
@@ -156,7 +158,23 @@ def _batch_create(fake: FakeAPIServer, handler: Handler, req: dict[str, Any]) ->
                             for item in requests}
     with fake._lock:
         fake.batches[bid] = record
+    if fake.lose_reply(handler, bid):
+        return
     handler.send_json(200, _batch_json(fake, record))
+
+
+def _batch_list(fake: FakeAPIServer, handler: Handler, req: dict[str, Any]) -> None:
+    if not _authorized(handler):
+        return _error(handler, 401, "authentication_error", "x-api-key or Authorization: Bearer is required")
+    query = req.get("query") or {}
+    if query.get("before_id") and query.get("after_id"):
+        return _error(handler, 400, "invalid_request_error", "before_id and after_id cannot both be given")
+    with fake._lock:
+        records = list(reversed(fake.batches.values()))  # newest first
+    page, more = fake.list_page(records, query, default_limit=20, max_limit=1000, cursor="after_id")
+    data = [_batch_json(fake, r) for r in page]
+    handler.send_json(200, {"data": data, "has_more": more, "first_id": data[0]["id"] if data else None,
+                            "last_id": data[-1]["id"] if data else None})
 
 
 def _results(fake: FakeAPIServer, record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -219,6 +237,7 @@ class AnthropicServer(FakeAPIServer):
     def __init__(self, **kwargs):
         super().__init__({("POST", lambda p: p.rstrip("/") == "/v1/messages"): _messages,
                           ("POST", lambda p: p.rstrip("/") == "/v1/messages/batches"): _batch_create,
+                          ("GET", lambda p: p.rstrip("/") == "/v1/messages/batches"): _batch_list,
                           ("GET", lambda p: bool(_BATCH.match(p))): _batch_get}, **kwargs)
 
     @property

@@ -10,8 +10,10 @@ a tool call instead of text, "refusal" a structured-output refusal (``message.re
 as OpenAI sends it).
 The Files and Batch APIs: a JSONL upload with purpose ``batch``, ``POST /v1/batches`` for ``/v1/chat/completions``
 (window ``24h``; a malformed line, a duplicate custom_id or more than 50,000 lines make the batch ``failed`` with
-its errors), ``GET /v1/batches/<id>``, and the output and error files once it completes (``batch_latency_s``,
-``batch_faults`` -- ``expired`` items come back as ``batch_expired`` errors -- and the submission counters of
+its errors), ``GET /v1/batches/<id>``, ``GET /v1/batches`` (newest first, ``limit`` 1-100, default 20, ``after``; a page
+with ``has_more``, ``first_id``, ``last_id``), and the output and error files once it completes (``batch_latency_s``,
+``batch_faults`` -- ``expired`` items come back as ``batch_expired`` errors --, ``lose_batch_replies`` and the
+submission counters of
 ``server.FakeAPIServer``).
 """
 
@@ -207,7 +209,22 @@ def _batch_create(fake: FakeAPIServer, handler: Handler, req: dict[str, Any]) ->
             record["submission"][line["custom_id"]] = fake.count_submission(line.get("body") or {}, line["custom_id"])
     with fake._lock:
         fake.batches[bid] = record
+    if fake.lose_reply(handler, bid):
+        return
     handler.send_json(200, _batch_json(fake, record))
+
+
+def _batch_list(fake: FakeAPIServer, handler: Handler, req: dict[str, Any]) -> None:
+    query = req.get("query") or {}
+    limit = query.get("limit")
+    if limit is not None and not (limit.isdigit() and 1 <= int(limit) <= 100):
+        return _error(handler, 400, f"Invalid 'limit': {limit}; it must be between 1 and 100", param="limit")
+    with fake._lock:
+        records = list(reversed(fake.batches.values()))  # newest first
+    page, more = fake.list_page(records, query, default_limit=20, max_limit=100, cursor="after")
+    data = [_batch_json(fake, r) for r in page]
+    handler.send_json(200, {"object": "list", "data": data, "has_more": more,
+                            "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
 
 
 def _finish_batch(fake: FakeAPIServer, record: dict[str, Any]) -> None:
@@ -314,6 +331,7 @@ class OpenAICompatServer(FakeAPIServer):
                           ("POST", lambda p: p.rstrip("/") == "/v1/files"): _file_upload,
                           ("GET", lambda p: bool(_FILE.match(p))): _file_content,
                           ("POST", lambda p: p.rstrip("/") == "/v1/batches"): _batch_create,
+                          ("GET", lambda p: p.rstrip("/") == "/v1/batches"): _batch_list,
                           ("GET", lambda p: bool(_BATCH.match(p))): _batch_get}, **kwargs)
         self.files: dict[str, tuple[dict[str, Any], bytes]] = {}
         self.reasoning_models = tuple(reasoning_models)

@@ -6,7 +6,11 @@ a batch takes to end, read at every look, so a test can hold batches open and th
 ``batch_faults(line, n)`` (the outcome to inject for a batch line on its n-th submission: ``"errored"`` (a server
 error), ``"invalid"`` (the request refused as invalid), ``"expired"``, ``"canceled"`` or None), and
 ``submissions``, a counter of every submission of a prompt, online or in a batch (keyed by ``prompt_key(body)``:
-the messages, system turn and budget).
+the messages, system turn and budget). ``lose_batch_replies`` (a count) makes the next batch creations be
+accepted -- recorded and counted like any other -- while their HTTP reply is lost: the server closes the
+connection without answering, after ``lose_reply_after_s`` (0: at once; longer than the client's timeout: the
+client times out first). Routes get the query string too (``req["query"]``: name -> last value), for the list
+endpoints' pagination.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+import socket
 import ssl
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -64,12 +70,13 @@ class Handler(BaseHTTPRequestHandler):
                 body = json.loads(raw) if raw else {}
         except ValueError:
             return self.send_json(400, {"error": {"message": "request body is not JSON"}})
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
+        params = {k: v[-1] for k, v in urllib.parse.parse_qs(query).items()}
         fake.record(method, path, {k.lower(): v for k, v in self.headers.items()}, body)
         for (m, matcher), route in fake.routes.items():
             if m == method and matcher(path):
                 try:
-                    return route(fake, self, {"path": path, "body": body})
+                    return route(fake, self, {"path": path, "body": body, "query": params})
                 except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
                     self.close_connection = True
                     return
@@ -134,9 +141,13 @@ class FakeAPIServer:
         self.batches: dict[str, dict[str, Any]] = {}  # id -> the batch's own record (each fake's shape)
         self.submissions: Counter = Counter()  # prompt_key -> times sent (online or in a batch)
         self.batch_lines: Counter = Counter()  # custom_id -> times it arrived in a batch
+        self.lose_batch_replies = 0  # the next this many batch creations are accepted and their reply lost
+        self.lose_reply_after_s = 0.0  # how long the server holds the connection before closing it unanswered
+        self.lost_replies: list[str] = []  # ids of the batches whose creation reply was lost
         self.max_in_flight = 0
         self._in_flight = 0
         self._lock = threading.Lock()
+        self._closing = threading.Event()
         self.cert_path: Path | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._httpd: _Server | None = None
@@ -160,6 +171,7 @@ class FakeAPIServer:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        self._closing.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -192,6 +204,37 @@ class FakeAPIServer:
             if custom_id is not None:
                 self.batch_lines[custom_id] += 1
             return self.submissions[key]
+
+    def lose_reply(self, handler: Handler, batch_id: str) -> bool:
+        """Whether the reply to this accepted batch creation is to be lost; if so the connection is closed
+        unanswered (after ``lose_reply_after_s``), as a reply lost on the way does to the client."""
+        with self._lock:
+            if self.lose_batch_replies <= 0:
+                return False
+            self.lose_batch_replies -= 1
+            self.lost_replies.append(batch_id)
+        if self.lose_reply_after_s > 0:
+            self._closing.wait(self.lose_reply_after_s)  # held until then, or until the server stops
+        handler.close_connection = True
+        try:
+            handler.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return True
+
+    def list_page(self, records: list[dict[str, Any]], query: dict[str, str], *, default_limit: int,
+                  max_limit: int, cursor: str = "after") -> tuple[list[dict[str, Any]], bool]:
+        """One page of ``records`` (newest first) as the list endpoints page: ``limit``; ``<cursor>`` (OpenAI
+        ``after``, Anthropic ``after_id``): the records after that id; ``before_id``: the page just before it.
+        Returns (the page, whether more records lie beyond it in the direction paged)."""
+        limit = max(1, min(int(query.get("limit") or default_limit), max_limit))
+        ids = [r["id"] for r in records]
+        if query.get("before_id"):
+            end = ids.index(query["before_id"]) if query["before_id"] in ids else 0
+            start = max(0, end - limit)
+            return records[start:end], start > 0
+        start = ids.index(query[cursor]) + 1 if query.get(cursor) in ids else 0
+        return records[start:start + limit], start + limit < len(records)
 
     def batch_ended(self, record: dict[str, Any]) -> bool:
         return time.monotonic() >= record["created"] + self.batch_latency_s
