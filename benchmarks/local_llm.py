@@ -24,8 +24,9 @@ Printed per cell: prompt tokens/s and decode tokens/s (llama.cpp's counters, sum
 generated tokens per wall second (end to end, sampling included), CPU seconds per generated token. Then the
 ratios the issue's goals name. Then the tutor (``--tutor``, on by default): model load, first token, tokens/s of
 the session's first steps on the exported GGUFs (``*educator*.gguf``, ``*poet*.gguf`` under data_dir(), or
-``--gguf-dir``), idle and busy, old and new; skipped with a message when there are none (``--tutor-base``: the
-bundled base SmolLM2-135M stands in, labelled so).
+``--gguf-dir``), idle and busy, old and new (new: each system prompt evaluated at load, ``GGUFChat(system=)``);
+skipped with a message when there are none (``--tutor-base``: the bundled base SmolLM2-135M stands in, labelled
+so). ``benchmarks/tutor.py`` times whole sessions against the seed's targets.
 
     python benchmarks/local_llm.py                       # about 3-4 minutes on 2 cores
     python benchmarks/local_llm.py --requests 2 --no-tutor
@@ -38,6 +39,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -131,9 +133,10 @@ def tutor_worker(spec: dict) -> dict:
     cfg = PoetryConfig()
     prompts, sampling = session_prompts(cfg), cfg.inference.sampling
     settings = ModelSettings(n_threads=spec["n_threads"], n_threads_batch=spec.get("n_threads_batch"))
+    prime = bool(spec.get("prime"))
     t = time.perf_counter()
-    educator = GGUFChat(Path(spec["educator"]), settings)
-    poet = GGUFChat(Path(spec["poet"]), settings)
+    educator = GGUFChat(Path(spec["educator"]), settings, system=prompts.educator_system if prime else None)
+    poet = GGUFChat(Path(spec["poet"]), settings, system=prompts.poet_system if prime else None)
     load_s = time.perf_counter() - t
     _wait_for_go()
     steps = []
@@ -163,7 +166,7 @@ def tutor_worker(spec: dict) -> dict:
     finally:
         educator.close()
         poet.close()
-    return {"load_s": load_s, "steps": steps}
+    return {"load_s": load_s, "steps": steps, "primed_tokens": [educator.primed_tokens, poet.primed_tokens]}
 
 
 def worker_main(spec: dict) -> int:
@@ -182,7 +185,10 @@ class Busy:
 
     def __enter__(self):
         if self.on:
-            self.proc = subprocess.Popen(["timeout", str(BUSY_BOUND_S), "yes"], stdout=subprocess.DEVNULL)
+            # a SIGTERM (e.g. from `timeout` around the benchmark) unwinds through __exit__, which stops the loop
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+            self.proc = subprocess.Popen(["timeout", str(BUSY_BOUND_S), "yes"], stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
             time.sleep(0.3)
         return self
 
@@ -192,11 +198,12 @@ class Busy:
             self.proc.wait()
 
 
-def run_cell(spec: dict, processes: int, busy: bool) -> list[dict]:
-    """Start ``processes`` workers with ``spec``, let each load its model, start them together, collect."""
+def run_cell(spec: dict, processes: int, busy: bool, script: str = __file__) -> list[dict]:
+    """Start ``processes`` workers with ``spec`` (``script --worker SPEC``), let each load its model, start them
+    together, collect."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.get("env", {})}
     with Busy(busy):
-        procs = [subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], stdin=subprocess.PIPE,
+        procs = [subprocess.Popen([sys.executable, script, "--worker", json.dumps(spec)], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT) for _ in range(processes)]
         try:
             for p in procs:
@@ -360,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             for condition in ("idle", "busy"):
                 for name, pol in (("old", old_tutor), ("new", policies["new"])):
                     spec = {"kind": "tutor", "n_threads": pol["n_threads"], "n_threads_batch": pol["n_threads_batch"],
-                            "educator": str(models[0]), "poet": str(models[1]), "tutor_requests": tutor_requests}
+                            "educator": str(models[0]), "poet": str(models[1]), "tutor_requests": tutor_requests,
+                            "prime": name != "old"}  # the new GGUFChat evaluates each system prompt at load
                     r = run_cell(spec, 1, condition == "busy")[0]
                     tutor_rows[(name, condition)] = r
                     threads = f"{pol['n_threads']}/{pol['n_threads_batch'] or cpus}"

@@ -58,9 +58,14 @@ class HoldEndOfTurn:
 
 class GGUFChat:
     """Loads a GGUF once; calling it runs one chat completion. Threads: the settings' ``n_threads`` /
-    ``n_threads_batch``, else the thread policy's (``distillery_assets.threads``)."""
+    ``n_threads_batch``, else the thread policy's (``distillery_assets.threads``).
 
-    def __init__(self, path: Path, settings: ModelSettings | None = None):
+    ``system``: the system prompt every turn of this model starts with. It is evaluated once, at load
+    (:meth:`prime`), so a turn's first token waits only for its own new tokens: llama.cpp keeps the evaluated
+    tokens and each completion re-evaluates only what differs from them (its longest common prefix with the
+    previous prompt). ``benchmarks/tutor.py`` measures first-token latency with and without it."""
+
+    def __init__(self, path: Path, settings: ModelSettings | None = None, *, system: str | None = None):
         from llama_cpp import Llama  # heavy import, only when a model is really loaded
 
         from distillery_assets.threads import llama_threads
@@ -78,6 +83,17 @@ class GGUFChat:
         self.stops = end_of_turn_stops(meta.get("tokenizer.chat_template"), eos)
 
         self.end_ids = end_of_turn_ids(self.llm, self.stops, eos_id)
+        self.primed_tokens = self.prime(system) if system else 0
+
+    def prime(self, system: str) -> int:
+        """Evaluate the prompt prefix every turn with ``system`` shares (the chat template's system turn and
+        the start of the user turn) and keep it in the context; returns the tokens now held. Done with one
+        real chat completion of one token, so the prefix is tokenized exactly as the turns' prompts are; the
+        next completion re-evaluates only from where its prompt differs."""
+        self.llm.create_chat_completion(messages=[{"role": "system", "content": system},
+                                                  {"role": "user", "content": ""}], max_tokens=1, seed=0,
+                                        temperature=0.0)
+        return int(self.llm.n_tokens)
 
     def completion_kwargs(self, messages: list[dict[str, str]], sampling: Sampling) -> dict:
         """What one reply passes to ``create_chat_completion`` (benchmarks/local_llm.py streams the same)."""

@@ -121,15 +121,19 @@ def gguf_scores(gguf_file: Path, sets: Sequence[list[Example]], *, threads: int 
             for example in examples:
                 llm.reset()
                 llm.eval(example.input_ids)
-                logits = np.asarray(llm.scores[: len(example.input_ids)], dtype=np.float64)
-                peak = logits.max(axis=1, keepdims=True)
-                log_norm = peak[:, 0] + np.log(np.exp(logits - peak).sum(axis=1))
-                for t in range(len(example.input_ids) - 1):
-                    target = example.labels[t + 1]
-                    if target == IGNORE:
-                        continue
-                    total += log_norm[t] - logits[t, target]
-                    count += 1
+                # position t predicts label t + 1; only the scored rows are read, in llama.cpp's float32, the
+                # sums in float64: the NLL of a float64 copy of every row to ~1e-9, at a tenth of its CPU
+                # (issue 26: 0.35 instead of 3.8 CPU s over the 2,955 held-out tokens)
+                targets = np.asarray(example.labels[1:], dtype=np.int64)
+                keep = np.flatnonzero(targets != IGNORE)
+                if keep.size == 0:
+                    continue
+                logits = llm.scores[: len(example.input_ids) - 1][keep]
+                peak = logits.max(axis=1)
+                log_norm = peak.astype(np.float64) + np.log(
+                    np.exp(logits - peak[:, None]).sum(axis=1, dtype=np.float64))
+                total += float((log_norm - logits[np.arange(keep.size), targets[keep]]).sum())
+                count += int(keep.size)
             if count == 0:
                 raise ValueError("no tokens to score")
             scores.append(Score(total, count))

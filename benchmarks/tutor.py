@@ -1,0 +1,191 @@
+"""The tutor on the exported GGUFs against the seed's inference targets: model load < 30 s, first token < 100 ms,
+>= 20 tokens/s; idle and beside one busy process; before issue 26 and now, in the same run.
+
+Each cell is a fresh process that loads the educator and poet GGUFs the way the tutor does
+(``distillery_assets.poetry.gguf_chat.GGUFChat``) and runs real sessions (``poetry.session.run_session``, the
+prompts and sampling of data/config/poetry/inference.yaml, ``--revisions`` critique rounds) with every reply
+streamed, so each step gives: the prompt tokens llama.cpp evaluated for it (its own counters), the time to the
+first streamed token, and tokens per second after it.
+
+Variants (same requests, same models):
+
+* ``old``: before issue 26: 2 threads for decode and prompt (inference.yaml's ``n_threads: 2``), nothing
+  evaluated at load;
+* ``new``: the thread policy (``distillery_assets.threads``) and each model's system prompt evaluated at load
+  (``GGUFChat(..., system=...)``), which the tutor CLI and ``poetry_sample_sessions`` now pass;
+* ``--extra D/B``: the new loading with D decode / B prompt threads (e.g. ``1/2``: a second prompt thread).
+
+``busy``: one ``yes > /dev/null`` beside the cell (started before, killed after; bounded by ``timeout``).
+A shared machine is never idle: the load average is printed beside each cell.
+
+    python benchmarks/tutor.py                      # about a minute on 2 cores
+    python benchmarks/tutor.py --sessions 2 --extra 1/2 --json tutor.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from local_llm import _cpu_s, _perf, _wait_for_go, find_tutor_models, load_average, run_cell  # noqa: E402
+
+TARGETS = {"load_s": 30.0, "first_token_ms": 100.0, "tokens_per_s": 20.0}
+
+
+def worker(spec: dict) -> dict:
+    """One cell: load both models (and prime them when asked), wait for GO, run the sessions streamed."""
+    from distillery_assets.poetry.gguf_chat import GGUFChat
+    from distillery_assets.poetry.session import Reply, run_session, session_prompts
+    from distillery_assets.poetry.settings import ModelSettings, PoetryConfig
+
+    cfg = PoetryConfig()
+    inf, prompts = cfg.inference, session_prompts(cfg)
+    settings = ModelSettings(n_threads=spec["n_threads"], n_threads_batch=spec.get("n_threads_batch"))
+    t = time.perf_counter()
+    educator = GGUFChat(Path(spec["educator"]), settings, system=prompts.educator_system if spec["prime"] else None)
+    poet = GGUFChat(Path(spec["poet"]), settings, system=prompts.poet_system if spec["prime"] else None)
+    load_s = time.perf_counter() - t
+    steps: list[dict] = []
+
+    def streamed(chat: GGUFChat, who: str):
+        def call(messages, sampling) -> Reply:
+            p0, start, first, text, finish = _perf(chat.llm), time.perf_counter(), None, "", None
+            cpu0, first_cpu = _cpu_s(), None
+            for chunk in chat.llm.create_chat_completion(stream=True, **chat.completion_kwargs(messages, sampling)):
+                choice = chunk["choices"][0]
+                piece = choice["delta"].get("content") or ""
+                if piece and first is None:
+                    first, first_cpu = time.perf_counter() - start, _cpu_s() - cpu0
+                text += piece
+                finish = choice.get("finish_reason") or finish
+            wall, p1 = time.perf_counter() - start, _perf(chat.llm)
+            decoded = p1[3] - p0[3]
+            steps.append({"model": who, "first_token_ms": None if first is None else 1000 * first,
+                          "first_token_cpu_ms": None if first_cpu is None else 1000 * first_cpu,
+                          "prompt_n": p1[1] - p0[1], "decode_n": decoded, "wall_s": wall,
+                          "tokens_per_s": (decoded + 1) / (wall - first) if first and wall > first else None})
+            return Reply(text=text, finish_reason=finish)
+        return call
+
+    _wait_for_go()
+    try:
+        for request in spec["requests"]:
+            session = run_session(request, educator=streamed(educator, "educator"), poet=streamed(poet, "poet"),
+                                  prompts=prompts, sampling=inf.sampling, max_revisions=spec["revisions"],
+                                  approval_phrases=inf.approval_phrases)
+            names = [s["step"] for s in session["metadata"]["steps"]]
+            for step, name in zip(steps[-len(names):], names):
+                step["step"] = name
+    finally:
+        educator.close()
+        poet.close()
+    return {"load_s": load_s, "steps": steps, "primed_tokens": [educator.primed_tokens, poet.primed_tokens]}
+
+
+def verdict(value: float | None, target: float, below: bool) -> str:
+    if value is None:
+        return "n/a"
+    return "met" if (value < target if below else value >= target) else "MISSED"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--sessions", type=int, default=1, help="sessions per cell (requests.txt, in order)")
+    parser.add_argument("--revisions", type=int, default=1, help="critique rounds per session (default 1)")
+    parser.add_argument("--extra", nargs="*", default=[], metavar="D/B",
+                        help="more variants: D decode, B prompt threads")
+    parser.add_argument("--gguf-dir", type=Path, help="where the exported GGUFs are (default: data_dir())")
+    parser.add_argument("--no-busy", dest="busy", action="store_false", help="idle cells only")
+    parser.add_argument("--only", nargs="*", metavar="NAME", help="run only these variants (e.g. new old), in order")
+    parser.add_argument("--steps", action="store_true", help="print every step, not only the summary per cell")
+    parser.add_argument("--json", type=Path, help="write every figure here")
+    args = parser.parse_args(argv)
+    if args.worker:
+        result = worker(json.loads(args.worker))
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+
+    from distillery_assets.paths import inputs_dir
+    from distillery_assets.poetry.raw_poems import read_requests
+    from distillery_assets.threads import policy
+
+    models = find_tutor_models(args.gguf_dir)
+    if models is None:
+        print(f"no exported *educator*.gguf / *poet*.gguf under {args.gguf_dir or 'data_dir()'}: run scripts/demo.sh "
+              f"or pass --gguf-dir", file=sys.stderr)
+        return 2
+    p = policy()
+    variants = {"old": {"n_threads": 2, "n_threads_batch": 2, "prime": False},
+                "new": {"n_threads": p.decode, "n_threads_batch": p.batch, "prime": True}}
+    for extra in args.extra:
+        d, _, b = extra.partition("/")
+        variants[f"new {extra}"] = {"n_threads": int(d), "n_threads_batch": int(b or d), "prime": True}
+    if args.only:
+        unknown = [n for n in args.only if n not in variants]
+        if unknown:
+            parser.error(f"unknown variant(s) {unknown}; known: {list(variants)}")
+        variants = {n: variants[n] for n in args.only}
+    requests = read_requests(inputs_dir() / "poetry" / "requests.txt")[: args.sessions]
+    print(f"tutor on {models[0].name} + {models[1].name}; {len(requests)} session(s) per cell, {args.revisions} "
+          f"critique round(s); new policy: decode {p.decode}, batch {p.batch} [{p.source}]")
+    print(f"targets: load < {TARGETS['load_s']:g} s, first token < {TARGETS['first_token_ms']:g} ms, "
+          f">= {TARGETS['tokens_per_s']:g} tokens/s\n")
+    header = (f"{'variant':<10} {'d/b':<4} {'condition':<9} {'load s':>6} {'primed':>7} {'steps':>5} "
+              f"{'prompt tok':>10} {'first ms med':>12} {'first ms max':>12} {'tok/s min':>9} {'tok/s med':>9}"
+              f"  load avg")
+    print(header)
+    print("-" * len(header))
+    cells = {}
+    for condition in ("idle", "busy") if args.busy else ("idle",):
+        for name, v in variants.items():
+            spec = {**v, "educator": str(models[0]), "poet": str(models[1]), "requests": requests,
+                    "revisions": args.revisions}
+            r = run_cell(spec, 1, condition == "busy", script=__file__)[0]
+            steps = r["steps"]
+            firsts = [s["first_token_ms"] for s in steps if s["first_token_ms"] is not None]
+            rates = [s["tokens_per_s"] for s in steps if s["tokens_per_s"]]
+            summary = {"load_s": r["load_s"], "primed_tokens": r["primed_tokens"],
+                       "first_ms_median": statistics.median(firsts) if firsts else None,
+                       "first_ms_max": max(firsts) if firsts else None,
+                       "first_ms_first_step": firsts[0] if firsts else None,
+                       "tps_min": min(rates) if rates else None,
+                       "tps_median": statistics.median(rates) if rates else None,
+                       "prompt_tokens_median": statistics.median(s["prompt_n"] for s in steps),
+                       "load_average": load_average(), "steps": steps}
+            cells[f"{name}/{condition}"] = summary
+            f = lambda x, spec_: format(x, spec_) if x is not None else "n/a"  # noqa: E731
+            print(f"{name:<10} {v['n_threads']}/{v['n_threads_batch']:<2} {condition:<9} {r['load_s']:>6.2f} "
+                  f"{'+'.join(map(str, r['primed_tokens'])):>7} {len(steps):>5} "
+                  f"{f(summary['prompt_tokens_median'], '.0f'):>10} {f(summary['first_ms_median'], '.0f'):>12} "
+                  f"{f(summary['first_ms_max'], '.0f'):>12} {f(summary['tps_min'], '.1f'):>9} "
+                  f"{f(summary['tps_median'], '.1f'):>9}  {summary['load_average']}", flush=True)
+            if args.steps:
+                for s in steps:
+                    print(f"    {s.get('step', '?'):<18} {s['model']:<8} prompt {s['prompt_n']:>4} tok  first "
+                          f"{f(s['first_token_ms'], '.0f'):>5} ms ({f(s['first_token_cpu_ms'], '.0f'):>4} ms CPU)  "
+                          f"{f(s['tokens_per_s'], '.1f'):>6} tok/s  "
+                          f"{s['decode_n']:>4} tok")
+    print("\nagainst the seed's targets (worst step of each cell):")
+    for key, c in cells.items():
+        print(f"  {key:<16} load {c['load_s']:.2f} s {verdict(c['load_s'], TARGETS['load_s'], True)}; "
+              f"first token max {c['first_ms_max']:.0f} ms "
+              f"{verdict(c['first_ms_max'], TARGETS['first_token_ms'], True)}"
+              f" (median {c['first_ms_median']:.0f}, the session's first reply {c['first_ms_first_step']:.0f}); "
+              f"tokens/s min {c['tps_min']:.1f} {verdict(c['tps_min'], TARGETS['tokens_per_s'], False)}")
+    if args.json:
+        args.json.write_text(json.dumps({"variants": variants, "cells": cells}, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
