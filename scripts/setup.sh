@@ -8,6 +8,7 @@
 #   pip caches the built wheel, so later installs on the same machine take seconds.
 # * torch is pinned to 2.13.0. On a machine whose pip can see the CPU wheel (e.g. a find-links folder, or
 #   TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu) that build is used; otherwise PyPI's default build.
+# * DISTILLERY_POSTGRES=1 also installs PostgreSQL for the team instance (scripts/postgres.sh install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,4 +78,10 @@ fi
 # DAGSTER_MODULE_NAME (the code location), so `dagster asset materialize --select ...` and `dagster dev` work as
 # typed from the repo root, and their runs share one history. Rewritten in place on every setup.
 .venv/bin/python scripts/venv_activation.py .venv/bin/activate
+# The team instance's PostgreSQL (deploy/team/dagster.yaml, docs/scale.md), when asked: the server package (apt-get,
+# when initdb is missing) and a cluster in data/postgres/. The Python side, dagster-postgres, is always installed.
+# Without it, tests/e2e/test_postgres_instance.py installs the server itself (the same script).
+if [ "${DISTILLERY_POSTGRES:-0}" = 1 ]; then
+  bash scripts/postgres.sh install | sed 's/^/[setup] /'
+fi
 echo "[setup] done: activate with 'source .venv/bin/activate', then e.g. 'dagster dev' (from the repo root)"
