@@ -14,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from distillery_assets.markdown import chat_preview, human_size, md_table, one_line, text_block
+from distillery_assets.markdown import chat_preview, count_text, human_size, md_table, one_line, text_block
 from distillery_assets.plots import INLINE_MD_LIMIT
 
 
@@ -42,10 +42,13 @@ def chat_md(examples: Sequence[dict], n: int = 2, limit: int = 600) -> dg.Metada
     return dg.MetadataValue.md(md)
 
 
-def _cell(value: Any, limit: int) -> str:
+def _cell(value: Any, limit: int, column: str = "") -> str:
     """A table cell: text on one line (line breaks as `` / ``), dicts as ``key value, ...``, lists joined,
-    floats rounded; clipped to ``limit`` characters."""
-    if value is None:
+    floats rounded, counts with thousands separators (not ids: :func:`count_text`); clipped to ``limit``
+    characters."""
+    if (count := count_text(value, column)) is not None:
+        text = count
+    elif value is None:
         text = ""
     elif isinstance(value, str):
         text = value
@@ -54,7 +57,7 @@ def _cell(value: Any, limit: int) -> str:
     elif isinstance(value, float):
         text = f"{value:.4g}"
     elif isinstance(value, Mapping):
-        text = ", ".join(f"{k} {_cell(v, limit)}" for k, v in value.items())
+        text = ", ".join(f"{k} {_cell(v, limit, str(k))}" for k, v in value.items())
     elif isinstance(value, (list, tuple, set)):
         text = ", ".join(_cell(v, limit) for v in value)
     else:
@@ -71,12 +74,12 @@ def records_table(records: Sequence[Mapping[str, Any]], columns: Sequence[str], 
     file the asset links."""
     if long:
         schema = dg.TableSchema(columns=[dg.TableColumn(name=c, type="string") for c in (*columns, "field", "text")])
-        rows = [dg.TableRecord({**{c: _cell(rec.get(c), limit) for c in columns}, "field": f,
-                                "text": _cell(rec.get(f), limit)})
+        rows = [dg.TableRecord({**{c: _cell(rec.get(c), limit, c) for c in columns}, "field": f,
+                                "text": _cell(rec.get(f), limit, f)})
                 for rec in records[:n] for f in long]
         return dg.MetadataValue.table(records=rows, schema=schema)
     schema = dg.TableSchema(columns=[dg.TableColumn(name=c, type="string") for c in columns])
-    rows = [dg.TableRecord({c: _cell(rec.get(c), limit) for c in columns}) for rec in records[:n]]
+    rows = [dg.TableRecord({c: _cell(rec.get(c), limit, c) for c in columns}) for rec in records[:n]]
     return dg.MetadataValue.table(records=rows, schema=schema)
 
 

@@ -34,9 +34,7 @@ from typing import Any
 from urllib.parse import quote
 
 from distillery_assets.io import atomic_write_bytes
-
-INLINE_MD_LIMIT = 1000
-"""Dagster's UI shows a markdown entry in place only below this many characters (else behind a click)."""
+from distillery_assets.markdown import INLINE_MD_LIMIT  # re-exported: the one limit, defined beside md_table
 
 WHITE, GREY = "#ffffff", "#6e6e6e"
 BLUE, RED, GREEN, ORANGE = "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"

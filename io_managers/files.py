@@ -25,13 +25,14 @@ import dagster as dg
 
 from distillery_assets.catalog import ArtifactRecord, Catalog, InputRef
 from distillery_assets.io import atomic_write_jsonl
+from distillery_assets.markdown import INLINE_MD_LIMIT
 from distillery_assets.paths import data_dir, safe_child
 from io_managers.register import collect_inputs, inside_data_dir, record_metadata
 from io_managers.tracking import note_loaded
 from resources.catalog import CatalogResource
 
 PREVIEW_RECORDS = 3
-PREVIEW_CHARS = 300
+PREVIEW_CHARS = 70  # per string in the JSON preview: a code block does not wrap, so its lines must fit the column
 
 
 def jsonl_path(asset_key: dg.AssetKey, partition: str | None) -> Path:
@@ -43,17 +44,26 @@ def jsonl_path(asset_key: dg.AssetKey, partition: str | None) -> Path:
 
 
 def _preview(records: list[dict[str, Any]]) -> str:
-    def shorten(value: Any) -> Any:
-        if isinstance(value, str) and len(value) > PREVIEW_CHARS:
-            return value[:PREVIEW_CHARS] + "…"
+    """The first records as JSON, as many and as long as the asset page shows in place (the file, linked as
+    ``path``, holds them all)."""
+    def shorten(value: Any, chars: int) -> Any:
+        if isinstance(value, str) and len(value) > chars:
+            return value[:chars] + "…"
         if isinstance(value, dict):
-            return {k: shorten(v) for k, v in value.items()}
+            return {k: shorten(v, chars) for k, v in value.items()}
         if isinstance(value, list):
-            return [shorten(v) for v in value[:10]]
+            return [shorten(v, chars) for v in value[:10]]
         return value
 
-    body = "\n".join(json.dumps(shorten(r), ensure_ascii=False, indent=1, default=str) for r in records)
-    return f"```json\n{body}\n```"
+    md = ""
+    for count in range(len(records), 0, -1):
+        for chars in (PREVIEW_CHARS, 40, 20):
+            body = "\n".join(json.dumps(shorten(r, chars), ensure_ascii=False, indent=1, default=str)
+                             for r in records[:count])
+            md = f"```json\n{body}\n```"
+            if len(md) < INLINE_MD_LIMIT:
+                return md
+    return md
 
 
 def _explicit_inputs(context: dg.OutputContext) -> list[InputRef]:

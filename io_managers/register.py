@@ -28,7 +28,7 @@ from typing import Any
 import dagster as dg
 
 from distillery_assets.catalog import ArtifactRecord, Catalog, InputRef, NewArtifact
-from distillery_assets.markdown import human_size, md_table
+from distillery_assets.markdown import INLINE_MD_LIMIT, fit_md_table, human_size
 from distillery_assets.paths import data_dir
 from io_managers.tracking import loaded_inputs
 
@@ -53,17 +53,13 @@ def _existing(path: Path, *, what: str, outside_data_dir: bool) -> Path:
     return resolved
 
 
-FILES_TABLE_ROWS = 50  # rows of the files table in an asset's metadata (the catalogue has them all)
-
-
 def record_metadata(records: list[ArtifactRecord], catalog: Catalog) -> dict[str, Any]:
     """Dagster metadata describing one or more registered artefacts."""
     if len(records) == 1:
         rec = records[0]
         meta: dict[str, Any] = {
             "path": dg.MetadataValue.path(str(catalog.absolute(rec.path))),
-            "size": human_size(rec.bytes),
-            "bytes": rec.bytes,
+            "size": human_size(rec.bytes),  # the one unit that reads best; the exact byte count is in the catalogue
             "sha256": rec.sha256,
             "catalog_artifact_id": dg.MetadataValue.text(str(rec.id)),  # an id, not a measure: no plot
         }
@@ -72,17 +68,30 @@ def record_metadata(records: list[ArtifactRecord], catalog: Catalog) -> dict[str
         if rec.record_count is not None:
             meta["records"] = rec.record_count
         return meta
-    shown = records[:FILES_TABLE_ROWS]
-    more = f"\n\n… and {len(records) - len(shown)} more" if len(records) > len(shown) else ""
+    asset = records[0].asset_key
+    folder = _common_folder([r.path for r in records])
+    head = f"in `{folder}/`\n\n" if folder else ""  # once above the table, so the names fit the column
+    rows = [(r.path[len(folder) + 1:] if folder else r.path, human_size(r.bytes), r.record_count) for r in records]
     return {
         "files": len(records),
         "size": human_size(sum(r.bytes for r in records)),
-        "bytes": sum(r.bytes for r in records),
-        "files_table": dg.MetadataValue.md(
-            md_table([(r.path, human_size(r.bytes), r.record_count, r.sha256[:12]) for r in shown],
-                     ("path", "size", "records", "sha256"), align="lrrl") + more),
+        "files_table": dg.MetadataValue.md(head + fit_md_table(
+            rows, ("file", "size", "records"), align="lrr", limit=INLINE_MD_LIMIT - len(head),
+            more=lambda n: f"… and {n:,} more: every file with its sha256 in "
+                           f"`python -m distillery_assets.catalog artifacts {asset}`")),
         "catalog_artifact_ids": dg.MetadataValue.json([r.id for r in records]),
     }
+
+
+def _common_folder(paths: list[str]) -> str:
+    """The folder every path lies in ("" when they share none), as the catalogue writes paths (``/``)."""
+    parts = [p.split("/")[:-1] for p in paths]
+    common = []
+    for names in zip(*parts):
+        if len(set(names)) != 1:
+            break
+        common.append(names[0])
+    return "/".join(common)
 
 
 def collect_inputs(

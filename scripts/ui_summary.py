@@ -5,6 +5,8 @@ asset group, how many assets have a description, kinds, owners and a code refere
 they carry, how many have been materialized, and the metadata entry types of each asset's latest
 materialization (counts per type, summed over the group). ``plain text that looks like markdown`` counts
 text entries starting with a markdown table, image or heading: they show their markup in the UI.
+``markdown behind a click`` counts markdown entries of 1,000 characters or more, which the UI shows only
+behind "[Show Markdown]" (entries named ``*_full`` are such copies on purpose and are counted apart).
 
     .venv/bin/python scripts/ui_summary.py                          # http://127.0.0.1:3000/graphql
     .venv/bin/python scripts/ui_summary.py --url http://host:3000/graphql --missing   # + the assets lacking one
@@ -38,7 +40,7 @@ query UiSummary {
     assetChecksOrError { __typename ... on AssetChecks { checks { name } } }
     assetMaterializations(limit: 1) {
       partition
-      metadataEntries { __typename label ... on TextMetadataEntry { text } }
+      metadataEntries { __typename label ... on TextMetadataEntry { text } ... on MarkdownMetadataEntry { mdStr } }
     }
   }
 }
@@ -46,6 +48,7 @@ query UiSummary {
 
 PROPERTIES = ("described", "kinds", "owners", "code_refs")
 MARKDOWN_STARTS = ("|", "![", "# ", "## ", "**")
+INLINE_MD_LIMIT = 1000  # the UI shows a markdown entry in place only below this many characters
 
 
 def fetch(url: str, timeout: float = 60.0) -> list[dict[str, Any]]:
@@ -69,7 +72,8 @@ def summarize(nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     text_like_markdown, missing}}``, groups sorted by name."""
     groups: dict[str, dict[str, Any]] = defaultdict(lambda: {
         "assets": 0, **dict.fromkeys(PROPERTIES, 0), "checks": 0, "materialized": 0,
-        "metadata_types": Counter(), "text_like_markdown": 0, "missing": defaultdict(list)})
+        "metadata_types": Counter(), "text_like_markdown": 0, "md_behind_click": 0, "md_full_copies": 0,
+        "missing": defaultdict(list)})
     for node in nodes:
         g = groups[node["groupName"]]
         key = "/".join(node["assetKey"]["path"])
@@ -91,6 +95,11 @@ def summarize(nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 if entry["__typename"] == "TextMetadataEntry" and entry["text"].lstrip().startswith(MARKDOWN_STARTS):
                     g["text_like_markdown"] += 1
                     g["missing"]["markdown_as_text"].append(f"{key}:{entry['label']}")
+                if entry["__typename"] == "MarkdownMetadataEntry" and len(entry["mdStr"]) >= INLINE_MD_LIMIT:
+                    full = entry["label"].endswith("_full")
+                    g["md_full_copies" if full else "md_behind_click"] += 1
+                    if not full:
+                        g["missing"]["markdown_in_place"].append(f"{key}:{entry['label']} ({len(entry['mdStr']):,})")
     return {name: groups[name] for name in sorted(groups)}
 
 
@@ -113,6 +122,10 @@ def render(summary: dict[str, dict[str, Any]], *, missing: bool = False) -> str:
         lines.append(f"  {name}: {types}")
     lines.append(f"  total: {', '.join(f'{t} {n}' for t, n in total.most_common()) or '(nothing materialized)'}")
     lines.append(f"plain text that looks like markdown: {sum(g['text_like_markdown'] for g in summary.values())}")
+    lines.append("markdown behind a click (1,000+ characters): "
+                 + ", ".join(f"{name} {g['md_behind_click']}" for name, g in summary.items())
+                 + f"; total {sum(g['md_behind_click'] for g in summary.values())}"
+                 + f" (+ {sum(g['md_full_copies'] for g in summary.values())} *_full copies of plots shown in place)")
     if missing:
         lines.append("")
         for name, g in summary.items():

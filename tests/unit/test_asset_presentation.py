@@ -23,6 +23,7 @@ import yaml
 from distillery_assets.paths import config_dir
 
 INLINE_MD_LIMIT = 1000  # Dagster's UI shows a markdown entry in place only below this many characters
+FENCE_MAX = 120  # characters a line of a code block may have before it runs off an asset page's metadata column
 
 
 # ----------------------------------------------------------------------------------- the rendering rule
@@ -37,8 +38,11 @@ def unrendered(key: str, value) -> str | None:
         for body in _FENCE.findall(md):  # markup inside a code block shows as raw characters
             if "**" in body or "![" in body or "|---" in body:
                 return f"{key}: markdown markup inside a code block: {body[:80]!r}"
-        if "data:image/" in md and md.lstrip().startswith("![") and "svg+xml" in md and len(md) >= INLINE_MD_LIMIT:
-            return f"{key}: an inline chart of {len(md)} characters (shown only behind a click)"
+            widest = max((len(line) for line in body.splitlines()), default=0)
+            if widest > FENCE_MAX:  # a code block does not wrap: the line runs off the column
+                return f"{key}: a line of {widest} characters in a code block: {body[:60]!r}"
+        if len(md) >= INLINE_MD_LIMIT and not key.endswith(FULL):  # shown only behind "[Show Markdown]"
+            return f"{key}: {len(md):,} characters of markdown (shown only behind a click): {md[:60]!r}"
         return None
     if isinstance(value, dg.TableMetadataValue):
         for record in value.records:
@@ -52,9 +56,18 @@ def unrendered(key: str, value) -> str | None:
     return None
 
 
+FULL = "_full"  # an entry so named is a full-size copy, behind a click on purpose, of one the page shows in place
+
+
 def assert_rendered(metadata_by_asset: dict[str, dict]) -> None:
     problems = [f"{asset}: {why}" for asset, meta in metadata_by_asset.items()
                 for key, value in meta.items() if (why := unrendered(key, value))]
+    for asset, meta in metadata_by_asset.items():  # a *_full image only beside an image shown in place
+        inline = [k for k, v in meta.items() if isinstance(v, dg.MarkdownMetadataValue)
+                  and "![" in v.value and len(v.value) < INLINE_MD_LIMIT]
+        problems += [f"{asset}: {k} has no copy shown in place" for k in meta if k.endswith(FULL) and not inline]
+        if "size" in meta and "bytes" in meta:
+            problems.append(f"{asset}: bytes ({meta['bytes'].value}) beside size ({meta['size'].value}): one unit")
     assert not problems, "\n".join(problems)
 
 
@@ -76,7 +89,28 @@ def test_the_rule_itself():
     assert unrendered("c", dg.MetadataValue.table([dg.TableRecord({"scores": "{'a': 1}"})],
                                                   dg.TableSchema([dg.TableColumn("scores")])))
     assert unrendered("p", dg.MetadataValue.md(image)) is None
+    assert unrendered("files", dg.MetadataValue.md("| a |\n|---|\n" + "| x |\n" * 200))  # behind a click
     assert unrendered("poem", dg.MetadataValue.md("```text\nroses\nare red\n```")) is None
+    assert unrendered("critique", dg.MetadataValue.md("```text\n" + "a long line of prose " * 10 + "\n```"))
+
+
+def test_text_keeps_its_line_breaks_and_prose_wraps():
+    from markdown_it import MarkdownIt
+
+    from distillery_assets.markdown import FENCE_WIDTH, text_block
+
+    verse = "Snow on the sill,\nthe kettle ticking,"
+    assert text_block(verse) == f"```text\n{verse}\n```"  # short lines: a block, as written
+    prose = ("The poem has a timeless *beauty*, but the close could be more evocative; " * 2 +
+             "\n- the second stanza\n2. the turn\n   indented\n\n# not a heading")
+    md = text_block(prose)
+    assert "```" not in md and max(map(len, prose.splitlines())) > FENCE_WIDTH
+    html = MarkdownIt("commonmark").render(md)
+    assert html.count("<br />") == 3 and html.count("<p>") == 2  # line breaks kept, the blank line a paragraph
+    for markup in ("<em>", "<li>", "<ol", "<h1>"):
+        assert markup not in html, markup  # renders as written
+    assert "*beauty*" in html and "- the second stanza" in html and "2. the turn" in html and "# not a heading" in html
+    assert "&nbsp;&nbsp;&nbsp;indented" in md
 
 
 # ------------------------------------------------------------------------- kinds, owners, tags, code links
@@ -107,6 +141,8 @@ def test_every_asset_has_kinds_owners_tags_a_description_and_a_link_to_its_code(
             problems.append(f"{name}: no tag {sorted(missing)}")
         elif spec.tags["compute"] not in ("local", "modal", "provider"):
             problems.append(f"{name}: compute tag {spec.tags['compute']!r}")
+        problems += [f"{name}: definition {why}" for key, value in spec.metadata.items()
+                     if (why := unrendered(key, value))]
         refs = spec.metadata.get("dagster/code_references")
         if refs is None or not refs.code_references:
             problems.append(f"{name}: no code reference")
@@ -120,7 +156,10 @@ def test_every_asset_has_kinds_owners_tags_a_description_and_a_link_to_its_code(
                     problems.append(f"{name}: code reference {ref.file_path}:{ref.line_number} is not a function")
             elif not isinstance(ref, UrlCodeReference):
                 problems.append(f"{name}: code reference {ref!r}")
-    assert seen >= 48
+    graph = defs.resolve_asset_graph()
+    checks = list(graph.asset_check_keys)
+    problems += [f"check {k.to_user_string()}: no description" for k in checks if not graph.get_check_spec(k).description]
+    assert seen >= 48 and len(checks) >= 40
     assert not problems, "\n".join(problems)
 
 
@@ -279,7 +318,12 @@ def _fake_filter_outputs(monkeypatch):
     paths.test_results.write_text(json.dumps({"results": table}))
     monkeypatch.setattr(pipeline, "scorer_speed", lambda paths: 120.0)
     monkeypatch.setattr(pipeline, "report_inputs", lambda *a, **k: _report_inputs(defn, paths, *a, **k))
-    monkeypatch.setattr(pipeline, "train_result", lambda paths: type("R", (), {"test_examples": 12})())
+    from types import SimpleNamespace as NS
+
+    kept = NS(name="frozen_head", kept=True, history=history, val_mae=0.9)
+    train = NS(test_examples=12, mean_val_mae=1.1, candidates=[kept, NS(name="ridge", kept=False, history=[], val_mae=1.0)],
+               test_predictions=NS(target=target.tolist(), predictions={"model": (target + 0.5).tolist()}))
+    monkeypatch.setattr(pipeline, "train_result", lambda paths: train)
     return paths
 
 
@@ -443,6 +487,49 @@ def test_sizes_and_cost_read_in_the_right_unit():
     assert "openai" in note and "1 request(s) unpriced" in note
 
 
+def test_counts_in_tables_read_with_separators_labels_keep_their_digits():
+    from distillery_assets.markdown import fit_md_table, md_table
+
+    row = md_table([(33870, 1851, 12345, 3, 1200, 7)], ["id", "year", "chars", "best epoch", "steps", "seed"])
+    assert row.splitlines()[-1] == "| 33870 | 1851 | 12,345 | 3 | 1,200 | 7 |"
+    rows = [(f"encyclopedia/arts/leaf_{i}/prompts.txt", 5 * i) for i in range(200)]
+    md = fit_md_table(rows, ["path", "prompts"], more=lambda n: f"… and {n:,} more in the folder")
+    shown = md.count("/prompts.txt")
+    assert len(md) < INLINE_MD_LIMIT and 10 < shown < 200 and md.endswith(f"… and {200 - shown:,} more in the folder")
+    assert fit_md_table(rows[:3], ["path", "prompts"]).count("/prompts.txt") == 3  # all of a short table, no tail
+
+
+def test_lists_and_rendered_texts_fit_in_place():
+    from distillery_assets.markdown import bullets_md, fit_md
+
+    reasons = [f"`critique/{i}`: cut off at max_tokens after a long answer about the poem" for i in range(40)]
+    md = bullets_md(reasons, more=lambda n: f"… and {n} more in `reject_log`")
+    shown = md.count("\n- ") + 1
+    assert len(md) < INLINE_MD_LIMIT and 5 < shown < 40 and md.endswith(f"… and {40 - shown} more in `reject_log`")
+    clipped = bullets_md(["`a`: " + "why " * 100, "`b`: short"], item_chars=60)
+    first = clipped.splitlines()[0]
+    assert first.startswith("- `a`: why") and first.endswith("…") and len(first) == 2 + 60 and "- `b`: short" in clipped
+    assert fit_md(lambda n: "x" * n, (5000, 2000, 900, 100)) == "x" * 900
+    assert fit_md(lambda n: "x" * n, (5000, 2000)) == "x" * 2000  # none fits: the smallest
+
+
+def test_file_metadata_has_one_size_and_a_files_table_shown_in_place(data_dir):
+    from distillery_assets.catalog import ArtifactRecord, Catalog
+    from io_managers.register import record_metadata
+
+    catalog = Catalog()
+    records = [ArtifactRecord(i, "story_corpus", "fables", f"corpus/stories/fables/story_{i:03d}.corpus", "file",
+                              "ab" * 32, 4_200 + i, 1, None) for i in range(120)]
+    meta = record_metadata(records, catalog)
+    assert "bytes" not in meta and meta["size"] == "511.1 KB" and meta["files"] == 120
+    table = meta["files_table"].value
+    assert len(table) < INLINE_MD_LIMIT and "| story_000.corpus | 4.20 KB |" in table  # names, not paths
+    assert table.startswith("in `corpus/stories/fables/`\n\n| file | size | records |")
+    assert "more: every file with its sha256 in `python -m distillery_assets.catalog artifacts story_corpus`" in table
+    one = record_metadata(records[:1], catalog)
+    assert "bytes" not in one and one["size"] == "4.20 KB"
+
+
 def test_records_table_spells_out_dicts_and_keeps_line_breaks_visible():
     from assets.meta import records_table
 
@@ -450,6 +537,8 @@ def test_records_table_spells_out_dicts_and_keeps_line_breaks_visible():
                           ["id", "scores", "poem"])
     row = table.records[0].data
     assert row["scores"] == "x 3, y 5.25" and row["poem"] == "roses are red / violets blue"
+    counts = records_table([{"id": 20231, "words": 1234, "by": {"length": 1500}}], ["id", "words", "by"]).records[0]
+    assert counts.data == {"id": "20231", "words": "1,234", "by": "length 1,500"}
     long = records_table([{"id": "a", "poem": "p", "critique": "c"}], ["id"], long=["poem", "critique"])
     assert [r.data for r in long.records] == [{"id": "a", "field": "poem", "text": "p"},
                                               {"id": "a", "field": "critique", "text": "c"}]
@@ -466,5 +555,7 @@ def test_a_single_run_range_gives_each_partition_its_own_counts(data_dir):
     for key, meta in events.items():
         assert meta["prompts_files"].value == 20 and meta["prompts"].value == 100, key  # this partition's own
         assert meta["run_partitions"].value == 2 and meta["run_prompts"].value == 200  # and the run's totals
-        assert f"encyclopedia/{key}/" in meta["files"].value
-    assert_rendered(events)
+        assert meta["folder"].value.endswith(f"encyclopedia/{key}")  # the full list one click away
+        assert meta["files"].value.count("| 5 | yes |") == 20  # all 20 leaf folders fit in place
+        assert meta["preview_file"].value.endswith("prompts.txt") and ".corpus" in meta["preview"].value
+    assert_rendered(events)  # files and preview shown in place (under 1,000 characters)

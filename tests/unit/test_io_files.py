@@ -135,7 +135,7 @@ def test_explicit_inputs_and_directory_artefacts(data_dir):
 
     result = dg.materialize([adapter], resources=_resources())
     mat = result.asset_materializations_for_node("adapter")[0]
-    assert mat.metadata["files"].value == 2 and mat.metadata["bytes"].value == 12
+    assert mat.metadata["files"].value == 2 and mat.metadata["size"].value == "12 B"  # one unit, no bytes beside it
     row = Catalog().latest_artifact("adapter", None)
     assert row["kind"] == "dir"
     assert [i["input_path"] for i in Catalog().artifact_inputs(row["id"])] == ["shipped/config.yaml"]
