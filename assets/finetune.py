@@ -24,7 +24,7 @@ import dagster as dg
 from assets.meta import path_md, size, table_md, text_md
 from assets.pools import Loads, model_pool
 from distillery_assets.io import iter_jsonl
-from distillery_assets.markdown import human_size, text_block
+from distillery_assets.markdown import fit_md, human_size, text_block
 from distillery_assets.paths import config_dir, data_dir, safe_child
 from distillery_assets.steps import read_result
 from distillery_assets.training.base_model import build_embedded_base, embedded_base_dir
@@ -38,7 +38,7 @@ from distillery_assets.training.results import ExportResult, TrainResult
 from distillery_assets.training.steps import ExportGGUFSpec, TrainLoraSpec
 from resources.catalog import CatalogResource
 from resources.compute import ComputeResource
-from resources.hub import HubResource
+from resources.hub import HubResource, record_upload
 
 BASE_GROUP = "models"
 CHAT_PROBE = "Introduce yourself in one sentence."  # used only when no validation record is usable
@@ -276,8 +276,9 @@ def _gguf_metadata(result: ExportResult, ran_on: str, inputs: list[Path]) -> dic
         "ppl_val_tokens": tokens.get("validation", 0), "ppl_heldout_tokens": tokens.get("held-out", 0),
         "chat_finish_reason": str(chat.finish_reason if chat else None),
         **({"chat_tokens": f"{chat.completion_tokens} of {chat.max_tokens}"} if chat else {}),
-        "chat_reply": dg.MetadataValue.md(f"**prompt**\n\n{text_block(chat.prompt, 600)}\n\n**reply**\n\n"
-                                          f"{text_block(chat.reply)}" if chat else ""),
+        "chat_reply": dg.MetadataValue.md(fit_md(lambda n: f"**prompt**\n\n{text_block(chat.prompt, n // 2)}\n\n"
+                                                 f"**reply**\n\n{text_block(chat.reply, n)}", (1200, 800, 600, 400))
+                                          if chat else ""),
         "stage_seconds": dg.MetadataValue.json({k: round(v, 1) for k, v in result.timings.items()}),
         "inputs": [str(p) for p in inputs],
     }
@@ -370,9 +371,10 @@ def _upload_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
     @dg.asset(name=upload_key, group_name=chain.group, kinds={"huggingface"},
               ins={"gguf_file": dg.AssetIn(gguf_key), "adapter": dg.AssetIn(chain.lora_asset),
                    "train": dg.AssetIn(chain.train_asset), "val": dg.AssetIn(chain.val_asset)},
-              description=f"Uploads the {chain.name} GGUF with a model card (private). Without HF_TOKEN: uploads nothing, says so.")
-    def upload(config: FinetuneConfig, hub: HubResource, gguf_file: Path, adapter: Path, train: Path,
-               val: Path) -> dg.MaterializeResult:
+              description=f"Uploads the {chain.name} GGUF with a model card (private); nothing when the repo already "
+                          "holds these files (sha256). Without HF_TOKEN: uploads nothing, says so.")
+    def upload(context: dg.AssetExecutionContext, config: FinetuneConfig, hub: HubResource, catalog: CatalogResource,
+               gguf_file: Path, adapter: Path, train: Path, val: Path) -> dg.MaterializeResult:
         cfg = chain.config(config.profile)
         training = _recorded(Path(adapter) / METRICS_FILE, TrainResult)
         export = _recorded(Path(gguf_file).with_suffix(".json"), ExportResult)
@@ -382,11 +384,8 @@ def _upload_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
                           settings=cfg.model_dump(exclude={"export"}), training=training.model_dump(),
                           export=export.model_dump(), ran_on=training.device, repo_id=hub.full_repo_id(repo_id))
         result = hub.upload_folder(Path(gguf_file).parent, repo_id, repo_type="model", card_markdown=card)
-        return dg.MaterializeResult(metadata={
-            "uploaded": bool(result.get("uploaded")), "reason": str(result.get("reason") or ""),
-            "url": str(result.get("url") or ""), "repo_id": str(result.get("repo_id") or repo_id),
-            "private": bool(result.get("private")), "model_card": dg.MetadataValue.md(card),
-        })
+        return dg.MaterializeResult(metadata={**record_upload(context, catalog.get(), result),
+                                              "model_card": dg.MetadataValue.md(card)})
 
     return upload
 

@@ -2,8 +2,10 @@
 (tests/support/fakeapi/hub_api.py): qualified repo ids, the repo's real visibility, one commit with card and
 files that also deletes stale files, Spaces without an SDK refused, the token never leaked."""
 
+import hashlib
 import logging
 
+import huggingface_hub.constants
 import pytest
 
 import resources.hub as hub_module
@@ -27,6 +29,7 @@ def folder(tmp_path):
 def hub(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setattr(hub_module, "_WHOAMI", {}, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)  # the local Hub speaks LFS, not Xet
     with serve_hub(token=TOKEN, user="ada") as server:
         yield server
 
@@ -34,9 +37,11 @@ def hub(monkeypatch):
 def test_without_token_nothing_is_sent(folder, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     out = HubResource().upload_folder(folder, "me/poet", card_markdown="# card")
-    assert out == {"uploaded": False, "reason": "HF_TOKEN not set", "url": None, "repo_id": "me/poet",
-                   "files": ["README.md", "poet-Q4_K_M.gguf", "sub/notes.txt"], "private": True, "deleted": [],
-                   "commit": None}
+    assert {k: v for k, v in out.items() if k not in ("files", "endpoint")} == {
+        "uploaded": False, "skipped": False, "reason": "HF_TOKEN not set", "url": None, "repo_id": "me/poet",
+        "repo_type": "model", "private": True, "changed": [], "deleted": [], "commit": None, "revision": None}
+    assert [f["path"] for f in out["files"]] == ["README.md", "poet-Q4_K_M.gguf", "sub/notes.txt"]
+    assert out["files"][1]["sha256"] == hashlib.sha256(b"GGUF-q4").hexdigest()  # known before anything is sent
 
 
 def test_bare_repo_name_goes_to_the_token_owner_in_one_commit_with_the_card(hub, folder, caplog):
@@ -49,7 +54,8 @@ def test_bare_repo_name_goes_to_the_token_owner_in_one_commit_with_the_card(hub,
     assert out["private"] is True and repo.private is True
     assert sorted(repo.files) == [".gitattributes", "README.md", "poet-Q4_K_M.gguf", "sub/notes.txt"]
     assert repo.files["README.md"].decode() == CARD and repo.files["poet-Q4_K_M.gguf"] == b"GGUF-q4"
-    assert len(repo.commits) == 1 and out["commit"] == repo.commits[-1]["oid"]  # files and card: one commit
+    assert len(repo.commits) == 2 and out["commit"] == repo.commits[-1]["oid"]  # the Hub's initial commit, then ours
+    assert sorted(repo.commits[-1]["added"]) == ["README.md", "poet-Q4_K_M.gguf", "sub/notes.txt"]  # one commit
     assert not [p for _, p in hub.requests if p.startswith("/api/models/poet")]  # never the bare id
     assert TOKEN not in repr(out) and TOKEN not in caplog.text and TOKEN not in repr(resource)
 
@@ -64,7 +70,7 @@ def test_reupload_deletes_stale_files_in_the_same_commit_and_keeps_gitattributes
     repo = hub.repo("org/poet")
     assert sorted(repo.files) == [".gitattributes", "README.md", "poet-Q8_0.gguf"]
     assert out["deleted"] == ["poet-Q4_K_M.gguf", "sub/notes.txt"]
-    assert len(repo.commits) == 2
+    assert len(repo.commits) == 3
     last = repo.commits[-1]
     assert sorted(last["added"]) == ["README.md", "poet-Q8_0.gguf"]
     assert sorted(last["deleted"]) == ["poet-Q4_K_M.gguf", "sub/notes.txt"]

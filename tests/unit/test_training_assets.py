@@ -76,7 +76,7 @@ def test_chain_is_a_frozen_dataclass_and_checks_ride_on_their_assets():
     # the resources each asset takes as typed parameters (io_manager is Dagster's own)
     assert lora.required_resource_keys - {"io_manager"} == {"compute", "catalog"}
     assert gguf.required_resource_keys - {"io_manager"} == {"compute", "catalog"}
-    assert upload.required_resource_keys - {"io_manager"} == {"hub"}
+    assert upload.required_resource_keys - {"io_manager"} == {"hub", "catalog"}  # catalog: the upload's sha256 row
 
 
 def test_chat_probe_is_the_validation_conversation_with_the_shortest_reply(tmp_path):
