@@ -235,7 +235,7 @@ def _lora_metadata(result: TrainResult, ran_on: str, folder: Path, inputs: list[
         # two small entries the UI shows in place (under 1000 characters each), then the full-size plot
         "loss_curves": dg.MetadataValue.md(loss_inline_md(result.model_dump())),
         "loss_table": dg.MetadataValue.md(loss_table_md(result.model_dump())),
-        "losses": dg.MetadataValue.md(loss_table_md(result.model_dump()) + "\n\n" + plot_md),
+        "losses_full": dg.MetadataValue.md(loss_table_md(result.model_dump()) + "\n\n" + plot_md),
         "loss_plot": path_md(plot_path),
         "steps": result.steps, "resumed_from_step": result.resumed_from_step,
         "tokens_per_s": round(result.tokens_per_s, 1),
@@ -266,8 +266,6 @@ def _gguf_metadata(result: ExportResult, ran_on: str, inputs: list[Path]) -> dic
         "matrix_tensors_k_quant": f"{info.matrix_tensors_k_quant} of {info.matrix_tensors}",
         "sizes": f"GGUF {human_size(result.gguf_bytes)}, f16 GGUF {human_size(result.intermediate_bytes)}, "
                  f"merged checkpoint {human_size(result.merged_bytes)}",
-        "gguf_bytes": result.gguf_bytes, "f16_bytes": result.intermediate_bytes,
-        "merged_checkpoint_bytes": result.merged_bytes,
         "perplexity": dg.MetadataValue.md(ppl_sets_md(export)),
         "ppl_merged": round(result.ppl_merged, 4), "ppl_gguf": round(result.ppl_gguf, 4),
         "ppl_degradation_pct": round(100 * result.ppl_degradation, 2),

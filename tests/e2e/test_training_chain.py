@@ -80,13 +80,15 @@ def test_chain_trains_exports_checks_and_declines_upload_without_token(data_dir,
     lora = meta("demo_lora")
     assert lora["trained_val_loss"] < lora["base_val_loss"]
     assert lora["ran_on"] == "local CPU" and lora["steps"] == 6
-    assert "![loss curves](data:image/png;base64," in lora["losses"]
+    assert "![loss curves](data:image/png;base64," in lora["losses_full"]
 
     gguf = meta("demo_gguf")
     path = data_dir / "models/gguf/demo/quick/SmolLM2-135M-Instruct-demo-Q4_K_M.gguf"
     assert path.is_file() and gguf["file"] == path.name
     assert gguf["quant_declared"] == "Q4_K_M" and gguf["chat_finish_reason"] == "stop"
-    assert gguf["gguf_bytes"] < gguf["f16_bytes"] < gguf["merged_checkpoint_bytes"]
+    assert "sizes" in gguf and not any(k.endswith("_bytes") for k in gguf)  # one size, in the unit people read
+    record = json.loads((path.parent / (path.stem + ".json")).read_text())
+    assert record["gguf_bytes"] < record["intermediate_bytes"] < record["merged_bytes"]
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name, path.stem + ".json"]
 
     upload = meta("demo_gguf_upload")
