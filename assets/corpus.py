@@ -18,7 +18,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from assets.meta import llm_usage_meta, table_md, text_md
+from assets.meta import llm_usage_meta, table_md
 from assets.pools import Loads, model_pool
 from distillery_assets.catalog import InputRef, NewArtifact
 from distillery_assets.corpus.generate import MAX_TOKENS, generate_missing
@@ -26,12 +26,11 @@ from distillery_assets.corpus.layout import PROMPTS_FILE, CorpusKind, corpus_roo
 from distillery_assets.corpus.plan import PartitionPlan, scan_partition
 from distillery_assets.corpus.prompts import leaves_for, word_target_for, write_leaf
 from distillery_assets.corpus.quality import inspect_corpus
-from distillery_assets.corpus.summary import PREVIEW_CHARS, rejects_summary, relative, run_summary
+from distillery_assets.corpus.summary import rejects_summary, relative, run_summary
 from distillery_assets.corpus.tables import default_tables, default_tables_path
-from distillery_assets.markdown import md_table
+from distillery_assets.markdown import INLINE_MD_LIMIT, clip, fit_md_table, md_table
 from distillery_assets.partitions import (asset_url, corpus_partitions_read, encyclopedia_category_partitions,
                                          story_group_partitions)
-from distillery_assets.plots import INLINE_MD_LIMIT
 from io_managers.register import FileRegistrar, register_files
 from resources.catalog import CatalogResource
 from resources.llm import LLMResource
@@ -54,6 +53,9 @@ class CorpusGenerateConfig(CorpusRootConfig):
     accept_truncated: bool = Field(
         default=False, description="Write answers cut off at max_tokens (after one larger retry) instead of "
         "failing them; each such file is listed as truncated in the metadata and the catalogue.")
+    batch: bool | None = Field(
+        default=None, description="Send the missing files' prompts through the provider's batch API (half price, "
+        "answers within 24 h); null = the LLM resource's `batch` setting (DISTILLERY_LLM_BATCH).")
 
 
 def _require_keys(context: dg.AssetExecutionContext) -> list[str]:
@@ -144,27 +146,46 @@ def _scan(kind: CorpusKind, keys: list[str], root) -> dict[str, PartitionPlan]:
 def _write_prompts(context, kind: CorpusKind, config: CorpusRootConfig, cat) -> dg.MaterializeResult:
     """Render every leaf's prompts.txt of the run's partitions from the prompt tables; register each."""
     tables, root, keys = default_tables(), corpus_root(config.corpus_root), _require_keys(context)
-    rows = []
+    written_by_key: dict[str, list] = {key: [] for key in keys}
     for key in keys:
         for leaf in leaves_for(tables, kind, key):
             written = write_leaf(root, leaf)
             register_files(context, cat, [written.path], [default_tables_path()], partition=key,
                            record_count=written.lines, outside_data_dir=True)
-            rows.append([key, relative(written.path, root), written.lines, "yes" if written.changed else "no"])
-    context.log.info(f"wrote {len(rows)} prompts.txt files ({sum(r[2] for r in rows)} prompts) under {root}")
+            written_by_key[key].append((leaf, written))
+    rows = [w for per in written_by_key.values() for w in per]
+    context.log.info(f"wrote {len(rows)} prompts.txt files ({sum(w.lines for _, w in rows)} prompts) under {root}")
     for key in keys:  # each partition's own event describes that partition (a range runs as one run)
-        mine = [r for r in rows if r[0] == key]
-        context.add_asset_metadata(partition_key=key, metadata={
-            "prompts_files": len(mine), "prompts": sum(r[2] for r in mine),
-            "changed_files": sum(r[3] == "yes" for r in mine),
-            "files": table_md([r[1:] for r in mine], ["prompts.txt", "prompts", "changed"], align="lrl"),
-            "preview": text_md((root / mine[0][1]).read_text(encoding="utf-8"), PREVIEW_CHARS) if mine else "none",
-        })
+        context.add_asset_metadata(partition_key=key,
+                                   metadata=_prompts_partition_meta(partition_dir(root, kind, key), written_by_key[key]))
     return dg.MaterializeResult(metadata={
         "corpus_root": dg.MetadataValue.path(str(root)),
         "run_partitions": len(keys),
-        **({"run_prompts_files": len(rows), "run_prompts": sum(r[2] for r in rows)} if len(keys) > 1 else {}),
+        **({"run_prompts_files": len(rows), "run_prompts": sum(w.lines for _, w in rows)} if len(keys) > 1 else {}),
     })
+
+
+def _prompts_partition_meta(folder: Path, written: list) -> dict[str, Any]:
+    """One partition's page after its prompts.txt files were written: counts, a table of its leaf folders and
+    the first prompts, each short enough to show in place, with the folder and the first file one click away."""
+    meta: dict[str, Any] = {
+        "prompts_files": len(written), "prompts": sum(w.lines for _, w in written),
+        "changed_files": sum(w.changed for _, w in written),
+        "folder": dg.MetadataValue.path(str(folder)),
+    }
+    if not written:
+        return {**meta, "files": "none", "preview": "none"}
+    meta["files"] = dg.MetadataValue.md(fit_md_table(
+        [(relative(w.path.parent, folder), w.lines, "yes" if w.changed else "no") for _, w in written],
+        ["leaf folder", "prompts", "changed"], align="lrl",
+        more=lambda n: f"… and {n:,} more folders under `folder`, each with its prompts.txt"))
+    leaf, first = written[0]
+    head = f"**{relative(first.path, folder)}**: {first.lines:,} prompts, one `.corpus` file each\n\n"
+    meta["preview"] = dg.MetadataValue.md(head + fit_md_table(
+        [(line.file, line.prompt) for line in leaf.lines], [".corpus file", "prompt"],
+        limit=INLINE_MD_LIMIT - len(head), more=lambda n: f"… and {n:,} more in `preview_file`"))
+    meta["preview_file"] = dg.MetadataValue.path(str(first.path))
+    return meta
 
 
 def _corpus_metadata(root, keys: list[str], plans: dict[str, PartitionPlan], summary: dict) -> dict:
@@ -185,7 +206,7 @@ def _corpus_metadata(root, keys: list[str], plans: dict[str, PartitionPlan], sum
         "by_partition": table_md(summary["by_partition"],
                                  ["partition", "present", "missing", "generated now", "word target"], align="lrrrl"),
         **llm_usage_meta(summary["usage"]),
-        "preview": dg.MetadataValue.md(summary["preview"] or "(nothing generated)"),
+        "preview": dg.MetadataValue.md(clip(summary["preview"], INLINE_MD_LIMIT - 1) or "(nothing generated)"),
     }
 
 
@@ -205,7 +226,8 @@ def _generate(context, kind: CorpusKind, names: tuple[str, str], config: CorpusG
     if config.dry_run:
         yield from _dry_run(context, corpus_name, plans, root, len(selected))
         return
-    client = llm.get_client(context) if selected else None  # a finished set needs no client, no model
+    overrides = {"batch": config.batch} if config.batch is not None else {}
+    client = llm.get_client(context, **overrides) if selected else None  # a finished set needs no client, no model
     files, on_written = _registrar(context, cat, prompts_name, plans)
     _catalogue_found(context, cat, files, corpus_name, prompts_name, plans)
     try:
