@@ -17,8 +17,10 @@ from assets.pools import Loads, model_pool
 
 from distillery_assets.datasets import chatml
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, read_jsonl
-from distillery_assets.markdown import escape_md, text_block
-from distillery_assets.poetry import generate
+from distillery_assets.markdown import bullets_md, escape_md, text_block
+from distillery_assets.markdown import fit_md_table, md_table
+from distillery_assets.plots import Chart, Series, chart_md, chart_png, save_png
+from distillery_assets.poetry import evaluate, feedback, generate
 from distillery_assets.poetry.datasets import build_role_dataset, check_role_split, gate_for
 from distillery_assets.poetry.generate import TaskOutput
 from distillery_assets.poetry.quality_gate import TEXT_FIELD, reason_counts
@@ -92,8 +94,9 @@ def _result(out: TaskOutput, context: dg.AssetExecutionContext, llm: LLMResource
         **extra,
     }
     if out.rejects:
-        meta["reject_reasons"] = dg.MetadataValue.md(
-            "\n".join(f"- `{r.source}`: {escape_md(r.reason)}" for r in out.rejects[:20]))
+        meta["reject_reasons"] = dg.MetadataValue.md(bullets_md(  # as many as show in place; all in reject_log
+            [f"`{r.source}`: {escape_md(r.reason)}" for r in out.rejects],
+            item_chars=240, more=lambda n: f"… and {n:,} more in `reject_log`"))
     return dg.Output(out.path, metadata={k: v for k, v in meta.items() if v is not None})
 
 
@@ -254,10 +257,11 @@ def educator_dataset(context: dg.AssetExecutionContext, poetry_critiques: Path, 
     outs={"poet_train": dg.AssetOut(description="Poet ChatML training split (brief -> poem).", is_required=False, kinds={"jsonl"}),
           "poet_val": dg.AssetOut(description="Poet ChatML validation split.", is_required=False, kinds={"jsonl"})},
     can_subset=True,
-    description="Quality-gated brief -> poem pairs as ChatML, seeded 90/10 split.",
+    description="Quality-gated brief -> poem pairs as ChatML, seeded 90/10 split: the generated pairs and the "
+                "users' kept, well-rated tutor sessions (tutor_feedback).",
 )
-def poet_dataset(context: dg.AssetExecutionContext, poetry_poet_pairs: Path):
-    yield from _dataset_outputs(context, "poet", {"poet_pair": poetry_poet_pairs})
+def poet_dataset(context: dg.AssetExecutionContext, poetry_poet_pairs: Path, tutor_feedback: Path):
+    yield from _dataset_outputs(context, "poet", {"poet_pair": [poetry_poet_pairs, tutor_feedback]})
 
 
 def _dataset_check(split_key: str, role: str) -> dg.AssetChecksDefinition:
@@ -310,14 +314,174 @@ def poetry_sample_sessions(context: dg.AssetExecutionContext, educator_gguf: Pat
         "replies_ending_on_end_of_turn": sum(s["finish_reason"] == "stop" for s in steps),
         "replies_cut_at_max_tokens": sum(s["finish_reason"] == "length" for s in steps),
         "educator_model": Path(educator_gguf).name, "poet_model": Path(poet_gguf).name,
+        "model_load_seconds": dg.MetadataValue.json([s["metadata"].get("model_loads", []) for s in sessions]),
         "preview": dg.MetadataValue.md(markdown),
     })
 
 
+# ---- the users' feedback and the evals on held-out prompts ---------------------------------------------------
+
+@dg.asset(group_name=GROUP, kinds={"jsonl"},
+          description="The users' feedback on tutor sessions (data/inputs/poetry/feedback/feedback.jsonl, written by "
+                      "the tutor CLI): sessions, mean rating over time, kept rate; kept, well-rated sessions become "
+                      "poet pairs (brief -> final poem) for the next poet_dataset.")
+def tutor_feedback(context: dg.AssetExecutionContext) -> dg.Output:
+    cfg = PoetryConfig()
+    settings = feedback.load_feedback_settings(cfg)
+    source = feedback.feedback_path()
+    entries, rejects = feedback.read_feedback(source, settings)
+    pairs, pair_rejects = feedback.poet_pairs(entries, settings, source=source.name)
+    rejects += pair_rejects
+    for r in rejects:
+        context.log.warning(f"feedback reject {r.source}: {r.reason}")
+    path = generate.poetry_dir("feedback", "poet_pairs.jsonl")
+    atomic_write_jsonl(path, pairs)
+    reject_path = generate.poetry_dir("rejects", "tutor_feedback.jsonl")
+    atomic_write_jsonl(reject_path, [r.to_dict() for r in rejects])
+    summary = feedback.summarize(entries)
+    recent = [(e.record["timestamp"], e.record["user_request"], e.feedback["rating"],
+               "yes" if e.feedback["kept_poem"] else "no",
+               {True: "yes", False: "no"}.get(e.feedback.get("educator_helpful"), ""), e.feedback.get("notes", ""))
+              for e in entries[-10:]]
+    meta = {
+        "sessions": summary["sessions"],
+        "mean_rating": round(summary["mean_rating"], 3) if summary["mean_rating"] is not None else "no feedback yet",
+        "kept_rate": round(summary["kept_rate"], 3) if summary["kept_rate"] is not None else "no feedback yet",
+        "educator_helpful_rate": round(summary["educator_helpful_rate"], 3)
+        if summary["educator_helpful_rate"] is not None else "no answers",
+        "poet_pairs": len(pairs), "dagster/row_count": len(pairs),
+        "rule": f"kept and rated {settings.min_rating} or more of {settings.max_rating}",
+        "rejects": len(rejects), "reject_log": dg.MetadataValue.path(str(reject_path)),
+        "feedback_file": dg.MetadataValue.path(str(source)), "path": dg.MetadataValue.path(str(path)),
+        "rating_by_day": dg.MetadataValue.md(md_table(
+            [(d["day"], d["sessions"], round(d["mean_rating"], 2)) for d in summary["by_day"]],
+            ["day", "sessions", "mean rating"], align="lrr") if summary["by_day"] else "(no feedback yet)"),
+        "latest_sessions": dg.MetadataValue.md(fit_md_table(recent[::-1], ["time (UTC)", "request", "rating", "kept",
+                                                                       "educator helped", "notes"], align="llrlll",
+                                                            more=lambda n: f"… and {n} older in feedback_file")
+                                               if recent else "(no feedback yet)"),
+        **inputs_meta([p for p in (source, cfg.file("feedback.yaml")) if p.exists()]),
+    }
+    if len(summary["running_mean_rating"]) >= 2:
+        meta["mean_rating_over_time"] = dg.MetadataValue.md(chart_md(Chart(
+            "Mean rating over sessions", "session", "mean rating so far",
+            [Series("running mean", summary["running_mean_rating"]),
+             Series("each session", [e.feedback["rating"] for e in entries], style="dashed")])))
+    return dg.Output(path, metadata=meta)
+
+
+EVAL_CHECKS = {role: (f"{role}_finetune_not_worse_than_base", f"{role}_gguf_keeps_finetune_quality")
+               for role in evaluate.ROLES}
+
+
+def _eval_check_specs(role: str) -> list[dg.AssetCheckSpec]:
+    measure, better = evaluate.OBJECTIVE[role]
+    worse = "lower" if better > 0 else "higher"
+    not_worse, keeps = EVAL_CHECKS[role]
+    return [
+        dg.AssetCheckSpec(not_worse, asset=f"{role}_eval", description=(
+            f"Fails when the fine-tune's {measure} on the held-out prompts is {worse} than the base model's beyond "
+            f"noise: the paired bootstrap interval of the difference excludes 0.")),
+        dg.AssetCheckSpec(keeps, asset=f"{role}_eval", description=(
+            f"Warns when the exported GGUF's {measure} is {worse} than the merged fine-tune's beyond noise (quant "
+            f"preservation, paired bootstrap interval excluding 0).")),
+    ]
+
+
+def _eval_inputs(cfg: PoetryConfig, role: str) -> list[Path]:
+    ev = evaluate.load_eval_settings(cfg)
+    rubric = ev.judge.poet_rubric if role == "poet" else ev.judge.educator_rubric
+    system = "poet_system.txt" if role == "poet" else "persona_condensed.txt"
+    return [*evaluate.heldout_files(), *(cfg.file(n) for n in ("eval.yaml", rubric, "inference.yaml", system,
+                                                                 "banned_phrases.txt", "pipeline.yaml"))]
+
+
+def _run_eval(context: dg.AssetExecutionContext, role: str, llm: LLMResource, adapter: Path, gguf: Path,
+              train: Path):
+    """Generate, measure, compare and judge (``distillery_assets.poetry.evaluate``); yield the output and checks."""
+    from distillery_assets.paths import config_dir, data_dir
+    from distillery_assets.training.base_model import resolve_base
+    from distillery_assets.training.config import load_train_config
+
+    cfg = PoetryConfig()
+    prompts = evaluate.heldout_prompts(role)
+    leaks = evaluate.training_overlap(prompts, [Path(train)])
+    if leaks:
+        raise dg.Failure(f"{role}_eval: held-out prompts found in the training split: {leaks[:5]}")
+    train_cfg = load_train_config(config_dir() / "training" / f"{role}.yaml", None)
+    base = resolve_base(train_cfg.base_model, data_dir())
+    out_dir = generate.poetry_dir("eval", role)
+    models, reused_models = evaluate.prepare_models(base, Path(adapter), Path(gguf), out_dir / "models")
+    client = llm.get_client(context)
+    ev = evaluate.evaluate_role(role, models, out_dir, cfg=cfg, client=client, prompts=prompts, log=context.log.info)
+    measure, _ = ev.objective
+    d, g, q = ev.vs_base[measure], ev.gguf_vs_base[measure], ev.quant[measure]
+    chart = evaluate.chart(ev)
+    png = save_png(chart_png(chart), out_dir / "chart.png", chart.describe())
+    meta = {
+        "summary": evaluate.summary_words(ev),
+        "prompts": len(prompts), "dagster/row_count": len(prompts),
+        f"{measure}_base": round(d.mean_b, 4), f"{measure}_finetune": round(d.mean_a, 4),
+        f"{measure}_gguf": round(q.mean_a, 4),
+        f"{measure}_finetune_minus_base": round(d.diff, 4),
+        f"{measure}_finetune_minus_base_ci": f"[{d.lo:+.4f}, {d.hi:+.4f}] ({round(100 * d.confidence)}%, n={d.n})",
+        f"{measure}_gguf_minus_base": f"{g.diff:+.4f} [{g.lo:+.4f}, {g.hi:+.4f}]",
+        f"{measure}_gguf_minus_finetune": f"{q.diff:+.4f} [{q.lo:+.4f}, {q.hi:+.4f}]",
+        "table": dg.MetadataValue.md(evaluate.table_markdown(ev, full=False)),
+        "chart": dg.MetadataValue.md(chart_md(chart)),
+        "table_full": dg.MetadataValue.md(evaluate.table_markdown(ev)),
+        "chart_full": dg.MetadataValue.md(png),
+        "judge": dg.MetadataValue.md(evaluate.judge_markdown(ev.judge)),
+        "judge_model": ev.judge.judge if ev.judge else "none",
+        "judge_weakness": ev.judge.weakness if ev.judge else "",
+        "samples": dg.MetadataValue.md(evaluate.samples_markdown(ev)),
+        "models": dg.MetadataValue.md(md_table([(evaluate.VARIANT_NAMES[v], m.path.name, m.note)
+                                                for v, m in ev.models.items()], ["model", "file", "what"])),
+        "f16_models_reused": dg.MetadataValue.json(reused_models),
+        "replies_reused": dg.MetadataValue.json(ev.reused_replies),
+        "sampling": dg.MetadataValue.json(ev.settings),
+        "heldout_in_training_split": 0,
+        "report": dg.MetadataValue.path(str(out_dir / "report.json")),
+        **inputs_meta(_eval_inputs(cfg, role)),
+    }
+    if role == "educator":
+        meta["gate_failures_by_kind"] = dg.MetadataValue.md(evaluate.gate_table_markdown(ev))
+    yield dg.Output(out_dir, metadata=meta)
+    not_worse, keeps = EVAL_CHECKS[role]
+    yield dg.AssetCheckResult(check_name=not_worse, passed=not ev.worse_than_base(), metadata={
+        "measure": measure, "base": round(d.mean_b, 4), "finetune": round(d.mean_a, 4), "diff": round(d.diff, 4),
+        "ci": f"[{d.lo:+.4f}, {d.hi:+.4f}]", "prompts": d.n, "verdict": d.words("fine-tune", "base")})
+    yield dg.AssetCheckResult(check_name=keeps, passed=not ev.quant_worse(), severity=dg.AssetCheckSeverity.WARN,
+                              metadata={"measure": measure, "finetune": round(q.mean_b, 4), "gguf": round(q.mean_a, 4),
+                                        "diff": round(q.diff, 4), "ci": f"[{q.lo:+.4f}, {q.hi:+.4f}]",
+                                        "prompts": q.n, "verdict": q.words("GGUF", "fine-tune")})
+
+
+@dg.asset(group_name=GROUP, pool=model_pool(Loads.ALWAYS), kinds={"llamacpp", "gguf"}, deps=["base_model"],
+          ins={"adapter": dg.AssetIn("poet_lora"), "gguf": dg.AssetIn("poet_gguf"), "train": dg.AssetIn("poet_train")},
+          check_specs=_eval_check_specs("poet"),
+          description="The poet judged on 30+ held-out briefs (data/inputs/poetry/heldout): base, merged fine-tune and "
+                      "GGUF on the same prompts and seeds; verse rate, lines, distinct lines, brief echo, banned "
+                      "phrases; fine-tune vs base and GGUF vs fine-tune with bootstrap intervals; a pairwise judge.")
+def poet_eval(context: dg.AssetExecutionContext, llm: LLMResource, adapter: Path, gguf: Path, train: Path):
+    yield from _run_eval(context, "poet", llm, adapter, gguf, train)
+
+
+@dg.asset(group_name=GROUP, pool=model_pool(Loads.ALWAYS), kinds={"llamacpp", "gguf"}, deps=["base_model"],
+          ins={"adapter": dg.AssetIn("educator_lora"), "gguf": dg.AssetIn("educator_gguf"),
+               "train": dg.AssetIn("educator_train")},
+          check_specs=_eval_check_specs("educator"),
+          description="The educator judged on 30+ held-out student poems (data/inputs/poetry/heldout): base, merged "
+                      "fine-tune and GGUF on the same prompts and seeds; quality-gate failures per reply, length, "
+                      "naming a line or quoting the poem; bootstrap intervals; a pairwise judge.")
+def educator_eval(context: dg.AssetExecutionContext, llm: LLMResource, adapter: Path, gguf: Path, train: Path):
+    yield from _run_eval(context, "educator", llm, adapter, gguf, train)
+
+
 def build_defs() -> dg.Definitions:
     assets = [poetry_good_poems, poetry_bad_poems, poetry_critiques, poetry_briefs, poetry_comparisons,
-              poetry_autopsies, poetry_dialogues, poetry_lessons, poetry_poet_pairs, educator_dataset, poet_dataset,
-              *_finetune_assets(), poetry_sample_sessions]
+              poetry_autopsies, poetry_dialogues, poetry_lessons, poetry_poet_pairs, tutor_feedback, educator_dataset,
+              poet_dataset, *_finetune_assets(), poetry_sample_sessions, poet_eval, educator_eval]
     return dg.Definitions(assets=assets, asset_checks=[*GATE_CHECKS, *DATASET_CHECKS])
 
 

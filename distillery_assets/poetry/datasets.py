@@ -10,7 +10,7 @@ condensed persona; the poet's is ``poet_system.txt``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,8 +96,10 @@ def _fit(task: str, records: list[dict], system: str, count_tokens, max_seq: int
     return examples, rejected
 
 
-def build_role_dataset(cfg: PoetryConfig, role: str, task_files: dict[str, Path], count_tokens=None) -> RoleDataset:
-    """``task_files`` maps task name (``critique``, ``brief``, ... ``poet_pair``) to its records file. With
+def build_role_dataset(cfg: PoetryConfig, role: str, task_files: dict[str, Path | Sequence[Path]],
+                       count_tokens=None) -> RoleDataset:
+    """``task_files`` maps task name (``critique``, ``brief``, ... ``poet_pair``) to its records file, or to
+    several (the poet's pairs: the generated ones and those from the users' feedback, ``tutor_feedback``). With
     ``count_tokens``, examples longer than the role's training ``max_seq`` are rejects ``too_long``."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
@@ -105,12 +107,16 @@ def build_role_dataset(cfg: PoetryConfig, role: str, task_files: dict[str, Path]
     gate = gate_for(cfg)
     max_seq = chatml.max_seq_for(role) if count_tokens else None
     examples, rejected, per_task = [], [], {}
-    for task, path in task_files.items():
-        records = read_jsonl(path)
+    for task, paths in task_files.items():
+        files = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        by_file = {Path(p).name: read_jsonl(p) for p in files}
+        records = [rec for recs in by_file.values() for rec in recs]
         passed, failed = gate.split(task, records, verse=True)
         fitting, too_long = _fit(task, passed, system, count_tokens, max_seq)
         failed += too_long
         per_task[task] = {"records": len(records), "passed": len(passed) - len(too_long), "rejected": len(failed)}
+        if len(files) > 1:
+            per_task[task]["records_per_file"] = {name: len(recs) for name, recs in by_file.items()}
         examples += fitting
         rejected += failed
     reject_path = poetry_dir("rejects", f"quality_gate_{role}.jsonl")

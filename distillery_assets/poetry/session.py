@@ -140,6 +140,16 @@ def _verse_tag(text: str) -> str:
     return f"verse: {v.reason}" if v.verse else f"not verse: {v.reason}"
 
 
+def loads_line(meta: dict[str, Any]) -> str | None:
+    """The model loads a session waited for, in order (``tutor --swap`` holds one model at a time), or None."""
+    loads = meta.get("model_loads")
+    if not loads:
+        return None
+    how = "one model at a time" if meta.get("swap") else "both held for the session"
+    return (f"model loads ({how}): " + ", ".join(f"{x['model']} {x['seconds']:.2f} s" for x in loads)
+            + f"; total {sum(x['seconds'] for x in loads):.2f} s")
+
+
 def session_markdown(session: dict[str, Any]) -> str:
     """A readable rendering of one session (for the Dagster UI): the brief and critiques as prose, every poem
     in a block that keeps its line breaks, each draft labelled verse or not (``poetry.verse``)."""
@@ -157,6 +167,8 @@ def session_markdown(session: dict[str, Any]) -> str:
     meta = session["metadata"]
     finishes = ", ".join(f"{s['step']}={s['finish_reason']}" for s in meta["steps"])
     out += [f"_critique rounds: {meta['critique_rounds']}, approved by: {meta['approved_by']!r}; finish: {finishes}_", ""]
+    if loads_line(meta):
+        out += [f"_{loads_line(meta)}_", ""]
     return "\n".join(out)
 
 
@@ -205,4 +217,6 @@ def session_text(session: dict[str, Any], width: int = 88) -> str:
     out.append(f"critique rounds: {meta['critique_rounds']}; approved by: {meta['approved_by'] or 'none'}; "
                f"replies cut at max_tokens: {sum(1 for s in meta['steps'] if s['finish_reason'] == 'length')} of "
                f"{len(meta['steps'])}")
+    if loads_line(meta):
+        out.append(loads_line(meta))
     return "\n".join(out)

@@ -61,7 +61,7 @@ def scripted_poetry_llm():
 CALLS: list = []
 DATA_ASSETS = [poetry.poetry_good_poems, poetry.poetry_bad_poems, poetry.poetry_critiques, poetry.poetry_briefs,
                poetry.poetry_comparisons, poetry.poetry_autopsies, poetry.poetry_dialogues, poetry.poetry_lessons,
-               poetry.poetry_poet_pairs, poetry.educator_dataset, poetry.poet_dataset]
+               poetry.poetry_poet_pairs, poetry.tutor_feedback, poetry.educator_dataset, poetry.poet_dataset]
 
 
 def test_data_half_materializes_with_gate_rejects_and_valid_splits(data_dir):

@@ -20,7 +20,7 @@ def _select(graph, text):
 
 def test_all_ancestors_of_each_gguf_are_the_whole_chain(graph):
     assert _select(graph, "*poet_gguf") == {"base_model", "poet_gguf", "poet_lora", "poet_train", "poet_val",
-                                            "poetry_briefs", "poetry_poet_pairs"}
+                                            "poetry_briefs", "poetry_poet_pairs", "tutor_feedback"}
     assert {k.to_user_string() for k in dg.AssetSelection.assets("poet_gguf").upstream().resolve(graph)} == _select(
         graph, "*poet_gguf")
     educator = _select(graph, "*educator_gguf")

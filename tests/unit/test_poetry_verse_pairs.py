@@ -83,7 +83,7 @@ def poet_llm():
 
 
 def test_poet_training_targets_are_verse_from_the_shipped_poems(data_dir):
-    result = dg.materialize([poetry.poetry_briefs, poetry.poetry_poet_pairs, poetry.poet_dataset],
+    result = dg.materialize([poetry.poetry_briefs, poetry.poetry_poet_pairs, poetry.tutor_feedback, poetry.poet_dataset],
                             resources={"llm": poet_llm()})
     assert result.success
     cfg = PoetryConfig()
