@@ -45,7 +45,7 @@ from distillery_assets.filters import ground_truth as gt_lib
 from distillery_assets.filters.ground_truth import MIN_RECORDS
 from distillery_assets.filters import pipeline
 from distillery_assets.filters.config import AssetSource, FilterConfigError, FilterDefinition, load_filter
-from distillery_assets.filters.metrics import results_markdown, results_summary
+from distillery_assets.filters.metrics import candidates_markdown, mae_sentence, results_markdown, results_summary
 from distillery_assets.filters.paths import FilterPaths, filter_versions
 from distillery_assets.filters.report import (COST_HEAD, EPOCH_HEAD, PLOTS, SUMMARY, cost_rows, curves_md,
                                               epoch_rows)
@@ -57,7 +57,7 @@ from distillery_assets.partitions import asset_url, filter_version_partitions
 from io_managers.register import register_files
 from resources.catalog import CatalogResource
 from resources.compute import ComputeResource
-from resources.hub import HubResource
+from resources.hub import HubResource, record_upload
 from resources.llm import LLMResource
 
 GROUP = "filters"
@@ -134,7 +134,7 @@ def _candidates_meta(defn: FilterDefinition, paths: FilterPaths, cands, missing:
         "reject_reasons": _count_table(dict(Counter(r.reason for r in cands.rejects)), ("reason", "documents")),
         "rejects_sample": table_md([(r.where, r.reason, r.detail) for r in cands.rejects[:20]],
                                    ["where", "reason", "detail"]) if cands.rejects else "none",
-        "preview": records_table(cands.documents, ["id", "title", "source"], n=6, limit=200, long=["content"]),
+        "preview": records_table(cands.documents, ["id", "title"], n=6, limit=300, long=["content"]),
         "definition": path_md(paths.definition),
     }
 
@@ -267,7 +267,7 @@ def filter_ground_truth(context: dg.AssetExecutionContext, llm: LLMResource,
     try:
         client = llm.get_client(context) if mode == "llm" else None
         gt = gt_lib.label(defn, docs, client, journal=paths.oracle_journal if mode == "llm" else None,
-                          log=context.log.info)
+                          log=context.log.info, blocked=pipeline.blocked_documents(paths))
     except Exception as exc:  # noqa: BLE001 -- still an outcome: written below, then raised
         stopped, gt = exc, gt_lib.GroundTruth.stopped(exc, mode)
     for line in gt.problems():
@@ -305,6 +305,7 @@ class AgreementConfig(dg.Config):
     model: str | None = None
     api_key_env: str | None = None
     sample: int | None = None
+    batch: bool | None = None  # the second oracle through the provider's batch API (null: the resource's setting)
 
 
 def _agreement_meta(out: dict[str, Any]) -> dict[str, Any]:
@@ -329,11 +330,12 @@ def filter_oracle_agreement(context: dg.AssetExecutionContext, config: Agreement
     records = read_jsonl(require_upstream(paths.labels, "labels", "filter_ground_truth"))
     overrides = {k: v for k, v in {"provider": config.provider, "base_url": config.base_url,
                                    "api_key_env": config.api_key_env}.items() if v}
+    batch = {"batch": config.batch} if config.batch is not None else {}
     model_b = config.model or defn.config.oracle.agreement_model
     compared = bool(overrides) or model_b is not None
     out: dict[str, Any] = {"compared": False, "reason": "no second oracle"}
     if compared:  # a client of the resource's settings with the overrides; the resource closes it after the step
-        out = gt_lib.oracle_agreement(defn, records, llm.get_client(context, **overrides, model=model_b),
+        out = gt_lib.oracle_agreement(defn, records, llm.get_client(context, **overrides, **batch, model=model_b),
                                       model=model_b, provider=llm.settings(**overrides).provider, sample=config.sample,
                                       journal=paths.agreement_journal, log=context.log.info)
     atomic_write_text(paths.agreement, json.dumps(out, indent=2))
@@ -373,8 +375,14 @@ def filter_splits(context: dg.AssetExecutionContext, catalog: CatalogResource) -
 
 # ------------------------------------------------------------------------------------------- model
 
-def _results_meta(table: dict[str, dict[str, Any]], dims: list[str]) -> dict[str, Any]:
-    return {"results": dg.MetadataValue.md(results_markdown(table, dims)), **results_summary(table)}
+def _results_meta(table: dict[str, dict[str, Any]], dims: list[str], candidates: list[dict] | None = None,
+                  n_test: int | None = None) -> dict[str, Any]:
+    """The judged test table, its headline in words, and (when given) every candidate head of the run."""
+    out = {"results": dg.MetadataValue.md(results_markdown(table, dims)), **results_summary(table),
+           "in_words": mae_sentence(table, n_test)}
+    if candidates:
+        out["candidates"] = dg.MetadataValue.md(candidates_markdown(candidates, table))
+    return out
 
 
 def _baselines_check(table: dict[str, dict[str, Any]]) -> dg.AssetCheckResult:
@@ -393,10 +401,11 @@ def _baselines_check(table: dict[str, dict[str, Any]]) -> dg.AssetCheckResult:
               "On the test split (judged with the filter's rules), the scorer's MAE is below the mean predictor's (an "
               "error otherwise: nothing was learned) and below ridge regression on the frozen embeddings (a "
               "warning otherwise)."))],
-          description="The scorer, through the compute resource: offline the shipped all-MiniLM-L6-v2 frozen with cached "
-                      "embeddings and a regression head (FineWeb-Edu's recipe; full fine-tune or the seed's Qwen2.5 + "
-                      "LoRA recipe by config). Best epoch by val MAE in the version's model/; test table with the mean "
-                      "predictor and ridge baselines; one catalogue runs row per trained model.")
+          description="The scorer, through the compute resource: candidate heads on the shipped all-MiniLM-L6-v2 "
+                      "(ridge in closed form, an MLP on the frozen embeddings, full fine-tuning on GPU; LoRA by "
+                      "config), each stopping early on validation; the one with the lowest validation MAE is kept in "
+                      "the version's model/. Every candidate in one table; test table with the mean predictor and "
+                      "ridge baselines; one catalogue runs row per trained model.")
 def filter_model(context: dg.AssetExecutionContext, compute: ComputeResource,
                  catalog: CatalogResource) -> dg.MaterializeResult:
     defn, paths = _definition(context)
@@ -421,11 +430,16 @@ def filter_model(context: dg.AssetExecutionContext, compute: ComputeResource,
                                          paths.test_results], pipeline.definition_files(defn))
     return dg.MaterializeResult(metadata={
         **meta, "ran_on": ran_on, "reused": result.reused, "mode": result.mode, "base_model": result.base_model,
+        "recipe": result.recipe, "include_title": result.include_title,
+        "include_title_reason": result.include_title_reason,
         "best_epoch": result.best_epoch, "best_val_mae": round(result.best_val_mae, 4),
         "train_examples": result.train_examples, "val_examples": result.val_examples,
         "test_examples": result.test_examples, "trainable_parameters": result.num_trainable_parameters,
-        "train_seconds": result.train_seconds, **_results_meta(table, defn.dimensions),
-        "epochs": table_md(epoch_rows(result.history), EPOCH_HEAD),
+        "train_seconds": result.train_seconds,
+        **_results_meta(table, defn.dimensions, [c.model_dump(exclude={"history"}) for c in result.candidates],
+                        result.test_examples),
+        "epochs": (table_md(epoch_rows(result.history), EPOCH_HEAD) if result.history
+                   else f"none: the kept candidate ({result.mode}) is closed form"),
         "model_dir": path_md(paths.model_dir), "model_size": size(paths.model_dir),
     }, check_results=[_baselines_check(table)])
 
@@ -440,8 +454,9 @@ def _report_check(files: list[Path]) -> dg.AssetCheckResult:
 
 @dg.asset(group_name=GROUP, partitions_def=PARTITIONS, deps=[filter_model], kinds={"docx"}, pool=model_pool(Loads.ALWAYS),
           check_specs=[dg.AssetCheckSpec(REPORT_CHECK, asset="filter_report", description=(
-              "The .docx report, the three plots and training_summary.txt exist and are not empty."))],
-          description="overall_metrics.png, per_dimension_mae.png, loss_curves.png, training_summary.txt and the .docx "
+              "The .docx report, the four plots and training_summary.txt exist and are not empty."))],
+          description="overall_metrics.png (with the baselines' levels), per_dimension_mae.png, loss_curves.png, "
+                      "predicted_vs_true.png (test split, per dimension), training_summary.txt and the .docx "
                       "report (summary, filter architecture with the dimensions table, method, results with the "
                       "baselines and plots, conclusions, cost: oracle $ per 1,000 documents against the scorer's).")
 def filter_report(context: dg.AssetExecutionContext, catalog: CatalogResource) -> dg.MaterializeResult:
@@ -455,8 +470,10 @@ def filter_report(context: dg.AssetExecutionContext, catalog: CatalogResource) -
                                               paths.test_results)])
     return dg.MaterializeResult(metadata={
         **meta, "report": path_md(paths.report_docx), "plots": path_md(paths.plots_dir),
-        **{name: dg.MetadataValue.md(md) for name, md in curves_md(report.history, defn.dimensions).items()},
-        **_results_meta(report.table, defn.dimensions),
+        **{name: dg.MetadataValue.md(md) for name, md in curves_md(report.history, defn.dimensions,
+                                                                   report.levels).items()},
+        "curves_of": report.curve_of or "none (ridge alone: no epochs)",
+        **_results_meta(report.table, defn.dimensions, report.candidates),
         "cost": table_md(cost_rows(report.costs), COST_HEAD) if report.costs else "none",
         "scorer_docs_per_s": report.scorer_docs_per_s or 0.0,
         "summary": dg.MetadataValue.md("```\n" + (paths.plots_dir / SUMMARY).read_text(encoding="utf-8") + "```"),
@@ -486,11 +503,8 @@ def filter_upload(context: dg.AssetExecutionContext, config: FilterUploadConfig,
                          "(DISTILLERY_HF_PUBLIC=1 publishes)")
     up = hub.upload_folder(staging, repo_id, repo_type="model", card_markdown=card)
     meta = register_files(context, catalog.get(), [staging], [InputRef(paths.model_dir, "filter_model")])
-    return dg.MaterializeResult(metadata={
-        **meta, "uploaded": bool(up.get("uploaded")), "reason": str(up.get("reason") or ""),
-        "url": str(up.get("url") or ""), "repo_id": str(up.get("repo_id") or full_id),
-        "private": bool(up.get("private")), "model_card": dg.MetadataValue.md(card),
-    })
+    return dg.MaterializeResult(metadata={**meta, **record_upload(context, catalog.get(), up),
+                                          "model_card": dg.MetadataValue.md(card)})
 
 
 # ------------------------------------------------------------------------------------------ scores

@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from distillery_assets.filters.metrics import FINEWEB_EDU_F1, fmt, results_head, results_rows
+from distillery_assets.filters.metrics import (FINEWEB_EDU_F1, candidates_markdown, fmt, mae_sentence,
+                                              results_head, results_rows)
 from distillery_assets.hub.cards import ModelCardInfo, render_model_card
 from distillery_assets.markdown import md_table
 
@@ -25,10 +26,10 @@ dimensions, then the filter's caps and gatekeepers; the tier is the first whose 
 
 {tiers_table}"""
 
-EVALUATION = """On the held-out test split:
+EVALUATION = """On the held-out test split: {in_words}.
 
 {results_table}
-
+{candidates}
 `mean` predicts the training mean for every document; `ridge` is a ridge regression on frozen sentence
 embeddings. For scale: FineWeb-Edu's distilled classifier reached F1 {anchor} at its threshold."""
 
@@ -39,7 +40,8 @@ USAGE_HEAD = """The folder holds the encoder (`config.json`, `model.safetensors`
 from distillery_assets.filters.score import Scorer
 
 scorer = Scorer("{repo_dir}")        # a local copy: hf download {repo_id} --local-dir {repo_dir}
-scores = scorer.predict(["Title\\n\\nThe document text ..."])   # (n, {n_dims}) in the order {dims}
+texts = [scorer.text_of({{"title": "A title", "content": "The document text ..."}})]  # as it was trained
+scores = scorer.predict(texts)      # (n, {n_dims}) in the order {dims}
 ```
 """
 
@@ -69,14 +71,19 @@ def render_filter_card(*, repo_id: str, filter_name: str, filter_version: str, d
         hub_base = "sentence-transformers/" + base.split(":", 1)[1]
     usage = (USAGE_LORA if mode == "lora" else USAGE_HEAD).format(
         repo_id=repo_id, repo_dir=repo_id.split("/")[-1], base=base, n_dims=len(names), dims=names)
-    settings = {k: metadata[k] for k in ("training_mode", "model_name", "max_length", "epochs", "batch_size",
+    settings = {k: metadata[k] for k in ("recipe", "training_mode", "model_name", "max_length", "include_title",
+                                         "epochs", "batch_size",
                                          "learning_rate", "train_examples", "val_examples", "test_examples",
                                          "best_epoch", "best_val_mae") if k in metadata}
     sections = SECTIONS.format(
         max_length=metadata.get("max_length", "?"),
         dims_table=md_table([(n, fmt(float(w)), d) for n, w, d in dims], ["dimension", "weight", "description"]),
         tiers_table=md_table([(n, fmt(float(t))) for n, t in tiers], ["tier", "threshold"]))
-    evaluation = EVALUATION.format(anchor=FINEWEB_EDU_F1, results_table=md_table(
+    cands = metadata.get("candidates") or []
+    candidates = (f"\nCandidate heads compared by validation MAE (the kept one is this model):\n\n"
+                  f"{candidates_markdown(cands, results)}\n" if cands else "")
+    evaluation = EVALUATION.format(anchor=FINEWEB_EDU_F1, in_words=mae_sentence(results, metadata.get("test_examples")),
+                                   candidates=candidates, results_table=md_table(
         [[fmt(v) for v in row] for row in results_rows(results, names)], results_head(names)))
     info = ModelCardInfo(
         repo_id=repo_id, title=f"{filter_name} v{filter_version}: distilled scorer", description=description,
@@ -84,7 +91,8 @@ def render_filter_card(*, repo_id: str, filter_name: str, filter_version: str, d
         tags=["filter", "regression", f"filter-{filter_name}"],
         library_name="peft" if mode == "lora" else "transformers", pipeline_tag="text-classification",
         artefact=("PEFT adapter (sequence classification, regression)" if mode == "lora"
-                  else "sentence encoder + linear regression head"),
+                  else "sentence encoder + MLP regression head" if mode == "mlp"
+                  else "sentence encoder + linear regression head" + (" (ridge, closed form)" if mode == "ridge" else "")),
         settings=settings, usage_markdown=usage, extra_markdown=sections, evaluation_markdown=evaluation,
         limitations=limitations or ("Trained on LLM labels: it reproduces the oracle's judgement, including its "
                                     "mistakes and biases, and only as well as the test table shows."),

@@ -18,7 +18,7 @@ import math
 import re
 import string
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -262,13 +262,24 @@ class Scoring(_Strict):
 class Training(_Strict):
     """What ``filter_model`` trains and how the ground truth is split. The recipe fields carry the names of
     the trainer's ``FilterTrainConfig`` (distillery_assets/filters/train.py); :meth:`trainer_fields` is
-    the dict to build it from (``options`` passes any other trainer field through, checked there)."""
+    the dict to build it from (``options`` passes any other trainer field through, checked there).
 
-    mode: Literal["frozen_head", "full_finetune", "lora"] = "frozen_head"
-    base_model: str = "embedded:all-MiniLM-L6-v2"  # the shipped encoder; or an HF id (lora: Qwen/Qwen2.5-0.5B)
-    epochs: int = Field(default=20, ge=1)
+    ``mode: auto`` (the default) compares candidate heads and keeps the best by validation MAE: ``candidates``
+    (default: ridge and mlp, plus full_finetune where a GPU is present), ``learning_rates`` / ``max_epochs`` by
+    candidate name. A single mode (``frozen_head``, ``full_finetune``, ``lora``) trains that one, with
+    ``learning_rate`` and ``epochs`` (unset: the trainer's recommended values)."""
+
+    mode: Literal["auto", "frozen_head", "full_finetune", "lora"] = "auto"
+    candidates: list[Literal["ridge", "mlp", "frozen_head", "full_finetune", "lora"]] | None = None
+    base_model: str = "embedded:all-MiniLM-L6-v2"  # the shipped encoder; or an HF id
+    lora_base_model: str | None = None  # the LoRA candidate's base (Qwen/Qwen2.5-0.5B in the seed)
+    epochs: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=16, ge=1)
-    learning_rate: float = Field(default=3e-4, gt=0.0)
+    learning_rate: float | None = Field(default=None, gt=0.0)
+    learning_rates: dict[str, float] = Field(default_factory=dict)
+    max_epochs: dict[str, int] = Field(default_factory=dict)
+    patience: int | None = Field(default=None, ge=1)
+    include_title: bool | None = None  # None: off for file-name titles, else what validation prefers
     max_length: int = Field(default=256, ge=8)
     warmup_steps: int = Field(default=0, ge=0)
     seed: int = 42
@@ -281,20 +292,22 @@ class Training(_Strict):
     target_samples: int | None = Field(default=None, ge=1)
     expected_accuracy: str | None = None
 
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "mode", "candidates", "base_model", "lora_base_model", "epochs", "batch_size", "learning_rate",
+        "learning_rates", "max_epochs", "patience", "include_title", "max_length", "warmup_steps", "seed")
+
     @model_validator(mode="after")
     def _ratios(self) -> Training:
         if self.train_ratio + self.val_ratio >= 1.0:
             raise ValueError("train_ratio + val_ratio must leave a test share")
-        clash = sorted(set(self.options) & {"mode", "base_model", "epochs", "batch_size", "learning_rate",
-                                            "max_length", "warmup_steps", "seed"})
+        clash = sorted(set(self.options) & set(self.FIELDS))
         if clash:
             raise ValueError(f"options: {clash} are fields of training itself; set them there")
         return self
 
     def trainer_fields(self) -> dict[str, Any]:
-        return {"mode": self.mode, "base_model": self.base_model, "epochs": self.epochs,
-                "batch_size": self.batch_size, "learning_rate": self.learning_rate, "max_length": self.max_length,
-                "warmup_steps": self.warmup_steps, "seed": self.seed, **self.options}
+        """The trainer's settings: every recipe field that is set (unset ones take the trainer's defaults)."""
+        return {**{k: getattr(self, k) for k in self.FIELDS if getattr(self, k) is not None}, **self.options}
 
 
 class Deployment(_Strict):
@@ -476,7 +489,8 @@ class FilterDefinition(BaseModel):
     folder: Path
     config: FilterConfig
     prefilter: PrefilterRules
-    prompt: PromptTemplate
+    prompt: PromptTemplate | None
+    """None only in ``oracle: labels`` mode without a ``prompt.md`` (nothing asks an oracle then)."""
 
     @property
     def dimensions(self) -> list[str]:
@@ -503,7 +517,8 @@ def load_prompt(path: Path) -> PromptTemplate:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise FilterConfigError(f"{path}: oracle prompt not found") from exc
+        raise FilterConfigError(f"{path}: oracle prompt not found (required in oracle mode llm; optional with "
+                                "oracle: {mode: labels})") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise FilterConfigError(f"{path}: cannot read: {exc}") from exc
     return parse_prompt(Path(path), text)
@@ -528,7 +543,9 @@ def load_filter(folder: str | Path) -> FilterDefinition:
     for i, rule in enumerate(prefilter.rules):
         if isinstance(rule, ThemeKeywordsRule):
             _theme_keywords_file(rule, folder / PREFILTER_FILE, i)
-    prompt = load_prompt(folder / PROMPT_FILE)
+    # the prompt is the oracle's: in mode labels nothing reads it, so it may be absent (one that is there is checked)
+    prompt_path = folder / PROMPT_FILE
+    prompt = None if config.oracle.mode == "labels" and not prompt_path.exists() else load_prompt(prompt_path)
     if config.oracle.mode == "labels":
         labels = Path(config.oracle.labels).expanduser()
         labels = labels if labels.is_absolute() else folder / labels

@@ -126,16 +126,18 @@ def select_for_oracle(definition: FilterDefinition, documents: Sequence[dict]) -
 
 
 def label(definition: FilterDefinition, documents: Sequence[dict], client: Any = None, *,
-          journal: Path | None = None, model: str | None = None, log: Callable[[str], None] | None = None
-          ) -> GroundTruth:
+          journal: Path | None = None, model: str | None = None, log: Callable[[str], None] | None = None,
+          blocked: dict[str, str] | None = None) -> GroundTruth:
     """Ground truth for the (prefiltered) documents. ``oracle.mode: llm`` runs :class:`OracleTask` through
     ``client`` (the LLM resource's client; with ``journal`` a rerun asks only what is not finished);
-    ``oracle.mode: labels`` reads the labels file (documents fill in missing title/content)."""
+    ``oracle.mode: labels`` reads the labels file joined to ``documents`` (the documents fill in title and
+    content; a label whose document the prefilter blocked, ``blocked`` id -> reason, or that names no
+    document is a reject)."""
     o = definition.config.oracle
     started = time.perf_counter()
     if o.mode == "labels":
         records, rejects = read_labels(definition.resolve(o.labels), definition,
-                                       documents={d["id"]: d for d in documents})
+                                       documents={d["id"]: d for d in documents}, join=True, blocked=blocked)
         return GroundTruth(records, [r.to_dict() for r in rejects], [],
                            {"mode": "labels", "records": len(records), "rejects": len(rejects)}, {}, len(records),
                            time.perf_counter() - started)

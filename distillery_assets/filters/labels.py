@@ -4,12 +4,15 @@ the agreement between two sets of labels.
 A label line is a JSON object with ``id`` and the dimension scores, in any of these shapes::
 
     {"id": "a1", "scores": {"depth": 7, "clarity": 5, ...}}                     (this platform's records)
+    {"id": "a1", "labels": {"depth": 7, "clarity": 5, ...}}                     (the same, named labels)
     {"id": "a1", "depth": 7, "clarity": 5, ...}                                 (flat, as the seed's oracle)
     {"id": "a1", "<filter>_analysis": {"dimensions": {"depth": {"score": 7}}}}  (the seed's stored analysis)
 
 optionally with ``title``, ``content``, ``url``, ``source``, ``published_date`` and ``content_type``.
-A line that is not JSON, has no ``id``, repeats an id, misses a dimension or has a score that is not a
-number or outside the scale is one reject naming ``file:line:field``; the other lines proceed.
+A line that is not JSON, has no ``id``, repeats an id, misses a dimension (the reject lists the accepted
+shapes) or has a score that is not a number or outside the scale is one reject naming ``file:line:field``;
+the other lines proceed. In a filter's ground truth the labels are joined to the version's documents: a
+label whose document the prefilter blocked, or that names no document, is a reject too.
 :func:`read_labels` returns records shaped as the oracle's (see :mod:`.oracle`), with the overall score,
 tier and caps recomputed from the config (content from the label line, else from ``documents``).
 """
@@ -41,9 +44,18 @@ class LabelReject:
         return f"{self.where}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
 
 
+def accepted_shapes(definition: FilterDefinition) -> str:
+    """The label-line shapes :func:`read_labels` takes, spelled with this filter's first dimension."""
+    d = definition.dimensions[0]
+    return (f'accepted shapes: {{"id": ..., "scores": {{"{d}": 7, ...}}}}, {{"id": ..., "labels": {{"{d}": 7, ...}}}}, '
+            f'{{"id": ..., "{d}": 7, ...}} (flat) or {{"id": ..., "{definition.name}_analysis": {{"dimensions": '
+            f'{{"{d}": {{"score": 7}}}}}}}}; dimensions: {", ".join(definition.dimensions)}')
+
+
 def _scores_of(row: dict, definition: FilterDefinition) -> tuple[dict, str]:
-    if isinstance(row.get("scores"), dict):
-        return row["scores"], "scores."
+    for key in ("scores", "labels"):
+        if isinstance(row.get(key), dict):
+            return row[key], f"{key}."
     analysis = row.get(f"{definition.name}_analysis")
     if isinstance(analysis, dict):
         if isinstance(analysis.get("dimensions"), dict):
@@ -52,9 +64,12 @@ def _scores_of(row: dict, definition: FilterDefinition) -> tuple[dict, str]:
     return row, ""
 
 
-def read_labels(path: Path, definition: FilterDefinition,
-                documents: Mapping[str, dict] | None = None) -> tuple[list[dict], list[LabelReject]]:
-    """Records and rejects from a labels JSONL (see the module docstring)."""
+def read_labels(path: Path, definition: FilterDefinition, documents: Mapping[str, dict] | None = None, *,
+                join: bool = False, blocked: Mapping[str, str] | None = None) -> tuple[list[dict], list[LabelReject]]:
+    """Records and rejects from a labels JSONL (see the module docstring). With ``join`` every label must name
+    one of ``documents`` (the version's documents the prefilter passed): a label whose document the prefilter
+    blocked (``blocked``: id -> the rule's reason) is a ``blocked_by_prefilter`` reject, one without a document
+    a ``no_document`` reject; a record whose content is empty is an ``empty_content`` reject, joined or not."""
     path = Path(path)
     scoring = definition.config.scoring
     records: list[dict] = []
@@ -76,16 +91,30 @@ def read_labels(path: Path, definition: FilterDefinition,
         try:
             scores = scores_from_answer(answer, scoring, prefix=prefix)
         except ScoreError as exc:
-            rejects.append(LabelReject(key, exc.reason, f"{path}:{number}:{exc.field}", exc.detail))
+            hint = f"; {accepted_shapes(definition)}" if exc.reason == "missing_dimension" else ""
+            rejects.append(LabelReject(key, exc.reason, f"{path}:{number}:{exc.field}", exc.detail + hint))
             continue
         content_type = row.get("content_type") if scoring.content_type_caps else None
         if content_type is not None and content_type not in (*scoring.content_type_caps, "other"):
             rejects.append(LabelReject(key, "unknown_content_type", f"{path}:{number}:content_type",
                                        repr(content_type)))
             continue
+        if join and key not in documents:
+            if key in (blocked or {}):
+                rejects.append(LabelReject(key, "blocked_by_prefilter", f"{path}:{number}:id",
+                                           f"the prefilter blocked document {key!r} ({blocked[key]})"))
+            else:
+                rejects.append(LabelReject(key, "no_document", f"{path}:{number}:id",
+                                           f"no document {key!r} among the version's sources "
+                                           f"({len(documents) + len(blocked or {})} documents)"))
+            continue
         seen.add(key)
         doc = {**documents.get(key, {}), **{k: row[k] for k in ("title", "content", "url", "source",
                                                                   "published_date") if k in row}, "id": key}
+        if not str(doc.get("content") or "").strip():
+            rejects.append(LabelReject(key, "empty_content", f"{path}:{number}:content",
+                                       "neither the label line nor a document gives this id any content"))
+            continue
         oracle = {"kind": "labels", "file": str(path), "line": number, **({"labeller": row["labeller"]}
                                                                           if "labeller" in row else {})}
         records.append(ground_truth_record(doc, scores, scoring, content_type=content_type, oracle=oracle))

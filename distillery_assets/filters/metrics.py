@@ -172,3 +172,51 @@ def results_summary(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 
 def results_markdown(results: Mapping[str, Mapping[str, Any]], dims: Sequence[str]) -> str:
     return md_table([[fmt(v) for v in row] for row in results_rows(results, dims)], results_head(dims))
+
+
+# --------------------------------------------------------------------------------------------- in words
+
+def relative(value: float, reference: float) -> str:
+    """``value`` against ``reference`` as a reader cannot misread it: ``"43% below"``, ``"12% above"``,
+    ``"equal to"`` (rounded to whole percent; a reference of 0 gives ``"n/a vs"``)."""
+    if not reference:
+        return "n/a vs"
+    change = (value - reference) / reference
+    if round(change * 100) == 0:
+        return "equal to"
+    return f"{abs(change):.0%} {'below' if change < 0 else 'above'}"
+
+
+def mae_sentence(results: Mapping[str, Mapping[str, Any]], n: int | None = None) -> str:
+    """``"MAE 1.13, 43% below the mean predictor (2.00), 24% below ridge (1.49)"``: the kept scorer's test MAE
+    against both baselines (on ``n`` test documents when given)."""
+    m, mean, ridge = results["model"]["mae"], results["mean"]["mae"], results["ridge"]["mae"]
+    on = f" on {n} test documents" if n else ""
+    return (f"test MAE {m:.3f}{on}, {relative(m, mean)} the mean predictor ({mean:.3f}), "
+            f"{relative(m, ridge)} ridge regression on frozen embeddings ({ridge:.3f})")
+
+
+CANDIDATE_HEAD = ("candidate", "outcome", "val MAE", "test MAE", "test vs mean", "test vs ridge", "best / run epochs",
+                  "learning rate", "seconds", "note")
+
+
+def candidate_rows(candidates: Sequence[Mapping[str, Any]], mean_test_mae: float,
+                   ridge_test_mae: float) -> list[list[str]]:
+    """One row per candidate head of a training run (``training_metadata.json``'s ``candidates``), under
+    :data:`CANDIDATE_HEAD`: the kept one says ``kept``; skipped ones say why in the note."""
+    rows = []
+    for c in candidates:
+        trained = c.get("status") == "trained"
+        test = c.get("test_mae")
+        rows.append([
+            c["name"], "kept" if c.get("kept") else ("compared" if trained else "skipped"),
+            fmt(c.get("val_mae")), fmt(test), relative(test, mean_test_mae) if test is not None else "-",
+            relative(test, ridge_test_mae) if test is not None else "-",
+            (f"{c.get('best_epoch')} / {c.get('epochs_run')}" if c.get("epochs_run") else
+             ("closed form" if trained else "-")),
+            fmt(c.get("learning_rate")), fmt(c.get("seconds"), 1), str(c.get("note") or "")])
+    return rows
+
+
+def candidates_markdown(candidates: Sequence[Mapping[str, Any]], results: Mapping[str, Mapping[str, Any]]) -> str:
+    return md_table(candidate_rows(candidates, results["mean"]["mae"], results["ridge"]["mae"]), list(CANDIDATE_HEAD))

@@ -149,6 +149,9 @@ class OracleTask(LLMTask[dict]):
     ordered = False
 
     def __init__(self, definition: FilterDefinition, *, model: str | None = None, tag: str | None = None):
+        if definition.prompt is None:
+            raise ValueError(f"{definition.folder / 'prompt.md'}: not found; asking an oracle needs the filter's "
+                             "prompt (a labels-mode version may leave it out only while no oracle is asked)")
         self.definition = definition
         o = definition.config.oracle
         self.model = model if model is not None else o.model

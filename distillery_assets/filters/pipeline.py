@@ -38,12 +38,12 @@ from distillery_assets.filters.config import (AssetSource, FilterConfigError, Fi
                                               JsonlSource, load_filter)
 from distillery_assets.filters.ground_truth import GroundTruth, accumulate_usage
 from distillery_assets.filters.paths import FilterPaths, filter_versions
-from distillery_assets.filters.report import CostLine, ReportInputs, cost_lines, write_docx, write_plots
+from distillery_assets.filters.report import CostLine, Levels, ReportInputs, cost_lines, write_docx, write_plots
 from distillery_assets.filters.score import ScoreRun, Scorer, ShardRunner, score_dataset
 from distillery_assets.filters.scoring import score
-from distillery_assets.filters.sources import MODEL_SEP, SourceReject, collect, document_text
-from distillery_assets.filters.train import (RESULT_FILE, FilterTrainConfig, FilterTrainResult, TrainFilterSpec,
-                                             judge_predictions)
+from distillery_assets.filters.sources import SourceReject, collect, document_text
+from distillery_assets.filters.train import (RESULT_FILE, SCORER_FILE, FilterTrainConfig, FilterTrainResult,
+                                             TrainFilterSpec, example_text, judge_predictions)
 from distillery_assets.io import atomic_path, atomic_write_jsonl, atomic_write_text, read_jsonl
 from distillery_assets.paths import data_dir
 
@@ -177,6 +177,12 @@ def passed_documents(paths: FilterPaths) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "prefilter"} for r in rows if r["prefilter"]["passed"]]
 
 
+def blocked_documents(paths: FilterPaths) -> dict[str, str]:
+    """The documents the prefilter blocked: id -> the deciding rule's reason."""
+    return {str(r["id"]): str(r["prefilter"].get("reason")) for r in read_jsonl(paths.prefiltered)
+            if not r["prefilter"]["passed"]}
+
+
 def write_ground_truth(paths: FilterPaths, gt: GroundTruth) -> tuple[dict[str, Any], dict]:
     """``labeled_articles.jsonl``, ``oracle_rejects.jsonl`` (rejects, then failures, then the error that stopped
     labelling, each with its ``kind``) and this run's usage added to ``oracle_usage.json``: (the usage totals,
@@ -254,7 +260,10 @@ def run_record(defn: FilterDefinition, spec: TrainFilterSpec, result: FilterTrai
     return {"params": {"filter": defn.name, "version": defn.config.filter.version,
                        "training": spec.config.fingerprint(), "dimensions": defn.dimensions,
                        "splits": {k: getattr(spec, k) for k in ("train", "val", "test")}},
-            "metrics": {"ran_on": ran_on, "device": result.device, "best_epoch": result.best_epoch,
+            "metrics": {"ran_on": ran_on, "device": result.device, "kept": result.mode,
+                        "candidates": {c.name: {"val_mae": c.val_mae, "test_mae": c.test_mae} for c in result.candidates
+                                       if c.status == "trained"},
+                        "best_epoch": result.best_epoch,
                         "best_val_mae": result.best_val_mae, "test": table,
                         "train_seconds": result.train_seconds, "fingerprint": result.fingerprint}}
 
@@ -295,7 +304,8 @@ def read_test_results(paths: FilterPaths) -> dict[str, dict[str, Any]]:
 def scorer_speed(paths: FilterPaths, n: int = 48) -> float | None:
     """Documents/s of the trained scorer on val+test texts (after one warm-up batch), for the cost table."""
     rows = [*read_jsonl(paths.split_file("val")), *read_jsonl(paths.split_file("test"))]
-    texts = [document_text(r, MODEL_SEP) for r in rows][:n]
+    include = model_reads_titles(paths)
+    texts = [example_text(r, include) for r in rows][:n]
     if not texts:
         return None
     scorer = Scorer(paths.model_dir)
@@ -303,6 +313,15 @@ def scorer_speed(paths: FilterPaths, n: int = 48) -> float | None:
     start = time.perf_counter()
     scorer.predict(texts)
     return round(len(texts) / max(time.perf_counter() - start, 1e-9), 2)
+
+
+def ground_truth_sentence(defn: FilterDefinition, oracle: dict, n_labels: int) -> str:
+    """Where the labels came from, in words: the labels file (no oracle asked), or the oracle that scored them."""
+    if defn.config.oracle.mode == "labels":
+        return (f"Ground truth: the labels file {Path(defn.config.oracle.labels).name} ({n_labels} labels joined to "
+                "the version's documents the prefilter passed); no oracle was asked.")
+    who = " ".join(str(v) for v in (oracle.get("provider"), oracle.get("model")) if v) or "the oracle"
+    return f"Ground truth: {who} scored {n_labels} documents against the filter's prompt."
 
 
 def report_inputs(defn: FilterDefinition, paths: FilterPaths, *, history: list[dict], metadata: dict,
@@ -315,12 +334,15 @@ def report_inputs(defn: FilterDefinition, paths: FilterPaths, *, history: list[d
         filter_name=defn.name, filter_version=defn.config.filter.version, description=defn.config.filter.description,
         dims=_dims_table(defn), tiers=_tiers(defn), history=history, metadata=metadata, results=table,
         plots_dir=paths.plots_dir,
-        oracle=(f"{oracle.get('provider')} {oracle.get('model')}" if oracle else
-                "the labels file" if defn.config.oracle.mode == "labels" else "the oracle"),
+        oracle=("the labels file" if defn.config.oracle.mode == "labels" else
+                " ".join(str(v) for v in (oracle.get("provider"), oracle.get("model")) if v) or "the oracle"),
+        ground_truth=ground_truth_sentence(defn, oracle, len(labels)),
         prefilter=f"Rules in order, the first that decides wins: {prefilter_rules}." if prefilter_rules else "",
         label_counts=dict(Counter(r["tier"] for r in labels)), costs=costs,
         notes=["The test table judges overall and tier with the filter's own rules (caps on the text, gatekeepers); "
-               f"predicted scores carry no content type. Test split: {test_examples} documents."])
+               f"predicted scores carry no content type. Test split: {test_examples} documents.",
+               "Training-split metrics per epoch come from the training pass itself (each batch's predictions as "
+               "it was trained, dropout on); validation is predicted in eval mode."])
 
 
 @dataclass
@@ -329,22 +351,42 @@ class FilterReport:
     table: dict[str, dict[str, Any]]
     costs: list[CostLine]
     scorer_docs_per_s: float | None
+    curve_of: str = ""
+    """The candidate whose epochs ``history`` holds (the kept one, else the best trained by epochs)."""
+    levels: Levels | None = None
+    candidates: list[dict] | None = None
+
+
+def curves(result: FilterTrainResult) -> tuple[str, list[dict]]:
+    """The candidate whose curves the report draws: the kept one when it trained by epochs, else the one with
+    the lowest validation MAE among those that did (none: ridge alone)."""
+    by_epochs = [c for c in result.candidates if c.history]
+    if not by_epochs:
+        return "", []
+    chosen = next((c for c in by_epochs if c.kept), None) or min(by_epochs, key=lambda c: c.val_mae or 0.0)
+    return chosen.name, chosen.history
 
 
 def write_report(defn: FilterDefinition, paths: FilterPaths) -> FilterReport:
-    """The plots, ``training_summary.txt`` and the .docx report of a trained version: the judged test table,
-    and the cost of the oracle (its usage summed over runs) against the scorer's (its measured speed)."""
-    history = json.loads(paths.training_history.read_text(encoding="utf-8"))
+    """The plots, ``training_summary.txt`` and the .docx report of a trained version: the candidates, the judged
+    test table, and the cost of the oracle (its usage summed over runs) against the scorer's (its measured
+    speed)."""
     metadata = json.loads(paths.training_metadata.read_text(encoding="utf-8"))
     table = read_test_results(paths)
-    write_plots(history, defn.dimensions, paths.plots_dir, title=f"{defn.name} v{defn.config.filter.version}")
+    result = train_result(paths)
+    curve_of, history = curves(result)
+    ridge_val = next((c.val_mae for c in result.candidates if c.name == "ridge"), None)
+    levels = Levels(result.mean_val_mae, ridge_val)
+    preds = result.test_predictions
+    write_plots(history, defn.dimensions, paths.plots_dir, title=f"{defn.name} v{defn.config.filter.version}",
+                levels=levels, test=(preds.target, preds.predictions["model"]), curve_of=curve_of)
     usage = json.loads(paths.oracle_usage.read_text(encoding="utf-8")) if paths.oracle_usage.exists() else {}
     oracle, speed = usage.get("oracle", {}), scorer_speed(paths)
     costs = cost_lines(usage.get("total", {}), oracle, labels_mode=defn.config.oracle.mode == "labels",
                        scorer_docs_per_s=speed, reference=REFERENCE_ORACLE, dollars_per_hour=SCORER_DOLLARS_PER_HOUR)
     write_docx(report_inputs(defn, paths, history=history, metadata=metadata, table=table, oracle=oracle,
-                             costs=costs, test_examples=train_result(paths).test_examples), paths.report_docx)
-    return FilterReport(history, table, costs, speed)
+                             costs=costs, test_examples=result.test_examples), paths.report_docx)
+    return FilterReport(history, table, costs, speed, curve_of, levels, metadata.get("candidates"))
 
 
 # ------------------------------------------------------------------------------------------- upload
@@ -368,8 +410,8 @@ def stage_upload(defn: FilterDefinition, paths: FilterPaths, card: str) -> Path:
         shutil.copytree(paths.model_dir, tmp / "model")
         for file in (paths.training_history, paths.training_metadata, paths.test_results):
             shutil.copy2(file, tmp / file.name)
-        for name in DEFINITION_FILES:
-            shutil.copy2(defn.folder / name, tmp / name)
+        for file in definition_files(defn):  # prompt.md is optional in labels mode
+            shutil.copy2(file, tmp / file.name)
         atomic_write_text(tmp / "README.md", card)
     return paths.upload_dir
 
@@ -385,5 +427,13 @@ def score_documents(defn: FilterDefinition, paths: FilterPaths, documents: Seque
     def rules(scores: dict[str, float], text: str):
         return score(scores, scoring, text=text)
 
+    include = model_reads_titles(paths)
     return score_dataset(documents, paths.scores_dir, runner=runner, rules=rules, dims=defn.dimensions,
-                         shard_size=shard_size, on_shard=on_shard, text_of=lambda d: document_text(d, MODEL_SEP))
+                         shard_size=shard_size, on_shard=on_shard, text_of=lambda d: example_text(d, include))
+
+
+def model_reads_titles(paths: FilterPaths) -> bool:
+    """Whether the trained scorer reads ``title\\n\\ncontent`` or the content alone (``include_title`` in its
+    ``filter_model.json``; models from before that field read titles)."""
+    meta = json.loads((paths.model_dir / SCORER_FILE).read_text(encoding="utf-8"))
+    return bool(meta.get("include_title", True))

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distillery_assets.filters.metrics import FINEWEB_EDU_F1, fmt, results_head, results_rows
+from distillery_assets.filters.metrics import (CANDIDATE_HEAD, FINEWEB_EDU_F1, candidate_rows, fmt, mae_sentence,
+                                              relative, results_head, results_rows)
 from distillery_assets.io import atomic_path, atomic_write_text
 from distillery_assets.llm.pricing import estimate_cost
-from distillery_assets.plots import BLUE, RED, Chart, Series, chart_md, pyplot
+from distillery_assets.plots import BLUE, GREEN, GREY, RED, Chart, Series, chart_md, pyplot
 
-PLOTS = ("overall_metrics.png", "per_dimension_mae.png", "loss_curves.png")
+PLOTS = ("overall_metrics.png", "per_dimension_mae.png", "loss_curves.png", "predicted_vs_true.png")
 SUMMARY = "training_summary.txt"
 DPI = 150
 
@@ -35,10 +36,10 @@ def _series(history: Sequence[Mapping[str, Any]], split: str, key: str) -> list[
     return [float(h[split][key]) for h in history]
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Any, path: Path, integer_epochs: bool = True) -> Path:
     from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 (matplotlib loads only when a report is drawn)
 
-    for ax in fig.axes:  # epochs are whole numbers
+    for ax in fig.axes if integer_epochs else ():  # epochs are whole numbers
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
     with atomic_path(path) as tmp:
@@ -47,50 +48,95 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+@dataclass
+class Levels:
+    """Validation MAE of the baselines, drawn as flat lines beside a candidate's curves."""
+
+    mean: float | None = None
+    ridge: float | None = None
+
+    def lines(self) -> list[tuple[str, float, str]]:
+        return [(label, v, colour) for label, v, colour in (("mean predictor (val)", self.mean, GREY),
+                                                            ("ridge (val)", self.ridge, GREEN)) if v is not None]
+
+
 def write_plots(history: Sequence[Mapping[str, Any]], dims: Sequence[str], out_dir: Path, *,
-                title: str = "") -> dict[str, Path]:
-    """The three plots and ``training_summary.txt`` in ``out_dir`` (each written atomically)."""
+                title: str = "", levels: Levels | None = None, test: tuple[Any, Any] | None = None,
+                curve_of: str = "") -> dict[str, Path]:
+    """The plots and ``training_summary.txt`` in ``out_dir`` (each written atomically). ``history``: the epochs
+    of the trained candidate whose curves are drawn (``curve_of`` names it; empty when only ridge ran),
+    ``levels``: the baselines' validation MAE drawn flat across them, ``test``: (target, predicted) matrices of
+    the kept scorer on the test split, for a predicted-vs-true scatter per dimension."""
+    import numpy as np
+
     plt = pyplot()
-    if not history:
-        raise ValueError("training history is empty: nothing to plot")
+    levels = levels or Levels()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     epochs = [int(h["epoch"]) for h in history]
+    span = [epochs[0], epochs[-1]] if epochs else [0, 1]
     paths: dict[str, Path] = {}
+    who = f" ({curve_of})" if curve_of else ""
+
+    def flat(ax) -> None:
+        for label, value, colour in levels.lines():
+            ax.plot(span, [value, value], "--", color=colour, label=label, linewidth=1.2)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key, label in ((axes[0], "mae", "MAE"), (axes[1], "rmse", "RMSE")):
-        for split, style in (("train", "-o"), ("val", "-s")):
-            ax.plot(epochs, _series(history, split, key), style, label=split, markersize=3)
+        for split, style, name in (("train", "-o", "train (training pass)"), ("val", "-s", "val")):
+            if history:
+                ax.plot(epochs, _series(history, split, key), style, label=name, markersize=3)
+        if key == "mae":
+            flat(ax)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
-        ax.set_title(f"{label} per epoch")
+        ax.set_title(f"{label} per epoch{who}" if history else f"{label}: no epochs (closed form only)")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.suptitle(title or "Overall metrics")
     paths["overall_metrics.png"] = _save(fig, out_dir / "overall_metrics.png")
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for dim in dims:
-        ax.plot(epochs, _series(history, "val", f"{dim}_mae"), "-o", label=dim, markersize=3)
+        if history:
+            ax.plot(epochs, _series(history, "val", f"{dim}_mae"), "-o", label=dim, markersize=3)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation MAE")
-    ax.set_title("Validation MAE per dimension")
+    ax.set_title(f"Validation MAE per dimension{who}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    if history:
+        ax.legend(fontsize=8, ncol=2)
     paths["per_dimension_mae.png"] = _save(fig, out_dir / "per_dimension_mae.png")
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for split, style in (("train", "-o"), ("val", "-s")):
-        ax.plot(epochs, _series(history, split, "loss"), style, label=split, markersize=3)
+    for split, style, name in (("train", "-o", "train (training pass)"), ("val", "-s", "val")):
+        if history:
+            ax.plot(epochs, _series(history, split, "loss"), style, label=name, markersize=3)
     ax.set_xlabel("epoch")
     ax.set_ylabel("Loss (MSE)")
-    ax.set_title("Loss curves")
+    ax.set_title(f"Loss curves{who}")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if history:
+        ax.legend()
     paths["loss_curves.png"] = _save(fig, out_dir / "loss_curves.png")
 
-    paths[SUMMARY] = atomic_write_text(out_dir / SUMMARY, training_summary(history, dims, title=title))
+    if test is not None:
+        target, pred = (np.asarray(m, dtype=float) for m in test)
+        fig, axes = plt.subplots(1, len(dims), figsize=(3.6 * len(dims), 3.6), squeeze=False)
+        lo, hi = float(min(target.min(), pred.min())), float(max(target.max(), pred.max()))
+        for j, (ax, dim) in enumerate(zip(axes[0], dims, strict=True)):
+            ax.scatter(target[:, j], pred[:, j], s=12, alpha=0.6, color=BLUE)
+            ax.plot([lo, hi], [lo, hi], "--", color=GREY, linewidth=1)
+            ax.set_title(f"{dim}\nMAE {np.mean(np.abs(pred[:, j] - target[:, j])):.2f}", fontsize=9)
+            ax.set_xlabel("true")
+            ax.set_ylabel("predicted" if j == 0 else "")
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"Test split: predicted against true ({len(target)} documents)")
+        paths["predicted_vs_true.png"] = _save(fig, out_dir / "predicted_vs_true.png", integer_epochs=False)
+
+    paths[SUMMARY] = atomic_write_text(out_dir / SUMMARY, training_summary(history, dims, title=title,
+                                                                          curve_of=curve_of))
     return paths
 
 
@@ -103,32 +149,41 @@ def epoch_rows(history: Sequence[Mapping[str, Any]]) -> list[tuple]:
              round(h["val"]["rmse"], 4)) for h in history]
 
 
-def curves_md(history: Sequence[Mapping[str, Any]], dims: Sequence[str]) -> dict[str, str]:
+def curves_md(history: Sequence[Mapping[str, Any]], dims: Sequence[str], levels: Levels | None = None) -> dict[str, str]:
     """The training curves as labelled charts the asset page shows in place (markdown images, each under the
-    UI's inline limit): MAE and MSE loss per epoch (train and validation), and the validation MAE of each
-    dimension at the best epoch (by validation MAE)."""
+    UI's inline limit): MAE per epoch (train from the training pass, validation, and the baselines' validation
+    MAE as flat lines), MSE loss, and the validation MAE of each dimension at the best epoch. Nothing when no
+    candidate trained by epochs (ridge alone)."""
+    if not history:
+        return {}
     epochs = [h["epoch"] for h in history]
+    span = [epochs[0], epochs[-1]]
+    flat = [Series(label, [v, v], x=span, colour=colour) for label, v, colour in (levels or Levels()).lines()]
 
-    def pair(key: str, title: str, ylabel: str) -> str:
+    def pair(key: str, title: str, ylabel: str, extra: Sequence[Series] = ()) -> str:
         return chart_md(Chart(title, "epoch", ylabel, [Series("train", _series(history, "train", key), x=epochs,
                                                               colour=BLUE),
                                                        Series("validation", _series(history, "val", key), x=epochs,
-                                                              colour=RED)]))
+                                                              colour=RED), *extra]))
 
     best = min(history, key=lambda h: h["val"]["mae"])
     per_dim = Chart(f"Validation MAE per dimension (best epoch {best['epoch']})", "validation MAE", "dimension",
                     [Series("validation MAE", [float(best["val"][f"{d}_mae"]) for d in dims], style="bar",
                             colour=BLUE)], xticklabels=list(dims), horizontal=True)
-    return {"mae_curves": pair("mae", "MAE per epoch", "MAE"),
+    return {"mae_curves": pair("mae", "MAE per epoch", "MAE", flat),
             "loss_curves": pair("loss", "Loss (MSE) per epoch", "MSE loss"),
             "per_dimension_val_mae": chart_md(per_dim)}
 
 
-def training_summary(history: Sequence[Mapping[str, Any]], dims: Sequence[str], *, title: str = "") -> str:
+def training_summary(history: Sequence[Mapping[str, Any]], dims: Sequence[str], *, title: str = "",
+                     curve_of: str = "") -> str:
+    lines = [title or "Training summary", "=" * max(16, len(title))]
+    if not history:
+        return "\n".join([*lines, "no epochs: only the closed-form ridge candidate ran"]) + "\n"
     last = history[-1]
     best = min(history, key=lambda h: h["val"]["mae"])
-    lines = [title or "Training summary", "=" * max(16, len(title)), f"epochs: {len(history)}",
-             f"best epoch (val MAE): {best['epoch']}", ""]
+    lines += [*([f"candidate: {curve_of}"] if curve_of else []), f"epochs: {len(history)}",
+              f"best epoch (val MAE): {best['epoch']}", "train metrics: from the training pass (dropout on)", ""]
     for name, rec in (("final", last), ("best", best)):
         lines.append(f"{name} epoch {rec['epoch']}:")
         for split in ("train", "val"):
@@ -218,6 +273,8 @@ class ReportInputs:
     label_counts: Mapping[str, int] = field(default_factory=dict)
     costs: Sequence[CostLine] = ()
     notes: Sequence[str] = ()
+    ground_truth: str = ""
+    """Where the labels came from, in one sentence (default: the oracle scored every document)."""
 
 
 def _table(doc: Any, head: Sequence[str], rows: Sequence[Sequence[Any]]) -> Any:
@@ -232,32 +289,71 @@ def _table(doc: Any, head: Sequence[str], rows: Sequence[Sequence[Any]]) -> Any:
     return table
 
 
+def _kept(inputs: ReportInputs) -> str:
+    return str(inputs.metadata.get("training_mode") or "model")
+
+
 def conclusions(inputs: ReportInputs) -> list[str]:
-    """Findings read off the numbers (what a reader should take away), stated as measured."""
+    """Findings read off the numbers (what a reader should take away), stated as measured: the kept scorer's
+    test MAE against both baselines in words (\"43% below the mean predictor\"), which candidate won and
+    whether anything was learned beyond a linear probe."""
     r = inputs.results
-    model, mean = r.get("model"), r.get("mean")
+    model, mean, ridge = r.get("model"), r.get("mean"), r.get("ridge")
     out = []
-    if model and mean:
+    kept = _kept(inputs)
+    n = inputs.metadata.get("test_examples")
+    if model and mean and ridge:
+        out.append(f"The kept scorer ({kept}): {mae_sentence(r, n)}.")
         gain = 1 - model["mae"] / mean["mae"] if mean["mae"] else 0.0
-        verdict = ("learned from the labels" if gain > 0.1 else
-                   "barely beats predicting the mean: the labels carry little the encoder can see" if gain > 0
-                   else "does not beat predicting the mean: these labels are not worth distilling as they are")
+        if gain <= 0:
+            out.append("It does not beat predicting the training mean: these labels are not worth distilling as "
+                       "they are (or the encoder cannot see what they measure).")
+        elif kept == "ridge":
+            out.append("Ridge regression on the frozen sentence embeddings (closed form) had the lowest validation "
+                       "MAE, so the kept scorer is that ridge: no trained head did better than a linear probe here.")
+        elif model["mae"] < ridge["mae"]:
+            out.append(f"The {kept} head won the validation comparison and holds on test: it learned from the labels "
+                       "more than a linear probe on the same embeddings can.")
+        else:
+            out.append(f"The {kept} head won on validation but not on test, where ridge is "
+                       f"{relative(ridge['mae'], model['mae'])} it; with {n or 'few'} test documents the gap may be "
+                       "noise.")
+        if gain > 0 and gain < 0.1:
+            out.append("The gain over the mean is under 10%: the labels carry little the encoder can see.")
+    elif model and mean:
         out.append(f"Test MAE {model['mae']:.3f} against {mean['mae']:.3f} for the mean predictor "
-                   f"({gain:+.0%}): the scorer {verdict}.")
-    if model and "ridge" in r:
-        out.append(f"A ridge regression on the same frozen embeddings reaches {r['ridge']['mae']:.3f} "
-                   f"({'better than' if r['ridge']['mae'] < model['mae'] else 'no better than'} the trained scorer).")
+                   f"({relative(model['mae'], mean['mae'])} it).")
     if inputs.history:
         best = min(inputs.history, key=lambda h: h["val"]["mae"])
         gap = best["val"]["mae"] - best["train"]["mae"]
-        out.append(f"Best epoch {best['epoch']}: train MAE {best['train']['mae']:.3f}, val MAE "
-                   f"{best['val']['mae']:.3f} (gap {gap:+.3f}{', overfitting' if gap > 0.25 * best['val']['mae'] else ''}).")
+        out.append(f"Best epoch {best['epoch']} of {len(inputs.history)} run: training-pass MAE "
+                   f"{best['train']['mae']:.3f}, validation MAE {best['val']['mae']:.3f} (gap {gap:+.3f}"
+                   f"{', overfitting' if gap > 0.25 * best['val']['mae'] else ''}).")
     if model and "binary" in model:
         b = model["binary"]
         out.append(f"At the {b['threshold']:g} threshold: precision {b['precision']:.2f}, recall {b['recall']:.2f}, "
                    f"F1 {b['f1']:.2f} (FineWeb-Edu's distilled classifier: F1 {FINEWEB_EDU_F1} at its "
                    f"educational threshold, on ~450k Llama-3-70B labels).")
     return out
+
+
+def method_sentence(meta: Mapping[str, Any]) -> str:
+    """What was trained, in one sentence: the recipe, the candidates compared and the one kept."""
+    cands = meta.get("candidates") or []
+    compared = [c["name"] for c in cands if c.get("status") == "trained"]
+    skipped = [c["name"] for c in cands if c.get("status") == "skipped"]
+    kept = next((c for c in cands if c.get("kept")), None)
+    sizes = (f"{meta.get('train_examples', '?')} training, {meta.get('val_examples', '?')} validation and "
+             f"{meta.get('test_examples', '?')} test documents")
+    if not kept:
+        return f"Trained {meta.get('training_mode', '?')} on {sizes}."
+    how = ("closed form" if not kept.get("epochs_run") else
+           f"best epoch {kept.get('best_epoch')} of {kept.get('epochs_run')} run (at most {kept.get('max_epochs')})")
+    title = "with" if meta.get("include_title") else "without"
+    return (f"Recipe {meta.get('recipe', '?')}: {', '.join(compared)} compared by validation MAE on {sizes}"
+            + (f" ({', '.join(skipped)} not run)" if skipped else "")
+            + f"; kept {kept['name']} ({how}). The model reads each document {title} its title "
+            f"({meta.get('include_title_reason') or 'as configured'}).")
 
 
 def write_docx(inputs: ReportInputs, path: Path) -> Path:
@@ -274,10 +370,7 @@ def write_docx(inputs: ReportInputs, path: Path) -> Path:
     for line in conclusions(inputs)[:2] or ["No results were recorded."]:
         doc.add_paragraph(line, style="List Bullet")
     meta = inputs.metadata
-    doc.add_paragraph(f"Trained {meta.get('training_mode', '?')} on {meta.get('model_name', '?')}: "
-                      f"{meta.get('train_examples', '?')} training, {meta.get('val_examples', '?')} validation and "
-                      f"{meta.get('test_examples', '?')} test documents, best epoch {meta.get('best_epoch', '?')} "
-                      f"of {meta.get('epochs', '?')}.")
+    doc.add_paragraph(method_sentence(meta))
 
     doc.add_heading("Filter architecture", 1)
     doc.add_heading("Stage 1: rule-based prefilter", 2)
@@ -290,25 +383,35 @@ def write_docx(inputs: ReportInputs, path: Path) -> Path:
     _table(doc, ["tier", "threshold"], [list(t) for t in inputs.tiers])
 
     doc.add_heading("Method", 1)
-    doc.add_paragraph(f"Ground truth: {inputs.oracle} scored every document against the filter's prompt. "
-                      + (", ".join(f"{k}: {v}" for k, v in inputs.label_counts.items()) + "."
-                         if inputs.label_counts else ""))
-    settings = [(k, meta.get(k)) for k in ("training_mode", "model_name", "max_length", "epochs", "batch_size",
-                                            "learning_rate", "warmup_steps", "num_parameters",
-                                            "num_trainable_parameters", "device") if k in meta]
+    doc.add_paragraph((inputs.ground_truth or f"Ground truth: {inputs.oracle} scored every document against "
+                       "the filter's prompt.") + (" Labelled documents per tier: " + ", ".join(
+                           f"{k}: {v}" for k, v in inputs.label_counts.items()) + "." if inputs.label_counts else ""))
+    settings = [(k, meta.get(k)) for k in ("recipe", "training_mode", "model_name", "max_length", "epochs",
+                                            "batch_size", "learning_rate", "warmup_steps", "num_parameters",
+                                            "num_trainable_parameters", "include_title", "device") if k in meta]
     _table(doc, ["setting", "value"], settings)
-    doc.add_paragraph("Loss: mean squared error over all dimensions; optimizer AdamW; the best epoch by "
-                      "validation MAE is kept. Baselines on the same test split: the training mean for every "
-                      "document, and a ridge regression on frozen sentence embeddings.")
+    doc.add_paragraph("Candidates: ridge in closed form (its penalty chosen on validation); gradient candidates "
+                      "(MLP, fine-tuning) with mean squared error over all dimensions and AdamW, each keeping its "
+                      "best epoch by validation MAE and stopping after a run of epochs without improvement. The "
+                      "candidate with the lowest validation MAE is kept. Baselines on the same test split: the "
+                      "training mean for every document, and the ridge regression on frozen sentence embeddings.")
 
     doc.add_heading("Results", 1)
     dims = [d[0] for d in inputs.dims]
     # two tables a page wide: the judged metrics per model, then the per-dimension MAE (a dimension a row)
+    cands = inputs.metadata.get("candidates") or []
+    if cands and "mean" in inputs.results and "ridge" in inputs.results:
+        doc.add_paragraph("Every candidate, on validation (what chose the kept one) and on test:")
+        rows = candidate_rows(cands, inputs.results["mean"]["mae"], inputs.results["ridge"]["mae"])
+        _table(doc, CANDIDATE_HEAD[:7], [row[:7] for row in rows])
+        doc.add_paragraph("")
     head, rows = results_head(dims), results_rows(inputs.results, dims)
     _table(doc, head[:8], [row[:8] for row in rows])
     doc.add_paragraph("")
     _table(doc, ["test MAE", *[row[0] for row in rows]], [[d, *[row[8 + j] for row in rows]] for j, d in enumerate(dims)])
-    for plot, caption in zip(PLOTS, ("MAE and RMSE per epoch", "Validation MAE per dimension", "Loss (MSE)"),
+    for plot, caption in zip(PLOTS, ("MAE and RMSE per epoch, with the baselines' validation MAE",
+                                      "Validation MAE per dimension", "Loss (MSE)",
+                                      "Test split: the kept scorer's prediction against the true score"),
                              strict=True):
         file = Path(inputs.plots_dir) / plot
         if file.exists():

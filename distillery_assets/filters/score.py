@@ -1,7 +1,7 @@
 """Batch scoring with a trained filter scorer: per document the dimension scores, the overall score, the
 tier and the caps/gatekeepers that applied; streamed in shards, resumable, throughput measured.
 
-* :class:`Scorer` loads a version's ``model/`` (any of the three training modes), optionally int8
+* :class:`Scorer` loads a version's ``model/`` (any candidate: ridge, MLP, frozen or fine-tuned head, LoRA), optionally int8
   (torch dynamic quantization of the Linear layers), and predicts an (n, dims) matrix. Texts are
   batched by length so a batch pads little; :meth:`Scorer.batches` hands out exactly those tokenized
   batches (the benchmark times the bare ``model(**batch)`` forward on them).
@@ -135,7 +135,19 @@ class Scorer:
         h = self.head
         pooled = mean_pool(out.last_hidden_state, batch["attention_mask"], bool(self.meta.get("normalize", True)))
         feats = (pooled - h["feature_mean"]) / h["feature_std"] if "feature_mean" in h else pooled
+        if "w1" in h:  # the MLP head: Linear, GELU, Linear
+            hidden = self._torch.nn.functional.gelu(feats @ h["w1"].T + h["b1"])
+            return hidden @ h["w2"].T + h["b2"]
         return feats @ h["weight"].T + h["bias"]
+
+    @property
+    def include_title(self) -> bool:
+        """Whether the model reads ``title\\n\\ncontent`` (True, the seed's input) or the content alone."""
+        return bool(self.meta.get("include_title", True))
+
+    def text_of(self, document: Mapping[str, Any]) -> str:
+        """A document's input text as this model was trained on it (with or without its title)."""
+        return document_text(document, MODEL_SEP) if self.include_title else str(document.get("content") or "")
 
     def predict(self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH) -> np.ndarray:
         """(n, dims) predictions in the order of ``texts`` (clipped to the scale when the model says so)."""

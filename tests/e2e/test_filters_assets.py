@@ -12,6 +12,7 @@ lineage of ``filter_model`` reaches the chunk file and the oracle journal whose 
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -80,9 +81,15 @@ def test_filter_report_chain_reruns_free_and_versions_are_partitions(data_dir: P
         version = root / "deep_red_theme" / "v1"
         assert (version / "model" / "filter_model.json").exists() and (version / "model" / "head.safetensors").exists()
         history = json.loads((version / "training_history.json").read_text())
-        assert len(history) == 20 and {"train", "val"} <= set(history[0])
         training = json.loads((version / "training_metadata.json").read_text())
         assert training["filter_name"] == "deep_red_theme" and set(training["baseline_test_mae"]) == {"mean", "ridge"}
+        # the default recipe: ridge and the MLP compared on validation, the winner kept (its epochs are the history)
+        assert training["recipe"] == "auto" and training["training_mode"] in ("ridge", "mlp")
+        cands = {c["name"]: c for c in training["candidates"]}
+        assert cands["ridge"]["status"] == cands["mlp"]["status"] == "trained"
+        assert cands[training["training_mode"]]["kept"] and cands["full_finetune"]["status"] == "skipped"
+        assert (history == []) == (training["training_mode"] == "ridge")
+        assert all({"train", "val"} <= set(h) for h in history)
         splits = root / "datasets" / "deep_red_theme_ground_truth_v1_splits"
         split_meta = json.loads((splits / "split_metadata.json").read_text())
         assert split_meta["seed"] == 42 and split_meta["stratified_by"] == "tier"
@@ -94,11 +101,12 @@ def test_filter_report_chain_reruns_free_and_versions_are_partitions(data_dir: P
         assert docx.stat().st_size > 20_000
         plots = reports / "deep_red_theme_v1_plots"
         assert {p.name for p in plots.iterdir()} >= {"overall_metrics.png", "per_dimension_mae.png",
-                                                     "loss_curves.png", "training_summary.txt"}
+                                                     "loss_curves.png", "predicted_vs_true.png", "training_summary.txt"}
         from docx import Document
 
         text = "\n".join(p.text for p in Document(str(docx)).paragraphs)
-        assert "0.82" in text and "Cost" in text
+        assert "0.82" in text and "Cost" in text and "the mean predictor (" in text
+        assert "None" not in text and ("learned from the labels" not in text or training["training_mode"] != "ridge")
 
         gt = _meta(first, "filter_ground_truth")
         assert gt["records"] + gt["rejects"] + gt["failures"] == gt["selected_for_oracle"]
@@ -117,7 +125,9 @@ def test_filter_report_chain_reruns_free_and_versions_are_partitions(data_dir: P
         model_meta = _meta(first, "filter_model")
         assert model_meta["ran_on"] == "local CPU"
         report_meta = _meta(first, "filter_report")
-        assert report_meta["mae_curves"].startswith("![") and len(report_meta["mae_curves"]) < 1000
+        assert "| kept |" in report_meta["candidates"] and "| ridge |" in report_meta["candidates"]
+        if history:  # the curves of a candidate trained by epochs, with the baselines' levels
+            assert report_meta["mae_curves"].startswith("![") and len(report_meta["mae_curves"]) < 1000
         upload = _meta(first, "filter_upload")
         assert upload["uploaded"] is False and "HF_TOKEN" in upload["reason"]
 
@@ -178,6 +188,7 @@ def test_labels_mode_reads_a_labels_file_and_never_asks_an_llm(data_dir: Path, t
                          "published_date": ""})
         labels.append({"id": f"a{i}", "scores": {d: (i * (k + 1)) % 11 for k, d in enumerate(dims)}})
     labels[3]["scores"][dims[0]] = 14  # out of range
+    labels.append({"id": "ghost", "scores": labels[0]["scores"]})  # no such document: a named reject
     (folder / "articles.jsonl").write_text("".join(json.dumps(a) + "\n" for a in articles))
     (folder / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labels) + "{not json\n")
 
@@ -186,22 +197,34 @@ def test_labels_mode_reads_a_labels_file_and_never_asks_an_llm(data_dir: Path, t
         c["oracle"] = {"mode": "labels", "labels": "labels.jsonl"}
     edit_config(folder, change)
 
-    selection = dg.AssetSelection.assets(filters.filter_model).upstream() - dg.AssetSelection.assets(
+    (folder / "prompt.md").unlink()  # nothing asks an oracle in labels mode: the prompt is optional
+
+    selection = dg.AssetSelection.assets(filters.filter_report).upstream() - dg.AssetSelection.assets(
         theme.gutenberg_books, theme.gutenberg_chunks)
     with dg.instance_for_test() as instance:  # an LLM that cannot be reached: any call would fail the run
         result = _run(instance, "http://127.0.0.1:9/v1", "educational_value.v1", selection)
     gt = _meta(result, "filter_ground_truth")
-    assert (gt["mode"], gt["records"], gt["rejects"], gt["llm_requests"]) == ("labels", 29, 2, 0)
+    assert (gt["mode"], gt["records"], gt["rejects"], gt["llm_requests"]) == ("labels", 29, 3, 0)
     rejects = [json.loads(line) for line in (data_dir / "filters" / "datasets" / "educational_value_ground_truth_v1"
                                              / "oracle_rejects.jsonl").read_text().splitlines()]
-    assert {r["reason"] for r in rejects} == {"score_out_of_range", "malformed_line"}
+    assert {r["reason"] for r in rejects} == {"score_out_of_range", "malformed_line", "no_document"}
+    from docx import Document
+
+    docx = data_dir / "filters" / "reports" / "educational_value_v1_training_report.docx"
+    text = "\n".join(p.text for p in Document(str(docx)).paragraphs)
+    assert "None None" not in text and "the labels file labels.jsonl" in text and "no oracle was asked" in text
+    assert "the mean predictor" in text and "ridge" in text
     assert any(r["where"].endswith(f"labels.jsonl:4:scores.{dims[0]}") for r in rejects)
     assert "| ridge " in _meta(result, "filter_model")["results"]
     lineage = Catalog().lineage("filter_model")
     assert any(str(r["input_path"]).endswith("labels.jsonl") for r in lineage)
     assert any(str(r["input_path"]).endswith("articles.jsonl") for r in lineage)
 
-    # agreement: without a second oracle it says so; with one (a fake server) per-dimension r and MAE
+    # agreement: without a second oracle it says so; with one (a fake server) per-dimension r and MAE. Asking the
+    # second oracle needs the filter's prompt again.
+    from tests.support.filters_defs import SHIPPED
+
+    shutil.copy2(SHIPPED / "educational_value" / "v1" / "prompt.md", folder / "prompt.md")
     agree = dg.AssetSelection.assets(filters.filter_oracle_agreement)
     with dg.instance_for_test() as instance:
         none = _meta(_run(instance, "http://127.0.0.1:9/v1", "educational_value.v1", agree), "filter_oracle_agreement")

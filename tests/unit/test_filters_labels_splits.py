@@ -29,7 +29,7 @@ def test_labels_file_bad_lines_are_rejects_naming_file_line_field(tmp_path):
         json.dumps({"id": "a", "scores": _scores(7), "title": "A", "content": "alpha"}),
         '{"id": "b", "scores": {',                                                  # 2 malformed
         json.dumps({"id": "c", "scores": {**_scores(), "clarity": 12}}),             # 3 out of range
-        json.dumps({"id": "d", **_scores(3), "content_type": "advertising"}),        # 4 flat shape, ok
+        json.dumps({"id": "d", **_scores(3), "content_type": "advertising", "content": "delta"}),  # 4 flat, ok
         json.dumps({"scores": _scores()}),                                           # 5 no id
         json.dumps({"id": "e", "scores": {k: v for k, v in _scores().items() if k != "coherence"}}),  # 6
         json.dumps({"id": "a", "scores": _scores()}),                                # 7 duplicate
@@ -146,3 +146,53 @@ def test_per_tier_counts_equal_the_seeds_rule_from_six_documents():
         got = (len(p["train"]), len(p["val"]), len(p["test"]))
         seed = (int(n * 0.8), int(n * 0.9) - int(n * 0.8), n - int(n * 0.9))
         assert got == seed if n >= 6 else got == (seed[0] - 1, 1, seed[2]), n
+
+
+def test_labels_join_the_versions_documents_and_name_every_reject(tmp_path):
+    """In a filter's ground truth a label must name a document the prefilter passed: one the prefilter blocked
+    and one with no document are named rejects; a record never has empty content; the `labels` shape is taken
+    and a missing dimension lists the accepted shapes."""
+    d = load_filter(EDU)
+    dims = d.dimensions
+    path = tmp_path / "labels.jsonl"
+    lines = [json.dumps({"id": "kept", "scores": _scores(6)}),
+             json.dumps({"id": "blocked", "scores": _scores(6)}),
+             json.dumps({"id": "nowhere", "scores": _scores(6)}),
+             json.dumps({"id": "as_labels", "labels": _scores(4)}),
+             json.dumps({"id": "empty", "scores": _scores(6)}),
+             json.dumps({"id": "wrong", "ratings": _scores(6)})]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    docs = {i: {"id": i, "title": "", "content": "some text" if i != "empty" else ""}
+            for i in ("kept", "as_labels", "empty", "wrong")}
+    records, rejects = read_labels(path, d, documents=docs, join=True, blocked={"blocked": "content_too_short"})
+    assert [r["id"] for r in records] == ["kept", "as_labels"]
+    assert all(r["content"].strip() for r in records) and records[1]["scores"][dims[0]] == 4.0
+    by_key = {r.key: r for r in rejects}
+    assert set(by_key) == {"blocked", "nowhere", "empty", "wrong"}
+    assert by_key["blocked"].reason == "blocked_by_prefilter" and "content_too_short" in by_key["blocked"].detail
+    assert by_key["nowhere"].reason == "no_document" and by_key["nowhere"].where == f"{path}:3:id"
+    assert by_key["empty"].reason == "empty_content"
+    wrong = by_key["wrong"]
+    assert wrong.reason == "missing_dimension" and "accepted shapes" in wrong.detail
+    assert '"labels": {' in wrong.detail and '"scores": {' in wrong.detail and dims[0] in wrong.detail
+    # without join (a labels file read on its own) labels need no document, but still content
+    alone, rejected = read_labels(path, d, documents=docs)
+    assert {r["id"] for r in alone} == {"kept", "as_labels"}
+    assert {r.reason for r in rejected} == {"empty_content", "missing_dimension"}
+
+
+def test_prompt_is_optional_in_labels_mode_only(tmp_path):
+    from distillery_assets.filters.config import FilterConfigError
+    from distillery_assets.filters.oracle import OracleTask
+    from tests.support.filters_defs import copy_filter, edit_config
+
+    folder = copy_filter(tmp_path)
+    (folder / "prompt.md").unlink()
+    with pytest.raises(FilterConfigError, match="prompt.md: oracle prompt not found"):
+        load_filter(folder)
+    (folder / "labels.jsonl").write_text("")
+    edit_config(folder, lambda c: c.__setitem__("oracle", {"mode": "labels", "labels": "labels.jsonl"}))
+    d = load_filter(folder)
+    assert d.prompt is None
+    with pytest.raises(ValueError, match="prompt.md: not found"):
+        OracleTask(d)

@@ -54,19 +54,27 @@ def test_history_metadata_and_model_folder_are_the_seeds(trained):
     root, spec, result = trained
     version = root / "signal" / "v1"
     history = json.loads((version / HISTORY_FILE).read_text())
-    assert [h["epoch"] for h in history] == list(range(1, 21))
+    assert result.recipe == "auto" and result.mode in ("ridge", "mlp")
+    mlp = next(c for c in result.candidates if c.name == "mlp")
+    assert mlp.status == "trained" and mlp.history and mlp.epochs_run <= mlp.max_epochs
+    assert [h["epoch"] for h in mlp.history] == list(range(1, mlp.epochs_run + 1))
     for split in ("train", "val"):
-        keys = set(history[0][split])
+        keys = set(mlp.history[0][split])
         assert {"loss", "mae", "rmse"} <= keys
         assert {f"{d}_mae" for d in DIMS} | {f"{d}_rmse" for d in DIMS} <= keys
-    best = min(history, key=lambda h: h["val"]["mae"])
-    assert result.best_epoch == best["epoch"] and result.best_val_mae == best["val"]["mae"]
+    best = min(mlp.history, key=lambda h: h["val"]["mae"])
+    assert mlp.best_epoch == best["epoch"] and mlp.val_mae == pytest.approx(best["val"]["mae"])
+    assert history == (mlp.history if result.mode == "mlp" else [])  # the seed's file: the kept candidate's epochs
+    assert result.best_val_mae == min(c.val_mae for c in result.candidates if c.status == "trained")
+    assert result.include_title is False and "no document has a title" in result.include_title_reason
     meta = json.loads((version / METADATA_FILE).read_text())
     for key in ("filter_name", "filter_version", "dimension_names", "num_dimensions", "model_name",
                 "num_parameters", "num_trainable_parameters", "epochs", "batch_size", "learning_rate",
                 "max_length", "warmup_steps", "train_examples", "val_examples", "best_val_mae"):
         assert key in meta, key
-    assert meta["num_trainable_parameters"] == 384 * 3 + 3  # frozen encoder: only the head trains
+    # frozen encoder: only the head trains (ridge: 384 x 3 + 3; the MLP: 384 x 256 + 256 + 256 x 3 + 3)
+    assert meta["num_trainable_parameters"] == {"ridge": 384 * 3 + 3, "mlp": 384 * 256 + 256 + 256 * 3 + 3}[result.mode]
+    assert {c["name"] for c in meta["candidates"]} == {"ridge", "mlp", "full_finetune", "lora"}
     for name in ("config.json", "model.safetensors", "tokenizer.json", "head.safetensors", "filter_model.json"):
         assert (version / MODEL_DIR / name).exists(), name
     again = spec.run(root)
@@ -130,12 +138,14 @@ def test_report_plots_docx_and_card(trained, tmp_path):
 
     from distillery_assets.filters.card import render_filter_card
     from distillery_assets.filters.report import (
-        PLOTS, SUMMARY, CostLine, ReportInputs, cost_per_1000, write_docx, write_plots,
+        PLOTS, SUMMARY, CostLine, Levels, ReportInputs, cost_per_1000, write_docx, write_plots,
     )
 
     root, spec, result = trained
-    history = result.history
-    plots = write_plots(history, DIMS, tmp_path / "plots", title="signal v1")
+    history = next(c for c in result.candidates if c.name == "mlp").history
+    preds = result.test_predictions
+    plots = write_plots(history, DIMS, tmp_path / "plots", title="signal v1", levels=Levels(2.0, 1.5),
+                        test=(preds.target, preds.predictions["model"]), curve_of="mlp")
     for name in (*PLOTS, SUMMARY):
         assert plots[name].exists() and plots[name].stat().st_size > 0
     assert (tmp_path / "plots" / PLOTS[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -152,9 +162,13 @@ def test_report_plots_docx_and_card(trained, tmp_path):
     headings = [p.text for p in doc.paragraphs if p.style.name.startswith("Heading")]
     for wanted in ("Summary", "Filter architecture", "Method", "Results", "Conclusions", "Cost"):
         assert wanted in headings
-    assert len(doc.inline_shapes) == 3
+    assert len(doc.inline_shapes) == 4
     cells = {c.text for t in doc.tables for row in t.rows for c in row.cells}
-    assert {"mean", "ridge", "society"} <= cells
+    assert {"mean", "ridge", "society", "mlp", "kept", "skipped"} <= cells
+    text = "\n".join(p.text for p in doc.paragraphs)
+    assert "below the mean predictor" in text and "None" not in text
+    assert ("learned from the labels" in text) == (result.mode != "ridge" and
+                                                   result.test["model"]["mae"] < result.test["ridge"]["mae"])
     assert any("0.82" in p.text for p in doc.paragraphs)
     card = render_filter_card(repo_id="me/signal-v1", filter_name="signal", filter_version="1",
                               description="test", dims=dims, tiers=TIERS, metadata=meta, results=result.test)

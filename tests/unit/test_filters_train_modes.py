@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from distillery_assets.filters.embed import EMBEDDED_ENCODER, resolve_encoder
-from distillery_assets.filters.train import FilterTrainConfig, JudgeSettings, load_split, train_filter
+from distillery_assets.filters.train import RECOMMENDED_LR, FilterTrainConfig, JudgeSettings, load_split, train_filter
 from tests.support.filters_train import DIMS, TIERS, WEIGHTS, write_made_splits
 
 
@@ -49,9 +49,87 @@ def test_mode_trains_saves_and_scores(tiny, mode, changes):
 def test_default_recipe_and_unknown_fields():
     default = FilterTrainConfig()
     assert default.lora_targets == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    assert (default.mode, default.learning_rate, default.epochs) == ("frozen_head", 3e-4, 20)
+    assert default.mode == "auto" and default.candidates is None
+    assert default.planned("cpu")[0] == ["ridge", "mlp"] and "full_finetune" in default.planned("cpu")[1]
+    assert default.planned("cuda")[0] == ["ridge", "mlp", "full_finetune"]
+    assert FilterTrainConfig(candidates=["lora", "ridge"]).planned("cpu") == (["ridge", "lora"], {})
+    assert (default.lr_for("full_finetune"), default.lr_for("mlp")) == (RECOMMENDED_LR["full_finetune"], 1e-3)
+    single = FilterTrainConfig(mode="full_finetune", learning_rate=1e-4, epochs=3)
+    assert single.planned("cpu") == (["full_finetune"], {}) and single.lr_for("full_finetune") == 1e-4
     with pytest.raises(ValueError, match="extra"):
         FilterTrainConfig(epoch=3)
+    with pytest.raises(ValueError, match="learning_rates / max_epochs by candidate"):
+        FilterTrainConfig(learning_rate=1e-3)
+    with pytest.raises(ValueError, match="mode 'auto' only"):
+        FilterTrainConfig(mode="lora", candidates=["ridge"])
+    with pytest.raises(ValueError, match="not gradient candidates"):
+        FilterTrainConfig(learning_rates={"ridge": 1.0})
+
+
+def test_ridge_alone_is_a_loadable_scorer(tiny):
+    from distillery_assets.filters.score import Scorer
+
+    root, splits = tiny
+    cfg = FilterTrainConfig(candidates=["ridge"], max_length=64, threads=1, score_min=0, score_max=10)
+    out = root / "ridge"
+    result = train_filter(cfg, splits["train"], splits["val"], splits["test"], DIMS, out,
+                          judge=JudgeSettings(WEIGHTS, TIERS), filter_name="t", filter_version="1")
+    assert result.mode == "ridge" and result.history == [] and result.best_epoch == 0
+    np.testing.assert_allclose(result.test_predictions.predictions["model"],
+                               result.test_predictions.predictions["ridge"])
+    scorer = Scorer(out / "model")
+    assert scorer.meta["mode"] == "ridge"
+    np.testing.assert_allclose(scorer.predict([e.content for e in splits["test"]]),
+                               np.asarray(result.test_predictions.predictions["model"]), atol=1e-3)
+    assert json.loads((out / "training_history.json").read_text()) == []
+
+
+def test_an_epoch_encodes_the_training_split_once(tiny, monkeypatch):
+    """Training-split metrics come from the training pass: per epoch each training example goes through the
+    model once (and validation once), never a second time for metrics."""
+    from distillery_assets.filters import train as T
+
+    root, splits = tiny
+    seen = []
+    original = T.FullFinetune.inputs
+
+    def spy(self, split, idx):
+        seen.append((split, len(list(idx))))
+        return original(self, split, idx)
+
+    monkeypatch.setattr(T.FullFinetune, "inputs", spy)
+    cfg = FilterTrainConfig(mode="full_finetune", max_length=64, epochs=2, batch_size=8, threads=1)
+    result = train_filter(cfg, splits["train"], splits["val"], splits["test"], DIMS, root / "once",
+                          judge=JudgeSettings(WEIGHTS, TIERS), filter_name="t", filter_version="1")
+    per_split = {k: sum(n for s, n in seen if s == k) for k in ("train", "val", "test")}
+    assert per_split["train"] == 2 * len(splits["train"])  # two epochs, one pass each
+    assert per_split["val"] == (2 + 1) * len(splits["val"])  # each epoch, then the kept model once more
+    assert per_split["test"] == len(splits["test"])
+    assert all(h["train_pass_seconds"] <= h["seconds"] for h in result.history)
+
+
+def test_include_title_follows_config_file_names_or_validation(tiny):
+    from distillery_assets.filters.train import FilterExample, choose_include_title, targets, titles_look_like_file_names
+
+    assert titles_look_like_file_names(["pg624.txt", "pg61.txt", "Herland"])
+    assert titles_look_like_file_names(["chunk_0001", "chunk_0002"])
+    assert not titles_look_like_file_names(["Looking Backward, 2000 to 1887", "Herland", "pg61.txt"])
+    assert not titles_look_like_file_names(["", ""])
+    root, splits = tiny
+
+    def titled(names):
+        return {k: [FilterExample(e.id, names[i % len(names)], e.content, e.labels) for i, e in enumerate(v)]
+                for k, v in splits.items()}
+
+    y = {k: targets(v) for k, v in splits.items()}
+    cfg = FilterTrainConfig(max_length=64, threads=1)
+    include, why, feats = choose_include_title(cfg, titled(["notes_01.txt", "notes_02.txt"]), "cpu", None, y)
+    assert (include, feats) == (False, None) and "file names" in why
+    include, why, _ = choose_include_title(cfg.model_copy(update={"include_title": True}), splits, "cpu", None, y)
+    assert (include, why) == (True, "configured")
+    include, why, feats = choose_include_title(cfg, titled(["The Red Planet", "A Quiet Street"]), "cpu", None, y)
+    assert why.startswith("ridge validation MAE") and feats is not None and isinstance(include, bool)
+    assert feats.vectors["train"].shape == (len(splits["train"]), 384)
 
 
 def test_modal_map_runner_fans_out_and_keeps_order(tiny, tmp_path):
