@@ -171,7 +171,13 @@ def results_summary(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def results_markdown(results: Mapping[str, Mapping[str, Any]], dims: Sequence[str]) -> str:
-    return md_table([[fmt(v) for v in row] for row in results_rows(results, dims)], results_head(dims))
+    """Two narrow tables that fit a metadata column: the overall figures one row per model, then the MAE one row
+    per dimension with a column per model (the .docx keeps the one wide table of ``results_rows``)."""
+    overall = md_table([[fmt(v) for v in row[:8]] for row in results_rows(results, dims)], results_head(dims)[:8])
+    models = list(results)
+    per_dim = md_table([[d, *[fmt(results[m][f"{d}_mae"]) for m in models]] for d in dims],
+                       ["dimension (test MAE)", *models])
+    return overall + "\n\n" + per_dim
 
 
 # --------------------------------------------------------------------------------------------- in words

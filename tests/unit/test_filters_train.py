@@ -48,6 +48,11 @@ def test_labels_with_signal_beat_the_mean_predictor(trained):
     assert all(len(v) == len(preds.ids) == result.test_examples for v in preds.predictions.values())
     md = M.results_markdown(result.test, DIMS)
     assert "| ridge |" in md and "| mean |" in md
+    # narrow enough for the metadata column: the overall figures per model, then one row per dimension
+    overall, per_dim = md.split("\n\n")
+    assert all(f"{d} MAE" not in overall for d in DIMS)
+    assert [line.split("|")[1].strip() for line in per_dim.splitlines()[2:]] == list(DIMS)
+    assert per_dim.splitlines()[0].count("|") == 2 + len(result.test)
 
 
 def test_history_metadata_and_model_folder_are_the_seeds(trained):
