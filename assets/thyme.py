@@ -36,7 +36,7 @@ from assets.meta import path_md, require_upstream, size, table_md, text_md
 from assets.pools import Loads, model_pool
 from distillery_assets.catalog import InputRef
 from distillery_assets.corpus.layout import CORPUS_SUFFIX, CorpusKind, corpus_root
-from distillery_assets.markdown import human_size
+from distillery_assets.markdown import fit_md, human_size
 from distillery_assets.partitions import asset_url, thyme_experiment_partitions
 from distillery_assets.paths import data_dir, inputs_dir, repo_root
 from distillery_assets.thyme import corpus as thyme_corpus_lib
@@ -52,7 +52,7 @@ from distillery_assets.thyme.tokenizer import TOKENIZER_FILE
 from io_managers.register import register_files
 from resources.catalog import CatalogResource
 from resources.compute import ComputeResource
-from resources.hub import HubResource
+from resources.hub import HubResource, record_upload
 
 GROUP = "thyme"
 OOD_BOOK = "thyme_ood/pg2434.txt"  # Bacon's New Atlantis: in no experiment's corpus (thyme books, theme books)
@@ -228,6 +228,15 @@ def thyme_tokenizer(context: dg.AssetExecutionContext, catalog: CatalogResource)
 
 # ------------------------------------------------------------------------------------------ dataset
 
+def _chunking(exp: Experiment) -> str:
+    """The packing rule in words, as the dataset's page shows it beside the counts."""
+    d = exp.dataset
+    floor = f"chunks of {d.min_chunk_chars} characters or fewer dropped" if d.min_chunk_chars else "no chunk dropped"
+    return (f"the seed's create_chunks: paragraphs joined by one space while len(chunk) + len(paragraph) < "
+            f"{d.chunk_chars} (the space not counted); {floor}; split {1 - d.val_fraction:.0%}/{d.val_fraction:.0%} "
+            f"by chunk, np.random.seed({d.split_seed}) shuffle")
+
+
 @dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, deps=[thyme_corpus, thyme_tokenizer],
           kinds={"numpy"},
           description="Chunks split 90/10 by chunk as the seed (np.random.seed(42) shuffle), tokenized once into "
@@ -247,7 +256,7 @@ def thyme_dataset(context: dg.AssetExecutionContext, catalog: CatalogResource) -
              human_size(ds.info[name]["text_bytes"])) for name in ("train", "val")]
     return dg.MaterializeResult(metadata={
         **meta, "reused": reused, "fingerprint": ds.info["fingerprint"], "chunks": ds.info["chunks"],
-        "train_chunks": ds.info["train"]["chunks"],
+        "chunking": _chunking(exp), "train_chunks": ds.info["train"]["chunks"],
         "val_chunks": ds.info["val"]["chunks"], "train_tokens": ds.info["train"]["tokens"],
         "val_tokens": ds.info["val"]["tokens"], "train_windows": ds.info["train"]["windows"],
         "steps_per_epoch": -(-ds.info["train"]["windows"] // exp.training.batch_size),
@@ -381,7 +390,8 @@ def thyme_eval(context: dg.AssetExecutionContext, catalog: CatalogResource) -> d
         **meta, "reused": report.reused, "table": dg.MetadataValue.md(eval_table_md(data["rows"])),
         "curves": dg.MetadataValue.md(curves_inline_md(histories, data["rows"])),
         "curves_png": path_md(out / PLOT_FILE),
-        "samples": dg.MetadataValue.md(samples_md(samples)),
+        "samples": dg.MetadataValue.md(fit_md(lambda chars: samples_md(samples, chars), (300, 160, 100, 60, 30))),
+        "samples_file": path_md(out / SAMPLES_FILE),
         "below_unigram": dg.MetadataValue.json({r["model"]: r["ppl"] < unigram["ppl"]
                                                 for r in data["rows"] if r["kind"] != "baseline"}),
         "seed_ppl_per_epoch": dg.MetadataValue.json({k: [None if p is None else round(p, 2) for p in v]
@@ -455,7 +465,7 @@ def thyme_upload(context: dg.AssetExecutionContext, config: ThymeUploadConfig, h
              for k, a in exp.models.items() if isinstance(a, LlamaArchitecture)}
     repo_id = config.hub_repo_id or f"distillery-thyme-{exp.name}"
     card = model_card_markdown(exp, report, models, corpus_stats, tokenizer_info, repo_id=hub.full_repo_id(repo_id),
-                               run_id=context.run_id, ggufs=ggufs)
+                               ggufs=ggufs)
     staging = _folder(exp, "upload")
     with atomic_path(staging, is_dir=True) as tmp:
         shutil.copy2(_folder(exp, "tokenizer") / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
@@ -472,13 +482,11 @@ def thyme_upload(context: dg.AssetExecutionContext, config: ThymeUploadConfig, h
             shutil.copy2(_folder(exp, "eval") / name, tmp / name)
         atomic_write_text(tmp / "README.md", card)
     result = hub.upload_folder(staging, repo_id, repo_type="model", card_markdown=card)
-    if not result.get("uploaded"):
+    if not result.get("uploaded") and not result.get("skipped"):
         context.log.warning(f"{exp.name}: not uploaded to the Hub ({result.get('reason')}); staged in {_rel(staging)}")
     meta = register_files(context, catalog.get(), [staging], [experiment_path(exp.name)])
     return dg.MaterializeResult(metadata={
-        **meta, "uploaded": bool(result.get("uploaded")), "reason": str(result.get("reason") or ""),
-        "url": str(result.get("url") or ""), "repo_id": str(result.get("repo_id") or repo_id),
-        "private": bool(result.get("private")), "model_card": dg.MetadataValue.md(card),
+        **meta, **record_upload(context, catalog.get(), result), "model_card": dg.MetadataValue.md(card),
         "files": len(result.get("files") or []),
         "gguf": ", ".join(f"{k}/{Path(g['gguf_path']).name}" for k, g in ggufs.items()) or "none",
         "gguf_note": ("ThymeLM has no GGUF form (no llama.cpp architecture has its state update)"

@@ -8,11 +8,16 @@ Sources (``experiments.CorpusRecipe.sources``):
 * ``hf_gutenberg`` ``manu/project_gutenberg``, streamed, the language as split;
 * ``hf_wikipedia`` ``wikipedia`` ``20220301.<lang>``, streamed, split ``train``.
 
-Cleaning (the seed's): cut at the ``*** START OF`` / ``*** END OF`` markers, CRLF -> LF, three or more
-newlines -> two, runs of spaces/tabs -> one space. Minimum lengths: a raw book under ``min_book_chars``
-is skipped, a cleaned one under ``min_clean_chars`` dropped, an article under ``min_article_chars``
-skipped. Every document not kept becomes a :class:`Drop` with its reason (an empty, binary or
-non-UTF-8 file is one, naming the file); the rest proceeds.
+Cleaning. A ``local`` book is cut as the seed's ``train_books.load_books`` cut it (:func:`seed_strip_markers`):
+split at the first of ``"*** START OF"``, ``"***START OF"`` that occurs and keep everything after it (the rest
+of the marker line, `` THE PROJECT GUTENBERG EBOOK ... ***``, stays in the text), then cut at the first of
+``"*** END OF"``, ``"***END OF"``, ``"End of Project Gutenberg"`` that occurs. A Hub book (and the
+evaluation's out-of-domain book) is cut after the whole ``*** START OF`` line and before ``*** END OF``
+(:func:`strip_gutenberg`). Then, for every document, CRLF -> LF, three or more newlines -> two, runs of
+spaces/tabs -> one space, strip. Minimum lengths: a raw book under ``min_book_chars`` is skipped, a cleaned
+one under ``min_clean_chars`` dropped, an article under ``min_article_chars`` skipped. Every document not kept
+becomes a :class:`Drop` with its reason (an empty, binary or non-UTF-8 file is one, naming the file); the rest
+proceeds.
 
 :func:`write_corpus` streams documents into JSONL shards inside a temporary folder and renames it into
 place at the end, so a failed or killed build leaves nothing partial; a corpus with no document left
@@ -88,6 +93,29 @@ def strip_gutenberg(text: str) -> str:
     return text
 
 
+SEED_START_MARKS = ("*** START OF", "***START OF")
+SEED_END_MARKS = ("*** END OF", "***END OF", "End of Project Gutenberg")
+# Names the rule that cuts local books; it enters the corpus key of every local source, so a corpus cut by
+# another rule (before issue 25: after the whole START line, at "*** END OF" only) is rebuilt.
+LOCAL_CUT = "seed-load_books"
+
+
+def seed_strip_markers(text: str) -> str:
+    """The seed's ``load_books`` cut: for the first marker of :data:`SEED_START_MARKS` that occurs in the text,
+    the text after its first occurrence (the rest of that line included); then, for the first marker of
+    :data:`SEED_END_MARKS` that occurs, the text before its first occurrence. The lists are tried in order,
+    so ``"End of Project Gutenberg"`` cuts only a book with neither ``END OF`` marker."""
+    for mark in SEED_START_MARKS:
+        if mark in text:
+            text = text.split(mark, 1)[1]
+            break
+    for mark in SEED_END_MARKS:
+        if mark in text:
+            text = text.split(mark, 1)[0]
+            break
+    return text
+
+
 def normalise(text: str) -> str:
     text = text.replace("\r\n", "\n")
     text = re.sub(r"\n{3,}", "\n\n", text)
@@ -97,6 +125,11 @@ def normalise(text: str) -> str:
 
 def clean_book(text: str) -> str:
     return normalise(strip_gutenberg(text))
+
+
+def clean_local_book(text: str) -> str:
+    """A local book as the seed's ``train_books.load_books`` cleaned it."""
+    return normalise(seed_strip_markers(text))
 
 
 def decode_text_file(path: Path) -> str:
@@ -113,10 +146,10 @@ def decode_text_file(path: Path) -> str:
 
 
 def book_item(source: str, name: str, raw: str, recipe: CorpusRecipe, meta: dict[str, Any] | None = None,
-              max_chars: int | None = None) -> Item:
+              max_chars: int | None = None, clean: Callable[[str], str] = clean_book) -> Item:
     if len(raw) < recipe.min_book_chars:
         return Drop(source, f"raw text has {len(raw):,} characters, under min_book_chars={recipe.min_book_chars:,}")
-    text = clean_book(raw)
+    text = clean(raw)
     if max_chars is not None:
         text = text[:max_chars]
     if len(text) < recipe.min_clean_chars:
@@ -166,7 +199,7 @@ def iter_local(src: LocalSource, recipe: CorpusRecipe, root: Path = REPO_ROOT) -
         if listed and listed.get("sha256") not in (None, sha256_file(path)):
             meta["manifest_mismatch"] = "sha256 differs from manifest.jsonl"
             log.warning("%s: sha256 differs from %s", path, folder / MANIFEST)
-        yield book_item(source, path.stem, raw, recipe, meta, src.max_chars_per_book)
+        yield book_item(source, path.stem, raw, recipe, meta, src.max_chars_per_book, clean_local_book)
 
 
 def _load_dataset(*args: Any, **kwargs: Any):
@@ -283,7 +316,8 @@ def _local_files(src: LocalSource, root: Path) -> list[Path]:
 def source_key(recipe: CorpusRecipe, *, root: Path = REPO_ROOT,
                platform_paths: dict[str, list[Path]] | None = None) -> str:
     """What a corpus is made from: the recipe, the format, and the sha256 of every local book (and
-    manifest) and platform document it reads. Hub sources enter by their settings only."""
+    manifest) and platform document it reads, plus :data:`LOCAL_CUT` where local books are read. Hub
+    sources enter by their settings only."""
     files: list[list[str]] = []
     for src in recipe.sources:
         if isinstance(src, LocalSource):
@@ -292,6 +326,8 @@ def source_key(recipe: CorpusRecipe, *, root: Path = REPO_ROOT,
             for asset in src.assets:
                 files += [[str(p), sha256_file(p)] for p in sorted(Path(q) for q in (platform_paths or {}).get(asset, []))]
     body = {"format": CORPUS_FORMAT, "recipe": recipe.model_dump(mode="json"), "files": files}
+    if any(isinstance(src, LocalSource) for src in recipe.sources):
+        body["local_cut"] = LOCAL_CUT  # only corpora with local books: the others keep the key they had
     return json_fingerprint(body)
 
 

@@ -1,8 +1,11 @@
 """From corpus documents to token windows on disk, as the seed made them.
 
-1. **Chunks.** The documents are joined with blank lines, split on ``"\\n\\n"`` and paragraphs packed
-   greedily into chunks while the chunk stays under ``chunk_chars`` characters (500 for books); chunks of
-   at most ``min_chunk_chars`` characters are dropped (the seed's corpus recipe: 100).
+1. **Chunks** (the seed's ``create_chunks``, both scripts). The documents are joined with blank lines and
+   split on ``"\\n\\n"``; each paragraph is stripped, empty ones skipped, and a paragraph joins the current
+   chunk with ONE SPACE while ``len(chunk) + len(paragraph) < chunk_chars`` (the joining space not counted,
+   so a chunk can pass ``chunk_chars`` by its joins); otherwise the chunk is emitted and the paragraph starts
+   the next. An emitted chunk of at most ``min_chunk_chars`` characters is dropped (books: 500 / 0; the
+   seed's corpus recipe: 1000 / 100).
 2. **Split by chunk.** The chunk list is shuffled with numpy's legacy generator seeded 42 (the same
    permutation as the seed's ``np.random.seed(42); np.random.shuffle(chunks)``, without touching numpy's
    global state) and cut 90/10.
@@ -46,7 +49,9 @@ log = logging.getLogger(__name__)
 
 DATASET_FILE = "dataset.json"
 SPLITS = ("train", "val")
-DATASET_FORMAT = 2  # 2: fingerprints cover the texts and the tokenizer file, not only the settings
+# 2: fingerprints cover the texts and the tokenizer file, not only the settings;
+# 3: the seed's chunk packing (one space between paragraphs, not counted in the length test), issue 25
+DATASET_FORMAT = 3
 TRAINED_HERE = "trained-in-place"  # the tokenizer identity of a dataset that trained its own
 
 
@@ -69,25 +74,26 @@ def iter_paragraphs(texts: Iterable[str], sep: str = "\n\n") -> Iterator[str]:
 
 
 def iter_chunks(paragraphs: Iterable[str], chunk_chars: int, min_chunk_chars: int = 0) -> Iterator[str]:
-    """Paragraphs packed while the chunk stays under ``chunk_chars`` characters; chunks of at most
-    ``min_chunk_chars`` characters are dropped."""
+    """The seed's ``create_chunks`` over streamed paragraphs: stripped paragraphs joined by one space while
+    ``len(current) + len(paragraph) < chunk_chars``; chunks of at most ``min_chunk_chars`` characters dropped
+    (``0``: only empty ones, as the books script had it)."""
     current = ""
     for para in paragraphs:
         para = para.strip()
         if not para:
             continue
         if len(current) + len(para) < chunk_chars:
-            current += para + "\n\n"
+            current = f"{current} {para}" if current else para
             continue
-        if current and len(current.strip()) > min_chunk_chars:
-            yield current.strip()
-        current = para + "\n\n"
-    if current.strip() and len(current.strip()) > min_chunk_chars:
-        yield current.strip()
+        if len(current) > min_chunk_chars:
+            yield current
+        current = para
+    if len(current) > min_chunk_chars:
+        yield current
 
 
 def chunk_text(text: str, chunk_chars: int, min_chunk_chars: int = 0) -> list[str]:
-    """Paragraphs (split on blank lines) packed while the chunk stays under ``chunk_chars`` characters."""
+    """The chunks of one text (its paragraphs split on blank lines), as :func:`iter_chunks` packs them."""
     return list(iter_chunks(text.split("\n\n"), chunk_chars, min_chunk_chars))
 
 
@@ -107,10 +113,9 @@ def split_chunks(chunks: list[str], val_fraction: float, seed: int) -> tuple[lis
 
 def seed_windows(n_tokens: int, window: int, stride: int, min_tokens: int) -> list[tuple[int, int]]:
     """The seed's training/validation samples inside one chunk: ``(start, end)`` of up to ``window + 1``
-    tokens, starts ``range(0, max(1, n - window), stride)``, kept when at least ``min_tokens`` long.
-
-    (Inferred: the seed's code is not in the references, and this rule gives the ~305 steps of batch 32
-    per epoch measured on the books; a long chunk's last few tokens past the final window are not used.)"""
+    tokens, starts ``range(0, max(1, n - window), stride)``, kept when at least ``min_tokens`` long (the
+    seed's ``BookDataset``: ``ids[i:i + max_len + 1]`` kept when longer than 10). A long chunk's last few
+    tokens past the final window are not used, as in the seed."""
     out = []
     for start in range(0, max(1, n_tokens - window), stride):
         end = min(start + window + 1, n_tokens)

@@ -248,6 +248,10 @@ NO_GGUF_NOTE = ("ThymeLM has no GGUF form: llama.cpp has no architecture with it
                 "it is published as PyTorch weights (`model.pt`) with its config (`model.json`) and tokenizer.")
 
 
+def _count(n) -> str:
+    return f"{n:,}" if isinstance(n, int) else "?"
+
+
 def model_card_markdown(exp: Experiment, report: dict[str, Any], models: dict[str, dict[str, Any]],
                         corpus_stats: dict[str, Any], tokenizer_info: dict[str, Any], *, repo_id: str,
                         run_id: str | None = None, ggufs: dict[str, dict[str, Any]] | None = None) -> str:
@@ -264,9 +268,12 @@ def model_card_markdown(exp: Experiment, report: dict[str, Any], models: dict[st
         "## Data", "",
         f"Corpus sources: {sources}; {corpus_stats.get('documents', '?')} documents, "
         f"{corpus_stats.get('characters', 0):,} characters after the seed's cleaning "
-        f"({corpus_stats.get('dropped', 0)} dropped, each with its reason). Chunks of about "
-        f"{exp.dataset.chunk_chars} characters split {1 - exp.dataset.val_fraction:.0%}/{exp.dataset.val_fraction:.0%} "
-        f"by chunk (seed {exp.dataset.split_seed}); windows of {exp.dataset.window} tokens.", "",
+        f"({corpus_stats.get('dropped', 0)} dropped, each with its reason). Chunks as the seed packed them: "
+        f"paragraphs joined by one space while under {exp.dataset.chunk_chars} characters"
+        + (f", chunks of {exp.dataset.min_chunk_chars} characters or fewer dropped" if exp.dataset.min_chunk_chars else "")
+        + f"; {_count(tokenizer_info.get('chunks'))} chunks split {_count(tokenizer_info.get('train_chunks'))} / "
+        f"{_count(tokenizer_info.get('val_chunks'))} ({1 - exp.dataset.val_fraction:.0%}/{exp.dataset.val_fraction:.0%} "
+        f"by chunk, seed {exp.dataset.split_seed}); windows of {exp.dataset.window} tokens.", "",
         "## Tokenizer", "",
         f"BPE (`tokenizers`), vocabulary {tokenizer_info.get('vocab_size')}, specials `<PAD> <UNK> <BOS> <EOS>` = 0-3, "
         f"trained on the {'training chunks only' if tokenizer_info.get('trained_on') == 'train' else 'all chunks (the seed leak)'}.",

@@ -64,3 +64,20 @@ def test_platform_corpus_edges_reach_the_prompts(data_dir):
     assert ("story_corpus", "lighthouse.corpus") in inputs and ("theme_chunks", "theme_chunks.jsonl") in inputs
     assert ("story_prompts", "prompts.txt") in inputs  # one level further: the prompts behind the document
     assert any(r["input_asset_key"] == "source:config/thyme/distillery.yaml" for r in edges)
+
+
+def test_books_seed_dataset_page_shows_the_seeds_chunk_counts(data_dir):
+    """corpus -> tokenizer -> dataset for books-seed (about 15 s): the page shows the seed's 8,015 chunks
+    (7,213 / 802, see test_thyme_seed_data.py) and the packing rule in words; a second run reuses all three."""
+    from assets.thyme import thyme_dataset, thyme_tokenizer
+
+    def run():
+        result = dg.materialize([thyme_corpus, thyme_tokenizer, thyme_dataset], partition_key="books-seed",
+                                resources={"catalog": CatalogResource()})
+        return {k: v.value for k, v in result.asset_materializations_for_node("thyme_dataset")[0].metadata.items()}
+
+    meta = run()
+    assert (meta["chunks"], meta["train_chunks"], meta["val_chunks"]) == (8015, 7213, 802)
+    assert "joined by one space" in meta["chunking"] and "< 500" in meta["chunking"]
+    assert meta["steps_per_epoch"] == -(-meta["train_windows"] // 32) and meta["reused"] is False
+    assert run()["reused"] is True

@@ -143,3 +143,36 @@ def test_the_spooled_build_keeps_the_seed_split_and_leaves_no_spool(books, tmp_p
     first = [2, *tok.encode(train[0], add_special_tokens=False).ids, 3]
     assert np.asarray(ds.train.tokens[: len(first)]).tolist() == first  # the training file starts with train[0]
     assert not list((tmp_path / "ds").glob("*.spool")) and open_dataset(tmp_path / "ds").info == ds.info
+
+
+# Issue 25: local books are cut by the seed's loader and chunks packed as the seed packed them. What was built
+# before must not be reused for the new data; what those changes do not touch keeps its key.
+PRE_25_CORPUS_KEYS = {"distillery": "dbef44d43808e253", "corpus-seed": "73dfa8c7c4f45dda"}  # platform_paths={}
+
+
+def test_the_local_cut_enters_local_corpus_keys_only(books, monkeypatch):
+    import distillery_assets.thyme.corpus as C
+
+    local = _experiment(books).corpus
+    keys = {name: source_key(load_experiment(name).corpus, platform_paths={}) for name in PRE_25_CORPUS_KEYS}
+    before = source_key(local)
+    assert keys == PRE_25_CORPUS_KEYS  # platform and Hub corpora are not rebuilt for issue 25
+    monkeypatch.setattr(C, "LOCAL_CUT", "another-rule")
+    assert source_key(local) != before  # a corpus of local books cut by another rule is rebuilt
+    assert {name: source_key(load_experiment(name).corpus, platform_paths={}) for name in keys} == keys
+
+
+def test_a_tokenizer_or_dataset_from_the_previous_format_is_not_reused(books, tmp_path, monkeypatch):
+    import distillery_assets.thyme.dataset as D
+
+    exp = _experiment(books)
+    texts = [d.text for d in iter_sources(exp.corpus) if hasattr(d, "text")]
+    sha = sha256_joined(texts)
+    monkeypatch.setattr(D, "DATASET_FORMAT", 2)  # as written before issue 25 (blank-line chunk packing)
+    build_tokenizer(texts, exp, tmp_path / "tok")
+    build_dataset(texts, exp, tmp_path / "ds", tokenizer=tmp_path / "tok" / TOKENIZER_FILE)
+    assert existing_dataset(tmp_path / "ds", exp, sha, tokenizer=tmp_path / "tok" / TOKENIZER_FILE) is not None
+    monkeypatch.undo()
+    assert D.DATASET_FORMAT == 3
+    assert existing_tokenizer(tmp_path / "tok", exp, sha) is None
+    assert existing_dataset(tmp_path / "ds", exp, sha, tokenizer=tmp_path / "tok" / TOKENIZER_FILE) is None

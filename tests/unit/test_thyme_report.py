@@ -133,6 +133,8 @@ def test_evaluation_table_samples_reuse_and_card(built):
     assert NO_GGUF_NOTE in card and "Perplexity against the baselines" in card and "3-gram" in card
     assert "library_name: pytorch" in card and "- lora" not in card and "Use the adapter" not in card
     assert "Chained layers" not in card  # only a multi-layer ThymeLM needs the note
+    assert (f"paragraphs joined by one space while under {exp.dataset.chunk_chars} characters; "
+            f"{info['chunks']:,} chunks split {info['train_chunks']:,} / {info['val_chunks']:,}") in card
 
 
 def test_evaluation_of_an_untrained_model_names_it(built, tmp_path):
