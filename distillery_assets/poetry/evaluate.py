@@ -44,7 +44,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from distillery_assets.io import atomic_path, atomic_write_jsonl, atomic_write_text, read_jsonl
 from distillery_assets.io.hashing import derived_seed, json_fingerprint, sha256_file_cached
-from distillery_assets.io.yamlfile import parse_yaml, validate_yaml
 from distillery_assets.llm import ChatMessage, LLMRequest, LLMResult
 from distillery_assets.llm.task import LLMTask, Reject, TaskRun, run_task
 from distillery_assets.markdown import INLINE_MD_LIMIT, fit_md_table, md_table, one_line
@@ -120,13 +119,7 @@ class EvalSettings(_Strict):
 
 
 def load_eval_settings(cfg: PoetryConfig) -> EvalSettings:
-    path = cfg.file("eval.yaml")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise PoetryConfigError(f"{path}: missing config file") from exc
-    return validate_yaml(parse_yaml(text, path=path, error=PoetryConfigError), EvalSettings, path=path,
-                         error=PoetryConfigError)
+    return cfg.read("eval.yaml", EvalSettings)
 
 
 def heldout_dir() -> Path:

@@ -25,9 +25,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from distillery_assets.io import JsonlError, atomic_write_bytes, iter_jsonl_lines
-from distillery_assets.io.yamlfile import parse_yaml, validate_yaml
 from distillery_assets.paths import inputs_dir
-from distillery_assets.poetry.settings import PoetryConfig, PoetryConfigError
+from distillery_assets.poetry.settings import PoetryConfig
 from distillery_assets.rejects import Reject
 
 
@@ -45,13 +44,7 @@ class FeedbackSettings(BaseModel):
 
 
 def load_feedback_settings(cfg: PoetryConfig | None = None) -> FeedbackSettings:
-    path = (cfg or PoetryConfig()).file("feedback.yaml")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise PoetryConfigError(f"{path}: missing config file") from exc
-    return validate_yaml(parse_yaml(text, path=path, error=PoetryConfigError), FeedbackSettings, path=path,
-                         error=PoetryConfigError)
+    return (cfg or PoetryConfig()).read("feedback.yaml", FeedbackSettings)
 
 
 def feedback_path() -> Path:

@@ -192,6 +192,11 @@ class PoetryConfig:
     def file(self, name: str) -> Path:
         return self.folder / name
 
+    def read(self, name: str, model: type[BaseModel]) -> Any:
+        """Another YAML file of this folder (``eval.yaml``, ``feedback.yaml``) validated into ``model``, with the
+        same errors as the files above."""
+        return _read_yaml(self.file(name), model)
+
     @cached_property
     def persona(self) -> str:
         return _read_text(self.file("persona.md"))
