@@ -7,8 +7,16 @@ config are read from the repo), and runs ``bash scripts/demo.sh`` to the end: th
 of every process the demo started (``getrusage(RUSAGE_CHILDREN)``: Dagster's step processes included).
 
 * ``old``: the setting before issue 26: ``DISTILLERY_THREADS=<os.cpu_count()>`` (llama.cpp decode and batch
-  threads and torch threads = the CPU count) and ``DISTILLERY_MODEL_SLOTS=1`` (one model step at a time);
-* ``new``: neither variable: ``distillery_assets/threads.py`` decides (``python -m distillery_assets.threads``).
+  threads and torch threads = the CPU count), ``DISTILLERY_MODEL_SLOTS=1`` (one model step at a time) and
+  Dagster's default start method for step processes (``spawn``: every step imports the code location again);
+* ``spawn``: the new thread policy with ``spawn`` (isolates what the forkserver start saves);
+* ``new``: no variable: ``distillery_assets/threads.py`` decides (``python -m distillery_assets.threads``) and
+  steps start from a forkserver (``assets/dead_runs.py``).
+
+The start method goes to the demo's ``dagster asset materialize`` as a run config file (``DEMO_RUN_CONFIG``,
+read by ``scripts/demo.sh``). With a forkserver the step processes are the forkserver's children, and the
+forkserver may outlive the Dagster process that started it; this process makes itself their subreaper
+(``PR_SET_CHILD_SUBREAPER``) and reaps every orphan, so their CPU time is counted as well.
 
 ``busy``: one ``yes > /dev/null`` runs for the whole demo (started and killed here, bounded by ``timeout``).
 The runs go one after another in the order given (default: old idle, new idle, old busy, new busy: about
@@ -39,14 +47,50 @@ sys.path.insert(0, str(ROOT))
 BUSY_BOUND_S = 3 * 3600
 
 
-def policy_env(name: str) -> dict[str, str]:
+POLICIES = ("old", "spawn", "new")
+SPAWN_CONFIG = "execution:\n  config:\n    multiprocess:\n      start_method:\n        spawn: {}\n"
+
+
+def policy_env(name: str, out: Path) -> dict[str, str]:
     from distillery_assets.threads import ENV_SLOTS, ENV_THREADS, ENV_THREADS_BATCH
 
-    env = {k: v for k, v in os.environ.items() if k not in (ENV_THREADS, ENV_THREADS_BATCH, ENV_SLOTS)}
+    env = {k: v for k, v in os.environ.items()
+           if k not in (ENV_THREADS, ENV_THREADS_BATCH, ENV_SLOTS, "DEMO_RUN_CONFIG")}
     env.pop("DISTILLERY_LLM_N_THREADS", None)
     if name == "old":
         env.update({ENV_THREADS: str(os.cpu_count() or 1), ENV_SLOTS: "1"})
+    if name in ("old", "spawn"):
+        config = out / "spawn.yaml"
+        config.write_text(SPAWN_CONFIG, encoding="utf-8")
+        env["DEMO_RUN_CONFIG"] = str(config)
     return env
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants (a forkserver that outlives its run, and its steps) are re-parented to this process
+    instead of init, so :func:`reap_orphans` can collect them and their CPU time lands in RUSAGE_CHILDREN."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_orphans(wait_s: float = 30.0) -> int:
+    """Wait for every remaining child (up to ``wait_s``); returns how many were reaped."""
+    reaped, deadline = 0, time.monotonic() + wait_s
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid:
+            reaped += 1
+        elif time.monotonic() > deadline:
+            return reaped
+        else:
+            time.sleep(0.2)
 
 
 def cpu_of_children() -> float:
@@ -56,7 +100,7 @@ def cpu_of_children() -> float:
 
 def run_demo(policy: str, busy: bool, out: Path) -> dict:
     data = Path(tempfile.mkdtemp(prefix=f"main-job-{policy}-"))
-    env = {**policy_env(policy), "DISTILLERY_DATA_DIR": str(data), "DAGSTER_TELEMETRY_DISABLED": "1"}
+    env = {**policy_env(policy, out), "DISTILLERY_DATA_DIR": str(data), "DAGSTER_TELEMETRY_DISABLED": "1"}
     log = out / f"{policy}-{'busy' if busy else 'idle'}.log"
     hog = subprocess.Popen(["timeout", str(BUSY_BOUND_S), "yes"], stdout=subprocess.DEVNULL) if busy else None
     cpu, wall = cpu_of_children(), time.perf_counter()
@@ -71,6 +115,7 @@ def run_demo(policy: str, busy: bool, out: Path) -> dict:
             hog.terminate()  # timeout passes it on to yes
             _, _, usage = os.wait4(hog.pid, 0)  # the busy loop's own CPU, not the demo's
             hog.returncode, hog_cpu = -15, usage.ru_utime + usage.ru_stime
+        reap_orphans()
         cpu = cpu_of_children() - cpu - hog_cpu
         shutil.rmtree(data, ignore_errors=True)
     text = log.read_text(encoding="utf-8", errors="replace")
@@ -82,21 +127,23 @@ def run_demo(policy: str, busy: bool, out: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", default=["old:idle", "new:idle", "old:busy", "new:busy"],
-                        help="policy:condition, in order (policy old|new, condition idle|busy)")
+                        help=f"policy:condition, in order (policy {'|'.join(POLICIES)}, condition idle|busy)")
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "benchmarks" / "main_job")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
     from distillery_assets.threads import policy
 
+    if not become_subreaper():
+        print("warning: not a subreaper here; CPU time of step processes that outlive their run is not counted")
     p = policy()
     print(f"new policy here: {p.slots} local_model slots; decode {p.decode}, batch {p.batch}, torch {p.torch} "
           f"[{p.source}]; old: {os.cpu_count()} threads everywhere, 1 slot")
     results: dict[tuple[str, str], dict] = {}
     for run in args.runs:
         name, _, condition = run.partition(":")
-        if name not in ("old", "new") or condition not in ("idle", "busy"):
-            parser.error(f"{run!r}: policy:condition, policy old|new, condition idle|busy")
+        if name not in POLICIES or condition not in ("idle", "busy"):
+            parser.error(f"{run!r}: policy:condition, policy {'|'.join(POLICIES)}, condition idle|busy")
         print(f"{name} {condition}: running demo.sh from an empty data folder ...", flush=True)
         r = run_demo(name, condition == "busy", args.out)
         results[(name, condition)] = r
@@ -112,10 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     def get(n, c):
         return results.get((n, c))
 
-    if get("old", "idle") and get("new", "idle"):
-        print(f"new idle / old idle wall: {get('new', 'idle')['wall_s'] / get('old', 'idle')['wall_s']:.2f} "
-              "(goal <= 0.5)")
-    for n in ("old", "new"):
+    for base in ("old", "spawn"):
+        if get(base, "idle") and get("new", "idle"):
+            print(f"new idle / {base} idle: wall {get('new', 'idle')['wall_s'] / get(base, 'idle')['wall_s']:.2f}"
+                  + (" (goal <= 0.5)" if base == "old" else "")
+                  + f", CPU {get('new', 'idle')['cpu_s'] / get(base, 'idle')['cpu_s']:.2f}")
+    for n in POLICIES:
         if get(n, "idle") and get(n, "busy"):
             print(f"{n}: busy / idle wall {get(n, 'busy')['wall_s'] / get(n, 'idle')['wall_s']:.2f}"
                   + (" (goal <= 1.5)" if n == "new" else "")

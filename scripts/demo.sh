@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 request=${1:-"Write a poem about winter light"}
 start=$(date +%s)
 
-bash scripts/dagster.sh asset materialize -m distillery_assets.definitions --select '*poet_gguf,*educator_gguf'
+# DEMO_RUN_CONFIG=<file>: a run config for the materialization (benchmarks/main_job.py passes Dagster's default
+# start method, spawn, to compare against the forkserver this project starts steps with).
+bash scripts/dagster.sh asset materialize -m distillery_assets.definitions --select '*poet_gguf,*educator_gguf' \
+  ${DEMO_RUN_CONFIG:+-c "$DEMO_RUN_CONFIG"}
 echo
 echo "=== materialized in $(( $(date +%s) - start )) s; the exports and their checks ==="
 gguf_dir=$(.venv/bin/python -c 'from distillery_assets.paths import data_dir; print(data_dir() / "models" / "gguf")')
