@@ -193,24 +193,47 @@ forks each step from that state (Dagster preloads the job's module when ``preloa
 Importing the code location starts no thread and loads neither torch nor llama.cpp (a test checks), so the
 fork is safe. A run config with ``start_method`` (``spawn: {}``) keeps the user's choice."""
 
+LIGHT_STEPS = 2
+"""Step processes a run may have beside its model steps. Dagster's default ``max_concurrent`` is the CPU count,
+which on two cores let two model steps hold every process slot: a two-second quality gate that the next model
+step waits for (``poetry_poet_pairs`` waits for ``poetry_briefs``' gate) queued behind them (18 s in a fresh
+main job). Model steps stay bounded by the ``local_model`` pool (one per core); the light ones (checks,
+dataset splits) get these extra slots."""
 
-def with_default_start_method(executor_config: dict) -> dict:
-    """``executor_config`` with ``multiprocess.start_method`` set to :data:`FORKSERVER` when it names none."""
+
+def default_max_concurrent() -> int:
+    from distillery_assets.threads import model_slots
+
+    return model_slots() + LIGHT_STEPS
+
+
+def with_run_defaults(executor_config: dict, max_concurrent: int | None = None) -> dict:
+    """``executor_config`` with this project's defaults where the run config names none: ``start_method``
+    :data:`FORKSERVER`, and ``max_concurrent`` the model slots plus :data:`LIGHT_STEPS`."""
     multi = executor_config.get("multiprocess")
-    if not isinstance(multi, dict) or multi.get("start_method"):
+    if not isinstance(multi, dict):
         return executor_config
-    return {**executor_config, "multiprocess": {**multi, "start_method": FORKSERVER}}
+    multi = dict(multi)
+    if not multi.get("start_method"):
+        multi["start_method"] = FORKSERVER
+    if not multi.get("max_concurrent"):
+        multi["max_concurrent"] = max_concurrent or default_max_concurrent()
+    return {**executor_config, "multiprocess": multi}
 
 
 def _create_recovering_executor(init_context) -> Executor:
     given = dict(init_context.executor_config)
-    config = with_default_start_method(given)
+    config = with_run_defaults(given)
     line = None
     if "multiprocess" in config:
-        method = next(iter(config["multiprocess"]["start_method"]))
-        line = (f"step processes start by {method}"
-                + (" (the default here: the code location is imported once per run, not once per step; "
-                   "set execution.config.multiprocess.start_method to change it)" if config is not given else ""))
+        multi, named = config["multiprocess"], given.get("multiprocess") or {}
+        line = (f"step processes: {multi['max_concurrent']} at once "
+                + ("(run config)" if named.get("max_concurrent") else
+                   f"(the model slots plus {LIGHT_STEPS} for checks and other light steps)")
+                + f", started by {next(iter(multi['start_method']))} "
+                + ("(run config)" if named.get("start_method") else
+                   "(the code location is imported once per run, not once per step)")
+                + "; execution.config.multiprocess.max_concurrent / start_method change them")
     executor = dg.multi_or_in_process_executor.executor_creation_fn(init_context._replace(executor_config=config))
     return _RecoveringExecutor(executor, line)
 
@@ -221,8 +244,8 @@ recovering_executor = dg.ExecutorDefinition(
     requirements=dg.multi_or_in_process_executor.get_requirements,
     executor_creation_fn=_create_recovering_executor,
     description="Dagster's multi_or_in_process_executor, which first frees the pool slots of runs whose "
-                "process is gone (assets/dead_runs.py), and starts step processes from a forkserver unless the "
-                "run config names a start_method.",
+                "process is gone (assets/dead_runs.py); by default it starts step processes from a forkserver "
+                "and runs the model slots plus two light steps at once.",
 )
 
 

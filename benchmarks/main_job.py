@@ -8,12 +8,15 @@ of every process the demo started (``getrusage(RUSAGE_CHILDREN)``: Dagster's ste
 
 * ``old``: the setting before issue 26: ``DISTILLERY_THREADS=<os.cpu_count()>`` (llama.cpp decode and batch
   threads and torch threads = the CPU count), ``DISTILLERY_MODEL_SLOTS=1`` (one model step at a time) and
-  Dagster's default start method for step processes (``spawn``: every step imports the code location again);
-* ``spawn``: the new thread policy with ``spawn`` (isolates what the forkserver start saves);
-* ``new``: no variable: ``distillery_assets/threads.py`` decides (``python -m distillery_assets.threads``) and
-  steps start from a forkserver (``assets/dead_runs.py``).
+  Dagster's executor defaults (``spawn``: every step imports the code location again; as many step processes
+  at once as CPUs);
+* ``dagster``: the new thread policy with Dagster's executor defaults (isolates what the run defaults save);
+* ``new``: no variable: ``distillery_assets/threads.py`` decides (``python -m distillery_assets.threads``), and
+  this project's run defaults (``assets/dead_runs.py``: steps forked from a forkserver, the model slots plus
+  two step processes at once; the poet chain's ``dagster/priority``, which is part of the definitions, applies
+  to all three).
 
-The start method goes to the demo's ``dagster asset materialize`` as a run config file (``DEMO_RUN_CONFIG``,
+Dagster's defaults go to the demo's ``dagster asset materialize`` as a run config file (``DEMO_RUN_CONFIG``,
 read by ``scripts/demo.sh``). With a forkserver the step processes are the forkserver's children, and the
 forkserver may outlive the Dagster process that started it; this process makes itself their subreaper
 (``PR_SET_CHILD_SUBREAPER``) and reaps every orphan, so their CPU time is counted as well.
@@ -47,8 +50,13 @@ sys.path.insert(0, str(ROOT))
 BUSY_BOUND_S = 3 * 3600
 
 
-POLICIES = ("old", "spawn", "new")
-SPAWN_CONFIG = "execution:\n  config:\n    multiprocess:\n      start_method:\n        spawn: {}\n"
+POLICIES = ("old", "dagster", "new")
+
+
+def dagster_defaults_config() -> str:
+    """A run config with Dagster's own executor defaults (what ``assets/dead_runs.py`` changes)."""
+    return ("execution:\n  config:\n    multiprocess:\n"
+            f"      max_concurrent: {os.cpu_count() or 1}\n      start_method:\n        spawn: {{}}\n")
 
 
 def policy_env(name: str, out: Path) -> dict[str, str]:
@@ -59,9 +67,9 @@ def policy_env(name: str, out: Path) -> dict[str, str]:
     env.pop("DISTILLERY_LLM_N_THREADS", None)
     if name == "old":
         env.update({ENV_THREADS: str(os.cpu_count() or 1), ENV_SLOTS: "1"})
-    if name in ("old", "spawn"):
-        config = out / "spawn.yaml"
-        config.write_text(SPAWN_CONFIG, encoding="utf-8")
+    if name in ("old", "dagster"):
+        config = out / "dagster-defaults.yaml"
+        config.write_text(dagster_defaults_config(), encoding="utf-8")
         env["DEMO_RUN_CONFIG"] = str(config)
     return env
 
@@ -159,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     def get(n, c):
         return results.get((n, c))
 
-    for base in ("old", "spawn"):
+    for base in ("old", "dagster"):
         if get(base, "idle") and get("new", "idle"):
             print(f"new idle / {base} idle: wall {get('new', 'idle')['wall_s'] / get(base, 'idle')['wall_s']:.2f}"
                   + (" (goal <= 0.5)" if base == "old" else "")

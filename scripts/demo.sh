@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 request=${1:-"Write a poem about winter light"}
 start=$(date +%s)
 
-# DEMO_RUN_CONFIG=<file>: a run config for the materialization (benchmarks/main_job.py passes Dagster's default
-# start method, spawn, to compare against the forkserver this project starts steps with).
+# DEMO_RUN_CONFIG=<file>: a run config for the materialization (benchmarks/main_job.py passes Dagster's executor
+# defaults, to compare against this project's: assets/dead_runs.py).
 bash scripts/dagster.sh asset materialize -m distillery_assets.definitions --select '*poet_gguf,*educator_gguf' \
   ${DEMO_RUN_CONFIG:+-c "$DEMO_RUN_CONFIG"}
 echo

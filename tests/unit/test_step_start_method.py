@@ -1,4 +1,5 @@
-"""Step processes start from a forkserver unless the run config names a start method (assets/dead_runs.py).
+"""A run's step processes (assets/dead_runs.py): started from a forkserver unless the run config names a start
+method, and as many at once as the model slots plus two light steps unless it names ``max_concurrent``.
 
 The forkserver forks every step from a process that has imported the code location once; that is only safe
 while importing it starts no thread and loads neither torch nor llama.cpp (their thread pools and native
@@ -11,31 +12,39 @@ import json
 import subprocess
 import sys
 
-from assets.dead_runs import FORKSERVER, with_default_start_method
+from assets.dead_runs import FORKSERVER, LIGHT_STEPS, default_max_concurrent, with_run_defaults
+from distillery_assets.threads import model_slots
 from distillery_assets.paths import repo_root
 
 
-def test_multiprocess_without_start_method_gets_the_forkserver():
-    assert with_default_start_method({"multiprocess": {}}) == {"multiprocess": {"start_method": FORKSERVER}}
-    got = with_default_start_method({"multiprocess": {"max_concurrent": 3, "retries": {"enabled": {}}}})
+def test_multiprocess_without_start_method_or_limit_gets_the_defaults():
+    assert with_run_defaults({"multiprocess": {}}, max_concurrent=4) == {
+        "multiprocess": {"start_method": FORKSERVER, "max_concurrent": 4}}
+    got = with_run_defaults({"multiprocess": {"max_concurrent": 3, "retries": {"enabled": {}}}})
     assert got["multiprocess"] == {"max_concurrent": 3, "retries": {"enabled": {}}, "start_method": FORKSERVER}
 
 
-def test_a_start_method_in_the_run_config_is_kept():
-    spawn = {"multiprocess": {"start_method": {"spawn": {}}}}
-    assert with_default_start_method(spawn) == spawn
-    named = {"multiprocess": {"start_method": {"forkserver": {"preload_modules": ["dagster"]}}}}
-    assert with_default_start_method(named) == named
+def test_the_default_limit_leaves_room_for_light_steps_beside_every_model_slot():
+    assert default_max_concurrent() == model_slots() + LIGHT_STEPS
+    assert with_run_defaults({"multiprocess": {"max_concurrent": None}})["multiprocess"]["max_concurrent"] \
+        == model_slots() + LIGHT_STEPS
+
+
+def test_what_the_run_config_names_is_kept():
+    spawn = {"multiprocess": {"start_method": {"spawn": {}}, "max_concurrent": 1}}
+    assert with_run_defaults(spawn) == spawn
+    named = {"multiprocess": {"start_method": {"forkserver": {"preload_modules": ["dagster"]}}, "max_concurrent": 9}}
+    assert with_run_defaults(named) == named
 
 
 def test_in_process_runs_are_left_alone():
-    assert with_default_start_method({"in_process": {}}) == {"in_process": {}}
+    assert with_run_defaults({"in_process": {}}) == {"in_process": {}}
 
 
 def test_the_config_given_is_not_changed_in_place():
-    given = {"multiprocess": {"max_concurrent": 2}}
-    with_default_start_method(given)
-    assert given == {"multiprocess": {"max_concurrent": 2}}
+    given = {"multiprocess": {"retries": {"enabled": {}}}}
+    with_run_defaults(given)
+    assert given == {"multiprocess": {"retries": {"enabled": {}}}}
 
 
 def test_importing_the_code_location_starts_no_thread_and_loads_no_native_runtime():
