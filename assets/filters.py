@@ -15,8 +15,14 @@ returns a ``MaterializeResult``.
 
 The graph: ``gutenberg_chunks`` / ``theme_chunks`` (unpartitioned) are real dependencies of
 ``filter_candidates`` and ``filter_scores``, the union of what the versions' configs name (edges are per
-asset, not per partition). ``story_corpus`` / ``encyclopedia_corpus`` are partitioned: a Dagster dependency
-would put them into ``*filter_report``, and one run cannot hold assets of two partitions definitions (a partition
+asset, not per partition), so ``*filter_report`` selects them for every version, a JSONL-only one too. There
+they cost a step launch and a fingerprint each: the theme assets skip finished work (``reused: true``, nothing
+read or written, see :mod:`assets.theme`); ``--select '+key:filter_report and group:filters'`` leaves them out
+of the run. A version that does not read them does not name them among its catalogue inputs either, and its
+pages say which chunk assets it read (``chunk_sources``).
+
+``story_corpus`` / ``encyclopedia_corpus`` are partitioned: a Dagster dependency would put them into
+``*filter_report``, and one run cannot hold assets of two partitions definitions (a partition
 mapping does not help: ``*asset`` still selects them and ``JobDefinition._get_partitions_def`` fails with "no
 PartitionsDefinition shared by all the provided assets"), so they are catalogue edges only (each ``.corpus``
 file read is an input with its asset key; a corpus not yet generated is a warning and ``missing_sources``,
@@ -39,7 +45,7 @@ from assets.corpus import corpus_read_meta
 from assets.logs import forward_logs
 from assets.meta import llm_usage_meta, path_md, records_table, require_upstream, size, table_md
 from assets.pools import Loads, model_pool
-from distillery_assets.catalog import InputRef
+from distillery_assets.catalog import Catalog, InputRef
 from distillery_assets.corpus.layout import corpus_root
 from distillery_assets.filters import ground_truth as gt_lib
 from distillery_assets.filters.ground_truth import MIN_RECORDS
@@ -54,7 +60,7 @@ from distillery_assets.filters.splits import SplitError, write_splits
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, read_jsonl
 from distillery_assets.markdown import md_table
 from distillery_assets.partitions import asset_url, filter_version_partitions
-from io_managers.register import register_files
+from io_managers.register import FileRegistrar, register_files
 from resources.catalog import CatalogResource
 from resources.compute import ComputeResource
 from resources.hub import HubResource, record_upload
@@ -122,6 +128,41 @@ def _catalogue_upstream() -> dg.MetadataValue:
 CATALOGUE_UPSTREAM = _catalogue_upstream()
 
 
+def _chunk_readers() -> dict[str, list[str]]:
+    """chunk asset -> the versions whose sources read it (the reason for its Dagster edge)."""
+    readers: dict[str, list[str]] = {asset: [] for asset in SOURCE_ASSETS}
+    for version in filter_versions():
+        try:
+            read = pipeline.chunk_assets_read(load_filter(version.folder))
+        except FilterConfigError:
+            continue
+        for asset in read:
+            readers.setdefault(asset, []).append(version.key)
+    return readers
+
+
+def _chunk_sources(defn: FilterDefinition, key: str) -> dict[str, Any]:
+    """Which of the upstream chunk assets (Dagster edges of every version) this version read, in words."""
+    if not SOURCE_ASSETS:
+        return {}
+    read, readers = pipeline.chunk_assets_read(defn), _chunk_readers()
+    rows = [(f"[{a}]({asset_url(a)})", "read" if a in read else
+             f"not read (an edge for {', '.join(readers.get(a, [])) or 'no version'})") for a in SOURCE_ASSETS]
+    note = "" if read else (f"\n\n{key} reads none of them: `--select '+key:filter_report and group:filters' "
+                            f"--partition {key}` leaves them out of the run (in `*filter_report` they are reused).")
+    return {"chunk_sources": dg.MetadataValue.md(md_table(rows, ["upstream asset", key]) + note)}
+
+
+def _register_read(context: dg.AssetExecutionContext, cat: Catalog, defn: FilterDefinition, paths: list[Path],
+                   inputs: list[Path | InputRef]) -> dict[str, Any]:
+    """``register_files``, except that a chunk asset this version does not read (a Dagster dependency for the
+    versions that do) is not made one of its catalogue inputs."""
+    unread = [a for a in SOURCE_ASSETS if a not in pipeline.chunk_assets_read(defn)]
+    files = FileRegistrar(context, cat, inputs, per_file_assets=unread)
+    files.add(*paths)
+    return files.commit()
+
+
 # ---------------------------------------------------------------------------------------- candidates
 
 def _candidates_meta(defn: FilterDefinition, paths: FilterPaths, cands, missing: list[str]) -> dict[str, Any]:
@@ -161,8 +202,10 @@ def filter_candidates(context: dg.AssetExecutionContext, catalog: CatalogResourc
         context.log.warning(f"source reject: {reject}")
     atomic_write_jsonl(paths.candidates, cands.documents)
     atomic_write_jsonl(paths.candidate_rejects, [r.to_dict() for r in cands.rejects])
-    meta = register_files(context, catalog.get(), [paths.candidates, paths.candidate_rejects], locator.inputs(defn))
+    meta = _register_read(context, catalog.get(), defn, [paths.candidates, paths.candidate_rejects],
+                          locator.inputs(defn))
     return dg.MaterializeResult(metadata={**meta, **_candidates_meta(defn, paths, cands, missing),
+                                          **_chunk_sources(defn, paths.key),
                                           **_corpus_read(defn, locator.refs, cands.documents)})
 
 
@@ -543,7 +586,8 @@ def filter_scores(context: dg.AssetExecutionContext, config: FilterScoresConfig,
         run = pipeline.score_documents(defn, paths, docs.documents, runner=runner, shard_size=config.shard_size,
                                        on_shard=lambda i, n: context.log.info(f"{paths.key}: shard {i} scored "
                                                                               f"({n} documents)"))
-    meta = register_files(context, catalog.get(), [paths.scores_dir / SCORES_FILE, paths.scores_dir / SUMMARY_FILE],
+    meta = _register_read(context, catalog.get(), defn,
+                          [paths.scores_dir / SCORES_FILE, paths.scores_dir / SUMMARY_FILE],
                           [InputRef(paths.model_dir, "filter_model"), *docs.inputs])
     return dg.MaterializeResult(metadata={
         **meta, "documents": run.documents, "scored_this_run": run.scored_documents,
@@ -552,7 +596,8 @@ def filter_scores(context: dg.AssetExecutionContext, config: FilterScoresConfig,
         "tiers": _count_table(run.tiers, ("tier", "documents")),
         "caps_and_gates_applied": _count_table(run.applied, ("rule", "documents")),
         "mean_overall": run.mean_overall if run.mean_overall is not None else "n/a",
-        "scores": path_md(paths.scores_dir / SCORES_FILE), **_corpus_read(defn, docs.inputs),
+        "scores": path_md(paths.scores_dir / SCORES_FILE), **_chunk_sources(defn, paths.key),
+        **_corpus_read(defn, docs.inputs),
     })
 
 

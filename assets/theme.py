@@ -10,6 +10,14 @@ Offline run on the shipped sample books (LLM provider from DISTILLERY_LLM_*, def
     dagster asset materialize -m distillery_assets.definitions --select '*theme_chatml_val' \
         --config-json '{"ops": {"theme_chatml": {"config": {"max_chunks": 4, "examples_per_chunk": 1}}}}'
 
+``gutenberg_books``, ``gutenberg_chunks`` and ``theme_chunks`` skip finished work: each computes the step
+fingerprint (:func:`distillery_assets.steps.step_fingerprint`) of its settings, its asset code version and the
+sha256 of every file it reads, and when the asset's last materialization recorded the same fingerprint and its
+file on disk still has the sha256 recorded then, nothing is read or written: the new materialization carries
+the last one's figures with ``reused: true`` (the catalogue gets this run's row for the same file). So
+``*filter_report`` of a filter that reads no Gutenberg chunks (or ``*thyme_eval``) costs those steps their
+launch and a fingerprint each. Bump an asset's ``code_version`` when its code changes what it writes.
+
 Against LM Studio / llama.cpp server: DISTILLERY_LLM_PROVIDER=openai DISTILLERY_LLM_BASE_URL=http://localhost:1234/v1
 DISTILLERY_LLM_MODEL=<id>. Killing theme_chatml and materializing again continues after the last finished
 chunk (checkpoint journal under data/theme/chatml_work/<setup fingerprint>/). Model benchmark:
@@ -30,12 +38,14 @@ from assets.meta import chat_md, inputs_meta, llm_usage_meta, records_table, tab
 from assets.pools import Loads, model_pool
 
 from distillery_assets.io import atomic_write_jsonl, atomic_write_text, iter_jsonl, read_jsonl
+from distillery_assets.io.hashing import sha256_file_cached
 from distillery_assets.paths import config_dir, data_dir
 from distillery_assets.datasets import chatml
 from distillery_assets.theme import books, chunking, keywords, modelbench, plots, setup
 from distillery_assets.theme import config as theme_config
 from distillery_assets.theme.generate import ChatMLGenerator, GenerationSettings
 from distillery_assets.theme.validate import ValidatorSettings
+from distillery_assets.steps import step_fingerprint
 from resources.catalog import CatalogResource
 from resources.llm import LLMResource
 
@@ -52,6 +62,48 @@ def _cfg(name: str) -> Path:
     return config_dir() / "theme" / name
 
 
+# ------------------------------------------------------------------------------------------- reuse
+
+# What the IO manager adds to a returned Path's materialization (recomputed for the new run's catalogue row), and
+# this module's own reuse keys: not carried over from the materialization that is reused.
+_NOT_CARRIED = frozenset({"path", "size", "sha256", "catalog_artifact_id", "records", "files", "inputs",
+                          "reused", "reused_from_run", "fingerprint"})
+
+
+def _fingerprint(context: dg.AssetExecutionContext, settings: dict, files: list[Path]) -> str:
+    """The step fingerprint of this asset: its settings, its code version and the sha256 of each file it reads."""
+    code = context.assets_def.code_versions_by_key.get(context.asset_key)
+    return step_fingerprint({"asset": context.asset_key.to_user_string(), "code_version": code, **settings}, files)
+
+
+def _reusable(context: dg.AssetExecutionContext, fingerprint: str, path: Path,
+              also: tuple[Path, ...] = ()) -> dict[str, typing.Any] | None:
+    """The figures of this asset's last materialization, when it was made with ``fingerprint`` and its file is
+    still there unchanged (the same path, the sha256 it recorded) beside the files in ``also``; else None (first
+    run, a setting, an input or the code changed, the file was edited or removed)."""
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    done = event.asset_materialization if event is not None else None
+    if done is None:
+        return None
+    meta = done.metadata
+    recorded = {k: getattr(meta.get(k), "value", None) for k in ("fingerprint", "path", "sha256")}
+    if recorded["fingerprint"] != fingerprint or not path.is_file() or not all(p.exists() for p in also):
+        return None
+    if Path(str(recorded["path"])).resolve() != path.resolve() or recorded["sha256"] != sha256_file_cached(path):
+        return None
+    context.log.info(f"{path.name}: made from the same inputs and settings (fingerprint {fingerprint}, run "
+                     f"{event.run_id}); reused, nothing read or written")
+    return {**{k: v for k, v in meta.items() if k not in _NOT_CARRIED}, "reused_from_run": event.run_id}
+
+
+def _reused_output(path: Path, fingerprint: str, carried: dict[str, typing.Any],
+                   inputs: typing.Sequence[Path] = ()) -> dg.Output[Path]:
+    """The last materialization's figures again, marked reused; ``inputs``: the files it was made from besides
+    the upstream values (recorded as this run's catalogue inputs, as a fresh run records them)."""
+    extra = inputs_meta(inputs) if inputs else {}
+    return dg.Output(path, metadata={**carried, **extra, "reused": True, "fingerprint": fingerprint})
+
+
 # ------------------------------------------------------------------------------------------- books
 
 
@@ -62,9 +114,18 @@ class BooksConfig(dg.Config):
     ids: list[int] | None = None  # default: every id in data/config/theme/books.json
 
 
-@dg.asset(group_name=GROUP, kinds={"python"}, description="Project Gutenberg books, licence wrapper stripped, one JSONL record per book.")
+@dg.asset(group_name=GROUP, kinds={"python"}, code_version="1",
+          description="Project Gutenberg books, licence wrapper stripped, one JSONL record per book (reused when "
+                      "books.json, the run config and every local book read are unchanged).")
 def gutenberg_books(context: dg.AssetExecutionContext, config: BooksConfig) -> dg.Output[Path]:
     selection = books.load_selection(_cfg(theme_config.BOOKS_FILE))
+    path, rejects_path = _out("gutenberg_books.jsonl"), _out("gutenberg_books.rejects.jsonl")
+    local = books.local_files(books.local_directory(config.local_dir), selection, config.ids) \
+        if config.source == "local" else []  # hf / mirror: reused by their settings, as thyme's Hub sources
+    read = [_cfg(theme_config.BOOKS_FILE), *local]
+    fingerprint = _fingerprint(context, {"config": config.model_dump(), "local_files": [p.name for p in local]}, read)
+    if (carried := _reusable(context, fingerprint, path, also=(rejects_path,))) is not None:
+        return _reused_output(path, fingerprint, carried, read)
     try:
         batch = books.load_books(config.source, selection, config.ids, local_dir=config.local_dir,
                                  mirror_url=config.mirror_url)
@@ -77,12 +138,10 @@ def gutenberg_books(context: dg.AssetExecutionContext, config: BooksConfig) -> d
     records = list(books.dedupe(batch.records))
     if not records:
         raise dg.Failure(f"no usable books (rejected: {[r.reason for r in batch.rejects]}, missing: {batch.missing})")
-    path = _out("gutenberg_books.jsonl")
     atomic_write_jsonl(path, records)
-    atomic_write_jsonl(_out("gutenberg_books.rejects.jsonl"),
-                       [{"source": r.source, "id": r.book_id, "reason": r.reason} for r in batch.rejects])
+    atomic_write_jsonl(rejects_path, [{"source": r.source, "id": r.book_id, "reason": r.reason} for r in batch.rejects])
     return dg.Output(path, metadata={
-        **inputs_meta([_cfg(theme_config.BOOKS_FILE), *batch.files]),
+        **inputs_meta([_cfg(theme_config.BOOKS_FILE), *batch.files]), "reused": False, "fingerprint": fingerprint,
         "books": len(records),
         "rejected": len(batch.rejects),
         "not_available": dg.MetadataValue.json(batch.missing),
@@ -112,15 +171,21 @@ class ChunkConfig(dg.Config):
     min_chunk_size: int = 256
 
 
-@dg.asset(group_name=GROUP, kinds={"python"}, description="Paragraph chunks with stable ids '<book id>-<index>'.")
-def gutenberg_chunks(gutenberg_books: Path, config: ChunkConfig) -> dg.Output[Path]:
+@dg.asset(group_name=GROUP, kinds={"python"}, code_version="1",
+          description="Paragraph chunks with stable ids '<book id>-<index>' (reused when the books and the chunk "
+                      "settings are unchanged).")
+def gutenberg_chunks(context: dg.AssetExecutionContext, gutenberg_books: Path, config: ChunkConfig) -> dg.Output[Path]:
     params = chunking.ChunkParams(config.chunk_size, config.overlap, config.min_chunk_size)
+    path = _out("gutenberg_chunks.jsonl")
+    fingerprint = _fingerprint(context, {"params": params.__dict__}, [gutenberg_books])
+    if (carried := _reusable(context, fingerprint, path)) is not None:
+        return _reused_output(path, fingerprint, carried)
     per_book: Counter = Counter()
     book_rows = (book for _, book in iter_jsonl(gutenberg_books, on_error="raise"))
-    path = _out("gutenberg_chunks.jsonl")
     n = atomic_write_jsonl(path, chunking.chunk_books(book_rows, params, per_book))
     return dg.Output(path, metadata={
-        "chunks": n, "chunks_per_book": dg.MetadataValue.json({str(k): v for k, v in per_book.items()}),
+        "reused": False, "fingerprint": fingerprint, "chunks": n,
+        "chunks_per_book": dg.MetadataValue.json({str(k): v for k, v in per_book.items()}),
         "params": dg.MetadataValue.json(params.__dict__),
     })
 
@@ -143,18 +208,23 @@ class ThemeFilterConfig(dg.Config):
     min_matches: int = 2
 
 
-@dg.asset(group_name=GROUP, kinds={"python"}, description="Chunks whose theme keyword total (distinct whole-word keywords per theme, summed) reaches min_matches.")
+@dg.asset(group_name=GROUP, kinds={"python"}, code_version="1",
+          description="Chunks whose theme keyword total (distinct whole-word keywords per theme, summed) reaches "
+                      "min_matches (reused when the chunks, the keyword sets and min_matches are unchanged).")
 def theme_chunks(context: dg.AssetExecutionContext, gutenberg_chunks: Path, config: ThemeFilterConfig) -> dg.Output[Path]:
-    sets = keywords.load_keyword_sets(_cfg(theme_config.KEYWORDS_FILE))
+    keywords_file = _cfg(theme_config.KEYWORDS_FILE)
+    path, plot_path = _out("theme_chunks.jsonl"), _out("theme_chunks_totals.png")
+    fingerprint = _fingerprint(context, {"min_matches": config.min_matches}, [gutenberg_chunks, keywords_file])
+    if (carried := _reusable(context, fingerprint, path, also=(plot_path,))) is not None:
+        return _reused_output(path, fingerprint, carried, [keywords_file])
+    sets = keywords.load_keyword_sets(keywords_file)
     kept = keywords.ChunkFilter(keywords.KeywordCounter(sets), config.min_matches)
-    path = _out("theme_chunks.jsonl")
     n_kept = atomic_write_jsonl(path, kept.kept(row for _, row in iter_jsonl(gutenberg_chunks, on_error="raise")))
     context.log.info(f"keyword counting: {kept.megabytes:.2f} MB in {kept.seconds:.3f}s")
     totals, hist = kept.totals, keywords.histogram(kept.totals)
-    plot_path = _out("theme_chunks_totals.png")
     plot_md = plots.save_png(plots.totals_histogram_png(hist, config.min_matches), plot_path, "keyword totals")
     return dg.Output(path, metadata={
-        **inputs_meta([_cfg(theme_config.KEYWORDS_FILE)]),
+        **inputs_meta([keywords_file]), "reused": False, "fingerprint": fingerprint,
         "kept": n_kept, "total": len(totals), "kept_fraction": round(n_kept / len(totals), 4) if totals else 0.0,
         "min_matches": config.min_matches,
         "histogram_of_totals": table_md(list(hist.items()), ("total", "chunks"), align="rr"),

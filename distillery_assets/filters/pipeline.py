@@ -73,8 +73,14 @@ def source_assets() -> list[str]:
         except FilterConfigError as exc:
             log.warning("filter %s: %s", version.key, exc)
             continue
-        wanted |= {s.asset for s in defn.config.sources if isinstance(s, AssetSource) and s.asset in CHUNK_ASSETS}
+        wanted |= set(chunk_assets_read(defn))
     return sorted(wanted)
+
+
+def chunk_assets_read(defn: FilterDefinition) -> list[str]:
+    """The unpartitioned chunk assets this version's own sources read (a JSONL-only version: none). The Dagster
+    edges are the union over versions (:func:`source_assets`); this is what one partition actually reads."""
+    return sorted({s.asset for s in defn.config.sources if isinstance(s, AssetSource) and s.asset in CHUNK_ASSETS})
 
 
 def definition_files(defn: FilterDefinition) -> list[Path]:

@@ -236,6 +236,21 @@ def read_manifest(directory: Path) -> dict[int, dict[str, Any]]:
     return entries
 
 
+def local_files(directory: Path, selection: BookSelection, ids: Iterable[int] | None = None) -> list[Path]:
+    """The files :func:`from_local_dir` reads from ``directory`` for these ids: the manifest (if present) and
+    each ``pg<id>.txt`` that exists (what a run's result depends on, for its fingerprint)."""
+    directory = Path(directory)
+    wanted = list(ids) if ids is not None else selection.ids
+    files = [directory / "manifest.jsonl"] if (directory / "manifest.jsonl").exists() else []
+    books = (safe_child(directory, f"pg{int(i)}.txt", source=f"book id {i}") for i in wanted)
+    return files + [path for path in books if path.exists()]
+
+
+def local_directory(local_dir: Path | str | None) -> Path:
+    """The folder a ``local`` source reads: ``local_dir``, by default ``inputs_dir()/gutenberg``."""
+    return Path(local_dir) if local_dir else inputs_dir() / "gutenberg"
+
+
 def from_local_dir(directory: Path, selection: BookSelection, ids: Iterable[int] | None = None) -> BookBatch:
     """Books ``pg<id>.txt`` from ``directory``; ids default to the selection's ids present in the manifest
     or directory (the rest are reported as missing)."""
@@ -330,7 +345,7 @@ def load_books(source: str, selection: BookSelection, ids: Iterable[int] | None 
     (default ``inputs_dir()/gutenberg``), ``hf`` streams the Hub dataset, ``mirror`` fetches from
     ``mirror_url``. An unknown source or a mirror without a URL raises :class:`BookError`."""
     if source == "local":
-        return from_local_dir(Path(local_dir) if local_dir else inputs_dir() / "gutenberg", selection, ids)
+        return from_local_dir(local_directory(local_dir), selection, ids)
     if source == "hf":
         return from_hf_dataset(selection, ids)
     if source == "mirror":
