@@ -4,8 +4,8 @@ Per request: resolve the model -> request key -> cache hit? (answer without touc
 claim the key (another run asking it: wait for its answer in the cache) -> rate limiter -> provider call with
 retries (exponential backoff + jitter, Retry-After honoured) -> only a reply that stopped by itself goes on
 (cut off at max_tokens: asked again with a larger budget; any other finish -- content filter, refusal, a tool
-call, a paused turn, a repetition loop, no finish reason -- is a named failure, not asked again) -> JSON parse +
-schema validation with a bounded re-ask -> cache the success -> release the claim -> one usage row.
+call, a paused turn, no finish reason -- is a named failure, not asked again) -> JSON parse + schema
+validation with a bounded re-ask -> cache the success -> release the claim -> one usage row.
 Every request ends as ``ok=True`` or ``ok=False`` with a reason; nothing raises for one bad item.
 Identical requests in flight at once are made only once: in one process the second waits on a per-key lock,
 across processes on the key's claim (``cache.ResponseCache.claim``), and is served from the cache.
@@ -72,7 +72,6 @@ UNFINISHED = {
     "pause_turn": "the model paused its turn before finishing it",
     "model_context_window_exceeded": "the reply filled the model's context window",
     "no_finish_reason": "the provider gave no finish reason, so the reply may be incomplete",
-    "repetition": "the reply was stopped in a repetition loop (a larger budget would only repeat more)",
 }
 
 

@@ -30,9 +30,6 @@ DISTILLERY_LLM_N_CTX           context length for provider ``local``            
 DISTILLERY_LLM_N_THREADS       CPU threads for provider ``local``, decode and prompt        the thread
                                (unset: ``distillery_assets.threads``, the one policy,       policy
                                overridden by DISTILLERY_THREADS)
-DISTILLERY_LLM_STOP_LOOPS      ``1``: provider ``local`` stops a reply caught in a          1
-                               repetition loop (finish reason ``repetition``, a failure;
-                               ``llm.providers.local``), ``0`` lets it run to max_tokens
 DISTILLERY_LLM_CACHE           ``1`` cache answers under data/llm_cache, ``0`` to disable   1
 DISTILLERY_LLM_BATCH           ``1``: a task's cache misses go through the provider's       0
                                batch API (anthropic, openai; half price, answers within
@@ -97,8 +94,6 @@ class LLMSettings(BaseModel):
     n_ctx: int = Field(default=4096, ge=256, description="context length for provider local")
     n_threads: int | None = Field(default=None, ge=1,
                                    description="CPU threads for provider local (None: distillery_assets.threads)")
-    stop_loops: bool = Field(default=True, description="provider local stops a reply caught in a repetition loop "
-                             "(finish reason repetition, a failure) instead of letting it run to max_tokens")
     cache: bool = Field(default=True, description="cache answers under data/llm_cache")
     batch: bool = Field(default=False, description="send a task's cache misses through the provider's batch API "
                         "(anthropic, openai: half price, answers within 24 h); local and fal have none (an error)")
@@ -119,7 +114,7 @@ class LLMSettings(BaseModel):
             raw = env.get(ENV_PREFIX + field.upper())
             if raw is not None and raw.strip() != "":
                 values[field] = raw.strip()
-        for flag in ("cache", "batch", "batch_retry_online", "batch_resubmit_unknown", "stop_loops"):
+        for flag in ("cache", "batch", "batch_retry_online", "batch_resubmit_unknown"):
             if flag in values:
                 values[flag] = str(values[flag]).lower() not in ("0", "false", "no", "off")
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -167,8 +162,7 @@ def build_provider(settings: LLMSettings):
     if settings.provider == "local":
         from distillery_assets.llm.providers.local import LocalProvider
 
-        return LocalProvider(settings.gguf or settings.model, n_ctx=settings.n_ctx, n_threads=settings.n_threads,
-                             stop_loops=settings.stop_loops)
+        return LocalProvider(settings.gguf or settings.model, n_ctx=settings.n_ctx, n_threads=settings.n_threads)
     if settings.provider == "openai":
         from distillery_assets.llm.providers.openai_compat import OpenAIProvider
 

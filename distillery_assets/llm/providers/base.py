@@ -10,8 +10,7 @@ Two things every provider reports the same way:
 * :func:`finish_reason`: why the model stopped, in one vocabulary: ``stop`` (it stopped by itself: OpenAI's
   ``stop``, Anthropic's ``end_turn``/``stop_sequence``), ``length`` (cut off at ``max_tokens``: ``max_tokens``
   for Anthropic), ``tool_call`` (a tool call nobody offered: ``tool_calls``, ``function_call``, ``tool_use``),
-  ``refusal``, ``repetition`` (the local provider stopped a reply caught in a repetition loop,
-  ``providers.local``), ``no_finish_reason`` (none given) or the provider's own word for anything else
+  ``refusal``, ``no_finish_reason`` (none given) or the provider's own word for anything else
   (``content_filter``, ``pause_turn``, ``model_context_window_exceeded``...). Only ``stop`` is a finished
   answer; the client makes every other one a named failure.
 * ``endpoint``: the server a remote provider talks to, when it is not the provider's default (``None`` for

@@ -13,32 +13,9 @@ model, messages, temperature, stop and seed) and answers the same request with a
 that reply: the prompt plus the text so far is the new prompt (llama.cpp finds it already evaluated, its
 longest common prefix with the last evaluation) and only the missing tokens are decoded. The answer is what one
 ask with the larger budget would give: autoregressive sampling of the same model, whose first tokens do not
-depend on the budget, with the same sampling settings (the continuation goes through
-``Llama.create_chat_completion`` itself, with a stand-in for the model, ``_Asking``, whose ``create_completion``
-adds the reply so far; the chat handler called directly would sample with its own ``repeat_penalty=1.1``
-instead of the plain ask's 1.0, as the first version of the continuation did). Greedy, the continued reply is
-the one-go reply token for token (``tests/unit/test_loop_stop.py``). Each call reports as output tokens the
-tokens it decoded, so the client's sums count every generated token once. JSON requests (a grammar whose state
-a continuation would have to rebuild) are asked afresh. ``benchmarks/llm_waste.py`` counts decoded against kept
-tokens each way.
-
-A reply caught in a repetition loop is stopped as soon as the loop is plain, not when it reaches ``max_tokens``:
-a small model that starts repeating a line or a phrase nearly always goes on until the budget (and, cut off,
-the client's larger budget) is spent, and the reply is a failure either way. After each decoded token
-(llama-cpp-python's ``stopping_criteria``) :func:`repetition_loop` looks at the reply's own tokens -- never the
-prompt's; a continued reply's earlier part included, so a loop that began before a cut is caught right after
-the continuation starts -- and when the reply ends in a span of 1 to ``LOOP_MAX_SPAN`` tokens repeated at
-least ``LOOP_MIN_REPEATS`` times in a row, covering at least ``LOOP_MIN_TOKENS`` tokens, generation stops and
-the reply's finish reason is ``repetition``: a named failure the client does not ask again (no larger budget)
-and never caches; its usage counts every token decoded. A refrain (a line that comes back between other
-lines) or a short repeated phrase is not a loop. The thresholds come from the main job's own requests: on 120
-replies of its verse briefs, briefs, critiques and lessons (two samplings), the loosest setting that cut none
-of the 54 replies that stopped by themselves; a looser one (2 repeats, or 24-32 tokens) cut one to four of
-them. It stops a third to a half of the teaching replies (briefs, critiques, lessons) that never stop, but only
-one in twenty to one in four of the verse briefs' (those mostly ramble on, or vary the line they repeat).
-``benchmarks/llm_waste.py`` measures it against the continuation alone, with the replies that stopped by
-themselves there and that it cut. ``LocalProvider(stop_loops=False)`` (setting ``stop_loops``,
-``DISTILLERY_LLM_STOP_LOOPS=0``) turns it off. JSON requests are watched the same way.
+depend on the budget. Each call reports as output tokens the tokens it decoded, so the client's sums count
+every generated token once. JSON requests (a grammar whose state a continuation would have to rebuild) are
+asked afresh. ``benchmarks/llm_waste.py`` counts decoded against kept tokens both ways.
 """
 
 from __future__ import annotations
@@ -46,7 +23,6 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,63 +39,28 @@ CUT_REPLIES_KEPT = 256
 """Cut-off replies a provider remembers for their continuation (the client asks again right after the cut)."""
 
 
-LOOP_MAX_SPAN = 64
-"""Longest span (tokens) :func:`repetition_loop` looks for: a few lines of verse or prose."""
-LOOP_MIN_REPEATS = 3
-"""A span must come this many times in a row to be a loop."""
-LOOP_MIN_TOKENS = 40
-"""... and the repeats must cover at least this many tokens (a short span needs more repeats)."""
-REPETITION = "repetition"
-"""The finish reason of a reply stopped in a repetition loop (``distillery_assets.llm.providers.base``)."""
+class _Continuing:
+    """Stands in for the ``Llama`` passed to llama-cpp-python's chat handler: the handler formats and tokenizes
+    the messages exactly as for a fresh ask, and its ``create_completion`` gets ``tail`` (the cut-off reply's
+    tokens) appended to the prompt and the budget reduced by them."""
 
-
-def repetition_loop(tokens: Sequence[int], *, max_span: int = LOOP_MAX_SPAN, min_repeats: int = LOOP_MIN_REPEATS,
-                    min_tokens: int = LOOP_MIN_TOKENS) -> int:
-    """The length ``k`` of the span ``tokens`` ends by repeating, or 0: the smallest ``k`` (1 to ``max_span``)
-    such that the last ``k`` tokens come at least ``max(min_repeats, ceil(min_tokens / k))`` times in a row at
-    the end, identically. A line that returns after other lines (a refrain) is not a repeat in a row."""
-    tokens = list(tokens)
-    n = len(tokens)
-    for k in range(1, max_span + 1):
-        repeats = max(min_repeats, -(-min_tokens // k))
-        if repeats * k > n:
-            continue
-        if tokens[-1] == tokens[-1 - k] and tokens[n - repeats * k:] == tokens[n - k:] * repeats:
-            return k
-    return 0
-
-
-class _Asking:
-    """Stands in for the ``Llama`` that ``Llama.create_chat_completion`` passes to its chat handler (so the
-    messages are formatted and tokenized, and sampled with the same settings, exactly as for a plain ask); its
-    ``create_completion`` appends ``tail`` (the tokens of the cut-off reply being continued) to the prompt and
-    takes them off the budget, and with ``stop_loops`` adds a stopping criterion that ends the reply when its
-    tokens (``tail`` and the new ones) end in a :func:`repetition_loop`; ``looped`` then says so."""
-
-    def __init__(self, llm, tail: list[int], stop_loops: bool):
-        self._llm, self._tail, self._stop_loops = llm, tail, stop_loops
-        self.looped = False
+    def __init__(self, llm, tail: list[int]):
+        self._llm, self._tail = llm, tail
 
     def __getattr__(self, name):
         return getattr(self._llm, name)
 
     def create_completion(self, prompt, **kwargs):
-        prompt = list(prompt)
-        start = len(prompt)  # the reply's first token (the tail's, when continuing)
-        if self._tail:
-            kwargs["max_tokens"] = max(1, int(kwargs["max_tokens"]) - len(self._tail))
-        if self._stop_loops:
-            from llama_cpp import StoppingCriteriaList
+        kwargs["max_tokens"] = max(1, int(kwargs["max_tokens"]) - len(self._tail))
+        return self._llm.create_completion(prompt=list(prompt) + self._tail, **kwargs)
 
-            window = max(LOOP_MAX_SPAN * LOOP_MIN_REPEATS, LOOP_MIN_TOKENS)
 
-            def looping(input_ids, logits) -> bool:  # called before each new token (and once at the end)
-                if not self.looped:
-                    self.looped = bool(repetition_loop(input_ids[max(start, len(input_ids) - window):].tolist()))
-                return self.looped  # once stopped, llama-cpp-python asks again after the loop: still True
+def _chat_handler(llm):
+    """The chat handler ``Llama.create_chat_completion`` would use (same lookup order as llama-cpp-python)."""
+    from llama_cpp import llama_chat_format
 
-            kwargs["stopping_criteria"] = StoppingCriteriaList([*(kwargs.get("stopping_criteria") or []), looping])
-        return self._llm.create_completion(prompt=prompt + self._tail, **kwargs)
+    return (llm.chat_handler or llm._chat_handlers.get(llm.chat_format)
+            or llama_chat_format.get_chat_completion_handler(llm.chat_format))
 
 
 def _load_model(path: str, n_ctx: int, n_threads: int, n_threads_batch: int):
@@ -133,7 +74,7 @@ class LocalProvider:
     name = "local"
 
     def __init__(self, gguf_path: str | Path | None = None, n_ctx: int = 4096, n_threads: int | None = None,
-                 n_threads_batch: int | None = None, continue_cut: bool = True, stop_loops: bool = True):
+                 n_threads_batch: int | None = None, continue_cut: bool = True):
         from distillery_assets.threads import llama_threads
 
         self._path = Path(gguf_path) if gguf_path else None
@@ -145,7 +86,6 @@ class LocalProvider:
         self._cut_lock = threading.Lock()
         self.continued_tokens = 0  # tokens a continuation did not decode again (what a fresh re-ask would have)
         self.continue_cut = continue_cut  # False: a larger budget asks afresh (benchmarks/llm_waste.py's "old")
-        self.stop_loops = stop_loops  # False: a repetition loop runs on to max_tokens (see the module docstring)
 
     @property
     def path(self) -> Path:
@@ -206,19 +146,18 @@ class LocalProvider:
             kwargs["seed"] = seed
         if json_schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": json_schema}
-        continuable = self.continue_cut and json_schema is None and callable(getattr(llm, "tokenize", None))
+        continuable = self.continue_cut and json_schema is None and all(callable(getattr(llm, name, None))
+                                                  for name in ("tokenize", "create_completion"))
         key = None if not continuable else json.dumps(
             [model, kwargs["messages"], temperature, list(stop or []), seed], sort_keys=True)
         with self._cut_lock:
             cut = self._cut.pop(key, None) if key else None
         prefix, prefix_tokens = ("", 0) if cut is None or cut[1] >= max_tokens else cut
-        asking = None
         try:
             with lock:
-                tail = llm.tokenize(prefix.encode("utf-8"), add_bos=False, special=False) if prefix else []
-                if tail or self.stop_loops:
-                    asking = _Asking(llm, tail, self.stop_loops)
-                    out = type(llm).create_chat_completion(asking, **kwargs)  # the chat handler gets the stand-in
+                if prefix:
+                    tail = llm.tokenize(prefix.encode("utf-8"), add_bos=False, special=False)
+                    out = _chat_handler(llm)(llama=_Continuing(llm, tail), **kwargs)
                 else:
                     out = llm.create_chat_completion(**kwargs)
         except ValueError as exc:  # e.g. prompt longer than n_ctx
@@ -230,13 +169,11 @@ class LocalProvider:
         reason = finish_reason(choice.get("finish_reason"),
                                tool_call=bool(message.get("tool_calls") or message.get("function_call")))
         generated = int(usage.get("completion_tokens") or 0)
-        if asking is not None and asking.looped:
-            reason = REPETITION
         if prefix:
             self.continued_tokens += prefix_tokens
             for s in stop or []:  # a stop string that begins in the earlier part and ends in the new one
                 at = text.find(s, max(0, len(prefix) - len(s) + 1))
-                if at >= 0:  # it ended there, before any loop the new part ran into
+                if at >= 0:
                     text, reason = text[:at], "stop"
         if key and reason == "length":
             with self._cut_lock:
