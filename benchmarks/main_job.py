@@ -13,8 +13,7 @@ of every process the demo started (``getrusage(RUSAGE_CHILDREN)``: Dagster's ste
 * ``dagster``: the new thread policy with Dagster's executor defaults (isolates what the run defaults save);
 * ``new``: no variable: ``distillery_assets/threads.py`` decides (``python -m distillery_assets.threads``), and
   this project's run defaults (``assets/dead_runs.py``: steps forked from a forkserver, the model slots plus
-  two step processes at once; the poet chain's ``dagster/priority``, which is part of the definitions, applies
-  to all three).
+  two step processes at once).
 
 Dagster's defaults go to the demo's ``dagster asset materialize`` as a run config file (``DEMO_RUN_CONFIG``,
 read by ``scripts/demo.sh``). With a forkserver the step processes are the forkserver's children, and the
