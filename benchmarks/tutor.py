@@ -11,8 +11,11 @@ Variants (same requests, same models):
 
 * ``old``: before issue 26: 2 threads for decode and prompt (inference.yaml's ``n_threads: 2``), nothing
   evaluated at load;
-* ``new``: the thread policy (``distillery_assets.threads``) and each model's system prompt evaluated at load
-  (``GGUFChat(..., system=...)``), which the tutor CLI and ``poetry_sample_sessions`` now pass;
+* ``share``: the thread policy's fixed counts (``distillery_assets.threads``: one decode and one prompt thread
+  on two cores) and each model's system prompt evaluated at load (``GGUFChat(..., system=...)``), which the
+  tutor CLI and ``poetry_sample_sessions`` pass;
+* ``new``: what the tutor does now: the policy with its spare cores (``threads.SpareCores``: each turn's prompt
+  threads are the share plus every core the rest of the machine left free), primed as ``share``;
 * ``--extra D/B``: the new loading with D decode / B prompt threads (e.g. ``1/2``: a second prompt thread).
 
 ``busy``: one ``yes > /dev/null`` beside the cell (started before, killed after; bounded by ``timeout``).
@@ -72,6 +75,7 @@ def worker(spec: dict) -> dict:
             steps.append({"model": who, "first_token_ms": None if first is None else 1000 * first,
                           "first_token_cpu_ms": None if first_cpu is None else 1000 * first_cpu,
                           "prompt_n": p1[1] - p0[1], "decode_n": decoded, "wall_s": wall,
+                          "prompt_threads": chat.llm.n_threads_batch,
                           "tokens_per_s": (decoded + 1) / (wall - first) if first and wall > first else None})
             return Reply(text=text, finish_reason=finish)
         return call
@@ -126,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     p = policy()
     variants = {"old": {"n_threads": 2, "n_threads_batch": 2, "prime": False},
-                "new": {"n_threads": p.decode, "n_threads_batch": p.batch, "prime": True}}
+                "share": {"n_threads": p.decode, "n_threads_batch": p.batch, "prime": True},
+                "new": {"n_threads": None, "n_threads_batch": None, "prime": True}}
     for extra in args.extra:
         d, _, b = extra.partition("/")
         variants[f"new {extra}"] = {"n_threads": int(d), "n_threads_batch": int(b or d), "prime": True}
@@ -164,14 +169,17 @@ def main(argv: list[str] | None = None) -> int:
                        "load_average": load_average(), "steps": steps}
             cells[f"{name}/{condition}"] = summary
             f = lambda x, spec_: format(x, spec_) if x is not None else "n/a"  # noqa: E731
-            print(f"{name:<10} {v['n_threads']}/{v['n_threads_batch']:<2} {condition:<9} {r['load_s']:>6.2f} "
+            threads = "auto" if v["n_threads"] is None else f"{v['n_threads']}/{v['n_threads_batch']}"
+            print(f"{name:<10} {threads:<4} {condition:<9} {r['load_s']:>6.2f} "
                   f"{'+'.join(map(str, r['primed_tokens'])):>7} {len(steps):>5} "
                   f"{f(summary['prompt_tokens_median'], '.0f'):>10} {f(summary['first_ms_median'], '.0f'):>12} "
                   f"{f(summary['first_ms_max'], '.0f'):>12} {f(summary['tps_min'], '.1f'):>9} "
-                  f"{f(summary['tps_median'], '.1f'):>9}  {summary['load_average']}", flush=True)
+                  f"{f(summary['tps_median'], '.1f'):>9}  {summary['load_average']}  prompt threads "
+                  f"{'/'.join(str(n) for n in sorted({s['prompt_threads'] for s in steps}))}", flush=True)
             if args.steps:
                 for s in steps:
-                    print(f"    {s.get('step', '?'):<18} {s['model']:<8} prompt {s['prompt_n']:>4} tok  first "
+                    print(f"    {s.get('step', '?'):<18} {s['model']:<8} prompt {s['prompt_n']:>4} tok "
+                          f"({s['prompt_threads']} thr)  first "
                           f"{f(s['first_token_ms'], '.0f'):>5} ms ({f(s['first_token_cpu_ms'], '.0f'):>4} ms CPU)  "
                           f"{f(s['tokens_per_s'], '.1f'):>6} tok/s  "
                           f"{s['decode_n']:>4} tok")

@@ -34,20 +34,42 @@ of model steps at once (and so the share). An explicit per-call value (``LLMSett
 ``DISTILLERY_LLM_N_THREADS``, a training config's ``threads``, inference.yaml's ``n_threads``) still wins for
 its own use.
 
+**A core nobody uses** (:class:`SpareCores`): the share is what a step may count on; a step that runs long
+(a training loop, an export, an LLM step, the tutor) re-checks every :data:`ADAPT_INTERVAL_S` seconds how busy
+the rest of the machine is (the busy time of this process's CPUs in ``/proc/stat``, less this process's own CPU
+time) and takes each core the others leave at least :data:`FREE_FRACTION` idle: torch's threads between
+optimizer steps, llama.cpp's prompt threads (``n_threads_batch``) before each request or phase. Decode keeps
+``max(1, threads - 1)``. A lone step on two cores so gets both (a ThymeLM step 2.7 s with one thread, ~1.1 s
+with two) and drops back to its share within one interval of anything else starting. Off with
+``DISTILLERY_THREADS_ADAPT=0``; never with ``DISTILLERY_THREADS``, an explicit per-call count, or a cgroup CPU
+quota (whose use ``/proc/stat`` does not show).
+
 ``python -m distillery_assets.threads`` prints the policy of this machine and where each number comes from.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 ENV_THREADS = "DISTILLERY_THREADS"
 ENV_THREADS_BATCH = "DISTILLERY_THREADS_BATCH"
 ENV_SLOTS = "DISTILLERY_MODEL_SLOTS"
+ENV_ADAPT = "DISTILLERY_THREADS_ADAPT"
+
+ADAPT_INTERVAL_S = 2.0
+"""How often a long step re-checks whether a core is free (the longest a step keeps a core another process
+has just started to want)."""
+FREE_FRACTION = 0.7
+"""A core beyond the step's share is taken when the rest of the machine left at least this much of it idle
+over the last interval (the run's own coordinator and daemons use a few percent of one)."""
+
+log = logging.getLogger(__name__)
 
 SLOT_MEMORY_BYTES = 3 * 1024**3
 """Memory one ``local_model`` step may need: a LoRA fine-tune of the 135M base in float32 with its optimizer
@@ -231,6 +253,160 @@ def model_slots() -> int:
     return policy().slots
 
 
+# ------------------------------------------------------------------------------------- a core nobody uses
+
+def _busy_seconds(cpus: set[int] | None, stat_text: str | None = None) -> float | None:
+    """Busy CPU seconds since boot of the CPUs in ``cpus`` (all when None), from ``/proc/stat``'s per-CPU lines
+    (user, nice, system, irq, softirq, steal; idle and iowait are not busy); None where it cannot be read."""
+    text = stat_text if stat_text is not None else _read(Path("/proc/stat"))
+    if not text:
+        return None
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    ticks, seen = 0, False
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        try:
+            cpu = int(name[3:])
+            fields = [int(x) for x in rest.split()]
+        except ValueError:
+            continue
+        if cpus is not None and cpu not in cpus:
+            continue
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+        ticks += user + nice + system + irq + softirq + steal
+        seen = True
+    return ticks / hz if seen else None
+
+
+class CoreMeter:
+    """How many cores the rest of the machine kept busy since the last reading: the busy seconds of the CPUs
+    this process may run on, less this process's own CPU seconds (all its threads), over the wall time between
+    readings. ``busy``, ``own`` and ``clock`` are for tests."""
+
+    def __init__(self, cpus: set[int] | None = None, *, busy: Callable[[], float | None] | None = None,
+                 own: Callable[[], float] = time.process_time, clock: Callable[[], float] = time.monotonic):
+        if cpus is None and busy is None and hasattr(os, "sched_getaffinity"):
+            cpus = os.sched_getaffinity(0)
+        self._busy = busy or (lambda: _busy_seconds(cpus))
+        self._own, self._clock = own, clock
+        self._last = self._reading()
+
+    def _reading(self) -> tuple[float, float | None, float]:
+        return self._clock(), self._busy(), self._own()
+
+    def others(self) -> float | None:
+        """Cores the others used since the last call (or since the meter was made); None if unreadable or
+        under 0.2 s have passed."""
+        now = self._reading()
+        (t0, b0, o0), (t1, b1, o1) = self._last, now
+        if b0 is None or b1 is None or t1 - t0 < 0.2:
+            if b0 is None:
+                self._last = now
+            return None
+        self._last = now
+        return max(0.0, ((b1 - b0) - (o1 - o0)) / (t1 - t0))
+
+
+def spare_threads(share: int, cores: int, others: float) -> int:
+    """Threads for a step entitled to ``share`` cores when the others used ``others`` cores: the share, plus
+    each further core they left at least :data:`FREE_FRACTION` idle."""
+    spare = math.floor(cores - share - others + (1 - FREE_FRACTION) + 1e-9)
+    return share + max(0, min(cores - share, spare))
+
+
+class SpareCores:
+    """The threads one long step uses, re-decided at most every ``interval`` seconds: its share of the cores,
+    plus every core the rest of the machine leaves free (:func:`spare_threads`). ``fixed``: always ``share``
+    (adaptation off, an explicit count, or nothing to gain)."""
+
+    def __init__(self, share: int, cores: int, *, fixed: bool = False, why: str = "",
+                 meter: CoreMeter | None = None, interval: float = ADAPT_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic):
+        self.share, self.cores, self.fixed, self.why = int(share), int(cores), bool(fixed), why
+        self.threads = self.share
+        self.others: float | None = None
+        self._meter = None if self.fixed else (meter or CoreMeter())
+        self._interval, self._clock = float(interval), clock
+        self._due = clock() + min(self._interval, 0.5)  # the first decision early: a step's first phase counts
+        self.changes = 0
+        self.thread_seconds: dict[int, float] = {}
+        self._since = clock()
+
+    def check(self) -> tuple[int, bool]:
+        """The thread count now, and whether it changed since the last call (re-measured once per interval)."""
+        if self.fixed:
+            return self.threads, False
+        now = self._clock()
+        if now < self._due:
+            return self.threads, False
+        self._due = now + self._interval
+        others = self._meter.others()
+        if others is None:
+            return self.threads, False
+        self.others = others
+        new = spare_threads(self.share, self.cores, others)
+        self.thread_seconds[self.threads] = self.thread_seconds.get(self.threads, 0.0) + now - self._since
+        self._since = now
+        changed = new != self.threads
+        if changed:
+            self.changes += 1
+            log.info("threads %d -> %d (the rest of the machine used %.2f of %d cores over the last %.0f s)",
+                     self.threads, new, others, self.cores, self._interval)
+        self.threads = new
+        return new, changed
+
+    def summary(self) -> dict[str, object]:
+        """For metadata and history: the mode, the seconds spent at each thread count, the changes."""
+        seconds = dict(self.thread_seconds)
+        seconds[self.threads] = seconds.get(self.threads, 0.0) + self._clock() - self._since
+        return {"adaptive": not self.fixed, "why_fixed": self.why or None, "share": self.share,
+                "thread_seconds": {str(k): round(v, 1) for k, v in sorted(seconds.items())}, "changes": self.changes}
+
+
+def spare_cores(threads: int | None = None, environ: Mapping[str, str] | None = None, *,
+                cores: int | None = None, meter: CoreMeter | None = None) -> SpareCores:
+    """The :class:`SpareCores` of a step in this process: fixed at ``threads`` when the caller has its own,
+    else the policy's share (``torch``), adapting unless ``DISTILLERY_THREADS`` is set,
+    ``DISTILLERY_THREADS_ADAPT=0``, a cgroup CPU quota applies, or the share is every core."""
+    env = os.environ if environ is None else environ
+    p = policy(env, cores=cores)
+    if threads:
+        return SpareCores(int(threads), p.cores, fixed=True, why="an explicit thread count")
+    why = ""
+    if _env_int(env, ENV_THREADS):
+        why = ENV_THREADS
+    elif _env_int(env, ENV_THREADS_BATCH):
+        why = ENV_THREADS_BATCH
+    elif (env.get(ENV_ADAPT) or "").strip().lower() in ("0", "false", "no", "off"):
+        why = f"{ENV_ADAPT}=0"
+    elif cores is None and cgroup_cpu_limit() is not None:
+        why = "a cgroup CPU quota"
+    elif p.torch >= p.cores:
+        why = "the share is every core"
+    elif cores is None and meter is None and _busy_seconds(None) is None:
+        why = "/proc/stat is not readable"
+    return SpareCores(p.torch, p.cores, fixed=bool(why), why=why, meter=meter, interval=ADAPT_INTERVAL_S)
+
+
+def llama_batch_decode(threads: int) -> tuple[int, int]:
+    """(``n_threads``, ``n_threads_batch``) for llama.cpp when a step may use ``threads``: decode one fewer
+    (its workers spin at every token's barrier), prompt work all of them."""
+    return max(1, threads - 1), threads
+
+
+def set_llama_threads(llm, threads: int) -> None:
+    """Point a loaded ``llama_cpp.Llama`` at :func:`llama_batch_decode`'s counts (its context keeps them
+    until the next call)."""
+    n, nb = llama_batch_decode(threads)
+    ctx = getattr(llm, "_ctx", None)
+    if ctx is not None and hasattr(ctx, "set_n_threads"):
+        ctx.set_n_threads(n, nb)
+        llm.n_threads, llm.n_threads_batch = n, nb
+        llm.context_params.n_threads, llm.context_params.n_threads_batch = n, nb
+
+
 def main() -> int:
     p = policy()
     mem = memory_bytes()
@@ -241,6 +417,16 @@ def main() -> int:
           f"({SLOT_MEMORY_BYTES / 1024**3:g} GiB per slot)")
     print(f"local_model slots {p.slots}; per model step: decode {p.decode}, batch {p.batch}, torch {p.torch} "
           f"thread(s)  [{p.source}]")
+    spare = spare_cores()
+    if spare.fixed:
+        print(f"spare cores: not taken ({spare.why})")
+    else:
+        time.sleep(1.0)
+        spare._due = 0.0
+        threads, _ = spare.check()
+        print(f"spare cores: re-checked every {ADAPT_INTERVAL_S:g} s; now the rest of the machine uses "
+              f"{spare.others if spare.others is not None else float('nan'):.2f} cores, so a long step would use "
+              f"{threads} thread(s)")
     return 0
 
 

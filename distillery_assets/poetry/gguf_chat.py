@@ -68,7 +68,7 @@ class GGUFChat:
     def __init__(self, path: Path, settings: ModelSettings | None = None, *, system: str | None = None):
         from llama_cpp import Llama  # heavy import, only when a model is really loaded
 
-        from distillery_assets.threads import llama_threads
+        from distillery_assets.threads import llama_threads, spare_cores
 
         path = Path(path)
         if not path.is_file():
@@ -77,6 +77,8 @@ class GGUFChat:
         self.path = path
         self.llm = Llama(model_path=str(path), n_ctx=s.n_ctx, **llama_threads(s.n_threads, s.n_threads_batch),
                          n_gpu_layers=s.n_gpu_layers, verbose=False)
+        # prompt threads per turn: the policy's, plus a core nobody else is using (fixed when the settings say)
+        self.spare = spare_cores(s.n_threads or s.n_threads_batch)
         meta = self.llm.metadata or {}
         eos_id = self.llm.token_eos()
         eos = self.llm.detokenize([eos_id], special=True).decode("utf-8", "ignore") if eos_id >= 0 else None
@@ -96,7 +98,12 @@ class GGUFChat:
         return int(self.llm.n_tokens)
 
     def completion_kwargs(self, messages: list[dict[str, str]], sampling: Sampling) -> dict:
-        """What one reply passes to ``create_chat_completion`` (benchmarks/local_llm.py streams the same)."""
+        """What one reply passes to ``create_chat_completion`` (benchmarks/local_llm.py streams the same);
+        sets the turn's threads first."""
+        if not self.spare.fixed:
+            from distillery_assets.threads import set_llama_threads
+
+            set_llama_threads(self.llm, self.spare.check()[0])
         processors = None
         if sampling.min_lines and self.end_ids:
             from llama_cpp import LogitsProcessorList

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from distillery_assets.device import pick_device
 from distillery_assets.io import atomic_path
-from distillery_assets.threads import apply_torch_threads, llama_threads
+from distillery_assets.threads import apply_torch_threads, llama_threads, spare_cores
 from distillery_assets.training.chat_data import load_chat_split
 from distillery_assets.training.config import TrainConfig
 from distillery_assets.training.gguf_tools import convert_to_gguf, inspect_gguf, quantize_gguf
@@ -128,6 +128,16 @@ def export_gguf(
     from transformers import AutoTokenizer
 
     apply_torch_threads(threads)
+    spare = spare_cores(threads)
+
+    def phase_threads() -> int | None:
+        """Threads for the next phase: ``threads`` (None: the policy's share) unless a core is free now."""
+        if spare.fixed:
+            return threads
+        n, changed = spare.check()
+        if changed:
+            apply_torch_threads(n)
+        return n
 
     ex = cfg.export
     final = Path(final)
@@ -141,6 +151,7 @@ def export_gguf(
     work = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=out_dir))
     try:
         t = time.perf_counter()
+        phase_threads()
         merged = merge_adapter(base, adapter_dir, ex.merge_dtype)
         eot_id = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
         merged.config.eos_token_id = eot_id
@@ -152,6 +163,7 @@ def export_gguf(
         timings["merge_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
+        phase_threads()
         device = pick_device()
         merged = merged.to(device)
         for s in sets:
@@ -169,7 +181,7 @@ def export_gguf(
 
         if ex.ppl_f16:
             t = time.perf_counter()
-            for s, score in zip(sets, gguf_scores(intermediate, [s.examples for s in sets], threads=threads),
+            for s, score in zip(sets, gguf_scores(intermediate, [s.examples for s in sets], threads=phase_threads()),
                                 strict=True):
                 s.f16 = score
             timings["ppl_f16_s"] = time.perf_counter() - t
@@ -179,10 +191,10 @@ def export_gguf(
             path = _quant_path(cfg, final, quant)
             t = time.perf_counter()
             with atomic_path(path) as tmp:
-                quantize_gguf(intermediate, tmp, quant, threads=llama_threads(threads)["n_threads_batch"])
+                quantize_gguf(intermediate, tmp, quant, threads=llama_threads(phase_threads())["n_threads_batch"])
             timings[f"quantize_{quant}_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            scores = gguf_scores(path, [s.examples for s in sets], threads=threads)
+            scores = gguf_scores(path, [s.examples for s in sets], threads=phase_threads())
             timings[f"ppl_{quant}_s"] = time.perf_counter() - t
             attempt = _attempt(quant, path, sets, scores, ex.max_ppl_degradation)
             log.info("export %s: %s perplexity %+.2f%% vs merged (limit %.1f%%)", cfg.role, quant,
@@ -211,8 +223,9 @@ def export_gguf(
     if chat_messages:
         t = time.perf_counter()
         chat = chat_check(kept_path, chat_messages, max_tokens=chat_max_tokens,
-                          repeat_penalty=ex.chat_repeat_penalty, threads=threads)
+                          repeat_penalty=ex.chat_repeat_penalty, threads=phase_threads())
         timings["chat_s"] = time.perf_counter() - t
+    log.info("export %s: threads %s", cfg.role, spare.summary())
 
     kept_rel = f"{gguf_path.rsplit('/', 1)[0]}/{kept_path.name}" if "/" in gguf_path else kept_path.name
     return ExportResult(

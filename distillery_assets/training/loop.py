@@ -409,6 +409,11 @@ def train_loop(
         if checkpoints is not None:
             checkpoints.save(state, history, model, optimizer, scheduler, scaler)
 
+    spare = None
+    if device == "cpu":  # torch's threads: the step's share, plus a core nobody else is using (re-checked)
+        from distillery_assets.threads import apply_torch_threads, spare_cores
+
+        spare = spare_cores(cfg.threads)
     model.train()
     segment_start, seconds_before = time.perf_counter(), state.train_seconds
     while state.epoch <= cfg.epochs and state.step < total_steps:
@@ -417,6 +422,10 @@ def train_loop(
         for group in groups[state.groups_done :]:
             if state.step >= total_steps:
                 break
+            if spare is not None:
+                threads, changed = spare.check()
+                if changed:
+                    apply_torch_threads(threads)
             loss, tokens = _accumulate(model, group, device, pad_id, state, cfg.autocast, scaler)
             if scaler is not None:
                 scaler.unscale_(optimizer)  # clip the true gradients
@@ -448,6 +457,8 @@ def train_loop(
         epoch_record = {"epoch": state.epoch, "steps": state.step, "train_loss": train_loss, "val_loss": val_loss,
                         "train_ppl": _ppl(train_loss), "val_ppl": _ppl(val_loss), "lr": scheduler.get_last_lr()[0],
                         "tokens_per_s": state.tokens_seen / max(state.train_seconds, 1e-9)}
+        if spare is not None:
+            epoch_record["threads"] = spare.summary()
         if on_epoch_end is not None:
             model.eval()
             with torch.no_grad():
@@ -462,6 +473,8 @@ def train_loop(
         state.train_seconds = seconds_before + time.perf_counter() - segment_start
         if state.step < total_steps and state.epoch <= cfg.epochs:
             save()
+    if spare is not None:
+        log.info("threads: %s", spare.summary())
     return LoopResult(history, state.step, state.tokens_seen, state.train_seconds, resumed_from)
 
 

@@ -252,3 +252,208 @@ def test_every_run_start_sets_the_limit_and_never_fails_the_run(monkeypatch):
         monkeypatch.setattr(pools, "apply_pool_limit", broken)
         assert dead_runs._pool_limit_quietly(instance, warnings.append) is None
         assert warnings and "storage gone" in warnings[0]
+
+
+# ---- a core nobody uses (SpareCores) ---------------------------------------------------------------------
+
+def test_a_step_takes_each_core_the_rest_of_the_machine_leaves_free():
+    assert T.spare_threads(1, 2, 0.0) == 2
+    assert T.spare_threads(1, 2, 0.25) == 2  # the run's coordinator and daemons: a few percent of a core
+    assert T.spare_threads(1, 2, 0.35) == 1  # a core counts as free when at least 70% of it is idle
+    assert T.spare_threads(1, 2, 1.0) == 1  # one busy process beside it
+    assert T.spare_threads(1, 2, 5.0) == 1  # never below the share
+    assert T.spare_threads(2, 8, 3.5) == 4  # 8 cores, 3.5 used by others: its 2 plus 2 free ones
+    assert T.spare_threads(2, 8, 0.0) == 8  # never above the cores
+
+
+def test_the_meter_counts_the_others_not_this_process():
+    clock, busy, own = iter([0.0, 2.0, 4.0, 4.1]), iter([100.0, 103.0, 104.0, 104.0]), iter([0.0, 2.0, 3.0, 3.0])
+    meter = T.CoreMeter(busy=lambda: next(busy), own=lambda: next(own), clock=lambda: next(clock))
+    assert meter.others() == pytest.approx(0.5)  # 3 busy seconds in 2 s, 2 of them ours
+    assert meter.others() == pytest.approx(0.0)  # all the busy time was ours
+    assert meter.others() is None  # under 0.2 s: no reading
+
+
+def test_proc_stat_busy_time_is_the_cpus_this_process_may_use():
+    stat = ("cpu  900 0 100 5000 10 0 0 0 0 0\n"
+            "cpu0 400 0 50 2500 5 0 0 0 0 0\n"
+            "cpu1 500 0 50 2500 5 0 0 0 0 0\n"
+            "intr 123\n")
+    hz = T.os.sysconf("SC_CLK_TCK")
+    assert T._busy_seconds({0, 1}, stat) == pytest.approx(1000 / hz)
+    assert T._busy_seconds({1}, stat) == pytest.approx(550 / hz)
+    assert T._busy_seconds({0}, "") is None
+
+
+class _Meter:
+    def __init__(self, readings):
+        self.readings = list(readings)
+
+    def others(self):
+        return self.readings.pop(0)
+
+
+def test_spare_cores_rechecks_once_per_interval_and_says_where_the_time_went():
+    now = [0.0]
+    spare = T.SpareCores(1, 2, meter=_Meter([0.05, 0.05, 1.0]), interval=2.0, clock=lambda: now[0])
+    assert spare.check() == (1, False)  # the first decision comes after half a second
+    now[0] = 0.5
+    assert spare.check() == (2, True)  # nobody else: the second core
+    now[0] = 1.5
+    assert spare.check() == (2, False)  # not re-measured within the interval
+    now[0] = 2.5
+    assert spare.check() == (2, False)
+    now[0] = 4.5
+    assert spare.check() == (1, True)  # something started beside it: back to the share
+    now[0] = 5.0
+    assert spare.summary() == {"adaptive": True, "why_fixed": None, "share": 1,
+                               "thread_seconds": {"1": 1.0, "2": 4.0}, "changes": 2}
+
+
+def test_spare_cores_stay_fixed_where_a_count_was_chosen(monkeypatch):
+    _clean(monkeypatch)
+    monkeypatch.delenv(T.ENV_ADAPT, raising=False)
+    meter = _Meter([0.0] * 10)
+    assert not T.spare_cores(cores=2, meter=meter, environ={}).fixed
+    cases = {"an explicit thread count": T.spare_cores(3, environ={}, cores=2, meter=meter),
+             T.ENV_THREADS: T.spare_cores(environ={T.ENV_THREADS: "2"}, cores=2, meter=meter),
+             T.ENV_THREADS_BATCH: T.spare_cores(environ={T.ENV_THREADS_BATCH: "2"}, cores=2, meter=meter),
+             f"{T.ENV_ADAPT}=0": T.spare_cores(environ={T.ENV_ADAPT: "0"}, cores=2, meter=meter),
+             "the share is every core": T.spare_cores(environ={}, cores=1, meter=meter)}
+    for why, spare in cases.items():
+        spare._due = 0.0
+        assert spare.fixed and spare.why == why and spare.check() == (spare.share, False), why
+
+
+def test_the_meter_sees_a_busy_process_beside_it():
+    import subprocess
+    import sys
+    import time
+
+    if T._busy_seconds(None) is None:
+        pytest.skip("no /proc/stat here")
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 20\nwhile time.time() < end: pass"],
+                            start_new_session=True)  # its own session: scheduled like another program
+    try:
+        time.sleep(0.5)
+        meter = T.CoreMeter()
+        time.sleep(1.5)
+        assert meter.others() >= 0.6  # the loop holds most of a core whatever else runs
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def test_the_training_loop_takes_a_free_core_and_gives_it_back(monkeypatch):
+    """Through the loop itself: torch's threads follow the meter, and the epoch record says so."""
+    import torch
+
+    from tests.unit.test_training_loop import _cfg, _examples, _fresh_model
+    from distillery_assets.training.loop import train_loop
+
+    _clean(monkeypatch)
+    monkeypatch.delenv(T.ENV_ADAPT, raising=False)
+    monkeypatch.setattr(T, "available_cores", lambda *a, **k: 2)
+    monkeypatch.setattr(T, "cgroup_cpu_limit", lambda *a, **k: None)
+    monkeypatch.setattr(T, "ADAPT_INTERVAL_S", 0.0)
+    readings = iter([0.0] * 6 + [1.0] * 100)
+    monkeypatch.setattr(T, "CoreMeter", lambda: _Meter(readings))
+    seen = []
+    monkeypatch.setattr(T, "apply_torch_threads", lambda n=None: seen.append(n) or n)
+    before = torch.get_num_threads()
+    try:
+        run = train_loop(_fresh_model(), _examples(16, 1), _examples(8, 2), _cfg(epochs=3), device="cpu", pad_id=0,
+                         progress=None)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [2, 1]  # a free core, then back to the share when the others came
+    record = run.history.epochs[-1]["threads"]
+    assert record["adaptive"] and record["changes"] == 2 and set(record["thread_seconds"]) == {"1", "2"}
+    fixed = train_loop(_fresh_model(), _examples(8, 1), _examples(4, 2), _cfg(epochs=1, threads=1), device="cpu",
+                       pad_id=0, progress=None)
+    assert fixed.history.epochs[-1]["threads"]["why_fixed"] == "an explicit thread count"
+
+
+def test_a_training_step_is_the_same_with_one_thread_or_two():
+    """What makes taking a core safe: torch's CPU kernels split work by output rows here, so the loss of a
+    small Llama step (fp32 and bf16 autocast) does not depend on the thread count; only the time does."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def losses(threads: int, autocast: bool) -> list[float]:
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=500, hidden_size=128, intermediate_size=384,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        gen = torch.Generator().manual_seed(1)
+        out = []
+        for _ in range(2):
+            ids = torch.randint(0, 500, (4, 64), generator=gen)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            out.append(loss.item())
+        return out
+
+    before = torch.get_num_threads()
+    try:
+        for autocast in (False, True):
+            assert losses(1, autocast) == losses(2, autocast), f"autocast={autocast}"
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_loaded_model_takes_the_prompt_threads_of_each_request_and_its_logits_do_not_change():
+    """The provider and the tutor re-point a loaded llama.cpp context per request (set_llama_threads);
+    decode keeps one thread fewer; the prompt's logits are the same bits with one prompt thread or two."""
+    np = pytest.importorskip("numpy")
+    pytest.importorskip("llama_cpp")
+    from llama_cpp import Llama
+
+    from distillery_assets.embedded import smollm2_gguf_path
+
+    llm = Llama(model_path=str(smollm2_gguf_path()), n_ctx=256, n_threads=1, n_threads_batch=1, logits_all=True,
+                verbose=False)
+    try:
+        ids = llm.tokenize(b"The moon over the harbour, and a boat with one lamp lit.")
+        logits = {}
+        for n in (2, 1):
+            T.set_llama_threads(llm, n)
+            assert (llm.n_threads, llm.n_threads_batch) == T.llama_batch_decode(n) == (1, n)
+            llm.reset()
+            llm.eval(ids)
+            logits[n] = np.array(llm.scores[: len(ids)])
+        assert np.array_equal(logits[1], logits[2])
+    finally:
+        llm.close()
+
+
+def test_the_provider_and_the_tutor_set_each_requests_threads(monkeypatch, tmp_path):
+    from distillery_assets.llm.providers import local
+
+    _clean(monkeypatch)
+    monkeypatch.delenv(T.ENV_ADAPT, raising=False)
+    monkeypatch.setattr(T, "available_cores", lambda *a, **k: 2)
+    monkeypatch.setattr(T, "cgroup_cpu_limit", lambda *a, **k: None)
+    calls = []
+
+    class FakeLlama:
+        def create_chat_completion(self, **kw):
+            return {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}], "usage": {}}
+
+    monkeypatch.setattr(local, "_MODELS", {})
+    monkeypatch.setattr(local, "_load_model", lambda *a: FakeLlama())
+    monkeypatch.setattr(T, "set_llama_threads", lambda llm, n: calls.append(n))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    provider = local.LocalProvider(gguf, n_ctx=512)
+    assert not provider.spare.fixed
+    provider.spare = T.SpareCores(1, 2, meter=_Meter([0.0, 1.0]), interval=0.0)
+    for _ in range(2):
+        provider.call([], model=provider.model_id(None), temperature=0.0, max_tokens=8, json_schema=None, stop=None,
+                      seed=0, timeout_s=10)
+    assert calls == [2, 1]
+    assert local.LocalProvider(gguf, n_threads=1).spare.fixed  # a count given by hand is kept

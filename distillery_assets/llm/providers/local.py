@@ -75,12 +75,14 @@ class LocalProvider:
 
     def __init__(self, gguf_path: str | Path | None = None, n_ctx: int = 4096, n_threads: int | None = None,
                  n_threads_batch: int | None = None, continue_cut: bool = True):
-        from distillery_assets.threads import llama_threads
+        from distillery_assets.threads import llama_threads, spare_cores
 
         self._path = Path(gguf_path) if gguf_path else None
         self.n_ctx = int(n_ctx)
         threads = llama_threads(n_threads, n_threads_batch)
         self.n_threads, self.n_threads_batch = threads["n_threads"], threads["n_threads_batch"]
+        # prompt threads per request: the policy's, plus a core nobody else is using (fixed when given here)
+        self.spare = spare_cores(n_threads or n_threads_batch)
         self._paths: dict[str, Path] = {}
         self._cut: OrderedDict[str, tuple[str, int]] = OrderedDict()  # request -> (reply so far, its tokens)
         self._cut_lock = threading.Lock()
@@ -155,6 +157,10 @@ class LocalProvider:
         prefix, prefix_tokens = ("", 0) if cut is None or cut[1] >= max_tokens else cut
         try:
             with lock:
+                if not self.spare.fixed:
+                    from distillery_assets.threads import set_llama_threads
+
+                    set_llama_threads(llm, self.spare.check()[0])
                 if prefix:
                     tail = llm.tokenize(prefix.encode("utf-8"), add_bos=False, special=False)
                     out = _chat_handler(llm)(llama=_Continuing(llm, tail), **kwargs)
