@@ -70,7 +70,7 @@ GROUP = "filters"
 PARTITIONS = filter_version_partitions
 PASS_RATE_CHECK, LABELS_CHECK, BASELINES_CHECK, REPORT_CHECK = (
     "pass_rate_as_expected", "enough_labels", "scorer_beats_baselines", "report_files_present")
-FORWARDED_LOGGERS = ("distillery_assets.filters",)
+FORWARDED_LOGGERS = ("distillery_assets.filters", "distillery_assets.threads")
 SOURCE_ASSETS = pipeline.source_assets()  # the chunk assets any version reads: real Dagster dependencies
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.logs import forward_logs
 from assets.meta import path_md, size, table_md, text_md
 from assets.pools import Loads, model_pool
 from distillery_assets.io import iter_jsonl
@@ -43,6 +44,9 @@ from resources.hub import HubResource, record_upload
 BASE_GROUP = "models"
 CHAT_PROBE = "Introduce yourself in one sentence."  # used only when no validation record is usable
 EMBEDDED_HF_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+FORWARDED_LOGGERS = ("distillery_assets.threads", "distillery_assets.training.export")
+"""Library log lines shown live in a fine-tune step's run log: each spare core taken or given back, and the
+export's quantization verdicts (the loop's per-step progress is left out: one line per optimizer step)."""
 LOSS_CHECK, PPL_CHECK, CHAT_CHECK = ("trained_val_loss_below_base", "ppl_degradation_within_limit",
                                      "chat_reply_ends_on_end_of_turn")
 BASE_LOADS_CHECK, BASE_PARAMS_CHECK = "base_model_loads", "parameter_count_as_configured"
@@ -320,7 +324,8 @@ def _lora_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
         spec = TrainLoraSpec(config=cfg, train=_rel(train), val=_rel(val), adapter_dir=chain.adapter_rel(cfg))
         _require_base(cfg, lora_key)
         context.log.info(f"training {chain.name} LoRA, profile {cfg.profile} (${PROFILE_ENV}), base {cfg.base_model}")
-        result = compute.run_step(spec)
+        with forward_logs(context, FORWARDED_LOGGERS):
+            result = compute.run_step(spec)
         ran_on = compute.ran_on(result.device)
         if not result.reused:
             catalog.get().record_run(kind="train", name=lora_key, run_id=context.run_id, params=cfg.model_dump(),
@@ -351,7 +356,8 @@ def _gguf_asset(chain: FinetuneChain) -> dg.AssetsDefinition:
         spec = ExportGGUFSpec(config=cfg, adapter_dir=_rel(adapter), val=_rel(val), out_dir=chain.gguf_rel(cfg),
                               chat_messages=_chat_messages(val), heldout=chain.heldout(cfg))
         _require_base(cfg, gguf_key)
-        result = compute.run_step(spec)
+        with forward_logs(context, FORWARDED_LOGGERS):
+            result = compute.run_step(spec)
         ran_on = compute.ran_on(result.device)
         if not result.reused:
             catalog.get().record_run(kind="export", name=gguf_key, run_id=context.run_id,

@@ -57,7 +57,7 @@ from resources.hub import HubResource, record_upload
 GROUP = "thyme"
 OOD_BOOK = "thyme_ood/pg2434.txt"  # Bacon's New Atlantis: in no experiment's corpus (thyme books, theme books)
 CORPUS_ASSETS = {CorpusKind.STORIES: "story_corpus", CorpusKind.ENCYCLOPEDIA: "encyclopedia_corpus"}
-FORWARDED_LOGGERS = ("distillery_assets.thyme", "distillery_assets.training.loop")
+FORWARDED_LOGGERS = ("distillery_assets.thyme", "distillery_assets.training.loop", "distillery_assets.threads")
 FINISHED_CHECK, UNIGRAM_CHECK, TOKENS_CHECK = "training_finished", "below_unigram_baseline", "eval_on_enough_tokens"
 MIN_EVAL_TOKENS = 10_000
 """Validation tokens under which a perplexity is too noisy to compare models (a warning)."""
@@ -89,7 +89,8 @@ def _source_files(exp: Experiment) -> list[Path]:
 
 
 def _dagster_log(context: dg.AssetExecutionContext):
-    """The thyme library's and the training loop's log lines (progress, resume, checkpoints) in the run's log."""
+    """The thyme library's and the training loop's log lines (progress, resume, checkpoints, the spare cores
+    taken and given back) in the run's log."""
     return forward_logs(context, FORWARDED_LOGGERS)
 
 
