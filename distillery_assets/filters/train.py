@@ -674,6 +674,11 @@ def fit_gradient(mode: ScorerMode, name: str, cfg: FilterTrainConfig, y: dict[st
     history: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, Any]] | None = None
     rng = random.Random(cfg.seed)
+    spare = None
+    if str(device) == "cpu":  # torch's threads: the share, plus a core nobody else is using (re-checked)
+        from distillery_assets.threads import apply_torch_threads, spare_cores
+
+        spare = spare_cores(cfg.threads)
     started = time.perf_counter()
     for epoch in range(1, epochs + 1):
         epoch_start = time.perf_counter()
@@ -684,6 +689,8 @@ def fit_gradient(mode: ScorerMode, name: str, cfg: FilterTrainConfig, y: dict[st
         preds = np.zeros_like(y["train"])
         for start in range(0, n_train, cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
+            if spare is not None and spare.check()[1]:
+                apply_torch_threads(spare.threads)
             out = mode.forward("train", idx).float()
             loss = torch.nn.functional.mse_loss(out, y_train[idx])
             if not torch.isfinite(loss):  # the seed skips NaN-loss batches; so do we, and say so
