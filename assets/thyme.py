@@ -268,15 +268,17 @@ def thyme_dataset(context: dg.AssetExecutionContext, catalog: CatalogResource) -
 # -------------------------------------------------------------------------------------------- model
 
 def _finished_check(exp: Experiment, results: dict) -> dg.AssetCheckResult:
-    """From the training results in hand: every model ran all its epochs (or its max_steps) and its best
-    validation loss is a number."""
+    """From the training results in hand: every model ran all its epochs (or its max_steps, or stopped by its
+    patience) and its best validation loss is a number."""
     rows, ok = [], True
     for key, r in results.items():
         t = exp.training_for(key)
-        done = bool(t.max_steps and r.steps >= t.max_steps) or len(r.epochs) >= t.epochs
+        done = bool(t.max_steps and r.steps >= t.max_steps) or len(r.epochs) >= t.epochs or bool(r.stopped_early)
         finite = r.best_val_loss is not None and r.best_val_loss == r.best_val_loss and r.best_val_loss != float("inf")
         ok = ok and done and finite
-        rows.append((key, f"{len(r.epochs)} of {t.epochs}", f"{r.steps:,}" + (f" of {t.max_steps:,}" if t.max_steps else ""),
+        stop = (f" (stopped by patience {r.stopped_early['patience']}; best epoch {r.stopped_early['best_epoch']})"
+                if r.stopped_early else "")
+        rows.append((key, f"{len(r.epochs)} of {t.epochs}{stop}", f"{r.steps:,}" + (f" of {t.max_steps:,}" if t.max_steps else ""),
                      "" if r.best_val_loss is None else round(r.best_val_loss, 4), "yes" if done and finite else "no"))
     return dg.AssetCheckResult(check_name=FINISHED_CHECK, passed=ok, metadata={
         "models": table_md(rows, ["model", "epochs", "steps", "best val loss", "finished"])})
@@ -285,8 +287,8 @@ def _finished_check(exp: Experiment, results: dict) -> dg.AssetCheckResult:
 @dg.asset(group_name=GROUP, partitions_def=thyme_experiment_partitions, deps=[thyme_dataset], kinds={"pytorch"},
           pool=model_pool(Loads.COMPUTE),
           check_specs=[dg.AssetCheckSpec(FINISHED_CHECK, asset="thyme_model", description=(
-              "Every model of the experiment ran all its configured epochs (or reached max_steps) and ended with a "
-              "finite validation loss."))],
+              "Every model of the experiment ran all its configured epochs (or reached max_steps, or was stopped by "
+              "its patience) and ended with a finite validation loss."))],
           description="Each model of the experiment (ThymeLM and/or the Llama-style transformer) trained from scratch "
                       "through the compute resource: latest/ every N steps (resumed after a kill), best/ by validation "
                       "loss, training_history.json; a finished run is reused, not retrained.")

@@ -180,6 +180,10 @@ class TrainingProfile(_Strict):
                       "CUDA (fp16 with a gradient scaler where bf16 is missing) and on CPUs with AVX-512 BF16/AMX; "
                       "fp32 elsewhere")
     max_steps: int | None = Field(default=None, gt=0)
+    patience: int | None = Field(default=None, gt=0, description=(
+        "stop once this many epochs in a row have not lowered the best validation loss (None: every epoch). The "
+        "schedule is still planned for all epochs, so the epochs run are those of the full run; latest/ is kept and "
+        "a later run without patience carries on from it"))
     checkpoint_every: int | None = Field(default=None, gt=0)
     log_every: int = Field(default=100, gt=0)
     threads: int | None = Field(default=None, gt=0)
@@ -221,7 +225,7 @@ class Experiment(_Strict):
         elif part == "dataset":
             body = {k: body[k] for k in ("corpus", "dataset", "tokenizer")}
         else:
-            body["training"] = {k: v for k, v in body["training"].items() if k not in ("checkpoint_every", "log_every")}
+            body["training"] = {k: v for k, v in body["training"].items() if k not in ("checkpoint_every", "log_every", "patience")}
         return json_fingerprint(body)
 
 

@@ -37,6 +37,7 @@ class ThymeTrainResult(StepResult):
     best_val_loss: float | None = None
     best_seed_ppl: float | None = None
     epochs: list[dict[str, Any]] = []
+    stopped_early: dict[str, int] | None = None  # {"epoch", "best_epoch", "patience"}: patience ended the run
 
 
 class TrainThymeSpec(StepSpec[ThymeTrainResult]):

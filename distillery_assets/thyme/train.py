@@ -71,7 +71,7 @@ def loop_config(exp: Experiment, key: str, n_train_windows: int):
         role="thyme", profile=f"{exp.name}/{key}", learning_rate=t.learning_rate, lr_scheduler=t.lr_scheduler,
         epochs=t.epochs, batch_size=t.batch_size, grad_accum=t.grad_accum, max_seq=exp.dataset.window + 1,
         weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, max_steps=t.max_steps, seed=t.seed,
-        threads=t.threads, checkpoint_every=t.checkpoint_every,
+        threads=t.threads, checkpoint_every=t.checkpoint_every, patience=t.patience,
     )
     if t.warmup_steps:
         cfg = cfg.model_copy(update={"warmup_ratio": warmup_ratio(t.warmup_steps, plan_steps(n_train_windows, cfg))})
@@ -154,8 +154,13 @@ def train_model(exp: Experiment, key: str, dataset: Dataset, folder: Path, *, de
     fingerprint = run_fingerprint(exp, key, dataset, cfg)
     finished = _read_json(folder / MODEL_FILE)
     if finished and finished.get("fingerprint") == fingerprint and (folder / WEIGHTS_FILE).exists():
-        log.info("%s/%s: a finished run with the same settings is in %s; reused", exp.name, key, folder)
-        return TrainedModel(key, folder, load_model(folder), finished, reused=True)
+        stopped = finished.get("stopped_early")
+        if not stopped or (cfg.patience is not None and cfg.patience <= stopped["patience"]):
+            log.info("%s/%s: a finished run with the same settings is in %s; reused", exp.name, key, folder)
+            return TrainedModel(key, folder, load_model(folder), finished, reused=True)
+        log.info("%s/%s: the run in %s stopped after epoch %d (patience %d); patience is now %s, so it carries on "
+                 "from its last checkpoint", exp.name, key, folder, stopped["epoch"], stopped["patience"],
+                 cfg.patience or "off")
     seed_torch(cfg.seed, cfg.threads)
     model = build_model(arch, dataset.vocab_size).to(device)
     checkpoints = Checkpoints(folder / CHECKPOINT_DIR, fingerprint)
@@ -179,13 +184,15 @@ def train_model(exp: Experiment, key: str, dataset: Dataset, folder: Path, *, de
         "autocast": cfg.autocast,
         "best_epoch": best.get("epoch"), "best_val_loss": best.get("val_loss"), "best_seed_ppl": best.get("seed_ppl"),
         "epochs": result.history.epochs,
+        "stopped_early": result.stopped_early,
     }
     folder.mkdir(parents=True, exist_ok=True)
     result.history.write(folder / HISTORY_FILE)
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     atomic_write_text(folder / MODEL_FILE, json.dumps(info, indent=1))  # written last: marks the run finished
-    checkpoints.clear()
+    if result.stopped_early is None:
+        checkpoints.clear()  # a run stopped by patience keeps latest/: run without it, it carries on from there
     return TrainedModel(key, folder, model, info, reused=False)
 
 

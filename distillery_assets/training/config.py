@@ -31,8 +31,9 @@ DEFAULT_PROFILE = "cpu_small"
 EMBEDDED_BASE = "embedded"
 """``base_model: embedded`` means the SmolLM2-135M-Instruct checkpoint built by the ``base_model`` asset."""
 
-NOT_IN_FINGERPRINT = frozenset({"checkpoint_every"})
-"""Settings that change how a run is carried out, not what it produces."""
+NOT_IN_FINGERPRINT = frozenset({"checkpoint_every", "patience"})
+"""Settings that change how a run is carried out, not what it produces (``patience`` decides only where a run
+stops; every epoch it runs is the same as without it, and a run stopped early can be carried on)."""
 
 
 class TrainingConfigError(ValueError):
@@ -128,6 +129,8 @@ class LoopConfig(_Strict):
     max_train_examples: int | None = Field(default=None, gt=0)
     max_val_examples: int | None = Field(default=None, gt=0)
     max_steps: int | None = Field(default=None, gt=0, description="stop after this many optimizer steps")
+    patience: int | None = Field(default=None, gt=0, description=(
+        "stop once this many epochs in a row have not lowered the best validation loss (the schedule is still planned for every epoch, so each epoch run is the same as in a run without it; None: run every epoch)"))
     seed: int = 42
     threads: int | None = Field(default=None, gt=0, description="CPU threads of torch and llama.cpp in the step "
                                                                "(None: the thread policy, distillery_assets.threads)")

@@ -355,6 +355,7 @@ class LoopResult:
     tokens_seen: int
     train_seconds: float
     resumed_from_step: int
+    stopped_early: dict[str, int] | None = None  # {"epoch", "best_epoch", "patience"} when patience ended the run
 
     @property
     def tokens_per_s(self) -> float:
@@ -415,6 +416,7 @@ def train_loop(
 
         spare = spare_cores(cfg.threads)
     model.train()
+    stopped_early = None
     segment_start, seconds_before = time.perf_counter(), state.train_seconds
     while state.epoch <= cfg.epochs and state.step < total_steps:
         micro = batches(train, cfg.batch_size, random.Random(cfg.seed + state.epoch))
@@ -469,13 +471,21 @@ def train_loop(
                  epoch_record["val_ppl"])
         if best_dir is not None and val_loss < best_before:
             save_best(best_dir, model, epoch_record)
+        finished_epoch = state.epoch
         state.epoch, state.groups_done, state.epoch_nll, state.epoch_tokens = state.epoch + 1, 0, 0.0, 0
         state.train_seconds = seconds_before + time.perf_counter() - segment_start
         if state.step < total_steps and state.epoch <= cfg.epochs:
-            save()
+            save()  # also when patience stops the run here: a later run without it carries on from this state
+            best_epoch = min(history.epochs, key=lambda e: e["val_loss"])["epoch"]
+            if cfg.patience and finished_epoch - best_epoch >= cfg.patience:
+                stopped_early = {"epoch": finished_epoch, "best_epoch": best_epoch, "patience": cfg.patience}
+                log.info("stopped after epoch %d: no lower validation loss for %d epochs (best: epoch %d); "
+                         "%d of %d steps run, the last epoch's state kept in the checkpoint", finished_epoch,
+                         cfg.patience, best_epoch, state.step, total_steps)
+                break
     if spare is not None:
         log.info("threads: %s", spare.summary())
-    return LoopResult(history, state.step, state.tokens_seen, state.train_seconds, resumed_from)
+    return LoopResult(history, state.step, state.tokens_seen, state.train_seconds, resumed_from, stopped_early)
 
 
 def _accumulate(model: Any, group: list[list[Example]], device: str, pad_id: int, state: LoopState,

@@ -170,7 +170,7 @@ def test_fp16_autocast_needs_cuda_and_an_unset_autocast_keeps_old_fingerprints()
     plain, mixed = _cfg(), _cfg(autocast="bf16")
     assert "autocast" in plain.model_dump() and plain.fingerprint() != mixed.fingerprint()
     from distillery_assets.io.hashing import sha256_text
-    body = plain.model_dump(exclude={"checkpoint_every", "autocast"})
+    body = plain.model_dump(exclude={"checkpoint_every", "autocast", "patience"})  # the body before both existed
     assert plain.fingerprint() == sha256_text(json.dumps(body, sort_keys=True))[:16]
 
 
@@ -202,3 +202,44 @@ def test_cpu_training_keeps_freed_memory_for_reuse_unless_told_not_to():
     default, rss_default = run(DISTILLERY_SYSTEM_MALLOC="1")
     assert kept and not default
     assert rss_kept - rss_default > 150, (rss_kept, rss_default)
+
+
+def _backwards(n: int, seed: int) -> list[Example]:
+    """Counting down: what a model that learns to count up gets worse at, epoch after epoch."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        start = rng.randrange(1, VOCAB)
+        ids = [(start - k) % VOCAB for k in range(6)]
+        out.append(Example(ids, [IGNORE] + ids[1:], f"backwards:{i}"))
+    return out
+
+
+def test_patience_stops_a_run_that_no_longer_improves_and_a_later_run_without_it_carries_on(tmp_path):
+    cfg = _cfg(epochs=6, lr_scheduler="cosine")
+    train, val = _examples(16, 1), _backwards(8, 2)
+    straight = _fresh_model()
+    expected = train_loop(straight, train, val, cfg, device="cpu", pad_id=0, progress=None)
+    val_losses = [e["val_loss"] for e in expected.history.epochs]
+    best = 1 + val_losses.index(min(val_losses))
+    assert best <= 3, val_losses  # the setting of this test: validation stops improving early
+
+    checkpoints = Checkpoints(tmp_path / "ckpt", fingerprint="run-a")
+    patient = cfg.model_copy(update={"patience": 2})
+    assert patient.fingerprint() == cfg.fingerprint()  # where a run stops is not what it computes
+    stopped = train_loop(_fresh_model(), train, val, patient, device="cpu", pad_id=0, checkpoints=checkpoints,
+                         progress=None)
+    assert stopped.stopped_early == {"epoch": best + 2, "best_epoch": best, "patience": 2}
+    assert len(stopped.history.epochs) == best + 2 and stopped.steps == 4 * (best + 2)
+    # each epoch it ran is the full run's (the schedule is planned for all six)
+    assert [e["val_loss"] for e in stopped.history.epochs] == pytest.approx(val_losses[: best + 2], rel=1e-6)
+    assert json.loads((tmp_path / "ckpt" / CHECKPOINT_STATE).read_text())["step"] == stopped.steps  # kept
+
+    carried_model = _fresh_model()
+    carried = train_loop(carried_model, train, val, cfg, device="cpu", pad_id=0, checkpoints=checkpoints,
+                         progress=None)
+    assert carried.resumed_from_step == stopped.steps and carried.steps == expected.steps
+    assert carried.stopped_early is None
+    assert [e["val_loss"] for e in carried.history.epochs] == pytest.approx(val_losses, rel=1e-6)
+    for a, b in zip(carried_model.parameters(), straight.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
