@@ -81,3 +81,20 @@ def test_books_seed_dataset_page_shows_the_seeds_chunk_counts(data_dir):
     assert "joined by one space" in meta["chunking"] and "< 500" in meta["chunking"]
     assert meta["steps_per_epoch"] == -(-meta["train_windows"] // 32) and meta["reused"] is False
     assert run()["reused"] is True
+
+
+def test_a_model_stopped_by_its_patience_counts_as_finished():
+    from types import SimpleNamespace
+
+    from assets.thyme import _finished_check
+    from distillery_assets.thyme.experiments import load_experiment
+
+    exp = load_experiment("books-transformer")
+    assert exp.training.patience == 3
+    epochs = [{"epoch": i} for i in range(1, 9)]
+    stopped = SimpleNamespace(epochs=epochs, steps=2416, best_val_loss=4.6,
+                              stopped_early={"epoch": 8, "best_epoch": 5, "patience": 3})
+    check = _finished_check(exp, {"transformer": stopped})
+    assert check.passed and "stopped by patience 3; best epoch 5" in check.metadata["models"].value
+    cut = SimpleNamespace(epochs=epochs, steps=2416, best_val_loss=4.6, stopped_early=None)  # killed, not stopped
+    assert not _finished_check(exp, {"transformer": cut}).passed

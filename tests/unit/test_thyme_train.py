@@ -70,3 +70,26 @@ def test_train_resume_reuse_and_eval_table(tmp_path):
     for r in rows.values():
         assert r.bpb > 0 and r.seed_ppl > 1 and r.scored_tokens == ds.val.scored_tokens
     print({k: (round(r.seed_ppl, 1), round(r.ppl, 1), round(r.bpb, 3)) for k, r in rows.items()})
+
+
+def test_a_run_stopped_by_patience_is_reused_with_it_and_carried_on_without_it(tmp_path, monkeypatch):
+    from distillery_assets.training import loop
+
+    exp = _tiny()
+    write_corpus(iter_sources(exp.corpus), tmp_path / "corpus")
+    ds = build_dataset((d.text for d in read_corpus(tmp_path / "corpus")), exp, tmp_path / "dataset")
+    losses = iter(range(1, 100))  # validation only ever gets worse: epoch 1 stays the best
+    monkeypatch.setattr(loop, "evaluate_loss", lambda *a, **k: float(next(losses)))
+    patient = exp.model_copy(update={"training": exp.training.model_copy(update={"epochs": 4, "patience": 1})})
+    out = tmp_path / "thyme"
+
+    stopped = train_model(patient, "thyme", ds, out, device="cpu")
+    assert stopped.info["stopped_early"] == {"epoch": 2, "best_epoch": 1, "patience": 1}
+    assert len(stopped.info["epochs"]) == 2 and (out / CHECKPOINT_DIR).exists()  # latest/ kept
+    assert train_model(patient, "thyme", ds, out, device="cpu").reused  # same stopping rule: finished
+
+    unlimited = exp.model_copy(update={"training": patient.training.model_copy(update={"patience": None})})
+    carried = train_model(unlimited, "thyme", ds, out, device="cpu")
+    assert not carried.reused and carried.info["resumed_from_step"] == stopped.info["steps"]
+    assert len(carried.info["epochs"]) == 4 and carried.info["stopped_early"] is None
+    assert not (out / CHECKPOINT_DIR).exists()
