@@ -11,9 +11,11 @@ of every process the demo started (``getrusage(RUSAGE_CHILDREN)``: Dagster's ste
   Dagster's executor defaults (``spawn``: every step imports the code location again; as many step processes
   at once as CPUs);
 * ``dagster``: the new thread policy with Dagster's executor defaults (isolates what the run defaults save);
-* ``new``: no variable: ``distillery_assets/threads.py`` decides (``python -m distillery_assets.threads``), and
-  this project's run defaults (``assets/dead_runs.py``: steps forked from a forkserver, the model slots plus
-  two step processes at once).
+* ``share``: as ``new`` but each model step keeps its fixed share of the cores (``DISTILLERY_THREADS_ADAPT=0``:
+  no spare core taken; isolates what ``threads.SpareCores`` saves);
+* ``new``: no variable: ``distillery_assets/threads.py`` decides (``python -m distillery_assets.threads``: each
+  step's share, plus a core nobody else uses), and this project's run defaults (``assets/dead_runs.py``: steps
+  forked from a forkserver, the model slots plus two step processes at once).
 
 Dagster's defaults go to the demo's ``dagster asset materialize`` as a run config file (``DEMO_RUN_CONFIG``,
 read by ``scripts/demo.sh``). With a forkserver the step processes are the forkserver's children, and the
@@ -49,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 BUSY_BOUND_S = 3 * 3600
 
 
-POLICIES = ("old", "dagster", "new")
+POLICIES = ("old", "dagster", "share", "new")
 
 
 def dagster_defaults_config() -> str:
@@ -59,13 +61,15 @@ def dagster_defaults_config() -> str:
 
 
 def policy_env(name: str, out: Path) -> dict[str, str]:
-    from distillery_assets.threads import ENV_SLOTS, ENV_THREADS, ENV_THREADS_BATCH
+    from distillery_assets.threads import ENV_ADAPT, ENV_SLOTS, ENV_THREADS, ENV_THREADS_BATCH
 
     env = {k: v for k, v in os.environ.items()
-           if k not in (ENV_THREADS, ENV_THREADS_BATCH, ENV_SLOTS, "DEMO_RUN_CONFIG")}
+           if k not in (ENV_THREADS, ENV_THREADS_BATCH, ENV_SLOTS, ENV_ADAPT, "DEMO_RUN_CONFIG")}
     env.pop("DISTILLERY_LLM_N_THREADS", None)
     if name == "old":
         env.update({ENV_THREADS: str(os.cpu_count() or 1), ENV_SLOTS: "1"})
+    if name == "share":
+        env[ENV_ADAPT] = "0"
     if name in ("old", "dagster"):
         config = out / "dagster-defaults.yaml"
         config.write_text(dagster_defaults_config(), encoding="utf-8")
@@ -105,7 +109,7 @@ def cpu_of_children() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run_demo(policy: str, busy: bool, out: Path) -> dict:
+def run_demo(policy: str, busy: bool, out: Path, keep: bool = False) -> dict:
     data = Path(tempfile.mkdtemp(prefix=f"main-job-{policy}-"))
     env = {**policy_env(policy, out), "DISTILLERY_DATA_DIR": str(data), "DAGSTER_TELEMETRY_DISABLED": "1"}
     log = out / f"{policy}-{'busy' if busy else 'idle'}.log"
@@ -124,11 +128,13 @@ def run_demo(policy: str, busy: bool, out: Path) -> dict:
             hog.returncode, hog_cpu = -15, usage.ru_utime + usage.ru_stime
         reap_orphans()
         cpu = cpu_of_children() - cpu - hog_cpu
-        shutil.rmtree(data, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(data, ignore_errors=True)
     text = log.read_text(encoding="utf-8", errors="replace")
     materialized = re.search(r"=== materialized in (\d+) s", text)
     return {"policy": policy, "condition": "busy" if busy else "idle", "rc": rc, "wall_s": wall, "cpu_s": cpu,
-            "materialize_s": int(materialized.group(1)) if materialized else None, "log": str(log)}
+            "materialize_s": int(materialized.group(1)) if materialized else None, "log": str(log),
+            "data_dir": str(data) if keep else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", nargs="+", default=["old:idle", "new:idle", "old:busy", "new:busy"],
                         help=f"policy:condition, in order (policy {'|'.join(POLICIES)}, condition idle|busy)")
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "benchmarks" / "main_job")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep each run's data folder (its GGUFs for benchmarks/tutor.py --gguf-dir)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -152,11 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         if name not in POLICIES or condition not in ("idle", "busy"):
             parser.error(f"{run!r}: policy:condition, policy {'|'.join(POLICIES)}, condition idle|busy")
         print(f"{name} {condition}: running demo.sh from an empty data folder ...", flush=True)
-        r = run_demo(name, condition == "busy", args.out)
+        r = run_demo(name, condition == "busy", args.out, keep=args.keep)
         results[(name, condition)] = r
         status = "ok" if r["rc"] == 0 else f"FAILED (exit {r['rc']})"
         print(f"  {status}: wall {r['wall_s']:.0f} s, CPU "
-              f"{r['cpu_s']:.0f} s, materialize {r['materialize_s']} s; log {r['log']}", flush=True)
+              f"{r['cpu_s']:.0f} s, materialize {r['materialize_s']} s; log {r['log']}"
+              + (f"; data {r['data_dir']}" if r["data_dir"] else ""), flush=True)
 
     print(f"\n{'policy':<7} {'condition':<9} {'wall s':>7} {'CPU s':>7} {'CPU/wall':>8}  exit")
     for (name, condition), r in results.items():
@@ -166,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     def get(n, c):
         return results.get((n, c))
 
-    for base in ("old", "dagster"):
+    for base in ("old", "dagster", "share"):
         if get(base, "idle") and get("new", "idle"):
             print(f"new idle / {base} idle: wall {get('new', 'idle')['wall_s'] / get(base, 'idle')['wall_s']:.2f}"
                   + (" (goal <= 0.5)" if base == "old" else "")
