@@ -432,8 +432,8 @@ def test_thyme_training_finished_check_reads_the_results():
 
     exp = load_experiment(THYME)
     t = exp.training_for(next(iter(exp.models)))
-    result = type("R", (), {"steps": 10, "best_val_loss": 3.2, "epochs": [{}] * t.epochs})
-    short = type("R", (), {"steps": 10, "best_val_loss": 3.2, "epochs": [{}]})
+    result = type("R", (), {"steps": 10, "best_val_loss": 3.2, "epochs": [{}] * t.epochs, "stopped_early": None})
+    short = type("R", (), {"steps": 10, "best_val_loss": 3.2, "epochs": [{}], "stopped_early": None})
     assert _finished_check(exp, {k: result for k in exp.models}).passed
     assert t.epochs == 1 or not _finished_check(exp, {k: short for k in exp.models}).passed
 
