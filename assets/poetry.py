@@ -128,6 +128,15 @@ def poetry_bad_poems(context: dg.AssetExecutionContext, llm: LLMResource) -> dg.
 
 # ---- teaching data, one asset per task -------------------------------------------------------------------
 
+# The main job's longest chain is the poet's: briefs -> poet pairs (the largest LLM step, ~2 min of one core)
+# -> poet_lora -> poet_gguf; the educator's steps fit beside it on the other model slot. Dagster hands a free
+# slot to the ready step with the highest `dagster/priority` first, so the poet pairs start as soon as their
+# briefs are written instead of queueing behind the educator's data (22 s later in a fresh main job). The order
+# changes no sample: the local provider seeds each request from what it asks (llm/providers/local.py), so a step's
+# replies do not depend on which steps the same process ran before it.
+CRITICAL_PATH = {"dagster/priority": "1"}
+
+
 @dg.asset(group_name=GROUP, pool=LLM_POOL, kinds={"jsonl"}, description="T1 workshop critiques of good and bad poems.")
 def poetry_critiques(context: dg.AssetExecutionContext, llm: LLMResource, poetry_good_poems: Path, poetry_bad_poems: Path) -> dg.Output:
     out = generate.critiques(PoetryConfig(), llm.get_client(context),
@@ -135,7 +144,7 @@ def poetry_critiques(context: dg.AssetExecutionContext, llm: LLMResource, poetry
     return _result(out, context, llm, **_read("critique"))
 
 
-@dg.asset(group_name=GROUP, pool=LLM_POOL, kinds={"jsonl"},
+@dg.asset(group_name=GROUP, pool=LLM_POOL, kinds={"jsonl"}, op_tags=CRITICAL_PATH,
           description="T2 generation briefs for the user requests in data/inputs/poetry/requests.txt.")
 def poetry_briefs(context: dg.AssetExecutionContext, llm: LLMResource) -> dg.Output:
     return _result(generate.briefs(PoetryConfig(), llm.get_client(context)), context, llm, **_read("brief"))
@@ -167,7 +176,7 @@ def poetry_lessons(context: dg.AssetExecutionContext, llm: LLMResource) -> dg.Ou
     return _result(generate.lessons(PoetryConfig(), llm.get_client(context)), context, llm, **_read("lesson"))
 
 
-@dg.asset(group_name=GROUP, pool=LLM_POOL, kinds={"jsonl"},
+@dg.asset(group_name=GROUP, pool=LLM_POOL, kinds={"jsonl"}, op_tags=CRITICAL_PATH,
           description="Brief -> poem pairs for the poet model: the LLM's poem for each brief, and the LLM's brief "
                       "for each shipped public-domain poem (data/inputs/poetry/verse), that poem as the target.")
 def poetry_poet_pairs(context: dg.AssetExecutionContext, llm: LLMResource, poetry_briefs: Path) -> dg.Output:

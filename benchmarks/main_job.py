@@ -15,7 +15,8 @@ of every process the demo started (``getrusage(RUSAGE_CHILDREN)``: Dagster's ste
   no spare core taken; isolates what ``threads.SpareCores`` saves);
 * ``new``: no variable: ``distillery_assets/threads.py`` decides (``python -m distillery_assets.threads``: each
   step's share, plus a core nobody else uses), and this project's run defaults (``assets/dead_runs.py``: steps
-  forked from a forkserver, the model slots plus two step processes at once).
+  forked from a forkserver, the model slots plus two step processes at once). The poet chain's
+  ``dagster/priority`` is part of the definitions, so it applies to every variant.
 
 Dagster's defaults go to the demo's ``dagster asset materialize`` as a run config file (``DEMO_RUN_CONFIG``,
 read by ``scripts/demo.sh``). With a forkserver the step processes are the forkserver's children, and the

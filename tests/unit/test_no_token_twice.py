@@ -143,3 +143,26 @@ def test_gguf_scores_match_a_float64_reference_and_skip_ignored_labels():
     score = gguf_scores(path, [[Example(input_ids=ids, labels=labels, source="t#1")]], threads=1)[0]
     assert score.tokens == count == len(ids) - 5
     assert score.nll == pytest.approx(nll, rel=1e-6)
+
+
+@pytest.mark.timeout(180)
+def test_an_unseeded_request_gets_the_same_sample_whatever_was_asked_before():
+    """llama-cpp-python chains an unseeded call's seed from the previous call; the provider seeds each request
+    from what it asks, so the reply depends on the request only (not on the step order of a run). Fresh
+    providers share the process's loaded model, as two steps of an in-process run do."""
+    from distillery_assets.llm.providers.local import request_seed
+
+    ask = dict(temperature=1.0, json_schema=None, stop=None, seed=None, timeout_s=60, max_tokens=16)
+    haiku = [ChatMessage(role="user", content="Write a haiku about rain on a tin roof.")]
+    provider, model = _provider()
+    alone = provider.call(haiku, model=model, **ask).text
+    provider.call(STORY, model=model, **ask)  # another request in between moves llama-cpp-python's seed chain
+    provider.call(STORY, model=model, **{**ask, "temperature": 0.9})
+    again = provider.call(haiku, model=model, **ask).text
+    assert again == alone
+    # the derivation: the request, not the budget; a different request or an explicit seed changes it
+    msgs = [{"role": m.role, "content": m.content} for m in haiku]
+    assert request_seed(model, msgs, 1.0, None, None) == request_seed(model, msgs, 1.0, [], None)
+    assert request_seed(model, msgs, 1.0, None, None) != request_seed(model, msgs, 0.9, None, None)
+    seeded = [provider.call(haiku, model=model, **{**ask, "seed": s}).text for s in (1, 2, 3)]
+    assert len({alone, *seeded}) > 1  # at temperature 1 the seed matters, so the equality above can fail

@@ -16,6 +16,12 @@ ask with the larger budget would give: autoregressive sampling of the same model
 depend on the budget. Each call reports as output tokens the tokens it decoded, so the client's sums count
 every generated token once. JSON requests (a grammar whose state a continuation would have to rebuild) are
 asked afresh. ``benchmarks/llm_waste.py`` counts decoded against kept tokens both ways.
+
+A request without a seed gets one derived from what it asks (model, messages, temperature, stop, schema; not the
+budget): llama-cpp-python would otherwise draw each call's seed from the previous call's, so a reply depended on
+which requests the same model had answered before it in this process (an in-process run, a reordered step). Now
+the same request gets the same sample whatever ran before, which is what the cache already assumes (one key, one
+answer), and what makes a step's output independent of the run's step order.
 """
 
 from __future__ import annotations
@@ -68,6 +74,16 @@ def _load_model(path: str, n_ctx: int, n_threads: int, n_threads_batch: int):
     from llama_cpp import Llama
 
     return Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads_batch, verbose=False)
+
+
+def request_seed(model: str, messages: list[dict[str, str]], temperature: float, stop: list[str] | None,
+                 json_schema: dict[str, Any] | None) -> int:
+    """The sampling seed of a request that names none: the same for the same request in every process and
+    whatever was asked before it; the budget is left out, so a larger budget starts with the same tokens."""
+    from distillery_assets.io.hashing import derived_seed
+
+    return derived_seed("local-request", json.dumps([model, messages, round(float(temperature), 6),
+                                                     list(stop or []), json_schema], sort_keys=True))
 
 
 class LocalProvider:
@@ -144,8 +160,9 @@ class LocalProvider:
         }
         if stop:
             kwargs["stop"] = list(stop)
-        if seed is not None:
-            kwargs["seed"] = seed
+        if seed is None:
+            seed = request_seed(model, kwargs["messages"], temperature, stop, json_schema)
+        kwargs["seed"] = seed
         if json_schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": json_schema}
         continuable = self.continue_cut and json_schema is None and all(callable(getattr(llm, name, None))
