@@ -19,6 +19,7 @@ outcome, and the cost at the batch price against the same answers at online pric
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from typing import Any
 
 import dagster as dg
@@ -57,6 +58,9 @@ def _add_asset_metadata(context: Any, metadata: dict[str, Any]) -> None:
         log.debug(f"LLM model lifecycle metadata not added: {exc}")
 
 
+FORWARDED_LOGGERS = ("distillery_assets.threads",)
+"""Library loggers whose lines reach the log of a step that asked for a client (``assets.logs.forward_logs``)."""
+
 SINK_WAIT_S = 30.0  # the longest a batch of usage rows waits for a busy catalogue (they stay in the spool)
 BATCH_ROW_WAIT_S = 10.0  # the longest a provider batch's row waits (the ledger under llm_cache holds it anyway)
 
@@ -68,6 +72,7 @@ class LLMResource(_LLMSettingsFields):
 
     catalog: CatalogResource | None = None
     _clients: list = PrivateAttr(default_factory=list)
+    _forwarding: ExitStack | None = PrivateAttr(default=None)
 
     @classmethod
     def from_env(cls, catalog: CatalogResource | None = None, **overrides: Any) -> LLMResource:
@@ -87,6 +92,12 @@ class LLMResource(_LLMSettingsFields):
         """A client of the resource's settings (``overrides`` on top: a second oracle's provider or model); it
         is closed with the step's other clients when the step ends."""
         logger = getattr(context, "log", None) or log
+        if getattr(context, "log", None) is not None and self._forwarding is None:
+            from assets.logs import forward_logs
+
+            # a local model's thread changes (spare cores taken and given back) show in the step's log
+            self._forwarding = ExitStack()
+            self._forwarding.enter_context(forward_logs(context, FORWARDED_LOGGERS))
         run_id = getattr(context, "run_id", None)
         cat = self.catalog.get() if self.catalog is not None else None
         # the rows are journalled into the catalogue's spool as they are made: a batch only commits the spool
@@ -112,6 +123,9 @@ class LLMResource(_LLMSettingsFields):
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         """Close the step's clients: their HTTP connections, thread pools, and usage rows not yet saved."""
+        if self._forwarding is not None:
+            self._forwarding.close()
+            self._forwarding = None
         while self._clients:
             try:
                 self._clients.pop().close()

@@ -50,3 +50,28 @@ def test_bad_resource_config_names_the_problem(data_dir):
 
     with pytest.raises(ConfigError, match="provider"):
         LLMResource(provider="gemini").get_client()
+
+
+@dg.asset
+def noted(context: dg.AssetExecutionContext, llm: LLMResource) -> int:
+    import logging
+
+    llm.get_client(context)
+    llm.get_client(context)  # a second client forwards nothing twice
+    logging.getLogger("distillery_assets.threads").info("threads 1 -> 2 (a line the local model would write)")
+    return 1
+
+
+def test_a_step_with_a_client_shows_the_thread_changes_in_its_log(data_dir):
+    """The local provider changes its threads per request (threads.SpareCores) and logs it on the
+    ``distillery_assets.threads`` logger; a step that asked for a client shows those lines, once, until it ends."""
+    import logging
+
+    threads_log = logging.getLogger("distillery_assets.threads")
+    handlers = list(threads_log.handlers)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([noted], resources={"llm": LLMResource(provider="local")}, instance=instance)
+        logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
+    assert result.success
+    assert sum(m == "threads 1 -> 2 (a line the local model would write)" for m in logs) == 1
+    assert threads_log.handlers == handlers  # taken off when the step ended
