@@ -5,7 +5,10 @@ Each cell is a fresh process that loads the educator and poet GGUFs the way the 
 (``distillery_assets.poetry.gguf_chat.GGUFChat``) and runs real sessions (``poetry.session.run_session``, the
 prompts and sampling of data/config/poetry/inference.yaml, ``--revisions`` critique rounds) with every reply
 streamed, so each step gives: the prompt tokens llama.cpp evaluated for it (its own counters), the time to the
-first streamed token, and tokens per second after it.
+first streamed token, and tokens per second after it. A step's "prompt tok" are the tokens its own completion
+evaluated: its prompt less what the model's context already held (the system prompt primed at load, the
+previous turn's shared start, what was read ahead). llama.cpp's own counter is not used for this: it books a
+read-ahead's tokens to the next completion.
 
 Variants (same requests, same models):
 
@@ -14,8 +17,11 @@ Variants (same requests, same models):
 * ``share``: the thread policy's fixed counts (``distillery_assets.threads``: one decode and one prompt thread
   on two cores) and each model's system prompt evaluated at load (``GGUFChat(..., system=...)``), which the
   tutor CLI and ``poetry_sample_sessions`` pass;
-* ``new``: what the tutor does now: the policy with its spare cores (``threads.SpareCores``: each turn's prompt
-  threads are the share plus every core the rest of the machine left free), primed as ``share``;
+* ``noahead``: the policy with its spare cores (``threads.SpareCores``: each turn's prompt threads are the share
+  plus every core the rest of the machine left free), primed as ``share``;
+* ``new``: what the tutor does now: ``noahead``, and while one model writes, the other reads ahead the turn
+  that will carry the text (``GGUFChat.read_ahead``: the draft into the critique's prompt, the brief into the
+  draft's), so that turn's prompt is mostly evaluated before it is asked;
 * ``--extra D/B``: the new loading with D decode / B prompt threads (e.g. ``1/2``: a second prompt thread).
 
 ``busy``: one ``yes > /dev/null`` beside the cell (started before, killed after; bounded by ``timeout``).
@@ -60,7 +66,12 @@ def worker(spec: dict) -> dict:
     steps: list[dict] = []
 
     def streamed(chat: GGUFChat, who: str):
-        def call(messages, sampling) -> Reply:
+        def call(messages, sampling, on_text=None) -> Reply:
+            from distillery_assets.poetry.gguf_chat import common_prefix, prompt_tokens
+
+            prompt = prompt_tokens(chat.llm, messages)  # what this turn evaluates: its prompt less what is held
+            new_tokens = len(prompt) - min(common_prefix(chat.llm.input_ids[:chat.llm.n_tokens], prompt),
+                                           len(prompt) - 1)
             p0, start, first, text, finish = _perf(chat.llm), time.perf_counter(), None, "", None
             cpu0, first_cpu = _cpu_s(), None
             for chunk in chat.llm.create_chat_completion(stream=True, **chat.completion_kwargs(messages, sampling)):
@@ -69,15 +80,20 @@ def worker(spec: dict) -> dict:
                 if piece and first is None:
                     first, first_cpu = time.perf_counter() - start, _cpu_s() - cpu0
                 text += piece
+                if piece and on_text is not None:
+                    on_text(text)
                 finish = choice.get("finish_reason") or finish
             wall, p1 = time.perf_counter() - start, _perf(chat.llm)
             decoded = p1[3] - p0[3]
             steps.append({"model": who, "first_token_ms": None if first is None else 1000 * first,
                           "first_token_cpu_ms": None if first_cpu is None else 1000 * first_cpu,
-                          "prompt_n": p1[1] - p0[1], "decode_n": decoded, "wall_s": wall,
+                          "prompt_n": new_tokens, "decode_n": decoded, "wall_s": wall,
                           "prompt_threads": chat.llm.n_threads_batch,
                           "tokens_per_s": (decoded + 1) / (wall - first) if first and wall > first else None})
             return Reply(text=text, finish_reason=finish)
+
+        if spec.get("ahead"):  # the session reads this model's next turn ahead while the other one writes
+            call.streams_text, call.read_ahead = True, chat.read_ahead
         return call
 
     _wait_for_go()
@@ -86,9 +102,9 @@ def worker(spec: dict) -> dict:
             session = run_session(request, educator=streamed(educator, "educator"), poet=streamed(poet, "poet"),
                                   prompts=prompts, sampling=inf.sampling, max_revisions=spec["revisions"],
                                   approval_phrases=inf.approval_phrases)
-            names = [s["step"] for s in session["metadata"]["steps"]]
-            for step, name in zip(steps[-len(names):], names):
-                step["step"] = name
+            meta = session["metadata"]["steps"]
+            for step, m in zip(steps[-len(meta):], meta):
+                step["step"], step["read_ahead_next"] = m["step"], m.get("next_read_ahead_tokens")
     finally:
         educator.close()
         poet.close()
@@ -131,10 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     p = policy()
     variants = {"old": {"n_threads": 2, "n_threads_batch": 2, "prime": False},
                 "share": {"n_threads": p.decode, "n_threads_batch": p.batch, "prime": True},
-                "new": {"n_threads": None, "n_threads_batch": None, "prime": True}}
+                "noahead": {"n_threads": None, "n_threads_batch": None, "prime": True},
+                "new": {"n_threads": None, "n_threads_batch": None, "prime": True, "ahead": True}}
     for extra in args.extra:
         d, _, b = extra.partition("/")
-        variants[f"new {extra}"] = {"n_threads": int(d), "n_threads_batch": int(b or d), "prime": True}
+        variants[f"new {extra}"] = {"n_threads": int(d), "n_threads_batch": int(b or d), "prime": True,
+                                    "ahead": True}
     if args.only:
         unknown = [n for n in args.only if n not in variants]
         if unknown:
@@ -182,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
                           f"({s['prompt_threads']} thr)  first "
                           f"{f(s['first_token_ms'], '.0f'):>5} ms ({f(s['first_token_cpu_ms'], '.0f'):>4} ms CPU)  "
                           f"{f(s['tokens_per_s'], '.1f'):>6} tok/s  "
-                          f"{s['decode_n']:>4} tok")
+                          f"{s['decode_n']:>4} tok"
+                          + (f"  (read {s['read_ahead_next']} tok of the next turn ahead)"
+                             if s.get("read_ahead_next") else ""))
     print("\nagainst the seed's targets (worst step of each cell):")
     for key, c in cells.items():
         print(f"  {key:<16} load {c['load_s']:.2f} s {verdict(c['load_s'], TARGETS['load_s'], True)}; "

@@ -399,7 +399,11 @@ def llama_batch_decode(threads: int) -> tuple[int, int]:
 def set_llama_threads(llm, threads: int) -> None:
     """Point a loaded ``llama_cpp.Llama`` at :func:`llama_batch_decode`'s counts (its context keeps them
     until the next call)."""
-    n, nb = llama_batch_decode(threads)
+    set_llama_thread_counts(llm, *llama_batch_decode(threads))
+
+
+def set_llama_thread_counts(llm, n: int, nb: int) -> None:
+    """Set a loaded ``llama_cpp.Llama``'s decode (``n``) and prompt (``nb``) threads as they are."""
     ctx = getattr(llm, "_ctx", None)
     if ctx is not None and hasattr(ctx, "set_n_threads"):
         ctx.set_n_threads(n, nb)

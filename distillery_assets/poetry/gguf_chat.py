@@ -8,6 +8,8 @@ so a file whose EOS differs from its end-of-turn still stops at the end of the r
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from distillery_assets.poetry.session import Reply
@@ -54,6 +56,120 @@ class HoldEndOfTurn:
         if count_lines(reply) < self.min_lines:
             scores[self.end_ids] = -float("inf")
         return scores
+
+
+class _Captured(Exception):
+    def __init__(self, tokens: list[int]):
+        self.tokens = tokens
+
+
+class _PromptOnly:
+    """Stands in for the ``Llama`` a chat handler is given: its ``create_completion`` raises with the prompt
+    tokens the handler built, so the caller gets exactly what a real completion would evaluate."""
+
+    def __init__(self, llm):
+        self._llm = llm
+
+    def __getattr__(self, name):
+        return getattr(self._llm, name)
+
+    def create_completion(self, prompt, **kwargs):
+        raise _Captured(list(prompt))
+
+
+def prompt_tokens(llm, messages: list[dict[str, str]]) -> list[int]:
+    """The tokens ``llm.create_chat_completion(messages=messages)`` evaluates as its prompt (the GGUF's chat
+    template, through llama-cpp-python's own handler)."""
+    from distillery_assets.llm.providers.local import _chat_handler
+
+    try:
+        _chat_handler(llm)(llama=_PromptOnly(llm), messages=messages)
+    except _Captured as got:
+        return got.tokens
+    raise RuntimeError("the chat handler returned without asking for a completion")
+
+
+def common_prefix(a, b) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+READ_AHEAD_MIN_TOKENS = 8
+"""New stable tokens a read-ahead waits for before it evaluates (one forward pass per few tokens, not per token)."""
+
+
+class ReadAhead:
+    """Evaluates the known beginning of a model's next prompt while another model is still writing the text
+    that prompt carries (the tutor's critique carries the poet's draft; the poet's revision, the educator's
+    brief). A background thread takes the text written so far (:meth:`feed`), builds the next turn's prompt
+    tokens up to it (``user_prefix(text)`` as the user turn, through the chat template) and evaluates those
+    not yet in the context, leaving out the last tokens of the text (a token can still merge with what comes
+    next). When the writer is done (:meth:`close`), the next turn is an ordinary completion: llama.cpp
+    re-evaluates only where its prompt differs from what was read ahead (the longest common prefix), so a
+    wrong guess costs time, never a different prompt. llama.cpp runs without Python's lock, so the writer's
+    decode and this prefill use two cores at once."""
+
+    def __init__(self, chat: GGUFChat, system: str, user_prefix: Callable[[str], str], *, threads: int = 1,
+                 margin: int = 2):
+        self.chat, self.system, self.user_prefix = chat, system, user_prefix
+        self.threads, self.margin = int(threads), int(margin)
+        self.evaluated = 0  # tokens this read-ahead put into the context
+        self.error: BaseException | None = None
+        self._text: str | None = None
+        self._closing = False
+        self._wake = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="read-ahead", daemon=True)
+        self._thread.start()
+
+    def feed(self, text: str) -> None:
+        with self._wake:
+            self._text = text
+            self._wake.notify()
+
+    def _stable(self, text: str) -> list[int]:
+        messages = [{"role": "system", "content": self.system}, {"role": "user", "content": self.user_prefix(text)}]
+        with_text = prompt_tokens(self.chat.llm, messages)
+        longer = prompt_tokens(self.chat.llm, [messages[0], {"role": "user",
+                                                             "content": messages[1]["content"] + " \u2026 more"}])
+        return with_text[:max(0, common_prefix(with_text, longer) - self.margin)]
+
+    def _run(self) -> None:
+        from distillery_assets.threads import set_llama_thread_counts
+
+        llm, done = self.chat.llm, ""
+        before = (llm.n_threads, llm.n_threads_batch)
+        try:
+            set_llama_thread_counts(llm, self.threads, self.threads)
+            while True:
+                with self._wake:
+                    while not self._closing and (self._text is None or self._text == done):
+                        self._wake.wait()
+                    if self._closing:
+                        return
+                    text = self._text
+                tokens = self._stable(text)
+                keep = common_prefix(llm.input_ids[:llm.n_tokens], tokens)
+                if len(tokens) - keep >= READ_AHEAD_MIN_TOKENS:
+                    llm.n_tokens = keep
+                    llm.eval(tokens[keep:])
+                    self.evaluated += len(tokens) - keep
+                done = text
+        except BaseException as exc:  # noqa: BLE001 - reported by close(); the next turn evaluates as usual
+            self.error = exc
+        finally:
+            set_llama_thread_counts(llm, *before)
+
+    def close(self) -> int:
+        """Stop after the evaluation under way; returns the tokens read ahead. The model is free again."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join()
+        return self.evaluated
 
 
 class GGUFChat:
@@ -113,10 +229,29 @@ class GGUFChat:
                     repeat_penalty=sampling.repeat_penalty, max_tokens=sampling.max_tokens, stop=self.stops, seed=0,
                     logits_processor=processors)
 
-    def __call__(self, messages: list[dict[str, str]], sampling: Sampling) -> Reply:
-        out = self.llm.create_chat_completion(**self.completion_kwargs(messages, sampling))
-        choice = out["choices"][0]
-        return Reply(text=choice["message"]["content"] or "", finish_reason=choice.get("finish_reason"))
+    streams_text = True  # __call__ takes on_text (session.run_session reads the next prompt ahead with it)
+
+    def __call__(self, messages: list[dict[str, str]], sampling: Sampling,
+                 on_text: Callable[[str], None] | None = None) -> Reply:
+        kwargs = self.completion_kwargs(messages, sampling)
+        if on_text is None:
+            out = self.llm.create_chat_completion(**kwargs)
+            choice = out["choices"][0]
+            return Reply(text=choice["message"]["content"] or "", finish_reason=choice.get("finish_reason"))
+        text, finish = "", None
+        for chunk in self.llm.create_chat_completion(stream=True, **kwargs):
+            choice = chunk["choices"][0]
+            piece = choice["delta"].get("content") or ""
+            if piece:
+                text += piece
+                on_text(text)
+            finish = choice.get("finish_reason") or finish
+        return Reply(text=text, finish_reason=finish)
+
+    def read_ahead(self, system: str, user_prefix: Callable[[str], str]) -> ReadAhead:
+        """Start evaluating this model's next prompt (``system``, then ``user_prefix(text so far)``) while
+        another model writes; :class:`ReadAhead`."""
+        return ReadAhead(self, system, user_prefix)
 
     def close(self) -> None:
         self.llm.close()

@@ -50,47 +50,90 @@ def approved(critique: str, phrases: Sequence[str]) -> str | None:
     return next((p for p in phrases if p.lower() in low), None)
 
 
+Ahead = tuple[Chat, str, Callable[[str], str]]
+"""The next turn, known while this one is written: ``(its chat, its system prompt, user_prefix)`` where
+``user_prefix(text)`` is that turn's user message up to and including ``text``, this turn's reply so far."""
+
+_MARK = "\x00reply\x00"
+
+
+def _prefix(template: str, name: str, slot: str, **fields: str) -> Callable[[str], str]:
+    """``user_prefix`` for a template whose ``{slot}`` is the reply being written: the rendered text before it,
+    then the reply so far (stripped at its start, as :func:`_asker` strips every reply)."""
+    head = render(template, name=name, **fields, **{slot: _MARK}).split(_MARK)[0]
+    return lambda text: head + text.lstrip()
+
+
+def _verbatim(text: str) -> str:
+    return text.lstrip()
+
+
 def _asker(steps: list[dict[str, Any]]):
-    def ask(who: str, chat: Chat, system: str, user: str, step: str, params: Sampling) -> str:
-        raw = chat([{"role": "system", "content": system}, {"role": "user", "content": user}], params)
+    def ask(who: str, chat: Chat, system: str, user: str, step: str, params: Sampling,
+            ahead: Ahead | None = None) -> str:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        reader = None
+        # read the next turn ahead when that model streams into another context (GGUFChat; never one model for
+        # both roles, nor the tutor's --swap, whose chats hold one model at a time and have no read_ahead)
+        if ahead is not None and getattr(chat, "streams_text", False) and ahead[0] is not chat \
+                and callable(getattr(ahead[0], "read_ahead", None)):
+            reader = ahead[0].read_ahead(ahead[1], ahead[2])
+        try:
+            raw = chat(messages, params, on_text=reader.feed) if reader else chat(messages, params)
+        finally:
+            read = reader.close() if reader else None
         reply = raw if isinstance(raw, Reply) else Reply(str(raw))
-        steps.append({"step": step, "model": who, "finish_reason": reply.finish_reason, "chars": len(reply.text)})
+        entry = {"step": step, "model": who, "finish_reason": reply.finish_reason, "chars": len(reply.text)}
+        if read is not None:
+            entry["next_read_ahead_tokens"] = read
+        steps.append(entry)
         return reply.text.strip()
 
     return ask
 
 
 def draft_for_request(request: str, *, educator: Chat, poet: Chat, prompts: SessionPrompts,
-                      sampling: StepSampling, steps: list[dict[str, Any]] | None = None) -> tuple[str, str]:
-    """The session's first two steps: the educator's brief for ``request``, the poet's draft from that brief."""
+                      sampling: StepSampling, steps: list[dict[str, Any]] | None = None,
+                      critique_history: str | None = None) -> tuple[str, str]:
+    """The session's first two steps: the educator's brief for ``request``, the poet's draft from that brief.
+    ``critique_history``: the history of the critique that follows (``""`` in a session), so the draft's text
+    is read ahead into the educator's next prompt; None when no critique follows."""
     ask = _asker(steps if steps is not None else [])
     brief = ask("educator", educator, prompts.educator_system,
-                render(prompts.brief, name="session_brief", request=request), "brief", sampling.brief)
-    draft = ask("poet", poet, prompts.poet_system, brief, "draft", sampling.draft)
+                render(prompts.brief, name="session_brief", request=request), "brief", sampling.brief,
+                ahead=(poet, prompts.poet_system, _verbatim))
+    critique_next = None if critique_history is None else (
+        educator, prompts.educator_system,
+        _prefix(prompts.critique, "session_critique", "draft", brief=brief, history=critique_history))
+    draft = ask("poet", poet, prompts.poet_system, brief, "draft", sampling.draft, ahead=critique_next)
     return brief, draft
 
 
 def run_session(request: str, *, educator: Chat, poet: Chat, prompts: SessionPrompts, sampling: StepSampling,
                 max_revisions: int = 3, approval_phrases: Sequence[str] = ()) -> dict[str, Any]:
-    """One tutoring session; returns the final poem, the educator's note, the brief and every round."""
+    """One tutoring session; returns the final poem, the educator's note, the brief and every round.
+
+    While one model writes, the other reads ahead the turn that will carry that text (:data:`Ahead`,
+    ``GGUFChat.read_ahead``): the poet's draft into the educator's critique, the educator's brief into the
+    poet's draft. The turns, prompts and replies are the same; only the next turn's first token comes sooner."""
     steps: list[dict[str, Any]] = []
     ask = _asker(steps)
 
     def educate(user: str, step: str, params: Sampling) -> str:
         return ask("educator", educator, prompts.educator_system, user, step, params)
 
-    def write(user: str, step: str, params: Sampling) -> str:
-        return ask("poet", poet, prompts.poet_system, user, step, params)
+    def history_of(rounds: list[dict[str, Any]]) -> str:
+        if not rounds:
+            return ""
+        last = rounds[-1]
+        return f"Last round's draft:\n---\n{last['draft']}\n---\nYour critique then:\n{last['critique']}\n"
 
     brief, draft = draft_for_request(request, educator=educator, poet=poet, prompts=prompts, sampling=sampling,
-                                     steps=steps)
+                                     steps=steps, critique_history="" if max_revisions >= 1 else None)
     rounds: list[dict[str, Any]] = []
     approval = None
     for i in range(1, max_revisions + 1):
-        history = ""
-        if rounds:
-            last = rounds[-1]
-            history = f"Last round's draft:\n---\n{last['draft']}\n---\nYour critique then:\n{last['critique']}\n"
+        history = history_of(rounds)
         critique = educate(render(prompts.critique, name="session_critique", brief=brief, history=history,
                                   draft=draft), f"critique {i}", sampling.critique)
         rounds.append({"iteration": i, "draft": draft, "critique": critique, "verse": verse_verdict(draft).verse,
@@ -98,10 +141,16 @@ def run_session(request: str, *, educator: Chat, poet: Chat, prompts: SessionPro
         approval = approved(critique, approval_phrases)
         if approval:
             break
-        revision_brief = educate(render(prompts.revision_brief, name="session_revision_brief", brief=brief,
-                                        draft=draft, critique=critique), f"revision brief {i}", sampling.revision_brief)
+        revision_brief = ask("educator", educator, prompts.educator_system,
+                             render(prompts.revision_brief, name="session_revision_brief", brief=brief, draft=draft,
+                                    critique=critique), f"revision brief {i}", sampling.revision_brief,
+                             ahead=(poet, prompts.poet_system, _verbatim))
         rounds[-1]["revision_brief"] = revision_brief
-        draft = write(revision_brief, f"revision {i}", sampling.revision)
+        # the revision's text goes next into the next round's critique, or into the final note
+        following = (_prefix(prompts.critique, "session_critique", "draft", brief=brief, history=history_of(rounds))
+                     if i < max_revisions else _prefix(prompts.final_note, "session_final_note", "draft"))
+        draft = ask("poet", poet, prompts.poet_system, revision_brief, f"revision {i}", sampling.revision,
+                    ahead=(educator, prompts.educator_system, following))
     note = educate(render(prompts.final_note, name="session_final_note", draft=draft), "final note",
                    sampling.final_note)
     final = verse_verdict(draft)

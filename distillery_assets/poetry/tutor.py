@@ -90,6 +90,10 @@ class Models:
         return self._load(role)
 
     def chat(self, role: str):
+        """The role's chat callable: the loaded model itself when both are held (so a session can read one
+        model's next turn ahead while the other writes), a loader in front of it when swapping."""
+        if not self.swap:
+            return self.held[role]
         return lambda messages, sampling: self._get(role)(messages, sampling)
 
     def close(self) -> None:
