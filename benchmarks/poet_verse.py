@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     inf = cfg.inference
     educator_path, poet_path = pick_model("educator", args.base), pick_model("poet", args.base)
     print(f"educator: {educator_path}\npoet:     {poet_path}\nprofile:  {inf.profile}")
-    educator = GGUFChat(educator_path, inf.models.get("educator"))
+    educator = GGUFChat(educator_path, inf.models.get("educator"), contexts=1)  # brief and draft only
     poet = educator if poet_path == educator_path else GGUFChat(poet_path, inf.models.get("poet"))
     held = inf.sampling.draft.min_lines
     variants = [("as configured", inf.sampling)]

@@ -5,7 +5,8 @@ Each cell is a fresh process that loads the educator and poet GGUFs the way the 
 (``distillery_assets.poetry.gguf_chat.GGUFChat``) and runs real sessions (``poetry.session.run_session``, the
 prompts and sampling of data/config/poetry/inference.yaml, ``--revisions`` critique rounds) with every reply
 streamed, so each step gives: the prompt tokens llama.cpp evaluated for it (its own counters), the time to the
-first streamed token, and tokens per second after it. A step's "prompt tok" are the tokens its own completion
+first streamed token (counted from the end of the reply before it, so that whatever happens between two turns is
+included; the session's first turn from its ask), and tokens per second after it. A step's "prompt tok" are the tokens its own completion
 evaluated: its prompt less what the model's context already held (the system prompt primed at load, the
 previous turn's shared start, what was read ahead). llama.cpp's own counter is not used for this: it books a
 read-ahead's tokens to the next completion.
@@ -60,15 +61,21 @@ def worker(spec: dict) -> dict:
     inf, prompts = cfg.inference, session_prompts(cfg)
     settings = ModelSettings(n_threads=spec["n_threads"], n_threads_batch=spec.get("n_threads_batch"))
     t = time.perf_counter()
-    educator = GGUFChat(Path(spec["educator"]), settings, system=prompts.educator_system if spec["prime"] else None)
+    educator = GGUFChat(Path(spec["educator"]), settings, system=prompts.educator_system if spec["prime"] else None,
+                        contexts=inf.models["educator"].contexts if spec.get("ahead") else 1)
     poet = GGUFChat(Path(spec["poet"]), settings, system=prompts.poet_system if spec["prime"] else None)
     load_s = time.perf_counter() - t
     steps: list[dict] = []
+    last_end: list[float | None] = [None]  # when the previous turn's reply was complete
 
     def streamed(chat: GGUFChat, who: str):
         def call(messages, sampling, on_text=None) -> Reply:
+            # a turn's wait counts from the end of the reply before it (what a reader of the session waits:
+            # closing a read-ahead and choosing a context included), the session's first turn from its ask
+            since = last_end[0] if last_end[0] is not None else time.perf_counter()
             from distillery_assets.poetry.gguf_chat import common_prefix, prompt_tokens
 
+            chat.select(messages)  # the context this turn is asked in (GGUFChat.__call__ does the same)
             prompt = prompt_tokens(chat.llm, messages)  # what this turn evaluates: its prompt less what is held
             new_tokens = len(prompt) - min(common_prefix(chat.llm.input_ids[:chat.llm.n_tokens], prompt),
                                            len(prompt) - 1)
@@ -78,18 +85,20 @@ def worker(spec: dict) -> dict:
                 choice = chunk["choices"][0]
                 piece = choice["delta"].get("content") or ""
                 if piece and first is None:
-                    first, first_cpu = time.perf_counter() - start, _cpu_s() - cpu0
+                    first, first_cpu = time.perf_counter() - since, _cpu_s() - cpu0
                 text += piece
                 if piece and on_text is not None:
                     on_text(text)
                 finish = choice.get("finish_reason") or finish
-            wall, p1 = time.perf_counter() - start, _perf(chat.llm)
+            last_end[0] = time.perf_counter()
+            wall, p1 = last_end[0] - start, _perf(chat.llm)
             decoded = p1[3] - p0[3]
             steps.append({"model": who, "first_token_ms": None if first is None else 1000 * first,
                           "first_token_cpu_ms": None if first_cpu is None else 1000 * first_cpu,
                           "prompt_n": new_tokens, "decode_n": decoded, "wall_s": wall,
                           "prompt_threads": chat.llm.n_threads_batch,
-                          "tokens_per_s": (decoded + 1) / (wall - first) if first and wall > first else None})
+                          "tokens_per_s": (decoded + 1) / (last_end[0] - since - first)
+                          if first and last_end[0] - since > first else None})
             return Reply(text=text, finish_reason=finish)
 
         if spec.get("ahead"):  # the session reads this model's next turn ahead while the other one writes
@@ -99,6 +108,7 @@ def worker(spec: dict) -> dict:
     _wait_for_go()
     try:
         for request in spec["requests"]:
+            last_end[0] = None  # a new session: its first turn counts from its ask
             session = run_session(request, educator=streamed(educator, "educator"), poet=streamed(poet, "poet"),
                                   prompts=prompts, sampling=inf.sampling, max_revisions=spec["revisions"],
                                   approval_phrases=inf.approval_phrases)

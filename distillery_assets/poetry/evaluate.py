@@ -376,7 +376,7 @@ def default_chat_factory(settings) -> ChatFactory:
     """``GGUFChat`` with the role's model settings, its system prompt evaluated once at load."""
     from distillery_assets.poetry.gguf_chat import GGUFChat
 
-    return lambda path, system: GGUFChat(path, settings, system=system)
+    return lambda path, system: GGUFChat(path, settings, system=system, contexts=1)  # one turn at a time
 
 
 def generate(model: ModelFile, prompts: Sequence[Prompt], *, system: str, template: str, sampling: Sampling,

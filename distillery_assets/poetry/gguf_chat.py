@@ -101,6 +101,9 @@ def common_prefix(a, b) -> int:
 READ_AHEAD_MIN_TOKENS = 8
 """New stable tokens a read-ahead waits for before it evaluates (one forward pass per few tokens, not per token)."""
 
+READ_AHEAD_CHUNK = 32
+"""The most tokens one read-ahead evaluation takes, so closing it waits for at most one such chunk."""
+
 
 class ReadAhead:
     """Evaluates the known beginning of a model's next prompt while another model is still writing the text
@@ -108,14 +111,15 @@ class ReadAhead:
     brief). A background thread takes the text written so far (:meth:`feed`), builds the next turn's prompt
     tokens up to it (``user_prefix(text)`` as the user turn, through the chat template) and evaluates those
     not yet in the context, leaving out the last tokens of the text (a token can still merge with what comes
-    next). When the writer is done (:meth:`close`), the next turn is an ordinary completion: llama.cpp
+    next), at most :data:`READ_AHEAD_CHUNK` tokens per evaluation. When the writer is done (:meth:`close`:
+    it waits for the chunk under way, and leaves the rest), the next turn is an ordinary completion: llama.cpp
     re-evaluates only where its prompt differs from what was read ahead (the longest common prefix), so a
     wrong guess costs time, never a different prompt. llama.cpp runs without Python's lock, so the writer's
     decode and this prefill use two cores at once."""
 
-    def __init__(self, chat: GGUFChat, system: str, user_prefix: Callable[[str], str], *, threads: int = 1,
-                 margin: int = 2):
-        self.chat, self.system, self.user_prefix = chat, system, user_prefix
+    def __init__(self, llm, system: str, user_prefix: Callable[[str], str], *, threads: int = 1, margin: int = 2,
+                 release: Callable[[], None] | None = None):
+        self.llm, self.system, self.user_prefix, self._release = llm, system, user_prefix, release
         self.threads, self.margin = int(threads), int(margin)
         self.evaluated = 0  # tokens this read-ahead put into the context
         self.error: BaseException | None = None
@@ -132,15 +136,15 @@ class ReadAhead:
 
     def _stable(self, text: str) -> list[int]:
         messages = [{"role": "system", "content": self.system}, {"role": "user", "content": self.user_prefix(text)}]
-        with_text = prompt_tokens(self.chat.llm, messages)
-        longer = prompt_tokens(self.chat.llm, [messages[0], {"role": "user",
+        with_text = prompt_tokens(self.llm, messages)
+        longer = prompt_tokens(self.llm, [messages[0], {"role": "user",
                                                              "content": messages[1]["content"] + " \u2026 more"}])
         return with_text[:max(0, common_prefix(with_text, longer) - self.margin)]
 
     def _run(self) -> None:
         from distillery_assets.threads import set_llama_thread_counts
 
-        llm, done = self.chat.llm, ""
+        llm, done = self.llm, ""
         before = (llm.n_threads, llm.n_threads_batch)
         try:
             set_llama_thread_counts(llm, self.threads, self.threads)
@@ -155,8 +159,11 @@ class ReadAhead:
                 keep = common_prefix(llm.input_ids[:llm.n_tokens], tokens)
                 if len(tokens) - keep >= READ_AHEAD_MIN_TOKENS:
                     llm.n_tokens = keep
-                    llm.eval(tokens[keep:])
-                    self.evaluated += len(tokens) - keep
+                    chunk = tokens[keep:keep + READ_AHEAD_CHUNK]
+                    llm.eval(chunk)
+                    self.evaluated += len(chunk)
+                    if keep + len(chunk) < len(tokens):
+                        continue  # more of this text to read: the next chunk, unless closed meanwhile
                 done = text
         except BaseException as exc:  # noqa: BLE001 - reported by close(); the next turn evaluates as usual
             self.error = exc
@@ -169,6 +176,9 @@ class ReadAhead:
             self._closing = True
             self._wake.notify()
         self._thread.join()
+        if self._release is not None:
+            self._release()
+            self._release = None
         return self.evaluated
 
 
@@ -181,7 +191,8 @@ class GGUFChat:
     tokens and each completion re-evaluates only what differs from them (its longest common prefix with the
     previous prompt). ``benchmarks/tutor.py`` measures first-token latency with and without it."""
 
-    def __init__(self, path: Path, settings: ModelSettings | None = None, *, system: str | None = None):
+    def __init__(self, path: Path, settings: ModelSettings | None = None, *, system: str | None = None,
+                 contexts: int | None = None):
         from llama_cpp import Llama  # heavy import, only when a model is really loaded
 
         from distillery_assets.threads import llama_threads, spare_cores
@@ -191,8 +202,13 @@ class GGUFChat:
             raise FileNotFoundError(f"GGUF file not found: {path}")
         s = settings or ModelSettings()
         self.path = path
-        self.llm = Llama(model_path=str(path), n_ctx=s.n_ctx, **llama_threads(s.n_threads, s.n_threads_batch),
-                         n_gpu_layers=s.n_gpu_layers, verbose=False)
+        load = dict(model_path=str(path), n_ctx=s.n_ctx, **llama_threads(s.n_threads, s.n_threads_batch),
+                    n_gpu_layers=s.n_gpu_layers, verbose=False)
+        self.llm = Llama(**load)  # the context of the turn being asked (select() picks it)
+        # more contexts on the same file: its weights are memory-mapped, so they share one copy in the page cache
+        # (on a GPU, n_gpu_layers > 0, each context uploads its own)
+        self.contexts = [self.llm] + [Llama(**load) for _ in range((contexts or s.contexts) - 1)]
+        self._reserved: set[int] = set()  # contexts a read-ahead is filling
         # prompt threads per turn: the policy's, plus a core nobody else is using (fixed when the settings say)
         self.spare = spare_cores(s.n_threads or s.n_threads_batch)
         meta = self.llm.metadata or {}
@@ -208,10 +224,24 @@ class GGUFChat:
         the start of the user turn) and keep it in the context; returns the tokens now held. Done with one
         real chat completion of one token, so the prefix is tokenized exactly as the turns' prompts are; the
         next completion re-evaluates only from where its prompt differs."""
-        self.llm.create_chat_completion(messages=[{"role": "system", "content": system},
-                                                  {"role": "user", "content": ""}], max_tokens=1, seed=0,
-                                        temperature=0.0)
+        for llm in self.contexts:
+            llm.create_chat_completion(messages=[{"role": "system", "content": system},
+                                                 {"role": "user", "content": ""}], max_tokens=1, seed=0,
+                                       temperature=0.0)
         return int(self.llm.n_tokens)
+
+    def _free(self) -> list:
+        return [c for c in self.contexts if id(c) not in self._reserved]
+
+    def select(self, messages: list[dict[str, str]]):
+        """Make the free context that holds the most of this turn's prompt the one asked (``self.llm``)."""
+        free = self._free()
+        if len(free) > 1:
+            prompt = prompt_tokens(self.llm, messages)
+            self.llm = max(free, key=lambda c: common_prefix(c.input_ids[:c.n_tokens], prompt))
+        elif free:
+            self.llm = free[0]
+        return self.llm
 
     def completion_kwargs(self, messages: list[dict[str, str]], sampling: Sampling) -> dict:
         """What one reply passes to ``create_chat_completion`` (benchmarks/local_llm.py streams the same);
@@ -233,6 +263,7 @@ class GGUFChat:
 
     def __call__(self, messages: list[dict[str, str]], sampling: Sampling,
                  on_text: Callable[[str], None] | None = None) -> Reply:
+        self.select(messages)
         kwargs = self.completion_kwargs(messages, sampling)
         if on_text is None:
             out = self.llm.create_chat_completion(**kwargs)
@@ -248,10 +279,24 @@ class GGUFChat:
             finish = choice.get("finish_reason") or finish
         return Reply(text=text, finish_reason=finish)
 
-    def read_ahead(self, system: str, user_prefix: Callable[[str], str]) -> ReadAhead:
-        """Start evaluating this model's next prompt (``system``, then ``user_prefix(text so far)``) while
-        another model writes; :class:`ReadAhead`."""
-        return ReadAhead(self, system, user_prefix)
+    def read_ahead(self, system: str, user_prefix: Callable[[str], str], *,
+                   beside: list[dict[str, str]] | None = None) -> ReadAhead | None:
+        """Start evaluating this model's next prompt (``system``, then ``user_prefix(text so far)``) in a free
+        context while the text is written (:class:`ReadAhead`); None when no context is free. ``beside``: this
+        model writes that text itself, from these messages, so the context best for them is kept for it and
+        the read-ahead needs a second one (``contexts: 2``)."""
+        free = self._free()
+        if beside is not None:
+            writer = self.select(beside)
+            free = [c for c in free if c is not writer]
+        if not free:
+            return None
+        start = prompt_tokens(self.llm, [{"role": "system", "content": system},
+                                         {"role": "user", "content": user_prefix("")}])
+        llm = max(free, key=lambda c: common_prefix(c.input_ids[:c.n_tokens], start))
+        self._reserved.add(id(llm))
+        return ReadAhead(llm, system, user_prefix, release=lambda: self._reserved.discard(id(llm)))
 
     def close(self) -> None:
-        self.llm.close()
+        for llm in self.contexts:
+            llm.close()

@@ -73,11 +73,12 @@ def _asker(steps: list[dict[str, Any]]):
             ahead: Ahead | None = None) -> str:
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         reader = None
-        # read the next turn ahead when that model streams into another context (GGUFChat; never one model for
-        # both roles, nor the tutor's --swap, whose chats hold one model at a time and have no read_ahead)
-        if ahead is not None and getattr(chat, "streams_text", False) and ahead[0] is not chat \
+        # read the next turn ahead when this chat streams its text and the next one has a free context for it
+        # (GGUFChat; the tutor's --swap holds one model at a time and its chats have no read_ahead); the same
+        # model reading its own next turn needs a second context (beside: the one this turn is written in)
+        if ahead is not None and getattr(chat, "streams_text", False) \
                 and callable(getattr(ahead[0], "read_ahead", None)):
-            reader = ahead[0].read_ahead(ahead[1], ahead[2])
+            reader = ahead[0].read_ahead(ahead[1], ahead[2], beside=messages if ahead[0] is chat else None)
         try:
             raw = chat(messages, params, on_text=reader.feed) if reader else chat(messages, params)
         finally:
@@ -113,14 +114,16 @@ def run_session(request: str, *, educator: Chat, poet: Chat, prompts: SessionPro
                 max_revisions: int = 3, approval_phrases: Sequence[str] = ()) -> dict[str, Any]:
     """One tutoring session; returns the final poem, the educator's note, the brief and every round.
 
-    While one model writes, the other reads ahead the turn that will carry that text (:data:`Ahead`,
-    ``GGUFChat.read_ahead``): the poet's draft into the educator's critique, the educator's brief into the
-    poet's draft. The turns, prompts and replies are the same; only the next turn's first token comes sooner."""
+    While one model writes, the turn that will carry that text is read ahead (:data:`Ahead`,
+    ``GGUFChat.read_ahead``): the educator's brief into the poet's draft, the draft into the educator's
+    critique, the critique into the revision brief (in the educator's second context, when it has one), the
+    revision brief into the poet's revision, the revision into the next critique or the final note. The turns,
+    prompts and replies are the same; only the next turn's first token comes sooner."""
     steps: list[dict[str, Any]] = []
     ask = _asker(steps)
 
-    def educate(user: str, step: str, params: Sampling) -> str:
-        return ask("educator", educator, prompts.educator_system, user, step, params)
+    def educate(user: str, step: str, params: Sampling, ahead: Ahead | None = None) -> str:
+        return ask("educator", educator, prompts.educator_system, user, step, params, ahead)
 
     def history_of(rounds: list[dict[str, Any]]) -> str:
         if not rounds:
@@ -134,8 +137,13 @@ def run_session(request: str, *, educator: Chat, poet: Chat, prompts: SessionPro
     approval = None
     for i in range(1, max_revisions + 1):
         history = history_of(rounds)
+        # the critique's text goes next into the revision brief (unless it approves: then a wrong guess, which
+        # costs the other context's time only)
+        revision_next = (educator, prompts.educator_system,
+                         _prefix(prompts.revision_brief, "session_revision_brief", "critique", brief=brief,
+                                 draft=draft))
         critique = educate(render(prompts.critique, name="session_critique", brief=brief, history=history,
-                                  draft=draft), f"critique {i}", sampling.critique)
+                                  draft=draft), f"critique {i}", sampling.critique, revision_next)
         rounds.append({"iteration": i, "draft": draft, "critique": critique, "verse": verse_verdict(draft).verse,
                        "critique_echoes_draft": echoes(critique, draft)})
         approval = approved(critique, approval_phrases)

@@ -119,6 +119,9 @@ class ModelSettings(_Strict):
     n_threads: int | None = Field(None, gt=0)
     n_threads_batch: int | None = Field(None, gt=0)
     n_gpu_layers: int = 0
+    # llama.cpp contexts on the one file: a second lets the model read its own next turn ahead while it writes
+    # this one (the educator's revision brief during its critique; poetry.gguf_chat.GGUFChat.read_ahead)
+    contexts: int = Field(1, ge=1, le=4)
 
 
 class InferenceSettings(_Strict):

@@ -15,7 +15,7 @@ SAMPLING = StepSampling(brief=SHORT, critique=SHORT, revision_brief=SHORT, final
                         revision=SHORT)
 
 
-def _session(ahead: bool):
+def _session(ahead: bool, educator_contexts: int = 1):
     """One session with one critique round; each turn records the prompt tokens its own completion had to
     evaluate (its prompt less what the model's context held when it was asked)."""
     from distillery_assets.embedded import smollm2_gguf_path
@@ -33,11 +33,12 @@ def _session(ahead: bool):
         final_note="The final poem:\n---\n{draft}\n---\nOne sentence to the student about it.")
     new_tokens: list[tuple[str, int]] = []
     settings = ModelSettings(n_ctx=1024, n_threads=1)
-    educator = GGUFChat(smollm2_gguf_path(), settings, system=prompts.educator_system)
+    educator = GGUFChat(smollm2_gguf_path(), settings, system=prompts.educator_system, contexts=educator_contexts)
     poet = GGUFChat(smollm2_gguf_path(), settings, system=prompts.poet_system)
 
     def counted(chat, who):
         def call(messages, sampling, on_text=None):
+            chat.select(messages)  # the context the turn will be asked in
             prompt = prompt_tokens(chat.llm, messages)
             held = common_prefix(chat.llm.input_ids[:chat.llm.n_tokens], prompt)
             new_tokens.append((who, len(prompt) - held))
@@ -50,7 +51,8 @@ def _session(ahead: bool):
     try:
         session = run_session("Write a poem about winter light", educator=counted(educator, "educator"),
                               poet=counted(poet, "poet"), prompts=prompts, sampling=SAMPLING, max_revisions=1)
-        assert (educator.llm.n_threads, educator.llm.n_threads_batch) == (1, 1)  # a read-ahead gives them back
+        for llm in educator.contexts:  # a read-ahead gives its context's threads back
+            assert (llm.n_threads, llm.n_threads_batch) == (1, 1)
     finally:
         educator.close()
         poet.close()
@@ -58,9 +60,10 @@ def _session(ahead: bool):
 
 
 @pytest.mark.timeout(300)
-def test_reading_ahead_keeps_every_reply_and_leaves_little_prompt_to_evaluate():
+@pytest.mark.parametrize("educator_contexts", [1, 2])
+def test_reading_ahead_keeps_every_reply_and_leaves_little_prompt_to_evaluate(educator_contexts):
     plain, plain_new = _session(ahead=False)
-    ahead, ahead_new = _session(ahead=True)
+    ahead, ahead_new = _session(ahead=True, educator_contexts=educator_contexts)
     read = [s.get("next_read_ahead_tokens") for s in ahead["metadata"]["steps"]]
     for s in (*plain["metadata"]["steps"], *ahead["metadata"]["steps"]):
         s.pop("next_read_ahead_tokens", None)
@@ -68,13 +71,18 @@ def test_reading_ahead_keeps_every_reply_and_leaves_little_prompt_to_evaluate():
     assert ahead == plain
     steps = [s["step"] for s in plain["metadata"]["steps"]]
     assert steps == ["brief", "draft", "critique 1", "revision brief 1", "revision 1", "final note"]
-    # brief -> draft, draft -> critique, revision brief -> revision, revision -> final note were read ahead;
-    # the critique's and the revision brief's successors are the educator itself (one context), not read ahead
-    assert [bool(n) for n in read] == [True, True, False, True, True, False]
-    for i in (1, 2, 4, 5):  # the turns that were read: only their prompt's tail is left (a few template tokens)
-        assert ahead_new[i][1] <= 24 < plain_new[i][1], (steps[i], ahead_new[i], plain_new[i])
-    for i in (0, 3):  # the others evaluate what they always did
-        assert ahead_new[i] == plain_new[i]
+    # each turn's text is read into the turn that carries it: brief -> draft, draft -> critique, critique ->
+    # revision brief (the educator after itself: only with a second context), revision brief -> revision,
+    # revision -> final note; the final note is the last turn
+    two = educator_contexts == 2
+    assert [bool(n) for n in read] == [True, True, two, True, True, False]
+    # how far a read got when its writer stopped depends on the two threads' timing (a short reply can end
+    # before the reader caught up: the turn then evaluates the rest itself), so per turn only "never more than
+    # without it" holds (up to the last tokens a read leaves out); test_a_read_... checks the mechanism exactly
+    assert ahead_new[0] == plain_new[0]  # the first turn has nothing before it to read from
+    for (who, n), (_, m) in zip(ahead_new, plain_new):
+        assert n <= m + 2
+    assert sum(n for _, n in ahead_new) < sum(n for _, n in plain_new)
 
 
 @pytest.mark.timeout(120)
@@ -102,3 +110,41 @@ def test_a_wrong_guess_costs_time_only():
         finally:
             chat.close()
     assert replies[0] == replies[1] and replies[0]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("same_model", [False, True])
+def test_a_read_leaves_only_the_template_tail(same_model):
+    """Text read ahead (fed, then waited for) is held by the context the next turn is asked in, so that turn
+    evaluates only its template's tail. Another model's text goes to any free context; a model's own text
+    (``beside``: it writes it) to its second context, never the one it writes in."""
+    from distillery_assets.embedded import smollm2_gguf_path
+    from distillery_assets.poetry.gguf_chat import GGUFChat, common_prefix, prompt_tokens
+    from distillery_assets.poetry.settings import ModelSettings
+
+    system = "You are Wren, a poetry teacher."
+    writing = [{"role": "system", "content": system}, {"role": "user", "content": "Critique: 'the moon is a coin'."}]
+    critique = "The line leans on a worn image; find the coin's weight, its cold, the hand that spends it."
+    chat = GGUFChat(smollm2_gguf_path(), ModelSettings(n_ctx=512, n_threads=1), system=system,
+                    contexts=2 if same_model else 1)
+    try:
+        writer = chat.select(writing) if same_model else None
+        reader = chat.read_ahead(system, lambda text: "Your critique:\n" + text.lstrip(),
+                                 beside=writing if same_model else None)
+        assert reader is not None and reader.llm is not writer
+        assert chat.read_ahead(system, lambda t: t, beside=writing if same_model else None) is None  # all taken
+        held_by_writer = writer.n_tokens if same_model else None
+        reader.feed(critique)
+        target = len(reader._stable(critique))
+        deadline = time.monotonic() + 60
+        while reader.llm.n_tokens < target and reader.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert reader.close() > 0 and reader.error is None
+        assert not same_model or writer.n_tokens == held_by_writer  # the writer's context was left alone
+        following = [{"role": "system", "content": system},
+                     {"role": "user", "content": f"Your critique:\n{critique}\nBrief the poet on one change."}]
+        asked = chat.select(following)
+        prompt = prompt_tokens(asked, following)
+        assert asked is reader.llm and len(prompt) - common_prefix(asked.input_ids[:asked.n_tokens], prompt) <= 16
+    finally:
+        chat.close()
