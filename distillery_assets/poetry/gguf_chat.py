@@ -9,7 +9,8 @@ so a file whose EOS differs from its end-of-turn still stops at the end of the r
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from distillery_assets.poetry.session import Reply
@@ -104,6 +105,35 @@ READ_AHEAD_MIN_TOKENS = 8
 READ_AHEAD_CHUNK = 32
 """The most tokens one read-ahead evaluation takes, so closing it waits for at most one such chunk."""
 
+class _Gate:
+    """One read-ahead evaluation at a time in this process, the waiting one of lowest ``priority`` first: two
+    read-aheads of one turn (the educator's revision brief, then the final note that follows an approval) share
+    the one core beside the writer, chunk by chunk (measured: both at once slowed the writer's decode from
+    ~60-90 to ~36-40 tokens/s on two cores), the likelier turn first."""
+
+    def __init__(self):
+        self._cv = threading.Condition()
+        self._busy = False
+        self._waiting: list[int] = []
+
+    @contextmanager
+    def turn(self, priority: int) -> Iterator[None]:
+        with self._cv:
+            self._waiting.append(priority)
+            while self._busy or min(self._waiting) < priority:
+                self._cv.wait()
+            self._waiting.remove(priority)
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._busy = False
+                self._cv.notify_all()
+
+
+_READING = _Gate()
+
 
 class ReadAhead:
     """Evaluates the known beginning of a model's next prompt while another model is still writing the text
@@ -118,8 +148,9 @@ class ReadAhead:
     decode and this prefill use two cores at once."""
 
     def __init__(self, llm, system: str, user_prefix: Callable[[str], str], *, threads: int = 1, margin: int = 2,
-                 release: Callable[[], None] | None = None):
+                 release: Callable[[], None] | None = None, priority: int = 0):
         self.llm, self.system, self.user_prefix, self._release = llm, system, user_prefix, release
+        self.priority = int(priority)  # among read-aheads running at once, the lowest evaluates first
         self.threads, self.margin = int(threads), int(margin)
         self.evaluated = 0  # tokens this read-ahead put into the context
         self.error: BaseException | None = None
@@ -158,9 +189,12 @@ class ReadAhead:
                 tokens = self._stable(text)
                 keep = common_prefix(llm.input_ids[:llm.n_tokens], tokens)
                 if len(tokens) - keep >= READ_AHEAD_MIN_TOKENS:
-                    llm.n_tokens = keep
                     chunk = tokens[keep:keep + READ_AHEAD_CHUNK]
-                    llm.eval(chunk)
+                    with _READING.turn(self.priority):
+                        if self._closing:
+                            return
+                        llm.n_tokens = keep
+                        llm.eval(chunk)
                     self.evaluated += len(chunk)
                     if keep + len(chunk) < len(tokens):
                         continue  # more of this text to read: the next chunk, unless closed meanwhile
@@ -280,11 +314,13 @@ class GGUFChat:
         return Reply(text=text, finish_reason=finish)
 
     def read_ahead(self, system: str, user_prefix: Callable[[str], str], *,
-                   beside: list[dict[str, str]] | None = None) -> ReadAhead | None:
+                   beside: list[dict[str, str]] | None = None, priority: int = 0) -> ReadAhead | None:
         """Start evaluating this model's next prompt (``system``, then ``user_prefix(text so far)``) in a free
         context while the text is written (:class:`ReadAhead`); None when no context is free. ``beside``: this
         model writes that text itself, from these messages, so the context best for them is kept for it and
-        the read-ahead needs a second one (``contexts: 2``)."""
+        the read-ahead needs a second one (``contexts: 2``). ``priority``: see :class:`_Gate`."""
+        if not self.core_free():
+            return None
         free = self._free()
         if beside is not None:
             writer = self.select(beside)
@@ -295,7 +331,16 @@ class GGUFChat:
                                          {"role": "user", "content": user_prefix("")}])
         llm = max(free, key=lambda c: common_prefix(c.input_ids[:c.n_tokens], start))
         self._reserved.add(id(llm))
-        return ReadAhead(llm, system, user_prefix, release=lambda: self._reserved.discard(id(llm)))
+        return ReadAhead(llm, system, user_prefix, release=lambda: self._reserved.discard(id(llm)), priority=priority)
+
+    def core_free(self) -> bool:
+        """Whether a read-ahead would have a core to itself: with the thread policy's spare cores, when the rest
+        of the machine leaves one free (on two cores beside a busy process, reading ahead slowed the writer's
+        decode from ~78 to ~35 tokens/s and the whole session by a third: benchmarks/tutor.py); with fixed
+        thread counts, on any machine of more than one core."""
+        if self.spare.fixed:
+            return self.spare.cores > 1
+        return self.spare.check()[0] > 1
 
     def close(self) -> None:
         for llm in self.contexts:

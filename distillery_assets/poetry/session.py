@@ -70,19 +70,29 @@ def _verbatim(text: str) -> str:
 
 def _asker(steps: list[dict[str, Any]]):
     def ask(who: str, chat: Chat, system: str, user: str, step: str, params: Sampling,
-            ahead: Ahead | None = None) -> str:
+            ahead: Ahead | list[Ahead] | None = None) -> str:
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        reader = None
-        # read the next turn ahead when this chat streams its text and the next one has a free context for it
-        # (GGUFChat; the tutor's --swap holds one model at a time and its chats have no read_ahead); the same
-        # model reading its own next turn needs a second context (beside: the one this turn is written in)
-        if ahead is not None and getattr(chat, "streams_text", False) \
-                and callable(getattr(ahead[0], "read_ahead", None)):
-            reader = ahead[0].read_ahead(ahead[1], ahead[2], beside=messages if ahead[0] is chat else None)
+        readers = []
+        # read the next turn (or each turn that may come next) ahead when this chat streams its text and the
+        # next one has a free context and a free core for it (GGUFChat; the tutor's --swap holds one model at a
+        # time and its chats have no read_ahead); the same model reading its own next turn needs a context
+        # besides the one this turn is written in
+        if getattr(chat, "streams_text", False):
+            for rank, nxt in enumerate([ahead] if isinstance(ahead, tuple) else ahead or []):
+                if callable(getattr(nxt[0], "read_ahead", None)):  # the likelier next turn first (rank 0)
+                    reader = nxt[0].read_ahead(nxt[1], nxt[2], beside=messages if nxt[0] is chat else None,
+                                               priority=rank)
+                    if reader is not None:
+                        readers.append(reader)
+
+        def feed(text: str) -> None:
+            for r in readers:
+                r.feed(text)
+
         try:
-            raw = chat(messages, params, on_text=reader.feed) if reader else chat(messages, params)
+            raw = chat(messages, params, on_text=feed) if readers else chat(messages, params)
         finally:
-            read = reader.close() if reader else None
+            read = sum(r.close() for r in readers) if readers else None
         reply = raw if isinstance(raw, Reply) else Reply(str(raw))
         entry = {"step": step, "model": who, "finish_reason": reply.finish_reason, "chars": len(reply.text)}
         if read is not None:
@@ -116,13 +126,14 @@ def run_session(request: str, *, educator: Chat, poet: Chat, prompts: SessionPro
 
     While one model writes, the turn that will carry that text is read ahead (:data:`Ahead`,
     ``GGUFChat.read_ahead``): the educator's brief into the poet's draft, the draft into the educator's
-    critique, the critique into the revision brief (in the educator's second context, when it has one), the
-    revision brief into the poet's revision, the revision into the next critique or the final note. The turns,
+    critique, the critique into the revision brief (in the educator's second context, when it has one; the
+    final note, which follows a critique that approves, in a third), the revision brief into the poet's
+    revision, the revision into the next critique or the final note. The turns,
     prompts and replies are the same; only the next turn's first token comes sooner."""
     steps: list[dict[str, Any]] = []
     ask = _asker(steps)
 
-    def educate(user: str, step: str, params: Sampling, ahead: Ahead | None = None) -> str:
+    def educate(user: str, step: str, params: Sampling, ahead: Ahead | list[Ahead] | None = None) -> str:
         return ask("educator", educator, prompts.educator_system, user, step, params, ahead)
 
     def history_of(rounds: list[dict[str, Any]]) -> str:
@@ -137,13 +148,15 @@ def run_session(request: str, *, educator: Chat, poet: Chat, prompts: SessionPro
     approval = None
     for i in range(1, max_revisions + 1):
         history = history_of(rounds)
-        # the critique's text goes next into the revision brief (unless it approves: then a wrong guess, which
-        # costs the other context's time only)
+        # the critique's text goes next into the revision brief; if it approves, the final note comes instead,
+        # whose prompt is known already (each read in a context of its own, when the educator has them)
         revision_next = (educator, prompts.educator_system,
                          _prefix(prompts.revision_brief, "session_revision_brief", "critique", brief=brief,
                                  draft=draft))
+        note_prompt = render(prompts.final_note, name="session_final_note", draft=draft)
+        note_next = (educator, prompts.educator_system, lambda text: note_prompt)
         critique = educate(render(prompts.critique, name="session_critique", brief=brief, history=history,
-                                  draft=draft), f"critique {i}", sampling.critique, revision_next)
+                                  draft=draft), f"critique {i}", sampling.critique, [revision_next, note_next])
         rounds.append({"iteration": i, "draft": draft, "critique": critique, "verse": verse_verdict(draft).verse,
                        "critique_echoes_draft": echoes(critique, draft)})
         approval = approved(critique, approval_phrases)

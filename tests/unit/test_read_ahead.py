@@ -60,7 +60,7 @@ def _session(ahead: bool, educator_contexts: int = 1):
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("educator_contexts", [1, 2])
+@pytest.mark.parametrize("educator_contexts", [1, 3])
 def test_reading_ahead_keeps_every_reply_and_leaves_little_prompt_to_evaluate(educator_contexts):
     plain, plain_new = _session(ahead=False)
     ahead, ahead_new = _session(ahead=True, educator_contexts=educator_contexts)
@@ -72,9 +72,9 @@ def test_reading_ahead_keeps_every_reply_and_leaves_little_prompt_to_evaluate(ed
     steps = [s["step"] for s in plain["metadata"]["steps"]]
     assert steps == ["brief", "draft", "critique 1", "revision brief 1", "revision 1", "final note"]
     # each turn's text is read into the turn that carries it: brief -> draft, draft -> critique, critique ->
-    # revision brief (the educator after itself: only with a second context), revision brief -> revision,
-    # revision -> final note; the final note is the last turn
-    two = educator_contexts == 2
+    # revision brief (the educator after itself: only with a second context; a third reads the final note that
+    # would follow an approval), revision brief -> revision, revision -> final note; the final note is last
+    two = educator_contexts > 1
     assert [bool(n) for n in read] == [True, True, two, True, True, False]
     # how far a read got when its writer stopped depends on the two threads' timing (a short reply can end
     # before the reader caught up: the turn then evaluates the rest itself), so per turn only "never more than
@@ -146,5 +146,40 @@ def test_a_read_leaves_only_the_template_tail(same_model):
         asked = chat.select(following)
         prompt = prompt_tokens(asked, following)
         assert asked is reader.llm and len(prompt) - common_prefix(asked.input_ids[:asked.n_tokens], prompt) <= 16
+    finally:
+        chat.close()
+
+
+class _Meter:
+    """A CoreMeter stand-in: the rest of the machine keeps ``others`` cores busy."""
+
+    def __init__(self, others: float):
+        self.value = others
+
+    def others(self) -> float:
+        return self.value
+
+
+@pytest.mark.timeout(120)
+def test_no_read_ahead_without_a_free_core():
+    """With the thread policy's spare cores, a read-ahead starts only when the rest of the machine leaves a core
+    free: beside a busy process it would take the writer's core (measured: decode ~78 -> ~35 tokens/s)."""
+    from distillery_assets.embedded import smollm2_gguf_path
+    from distillery_assets.poetry.gguf_chat import GGUFChat
+    from distillery_assets.poetry.settings import ModelSettings
+    from distillery_assets.threads import SpareCores
+
+    chat = GGUFChat(smollm2_gguf_path(), ModelSettings(n_ctx=256))
+    try:
+        meter, now = _Meter(1.0), [100.0]
+        chat.spare = SpareCores(1, 2, meter=meter, interval=2.0, clock=lambda: now[0])
+        now[0] += 5
+        assert chat.read_ahead("system", lambda text: text) is None  # one core busy elsewhere: none
+        meter.value, now[0] = 0.05, now[0] + 5
+        reader = chat.read_ahead("system", lambda text: text)  # the other core idle again
+        assert reader is not None
+        reader.close()
+        chat.spare = SpareCores(1, 1, fixed=True)
+        assert chat.read_ahead("system", lambda text: text) is None  # a one-core machine never reads ahead
     finally:
         chat.close()
