@@ -334,12 +334,14 @@ class SpareCores:
         self.thread_seconds: dict[int, float] = {}
         self._since = clock()
 
-    def check(self) -> tuple[int, bool]:
-        """The thread count now, and whether it changed since the last call (re-measured once per interval)."""
+    def check(self, *, now_if_unmeasured: bool = False) -> tuple[int, bool]:
+        """The thread count now, and whether it changed since the last call (re-measured once per interval).
+        ``now_if_unmeasured``: before the first reading, measure now rather than wait for it to fall due (the
+        meter still needs 0.2 s since it was made)."""
         if self.fixed:
             return self.threads, False
         now = self._clock()
-        if now < self._due:
+        if now < self._due and not (now_if_unmeasured and self.others is None):
             return self.threads, False
         self._due = now + self._interval
         others = self._meter.others()

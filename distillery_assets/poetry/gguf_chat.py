@@ -236,12 +236,14 @@ class GGUFChat:
             raise FileNotFoundError(f"GGUF file not found: {path}")
         s = settings or ModelSettings()
         self.path = path
-        load = dict(model_path=str(path), n_ctx=s.n_ctx, **llama_threads(s.n_threads, s.n_threads_batch),
-                    n_gpu_layers=s.n_gpu_layers, verbose=False)
-        self.llm = Llama(**load)  # the context of the turn being asked (select() picks it)
+        def load():
+            return Llama(model_path=str(path), n_ctx=s.n_ctx, **llama_threads(s.n_threads, s.n_threads_batch),
+                         n_gpu_layers=s.n_gpu_layers, verbose=False)
+
+        self.llm = load()  # the context of the turn being asked (select() picks it)
         # more contexts on the same file: its weights are memory-mapped, so they share one copy in the page cache
         # (on a GPU, n_gpu_layers > 0, each context uploads its own)
-        self.contexts = [self.llm] + [Llama(**load) for _ in range((contexts or s.contexts) - 1)]
+        self.contexts = [self.llm] + [load() for _ in range((contexts or s.contexts) - 1)]
         self._reserved: set[int] = set()  # contexts a read-ahead is filling
         # prompt threads per turn: the policy's, plus a core nobody else is using (fixed when the settings say)
         self.spare = spare_cores(s.n_threads or s.n_threads_batch)
@@ -340,7 +342,7 @@ class GGUFChat:
         thread counts, on any machine of more than one core."""
         if self.spare.fixed:
             return self.spare.cores > 1
-        return self.spare.check()[0] > 1
+        return self.spare.check(now_if_unmeasured=True)[0] > 1  # a session's first turn comes right after load
 
     def close(self) -> None:
         for llm in self.contexts:

@@ -113,11 +113,19 @@ def draft_for_request(request: str, *, educator: Chat, poet: Chat, prompts: Sess
     brief = ask("educator", educator, prompts.educator_system,
                 render(prompts.brief, name="session_brief", request=request), "brief", sampling.brief,
                 ahead=(poet, prompts.poet_system, _verbatim))
-    critique_next = None if critique_history is None else (
-        educator, prompts.educator_system,
-        _prefix(prompts.critique, "session_critique", "draft", brief=brief, history=critique_history))
+    critique_next = None if critique_history is None else _draft_readers(educator, prompts, brief, critique_history)
     draft = ask("poet", poet, prompts.poet_system, brief, "draft", sampling.draft, ahead=critique_next)
     return brief, draft
+
+
+def _draft_readers(educator: Chat, prompts: SessionPrompts, brief: str, history: str) -> list[Ahead]:
+    """What a draft is read into while the poet writes it: the critique that follows (first), and the start of
+    the revision brief after that critique (brief and draft: then, while the critique is written, only the
+    critique is left to read into it)."""
+    return [(educator, prompts.educator_system,
+             _prefix(prompts.critique, "session_critique", "draft", brief=brief, history=history)),
+            (educator, prompts.educator_system,
+             _prefix(prompts.revision_brief, "session_revision_brief", "draft", brief=brief, critique=""))]
 
 
 def run_session(request: str, *, educator: Chat, poet: Chat, prompts: SessionPrompts, sampling: StepSampling,
@@ -168,10 +176,10 @@ def run_session(request: str, *, educator: Chat, poet: Chat, prompts: SessionPro
                              ahead=(poet, prompts.poet_system, _verbatim))
         rounds[-1]["revision_brief"] = revision_brief
         # the revision's text goes next into the next round's critique, or into the final note
-        following = (_prefix(prompts.critique, "session_critique", "draft", brief=brief, history=history_of(rounds))
-                     if i < max_revisions else _prefix(prompts.final_note, "session_final_note", "draft"))
+        following = (_draft_readers(educator, prompts, brief, history_of(rounds)) if i < max_revisions else
+                     [(educator, prompts.educator_system, _prefix(prompts.final_note, "session_final_note", "draft"))])
         draft = ask("poet", poet, prompts.poet_system, revision_brief, f"revision {i}", sampling.revision,
-                    ahead=(educator, prompts.educator_system, following))
+                    ahead=following)
     note = educate(render(prompts.final_note, name="session_final_note", draft=draft), "final note",
                    sampling.final_note)
     final = verse_verdict(draft)

@@ -310,6 +310,20 @@ def test_spare_cores_rechecks_once_per_interval_and_says_where_the_time_went():
                                "thread_seconds": {"1": 1.0, "2": 4.0}, "changes": 2}
 
 
+def test_spare_cores_measure_at_once_before_the_first_reading_when_asked():
+    """The tutor's first turn comes right after the models load: asked with now_if_unmeasured, the first
+    reading is taken then instead of half a second later; later readings keep their interval."""
+    now = [0.0]
+    spare = T.SpareCores(1, 2, meter=_Meter([0.05, 1.0]), interval=2.0, clock=lambda: now[0])
+    now[0] = 0.3
+    assert spare.check() == (1, False)  # not due yet
+    assert spare.check(now_if_unmeasured=True) == (2, True)
+    now[0] = 0.4
+    assert spare.check(now_if_unmeasured=True) == (2, False)  # measured once: the interval holds again
+    now[0] = 2.4
+    assert spare.check(now_if_unmeasured=True) == (1, True)
+
+
 def test_spare_cores_stay_fixed_where_a_count_was_chosen(monkeypatch):
     _clean(monkeypatch)
     monkeypatch.delenv(T.ENV_ADAPT, raising=False)
