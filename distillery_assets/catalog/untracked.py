@@ -75,12 +75,7 @@ def find_untracked(known: Sequence[Known], *, folders: Iterable[Path], trees: It
 
 
 def _common(a: tuple[str, ...], b: tuple[str, ...]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+    return len(os.path.commonprefix([a, b]))  # element-wise on any sequences, path parts here
 
 
 def _infer(path: Path, root: Path, known: Sequence[Known]) -> Untracked:

@@ -8,6 +8,7 @@ so a file whose EOS differs from its end-of-turn still stops at the end of the r
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -91,12 +92,8 @@ def prompt_tokens(llm, messages: list[dict[str, str]]) -> list[int]:
 
 
 def common_prefix(a, b) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+    """How many leading tokens two token sequences share (lists, tuples or numpy slices)."""
+    return len(os.path.commonprefix([list(a), list(b)]))
 
 
 READ_AHEAD_MIN_TOKENS = 8
