@@ -73,23 +73,23 @@ def _asker(steps: list[dict[str, Any]]):
             ahead: Ahead | list[Ahead] | None = None) -> str:
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         readers = []
-        # read the next turn (or each turn that may come next) ahead when this chat streams its text and the
-        # next one has a free context and a free core for it (GGUFChat; the tutor's --swap holds one model at a
-        # time and its chats have no read_ahead); the same model reading its own next turn needs a context
-        # besides the one this turn is written in
-        if getattr(chat, "streams_text", False):
-            for rank, nxt in enumerate([ahead] if isinstance(ahead, tuple) else ahead or []):
-                if callable(getattr(nxt[0], "read_ahead", None)):  # the likelier next turn first (rank 0)
-                    reader = nxt[0].read_ahead(nxt[1], nxt[2], beside=messages if nxt[0] is chat else None,
-                                               priority=rank)
-                    if reader is not None:
-                        readers.append(reader)
 
         def feed(text: str) -> None:
             for r in readers:
                 r.feed(text)
 
         try:
+            # read the next turn (or each turn that may come next) ahead when this chat streams its text and the
+            # next one has a free context and a free core for it (GGUFChat; the tutor's --swap holds one model
+            # at a time and its chats have no read_ahead); the same model reading its own next turn needs a
+            # context besides the one this turn is written in
+            if getattr(chat, "streams_text", False):
+                for rank, nxt in enumerate([ahead] if isinstance(ahead, tuple) else ahead or []):
+                    if callable(getattr(nxt[0], "read_ahead", None)):  # the likelier next turn first (rank 0)
+                        reader = nxt[0].read_ahead(nxt[1], nxt[2], beside=messages if nxt[0] is chat else None,
+                                                   priority=rank)
+                        if reader is not None:
+                            readers.append(reader)
             raw = chat(messages, params, on_text=feed) if readers else chat(messages, params)
         finally:
             read = sum(r.close() for r in readers) if readers else None
