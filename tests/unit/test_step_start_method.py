@@ -12,7 +12,7 @@ import json
 import subprocess
 import sys
 
-from assets.dead_runs import FORKSERVER, LIGHT_STEPS, default_max_concurrent, with_run_defaults
+from assets.dead_runs import FORKSERVER, LIGHT_STEPS, PRELOAD, default_max_concurrent, with_run_defaults
 from distillery_assets.threads import model_slots
 from distillery_assets.paths import repo_root
 
@@ -47,8 +47,18 @@ def test_the_config_given_is_not_changed_in_place():
     assert given == {"multiprocess": {"retries": {"enabled": {}}}}
 
 
+def test_the_forkserver_preloads_the_code_location():
+    """Dagster preloads the job's module only for a module code pointer, which the CLI's ``-m`` is not: without
+    the explicit list every forked step imported the code location again."""
+    preload = FORKSERVER["forkserver"]["preload_modules"]
+    assert preload[0] == "dagster._core.executor.multiprocess" and "distillery_assets.definitions" in preload
+    assert with_run_defaults({"multiprocess": {}})["multiprocess"]["start_method"]["forkserver"]["preload_modules"] \
+        == preload
+
+
 def test_importing_the_code_location_starts_no_thread_and_loads_no_native_runtime():
-    code = ("import sys, threading, distillery_assets.definitions, json; "
+    code = ("import sys, threading, importlib, json; "
+            f"[importlib.import_module(m) for m in {list(PRELOAD)!r}]; "
             "print(json.dumps({'threads': threading.active_count(), "
             "'loaded': [m for m in ('torch', 'llama_cpp', 'transformers') if m in sys.modules]}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=repo_root(), capture_output=True, text=True,
