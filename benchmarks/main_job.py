@@ -13,6 +13,9 @@ of every process the demo started (``getrusage(RUSAGE_CHILDREN)``: Dagster's ste
 * ``dagster``: the new thread policy with Dagster's executor defaults (isolates what the run defaults save);
 * ``share``: as ``new`` but each model step keeps its fixed share of the cores (``DISTILLERY_THREADS_ADAPT=0``:
   no spare core taken; isolates what ``threads.SpareCores`` saves);
+* ``nopreload``: as ``new`` but the forkserver preloads only ``dagster`` (what Dagster itself preloads for a job
+  loaded with ``-m``; isolates what ``assets/dead_runs.py``'s ``PRELOAD`` saves: each step imported the code
+  location again);
 * ``new``: no variable: ``distillery_assets/threads.py`` decides (``python -m distillery_assets.threads``: each
   step's share, plus a core nobody else uses), and this project's run defaults (``assets/dead_runs.py``: steps
   forked from a forkserver, the model slots plus two step processes at once). The poet chain's
@@ -52,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 BUSY_BOUND_S = 3 * 3600
 
 
-POLICIES = ("old", "dagster", "share", "new")
+POLICIES = ("old", "dagster", "share", "nopreload", "new")
 
 
 def dagster_defaults_config() -> str:
@@ -74,6 +77,11 @@ def policy_env(name: str, out: Path) -> dict[str, str]:
     if name in ("old", "dagster"):
         config = out / "dagster-defaults.yaml"
         config.write_text(dagster_defaults_config(), encoding="utf-8")
+        env["DEMO_RUN_CONFIG"] = str(config)
+    if name == "nopreload":
+        config = out / "forkserver-dagster-preload.yaml"
+        config.write_text("execution:\n  config:\n    multiprocess:\n      start_method:\n        forkserver:\n"
+                          "          preload_modules: [dagster]\n", encoding="utf-8")
         env["DEMO_RUN_CONFIG"] = str(config)
     return env
 
@@ -176,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     def get(n, c):
         return results.get((n, c))
 
-    for base in ("old", "dagster", "share"):
+    for base in ("old", "dagster", "share", "nopreload"):
         if get(base, "idle") and get("new", "idle"):
             print(f"new idle / {base} idle: wall {get('new', 'idle')['wall_s'] / get(base, 'idle')['wall_s']:.2f}"
                   + (" (goal <= 0.5)" if base == "old" else "")
