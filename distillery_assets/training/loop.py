@@ -163,20 +163,46 @@ def _autocast(device_type: str, autocast: str | None):
     return torch.autocast(device_type=device_type, dtype=getattr(torch, AUTOCAST_DTYPES[autocast]))
 
 
+HEAD_ON_LABELS_ONLY = ("LlamaForCausalLM",)
+"""Architectures whose logits are exactly ``lm_head(decoder(...).last_hidden_state)`` (no scaling, no soft cap),
+so :func:`token_nll` may run the output head on the label positions only. SmolLM2, Llama 3.1 and the thyme
+transformer are all ``LlamaForCausalLM``; anything else takes the whole model's logits."""
+
+
+def _decoder_and_head(model: Any) -> tuple[Any, Any] | None:
+    """(decoder, output head) of a :data:`HEAD_ON_LABELS_ONLY` model, through a PEFT wrapper (LoRA layers sit in
+    the decoder's modules, so the decoder alone runs them), else None."""
+    base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    if type(base).__name__ not in HEAD_ON_LABELS_ONLY:
+        return None
+    return base.get_decoder(), base.get_output_embeddings()
+
+
 def token_nll(model: Any, batch: dict[str, Any], autocast: str | None = None) -> tuple[Any, int]:
     """Summed next-token NLL over label tokens, and how many there were. With ``autocast`` (``bf16`` or
-    ``fp16``) the forward pass runs under ``torch.autocast``; the loss is taken in fp32 either way."""
+    ``fp16``) the forward pass runs under ``torch.autocast``; the loss is taken in fp32 either way.
+
+    Only the positions that predict a label need logits. For a :data:`HEAD_ON_LABELS_ONLY` model whose batch
+    has unlabelled positions (a chat example's prompt: about two thirds of the poet's tokens), the output head
+    runs on the label positions alone: the same loss and gradients (up to float rounding,
+    ``tests/unit/test_training_loop.py``) for about 16% less work per step on SmolLM2-135M, whose 49,152-word
+    head is a fifth of the model (measured: 8.9 s -> 7.5 s for a LoRA forward+backward of 4 x 240 tokens with
+    a third of them labels, one thread). Any other model, or a batch labelled everywhere, takes all logits."""
     import torch.nn.functional as F
 
-    with _autocast(batch["input_ids"].device.type, autocast):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    shift_logits = logits[:, :-1, :].float()
     shift_labels = batch["labels"][:, 1:]
-    total = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
-        ignore_index=IGNORE, reduction="sum",
-    )
-    return total, int((shift_labels != IGNORE).sum())
+    keep = shift_labels != IGNORE
+    parts = _decoder_and_head(model)
+    with _autocast(batch["input_ids"].device.type, autocast):
+        if parts is None or bool(keep.all()):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits, targets = logits[:, :-1, :].reshape(-1, logits.size(-1)), shift_labels.reshape(-1)
+        else:
+            decoder, head = parts
+            hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+            logits, targets = head(hidden[:, :-1][keep]), shift_labels[keep]
+    total = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE, reduction="sum")
+    return total, int(keep.sum())
 
 
 def evaluate_loss(model: Any, examples: list[Example], *, batch_size: int, pad_id: int, device: str) -> float:

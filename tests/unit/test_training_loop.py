@@ -243,3 +243,87 @@ def test_patience_stops_a_run_that_no_longer_improves_and_a_later_run_without_it
     assert [e["val_loss"] for e in carried.history.epochs] == pytest.approx(val_losses, rel=1e-6)
     for a, b in zip(carried_model.parameters(), straight.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def _tiny_llama(lora: bool):
+    """A real ``LlamaForCausalLM`` small enough for a unit test, with LoRA adapters when asked (as lora.py)."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    model = transformers.LlamaForCausalLM(config)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                                                 init_lora_weights=False))  # non-zero B: the adapters matter
+    return model
+
+
+def _chat_batch(rows: int = 3, width: int = 20):
+    """Prompt tokens unlabelled, reply tokens labelled, right padding: the shape chat_data.collate makes."""
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 97, (rows, width), generator=gen)
+    mask = torch.ones_like(ids)
+    labels = torch.full_like(ids, IGNORE)
+    for r, (start, end) in enumerate([(8, 20), (5, 14), (12, 17)][:rows]):
+        labels[r, start:end] = ids[r, start:end]
+        mask[r, end:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _full_logits_nll(model, batch):
+    """The reference: every position's logits from the model's own forward, then the labelled ones."""
+    import torch.nn.functional as F
+
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["labels"][:, 1:].reshape(-1),
+                           ignore_index=IGNORE, reduction="sum")
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_output_head_runs_on_label_positions_only_with_the_same_loss_and_gradients(lora):
+    from distillery_assets.training.loop import token_nll
+
+    model = _tiny_llama(lora)
+    batch = _chat_batch()
+    rows_seen = []
+    head = (model.get_base_model() if lora else model).get_output_embeddings()
+    hook = head.register_forward_hook(lambda mod, args, out: rows_seen.append(args[0].reshape(-1, 32).shape[0]))
+    try:
+        nll, n = token_nll(model, batch)
+    finally:
+        hook.remove()
+    labelled = int((batch["labels"][:, 1:] != IGNORE).sum())
+    assert n == labelled and rows_seen == [labelled]  # not 3 x 19 positions
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(nll, trainable)
+    ref = _full_logits_nll(model, batch)
+    ref_grads = torch.autograd.grad(ref, trainable)
+    assert float(nll.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r, rtol=1e-4, atol=1e-6)
+
+
+def test_a_batch_labelled_everywhere_and_other_models_take_every_logit():
+    from distillery_assets.training.loop import token_nll
+
+    model = _tiny_llama(False)
+    batch = _chat_batch()
+    batch["labels"] = batch["input_ids"].clone()  # a from-scratch LM: every next token is a label
+    rows_seen = []
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda mod, args, out: rows_seen.append(args[0].reshape(-1, 32).shape[0]))
+    try:
+        nll, n = token_nll(model, batch)
+    finally:
+        hook.remove()
+    assert rows_seen == [3 * 20] and n == 3 * 19
+    assert float(nll) == pytest.approx(float(_full_logits_nll(model, batch)), rel=1e-6)
+
+    tiny = _fresh_model()  # not a LlamaForCausalLM: its own forward, as before
+    ids = torch.tensor([[1, 2, 3, 4]])
+    nll, n = token_nll(tiny, {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                              "labels": torch.tensor([[IGNORE, IGNORE, 3, 4]])})
+    assert n == 2 and float(nll) > 0
