@@ -119,13 +119,17 @@ def draft_for_request(request: str, *, educator: Chat, poet: Chat, prompts: Sess
 
 
 def _draft_readers(educator: Chat, prompts: SessionPrompts, brief: str, history: str) -> list[Ahead]:
-    """What a draft is read into while the poet writes it: the critique that follows (first), and the start of
+    """What a draft is read into while the poet writes it: the critique that follows (first), the start of
     the revision brief after that critique (brief and draft: then, while the critique is written, only the
-    critique is left to read into it)."""
+    critique is left to read into it), and the final note that follows instead when the critique approves (the
+    draft: then only the note's closing instruction is left to read while the critique is written; an approving
+    critique is short, and reading the whole note's prompt behind it left ~100 tokens for the note's turn).
+    Each gets a context of its own while the educator has one free (``contexts: 3`` in inference.yaml)."""
     return [(educator, prompts.educator_system,
              _prefix(prompts.critique, "session_critique", "draft", brief=brief, history=history)),
             (educator, prompts.educator_system,
-             _prefix(prompts.revision_brief, "session_revision_brief", "draft", brief=brief, critique=""))]
+             _prefix(prompts.revision_brief, "session_revision_brief", "draft", brief=brief, critique="")),
+            (educator, prompts.educator_system, _prefix(prompts.final_note, "session_final_note", "draft"))]
 
 
 def run_session(request: str, *, educator: Chat, poet: Chat, prompts: SessionPrompts, sampling: StepSampling,

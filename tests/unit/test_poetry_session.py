@@ -57,3 +57,21 @@ def test_plain_string_replies_and_approval_helper():
     assert s["metadata"]["critique_rounds"] == 1 and s["metadata"]["steps"][0]["finish_reason"] is None
     assert approved("Nothing left to cut.", ["nothing left to cut"]) == "nothing left to cut"
     assert approved("keep going", ["this is ready"]) is None
+
+
+def test_a_draft_is_read_into_the_critique_the_revision_brief_and_the_final_note():
+    """While the poet writes a draft, the educator's next turns that carry it are read ahead: the critique, the
+    revision brief after it, and the final note that comes instead when the critique approves (an approving
+    critique is short: reading the note's whole prompt behind it left ~100 tokens to its own turn)."""
+    from distillery_assets.poetry.session import _draft_readers
+
+    cfg = PoetryConfig()
+    prompts = session_prompts(cfg)
+    educator = object()
+    readers = _draft_readers(educator, prompts, "BRIEF", "")
+    assert [r[0] for r in readers] == [educator] * 3 and {r[1] for r in readers} == {prompts.educator_system}
+    critique, revision_brief, note = (r[2]("DRAFT SO FAR") for r in readers)
+    full_note = prompts.final_note.format(draft="DRAFT SO FAR")
+    assert full_note.startswith(note) and note.endswith("DRAFT SO FAR")
+    assert prompts.critique.format(brief="BRIEF", history="", draft="DRAFT SO FAR").startswith(critique)
+    assert revision_brief.endswith("DRAFT SO FAR") and "BRIEF" in revision_brief

@@ -15,7 +15,7 @@ SAMPLING = StepSampling(brief=SHORT, critique=SHORT, revision_brief=SHORT, final
                         revision=SHORT)
 
 
-def _session(ahead: bool, educator_contexts: int = 1):
+def _session(ahead: bool, educator_contexts: int = 1, approve: bool = False):
     """One session with one critique round; each turn records the prompt tokens its own completion had to
     evaluate (its prompt less what the model's context held when it was asked)."""
     from distillery_assets.embedded import smollm2_gguf_path
@@ -50,7 +50,8 @@ def _session(ahead: bool, educator_contexts: int = 1):
 
     try:
         session = run_session("Write a poem about winter light", educator=counted(educator, "educator"),
-                              poet=counted(poet, "poet"), prompts=prompts, sampling=SAMPLING, max_revisions=1)
+                              poet=counted(poet, "poet"), prompts=prompts, sampling=SAMPLING, max_revisions=1,
+                              approval_phrases=[" "] if approve else ())  # " ": any critique of words approves
         for llm in educator.contexts:  # a read-ahead gives its context's threads back
             assert (llm.n_threads, llm.n_threads_batch) == (1, 1)
     finally:
@@ -83,6 +84,27 @@ def test_reading_ahead_keeps_every_reply_and_leaves_little_prompt_to_evaluate(ed
     for (who, n), (_, m) in zip(ahead_new, plain_new):
         assert n <= m + 2
     assert sum(n for _, n in ahead_new) < sum(n for _, n in plain_new)
+
+
+@pytest.mark.timeout(300)
+def test_the_final_note_after_an_approving_critique_was_read_during_the_draft_and_the_critique():
+    """The turns after an approving critique: the replies are the same with reading ahead, the draft is read
+    while the poet writes it and the critique while the educator writes it, and the final note that comes
+    instead of a revision brief finds its prompt read (in the educator's third context). That the draft goes
+    into the note's context too is pinned by ``test_poetry_session.py``; the mechanism (a fed and waited read
+    leaves only the template's tail) by ``test_a_read_leaves_only_the_template_tail``."""
+    plain, plain_new = _session(ahead=False, approve=True)
+    ahead, ahead_new = _session(ahead=True, educator_contexts=3, approve=True)
+    read = [s.get("next_read_ahead_tokens") for s in ahead["metadata"]["steps"]]
+    for s in (*plain["metadata"]["steps"], *ahead["metadata"]["steps"]):
+        s.pop("next_read_ahead_tokens", None)
+    assert ahead == plain
+    assert [s["step"] for s in plain["metadata"]["steps"]] == ["brief", "draft", "critique 1", "final note"]
+    assert [bool(n) for n in read] == [True, True, True, False]  # the draft: critique, revision brief and note
+    for (_, n), (_, m) in zip(ahead_new, plain_new):
+        assert n <= m + 2
+    # the note's turn: the draft it carries was read (timing decides only how much of the rest)
+    assert ahead_new[-1][1] < plain_new[-1][1]
 
 
 @pytest.mark.timeout(120)
