@@ -23,6 +23,8 @@ Variants (same requests, same models):
 * ``new``: what the tutor does now: ``noahead``, and while one model writes, the other reads ahead the turn
   that will carry the text (``GGUFChat.read_ahead``: the draft into the critique's prompt, the brief into the
   draft's), so that turn's prompt is mostly evaluated before it is asked;
+* ``nonote``: ``new`` as it was before the draft was also read into the final note's context (the note that
+  follows an approving critique then had only the critique's time to be read);
 * ``--extra D/B``: the new loading with D decode / B prompt threads (e.g. ``1/2``: a second prompt thread).
 
 ``busy``: one ``yes > /dev/null`` beside the cell (started before, killed after; bounded by ``timeout``).
@@ -105,6 +107,11 @@ def worker(spec: dict) -> dict:
             call.streams_text, call.read_ahead = True, chat.read_ahead
         return call
 
+    if not spec.get("note_draft", True):  # "nonote": a draft is read into the critique and revision brief only
+        from distillery_assets.poetry import session as session_module
+
+        readers = session_module._draft_readers
+        session_module._draft_readers = lambda *args: readers(*args)[:2]
     _wait_for_go()
     try:
         for request in spec["requests"]:
@@ -138,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-busy", dest="busy", action="store_false", help="idle cells only")
     parser.add_argument("--only", nargs="*", metavar="NAME", help="run only these variants (e.g. new old), in order")
     parser.add_argument("--steps", action="store_true", help="print every step, not only the summary per cell")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="cells per variant, taken in turn (a machine whose speed drifts: compare pooled "
+                             "figures of interleaved cells); the per-turn table pools them")
     parser.add_argument("--json", type=Path, help="write every figure here")
     args = parser.parse_args(argv)
     if args.worker:
@@ -158,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     variants = {"old": {"n_threads": 2, "n_threads_batch": 2, "prime": False},
                 "share": {"n_threads": p.decode, "n_threads_batch": p.batch, "prime": True},
                 "noahead": {"n_threads": None, "n_threads_batch": None, "prime": True},
-                "new": {"n_threads": None, "n_threads_batch": None, "prime": True, "ahead": True}}
+                "new": {"n_threads": None, "n_threads_batch": None, "prime": True, "ahead": True},
+                "nonote": {"n_threads": None, "n_threads_batch": None, "prime": True, "ahead": True,
+                           "note_draft": False}}
     for extra in args.extra:
         d, _, b = extra.partition("/")
         variants[f"new {extra}"] = {"n_threads": int(d), "n_threads_batch": int(b or d), "prime": True,
@@ -179,40 +191,58 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     cells = {}
-    for condition in ("idle", "busy") if args.busy else ("idle",):
-        for name, v in variants.items():
-            spec = {**v, "educator": str(models[0]), "poet": str(models[1]), "requests": requests,
-                    "revisions": args.revisions}
-            r = run_cell(spec, 1, condition == "busy", script=__file__)[0]
-            steps = r["steps"]
-            firsts = [s["first_token_ms"] for s in steps if s["first_token_ms"] is not None]
-            rates = [s["tokens_per_s"] for s in steps if s["tokens_per_s"]]
-            summary = {"load_s": r["load_s"], "primed_tokens": r["primed_tokens"],
-                       "first_ms_median": statistics.median(firsts) if firsts else None,
-                       "first_ms_max": max(firsts) if firsts else None,
-                       "first_ms_first_step": firsts[0] if firsts else None,
-                       "tps_min": min(rates) if rates else None,
-                       "tps_median": statistics.median(rates) if rates else None,
-                       "prompt_tokens_median": statistics.median(s["prompt_n"] for s in steps),
-                       "load_average": load_average(), "steps": steps}
-            cells[f"{name}/{condition}"] = summary
-            f = lambda x, spec_: format(x, spec_) if x is not None else "n/a"  # noqa: E731
-            threads = "auto" if v["n_threads"] is None else f"{v['n_threads']}/{v['n_threads_batch']}"
-            print(f"{name:<10} {threads:<4} {condition:<9} {r['load_s']:>6.2f} "
-                  f"{'+'.join(map(str, r['primed_tokens'])):>7} {len(steps):>5} "
-                  f"{f(summary['prompt_tokens_median'], '.0f'):>10} {f(summary['first_ms_median'], '.0f'):>12} "
-                  f"{f(summary['first_ms_max'], '.0f'):>12} {f(summary['tps_min'], '.1f'):>9} "
-                  f"{f(summary['tps_median'], '.1f'):>9}  {summary['load_average']}  prompt threads "
-                  f"{'/'.join(str(n) for n in sorted({s['prompt_threads'] for s in steps}))}", flush=True)
-            if args.steps:
-                for s in steps:
-                    print(f"    {s.get('step', '?'):<18} {s['model']:<8} prompt {s['prompt_n']:>4} tok "
-                          f"({s['prompt_threads']} thr)  first "
-                          f"{f(s['first_token_ms'], '.0f'):>5} ms ({f(s['first_token_cpu_ms'], '.0f'):>4} ms CPU)  "
-                          f"{f(s['tokens_per_s'], '.1f'):>6} tok/s  "
-                          f"{s['decode_n']:>4} tok"
-                          + (f"  (read {s['read_ahead_next']} tok of the next turn ahead)"
-                             if s.get("read_ahead_next") else ""))
+    conditions = ("idle", "busy") if args.busy else ("idle",)
+    for condition, rnd, (name, v) in [(c, r, nv) for c in conditions for r in range(args.rounds)
+                                      for nv in variants.items()]:
+        spec = {**v, "educator": str(models[0]), "poet": str(models[1]), "requests": requests,
+                "revisions": args.revisions}
+        r = run_cell(spec, 1, condition == "busy", script=__file__)[0]
+        steps = r["steps"]
+        firsts = [s["first_token_ms"] for s in steps if s["first_token_ms"] is not None]
+        rates = [s["tokens_per_s"] for s in steps if s["tokens_per_s"]]
+        summary = {"load_s": r["load_s"], "primed_tokens": r["primed_tokens"],
+                   "first_ms_median": statistics.median(firsts) if firsts else None,
+                   "first_ms_max": max(firsts) if firsts else None,
+                   "first_ms_first_step": firsts[0] if firsts else None,
+                   "tps_min": min(rates) if rates else None,
+                   "tps_median": statistics.median(rates) if rates else None,
+                   "prompt_tokens_median": statistics.median(s["prompt_n"] for s in steps),
+                   "load_average": load_average(), "steps": steps}
+        cells[f"{name}/{condition}" + (f"#{rnd + 1}" if args.rounds > 1 else "")] = summary
+        f = lambda x, spec_: format(x, spec_) if x is not None else "n/a"  # noqa: E731
+        threads = "auto" if v["n_threads"] is None else f"{v['n_threads']}/{v['n_threads_batch']}"
+        print(f"{name:<10} {threads:<4} {condition:<9} {r['load_s']:>6.2f} "
+              f"{'+'.join(map(str, r['primed_tokens'])):>7} {len(steps):>5} "
+              f"{f(summary['prompt_tokens_median'], '.0f'):>10} {f(summary['first_ms_median'], '.0f'):>12} "
+              f"{f(summary['first_ms_max'], '.0f'):>12} {f(summary['tps_min'], '.1f'):>9} "
+              f"{f(summary['tps_median'], '.1f'):>9}  {summary['load_average']}  prompt threads "
+              f"{'/'.join(str(n) for n in sorted({s['prompt_threads'] for s in steps}))}", flush=True)
+        if args.steps:
+            for s in steps:
+                print(f"    {s.get('step', '?'):<18} {s['model']:<8} prompt {s['prompt_n']:>4} tok "
+                      f"({s['prompt_threads']} thr)  first "
+                      f"{f(s['first_token_ms'], '.0f'):>5} ms ({f(s['first_token_cpu_ms'], '.0f'):>4} ms CPU)  "
+                      f"{f(s['tokens_per_s'], '.1f'):>6} tok/s  "
+                      f"{s['decode_n']:>4} tok"
+                      + (f"  (read {s['read_ahead_next']} tok of the next turn ahead)"
+                         if s.get("read_ahead_next") else ""))
+    print("\nfirst token by turn (median ms over every cell's turns of that kind; turns; median prompt tokens the "
+          "turn evaluated):")
+    kinds = ("brief", "draft", "critique", "revision brief", "revision", "final note", "final note after approval")
+    for key in dict.fromkeys(k.split("#")[0] for k in cells):
+        pooled: dict[str, list[dict]] = {k: [] for k in kinds}
+        for k, c in cells.items():
+            if k.split("#")[0] != key:
+                continue
+            for prev, s in zip([None] + c["steps"][:-1], c["steps"]):
+                kind = " ".join(w for w in s.get("step", "?").split() if not w.isdigit())
+                if kind == "final note" and prev is not None and prev.get("step", "").startswith("critique"):
+                    kind = "final note after approval"
+                if kind in pooled and s["first_token_ms"] is not None:
+                    pooled[kind].append(s)
+        print(f"  {key:<12} " + "; ".join(
+            f"{kind} {statistics.median(s['first_token_ms'] for s in ss):.0f} ({len(ss)}; "
+            f"{statistics.median(s['prompt_n'] for s in ss):.0f} tok)" for kind, ss in pooled.items() if ss))
     print("\nagainst the seed's targets (worst step of each cell):")
     for key, c in cells.items():
         print(f"  {key:<16} load {c['load_s']:.2f} s {verdict(c['load_s'], TARGETS['load_s'], True)}; "
