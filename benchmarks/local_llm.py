@@ -242,6 +242,18 @@ def summarise(results: list[dict]) -> dict:
     }
 
 
+def llama_build(env: dict) -> str:
+    """The llama.cpp build a worker with ``env`` loads: where from, and the CPU features it was compiled for."""
+    code = ("import llama_cpp, pathlib; info = llama_cpp.llama_print_system_info().decode(); "
+            "print(pathlib.Path(llama_cpp.__file__).parent.parent, '|', "
+            "' '.join(f.split('=')[0].split(':')[-1].strip() for f in info.split('|') if f.strip().endswith('= 1')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, **env})
+    if out.returncode:
+        return f"failed to load: {(out.stderr.strip().splitlines() or ['?'])[-1]}"
+    return out.stdout.strip()
+
+
 def load_average() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -268,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra", nargs="*", default=[], metavar="D/B",
                         help="more policies: D decode threads, B batch threads (e.g. 1/2); '+passive' adds "
                              "OMP_WAIT_POLICY=passive (llama.cpp's workers sleep instead of spinning)")
+    parser.add_argument("--llama", nargs="*", default=[], metavar="NAME=DIR",
+                        help="another llama-cpp-python build, installed with 'pip install --target DIR': the new "
+                             "policy again with DIR first on the workers' PYTHONPATH (e.g. a build with other "
+                             "CMAKE_ARGS, compared in the same run)")
     parser.add_argument("--no-tutor", dest="tutor", action="store_false", help="skip the tutor figures")
     parser.add_argument("--tutor-requests", type=int, default=1, help="tutor sessions' first steps per cell")
     parser.add_argument("--gguf-dir", type=Path, help="where the exported GGUFs are (default: data_dir())")
@@ -290,10 +306,18 @@ def main(argv: list[str] | None = None) -> int:
         d, _, b = threads.partition("/")
         policies[extra] = {"n_threads": int(d), "n_threads_batch": int(b or d), "jobs": new.slots,
                            "env": {"OMP_WAIT_POLICY": "passive"} if flag == "passive" else {}}
+    for build in args.llama:
+        label, _, where = build.partition("=")
+        path = os.pathsep.join(p for p in (str(Path(where).resolve()), os.environ.get("PYTHONPATH", "")) if p)
+        policies[label] = {"n_threads": new.decode, "n_threads_batch": new.batch, "jobs": new.slots,
+                           "env": {"PYTHONPATH": path}}
     requests = job_requests(args.requests)
     start = time.perf_counter()
     print(f"machine: {new.cores} cores for this process (os.cpu_count() {cpus}), {new.slots} local_model slots; "
           f"new policy: decode {new.decode}, batch {new.batch}, torch {new.torch} [{new.source}]")
+    for name, pol in policies.items():
+        if name == "new" or pol.get("env", {}).get("PYTHONPATH"):
+            print(f"llama.cpp build of {name!r}: {llama_build(pol.get('env', {}))}")
     print(f"load average at start: {load_average()} (a shared machine is not idle: 'idle' = no busy loop of ours)")
     print(f"requests per process: {len(requests)} ({', '.join(sorted({r['tag'] for r in requests}))})\n")
 
@@ -365,8 +389,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'first tok ms':>12} {'tok/s':>7}")
             old_tutor = {"n_threads": 2, "n_threads_batch": None}  # inference.yaml's n_threads: 2 before issue 26
             for condition in ("idle", "busy"):
-                for name, pol in (("old", old_tutor), ("new", policies["new"])):
+                builds = [(label, policies[label]) for label, _, _ in (b.partition("=") for b in args.llama)]
+                for name, pol in [("old", old_tutor), ("new", policies["new"])] + builds:
                     spec = {"kind": "tutor", "n_threads": pol["n_threads"], "n_threads_batch": pol["n_threads_batch"],
+                            "env": pol.get("env", {}),
                             "educator": str(models[0]), "poet": str(models[1]), "tutor_requests": tutor_requests,
                             "prime": name != "old"}  # the new GGUFChat evaluates each system prompt at load
                     r = run_cell(spec, 1, condition == "busy")[0]

@@ -118,10 +118,15 @@ def cpu_of_children() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run_demo(policy: str, busy: bool, out: Path, keep: bool = False) -> dict:
-    data = Path(tempfile.mkdtemp(prefix=f"main-job-{policy}-"))
-    env = {**policy_env(policy, out), "DISTILLERY_DATA_DIR": str(data), "DAGSTER_TELEMETRY_DISABLED": "1"}
-    log = out / f"{policy}-{'busy' if busy else 'idle'}.log"
+def run_demo(policy: str, busy: bool, out: Path, keep: bool = False, llama: Path | None = None) -> dict:
+    """``policy`` may name a build (``new@avx2``): ``llama`` is then that llama-cpp-python build's folder, put first
+    on the PYTHONPATH of the demo and so of every step process."""
+    data = Path(tempfile.mkdtemp(prefix=f"main-job-{policy.replace('@', '-')}-"))
+    env = {**policy_env(policy.partition("@")[0], out), "DISTILLERY_DATA_DIR": str(data),
+           "DAGSTER_TELEMETRY_DISABLED": "1"}
+    if llama is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(llama), env.get("PYTHONPATH", "")) if p)
+    log = out / f"{policy.replace('@', '-')}-{'busy' if busy else 'idle'}.log"
     hog = subprocess.Popen(["timeout", str(BUSY_BOUND_S), "yes"], stdout=subprocess.DEVNULL) if busy else None
     cpu, wall = cpu_of_children(), time.perf_counter()
     try:
@@ -149,7 +154,12 @@ def run_demo(policy: str, busy: bool, out: Path, keep: bool = False) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", default=["old:idle", "new:idle", "old:busy", "new:busy"],
-                        help=f"policy:condition, in order (policy {'|'.join(POLICIES)}, condition idle|busy)")
+                        help=f"policy[@build]:condition, in order (policy {'|'.join(POLICIES)}, condition "
+                             "idle|busy, build a name given to --llama)")
+    parser.add_argument("--llama", nargs="*", default=[], metavar="NAME=DIR",
+                        help="another llama-cpp-python build, installed with 'pip install --target DIR', for runs "
+                             "named policy@NAME (e.g. --llama avx2=/tmp/avx2 --runs old@avx2:idle new:idle: the "
+                             "old policy on the build setup.sh made before it named the CPU's extensions)")
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "benchmarks" / "main_job")
     parser.add_argument("--keep", action="store_true",
                         help="keep each run's data folder (its GGUFs for benchmarks/tutor.py --gguf-dir)")
@@ -163,33 +173,38 @@ def main(argv: list[str] | None = None) -> int:
     p = policy()
     print(f"new policy here: {p.slots} local_model slots; decode {p.decode}, batch {p.batch}, torch {p.torch} "
           f"[{p.source}]; old: {os.cpu_count()} threads everywhere, 1 slot")
+    builds = {label: Path(where).resolve() for label, _, where in (b.partition("=") for b in args.llama)}
+    for label, where in builds.items():
+        print(f"build {label!r}: {where}")
     results: dict[tuple[str, str], dict] = {}
     for run in args.runs:
         name, _, condition = run.partition(":")
-        if name not in POLICIES or condition not in ("idle", "busy"):
-            parser.error(f"{run!r}: policy:condition, policy {'|'.join(POLICIES)}, condition idle|busy")
+        base, _, build = name.partition("@")
+        if base not in POLICIES or condition not in ("idle", "busy") or (build and build not in builds):
+            parser.error(f"{run!r}: policy[@build]:condition, policy {'|'.join(POLICIES)}, condition idle|busy, "
+                         f"build one of {sorted(builds) or 'none (--llama NAME=DIR)'}")
         print(f"{name} {condition}: running demo.sh from an empty data folder ...", flush=True)
-        r = run_demo(name, condition == "busy", args.out, keep=args.keep)
+        r = run_demo(name, condition == "busy", args.out, keep=args.keep, llama=builds.get(build))
         results[(name, condition)] = r
         status = "ok" if r["rc"] == 0 else f"FAILED (exit {r['rc']})"
         print(f"  {status}: wall {r['wall_s']:.0f} s, CPU "
               f"{r['cpu_s']:.0f} s, materialize {r['materialize_s']} s; log {r['log']}"
               + (f"; data {r['data_dir']}" if r["data_dir"] else ""), flush=True)
 
-    print(f"\n{'policy':<7} {'condition':<9} {'wall s':>7} {'CPU s':>7} {'CPU/wall':>8}  exit")
+    print(f"\n{'policy':<11} {'condition':<9} {'wall s':>7} {'CPU s':>7} {'CPU/wall':>8}  exit")
     for (name, condition), r in results.items():
-        print(f"{name:<7} {condition:<9} {r['wall_s']:>7.0f} {r['cpu_s']:>7.0f} {r['cpu_s'] / r['wall_s']:>8.2f}  "
+        print(f"{name:<11} {condition:<9} {r['wall_s']:>7.0f} {r['cpu_s']:>7.0f} {r['cpu_s'] / r['wall_s']:>8.2f}  "
               f"{r['rc']}")
 
     def get(n, c):
         return results.get((n, c))
 
-    for base in ("old", "dagster", "share", "nopreload"):
+    for base in [n for n, _ in results if n != "new" and _ == "idle"]:
         if get(base, "idle") and get("new", "idle"):
             print(f"new idle / {base} idle: wall {get('new', 'idle')['wall_s'] / get(base, 'idle')['wall_s']:.2f}"
-                  + (" (goal <= 0.5)" if base == "old" else "")
+                  + (" (goal <= 0.5)" if base.startswith("old") else "")
                   + f", CPU {get('new', 'idle')['cpu_s'] / get(base, 'idle')['cpu_s']:.2f}")
-    for n in POLICIES:
+    for n in dict.fromkeys(n for n, _ in results):
         if get(n, "idle") and get(n, "busy"):
             print(f"{n}: busy / idle wall {get(n, 'busy')['wall_s'] / get(n, 'idle')['wall_s']:.2f}"
                   + (" (goal <= 1.5)" if n == "new" else "")
