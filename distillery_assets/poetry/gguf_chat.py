@@ -201,11 +201,15 @@ class ReadAhead:
         finally:
             set_llama_thread_counts(llm, *before)
 
-    def close(self) -> int:
-        """Stop after the evaluation under way; returns the tokens read ahead. The model is free again."""
+    def stop(self) -> None:
+        """Tell the reader to stop after the evaluation under way, without waiting for it (:meth:`close` waits)."""
         with self._wake:
             self._closing = True
             self._wake.notify()
+
+    def close(self) -> int:
+        """Stop after the evaluation under way; returns the tokens read ahead. The model is free again."""
+        self.stop()
         self._thread.join()
         if self._release is not None:
             self._release()

@@ -68,6 +68,16 @@ def _verbatim(text: str) -> str:
     return text.lstrip()
 
 
+def close_readers(readers: Sequence[Any]) -> int:
+    """Close a turn's read-aheads (``GGUFChat.read_ahead``); returns the tokens they read. Every one is told to
+    stop before any is waited for: they take turns at one evaluation at a time, so closing them one after the
+    other let the next in line start a chunk while the one before was joined (three readers of a draft: up to
+    three chunks, 150-250 ms, before the critique's first token)."""
+    for r in readers:
+        r.stop()
+    return sum(r.close() for r in readers)
+
+
 def _asker(steps: list[dict[str, Any]]):
     def ask(who: str, chat: Chat, system: str, user: str, step: str, params: Sampling,
             ahead: Ahead | list[Ahead] | None = None) -> str:
@@ -92,7 +102,7 @@ def _asker(steps: list[dict[str, Any]]):
                             readers.append(reader)
             raw = chat(messages, params, on_text=feed) if readers else chat(messages, params)
         finally:
-            read = sum(r.close() for r in readers) if readers else None
+            read = close_readers(readers) if readers else None
         reply = raw if isinstance(raw, Reply) else Reply(str(raw))
         entry = {"step": step, "model": who, "finish_reason": reply.finish_reason, "chars": len(reply.text)}
         if read is not None:
@@ -108,11 +118,19 @@ def draft_for_request(request: str, *, educator: Chat, poet: Chat, prompts: Sess
                       critique_history: str | None = None) -> tuple[str, str]:
     """The session's first two steps: the educator's brief for ``request``, the poet's draft from that brief.
     ``critique_history``: the history of the critique that follows (``""`` in a session), so the draft's text
-    is read ahead into the educator's next prompt; None when no critique follows."""
+    is read ahead into the educator's next prompt; None when no critique follows. While the educator writes
+    the brief, the poet reads it into the draft's prompt and, second, the educator's other context reads it
+    into the start of that critique (the brief comes before the draft there), so the draft's readers start
+    from the draft instead of the brief."""
     ask = _asker(steps if steps is not None else [])
+    brief_readers: list[Ahead] = [(poet, prompts.poet_system, _verbatim)]
+    if critique_history is not None:
+        brief_readers.append((educator, prompts.educator_system,
+                              _prefix(prompts.critique, "session_critique", "brief", history=critique_history,
+                                      draft="")))
     brief = ask("educator", educator, prompts.educator_system,
                 render(prompts.brief, name="session_brief", request=request), "brief", sampling.brief,
-                ahead=(poet, prompts.poet_system, _verbatim))
+                ahead=brief_readers)
     critique_next = None if critique_history is None else _draft_readers(educator, prompts, brief, critique_history)
     draft = ask("poet", poet, prompts.poet_system, brief, "draft", sampling.draft, ahead=critique_next)
     return brief, draft
@@ -174,10 +192,16 @@ def run_session(request: str, *, educator: Chat, poet: Chat, prompts: SessionPro
         approval = approved(critique, approval_phrases)
         if approval:
             break
+        # the revision brief goes into the poet's revision; the next round's critique starts with the brief
+        # and this round's history, all known now, so the educator's other context reads that start meanwhile
+        brief_readers = [(poet, prompts.poet_system, _verbatim)]
+        if i < max_revisions:
+            head = _prefix(prompts.critique, "session_critique", "draft", brief=brief, history=history_of(rounds))("")
+            brief_readers.append((educator, prompts.educator_system, lambda text, head=head: head))
         revision_brief = ask("educator", educator, prompts.educator_system,
                              render(prompts.revision_brief, name="session_revision_brief", brief=brief, draft=draft,
                                     critique=critique), f"revision brief {i}", sampling.revision_brief,
-                             ahead=(poet, prompts.poet_system, _verbatim))
+                             ahead=brief_readers)
         rounds[-1]["revision_brief"] = revision_brief
         # the revision's text goes next into the next round's critique, or into the final note
         following = (_draft_readers(educator, prompts, brief, history_of(rounds)) if i < max_revisions else

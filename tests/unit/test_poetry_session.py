@@ -75,3 +75,73 @@ def test_a_draft_is_read_into_the_critique_the_revision_brief_and_the_final_note
     assert full_note.startswith(note) and note.endswith("DRAFT SO FAR")
     assert prompts.critique.format(brief="BRIEF", history="", draft="DRAFT SO FAR").startswith(critique)
     assert revision_brief.endswith("DRAFT SO FAR") and "BRIEF" in revision_brief
+
+
+class Reading(Scripted):
+    """A scripted chat that streams its answer and records the read-aheads asked of it: for each, when closed
+    (right after the turn it ran beside), the prompt it had read."""
+
+    streams_text = True
+
+    def __init__(self, answers, log):
+        super().__init__(answers)
+        self.log = log
+
+    def __call__(self, messages, sampling, on_text=None):
+        self.log.append(("ask", messages[1]["content"]))
+        reply = super().__call__(messages, sampling)
+        if on_text is not None:
+            on_text(reply.text)
+        return reply
+
+    def read_ahead(self, system, user_prefix, *, beside=None, priority=0):
+        log, chat = self.log, self
+
+        class Reader:
+            text = ""
+
+            def feed(self, text):
+                self.text = text
+
+            def stop(self):
+                pass
+
+            def close(self):
+                log.append(("read", chat, user_prefix(self.text), beside is not None, priority))
+                return 1
+
+        return Reader()
+
+
+def test_a_critique_s_start_is_read_while_the_brief_before_it_is_written():
+    """The critique's prompt starts with the brief (and, from round 2, the last round's draft and critique),
+    so it is read before the draft it carries exists: while the educator writes the brief (its own text, in a
+    context beside the one it writes in) and, for the next round, while it writes the revision brief. The
+    draft's readers then start from the draft."""
+    log = []
+    educator = Reading(["BRIEF", "CRIT1", "REVBRIEF1", "CRIT2", "REVBRIEF2", "NOTE"], log)
+    poet = Reading(["DRAFT1", "DRAFT2", "DRAFT3"], log)
+    cfg, s = _run(educator, poet, max_revisions=2)
+    prompts = session_prompts(cfg)
+    critique = [c[0][1]["content"] for c in educator.calls[1::2][:2]]  # critique 1 and 2 as asked
+    assert critique[0] == prompts.critique.format(brief="BRIEF", history="", draft="DRAFT1")
+    turn, reads = None, {}
+    for event in log:  # a turn's readers are closed (logged) when it is done
+        if event[0] == "ask":
+            turn = event[1]
+        else:
+            reads.setdefault(turn, []).append(event[1:])
+    brief_prompt, revision_brief_1 = educator.calls[0][0][1]["content"], educator.calls[2][0][1]["content"]
+    # beside the brief: the poet's draft prompt (the brief itself) and the critique's start, read by the educator
+    # beside its own writing, second in line
+    own = [(prefix, priority) for chat, prefix, beside, priority in reads[brief_prompt]
+           if chat is educator and beside]
+    assert len(own) == 1 and own[0][1] == 1 and critique[0].startswith(own[0][0]) and own[0][0].endswith("BRIEF")
+    # beside revision brief 1: round 2's critique up to its draft (brief, DRAFT1 and CRIT1 in its history)
+    own = [(prefix, priority) for chat, prefix, beside, priority in reads[revision_brief_1]
+           if chat is educator and beside]
+    assert len(own) == 1 and own[0][1] == 1 and critique[1].startswith(own[0][0])
+    assert critique[1][len(own[0][0]):].lstrip().startswith("DRAFT2") and "CRIT1" in own[0][0]
+    # the last revision brief has no critique after it, so nothing of the educator's is read beside it
+    assert not [r for r in reads[educator.calls[4][0][1]["content"]] if r[0] is educator]
+    assert s["final_poem"] == "DRAFT3"

@@ -205,3 +205,61 @@ def test_no_read_ahead_without_a_free_core():
         assert chat.read_ahead("system", lambda text: text) is None  # a one-core machine never reads ahead
     finally:
         chat.close()
+
+
+@pytest.mark.timeout(120)
+def test_closing_a_turns_readers_starts_no_new_chunk():
+    """A turn's read-aheads are closed together (``session.close_readers``): while the one evaluating is waited
+    for, the others waiting their turn must not start a chunk of their own (closed one after the other, each
+    next in line did, and a critique waited for three chunks)."""
+    import threading
+
+    from distillery_assets.embedded import smollm2_gguf_path
+    from distillery_assets.poetry.gguf_chat import GGUFChat
+    from distillery_assets.poetry.session import close_readers
+    from distillery_assets.poetry.settings import ModelSettings
+
+    system = "You are Wren, a poetry teacher."
+    text = " ".join(["The heron stands in the grey water at dawn and waits for the light to move."] * 6)
+    chat = GGUFChat(smollm2_gguf_path(), ModelSettings(n_ctx=512, n_threads=1), system=system, contexts=3)
+    readers = [chat.read_ahead(system, lambda t, i=i: f"Reader {i}:\n" + t.lstrip(), priority=i) for i in range(3)]
+    assert all(r is not None for r in readers)
+    lock, entered, release = threading.Lock(), threading.Event(), threading.Event()
+    chunks: list[int] = []
+
+    def held(llm, eval_):
+        def evaluate(tokens):
+            with lock:
+                chunks.append(id(llm))
+                first = len(chunks) == 1
+            if first:  # the first chunk anyone starts is held until every reader has been told to stop
+                entered.set()
+                release.wait(30)
+            return eval_(tokens)
+        return evaluate
+
+    for r in readers:
+        r.llm.eval = held(r.llm, r.llm.eval)
+    closing = None
+    try:
+        for r in readers:
+            r.feed(text)
+        assert entered.wait(60)
+        closing = threading.Thread(target=close_readers, args=(readers,))
+        closing.start()
+        deadline = time.monotonic() + 10
+        while not all(r._closing for r in readers) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        told = [r._closing for r in readers]
+        release.set()
+        closing.join(60)
+        assert told == [True, True, True]  # each told before the one evaluating was waited for
+        assert len(chunks) == 1  # and nobody started another chunk after that
+        assert all(r.error is None for r in readers)
+    finally:
+        release.set()
+        if closing is not None:
+            closing.join(60)
+        for r in readers:
+            del r.llm.eval
+        chat.close()
