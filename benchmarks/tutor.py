@@ -52,6 +52,18 @@ from local_llm import _cpu_s, _perf, _wait_for_go, find_tutor_models, load_avera
 
 TARGETS = {"load_s": 30.0, "first_token_ms": 100.0, "tokens_per_s": 20.0}
 
+DRAFT_LAST_CRITIQUE = """The brief was:
+{brief}
+{history}Critique the poet's current draft against the brief: quote one line that works and one that does not, and
+give one direction. If nothing is left to cut, say "this poem has found its shape".
+The poet's current draft:
+---
+{draft}
+---
+"""
+"""The critique's instructions before the draft (variant ``draftlast``): after the draft only its closing
+marker is left to evaluate, so reading the draft ahead leaves the critique almost nothing to read."""
+
 
 def worker(spec: dict) -> dict:
     """One cell: load both models (and prime them when asked), wait for GO, run the sessions streamed."""
@@ -61,6 +73,10 @@ def worker(spec: dict) -> dict:
 
     cfg = PoetryConfig()
     inf, prompts = cfg.inference, session_prompts(cfg)
+    if spec.get("critique"):
+        import dataclasses
+
+        prompts = dataclasses.replace(prompts, critique=spec["critique"])
     settings = ModelSettings(n_threads=spec["n_threads"], n_threads_batch=spec.get("n_threads_batch"))
     t = time.perf_counter()
     educator = GGUFChat(Path(spec["educator"]), settings, system=prompts.educator_system if spec["prime"] else None,
@@ -112,6 +128,9 @@ def worker(spec: dict) -> dict:
 
         readers = session_module._draft_readers
         session_module._draft_readers = lambda *args: readers(*args)[:2]
+    from distillery_assets.poetry.evaluate import NAMES_LINE, quotes_poem
+
+    critiques: list[dict] = []
     _wait_for_go()
     try:
         for request in spec["requests"]:
@@ -122,10 +141,18 @@ def worker(spec: dict) -> dict:
             meta = session["metadata"]["steps"]
             for step, m in zip(steps[-len(meta):], meta):
                 step["step"], step["read_ahead_next"] = m["step"], m.get("next_read_ahead_tokens")
+            for r in session["revision_history"]:
+                critiques.append({"quotes_draft": quotes_poem(r["critique"], r["draft"]),
+                                  "names_line": bool(NAMES_LINE.search(r["critique"])),
+                                  "echoes_draft": r["critique_echoes_draft"],
+                                  "words": len(r["critique"].split())})
+            if session["metadata"]["approved_by"]:
+                critiques[-1]["approves"] = True
     finally:
         educator.close()
         poet.close()
-    return {"load_s": load_s, "steps": steps, "primed_tokens": [educator.primed_tokens, poet.primed_tokens]}
+    return {"load_s": load_s, "steps": steps, "primed_tokens": [educator.primed_tokens, poet.primed_tokens],
+            "critiques": critiques}
 
 
 def verdict(value: float | None, target: float, below: bool) -> str:
@@ -170,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
                 "noahead": {"n_threads": None, "n_threads_batch": None, "prime": True},
                 "new": {"n_threads": None, "n_threads_batch": None, "prime": True, "ahead": True},
                 "nonote": {"n_threads": None, "n_threads_batch": None, "prime": True, "ahead": True,
-                           "note_draft": False}}
+                           "note_draft": False},
+                "draftlast": {"n_threads": None, "n_threads_batch": None, "prime": True, "ahead": True,
+                              "critique": DRAFT_LAST_CRITIQUE}}
     for extra in args.extra:
         d, _, b = extra.partition("/")
         variants[f"new {extra}"] = {"n_threads": int(d), "n_threads_batch": int(b or d), "prime": True,
@@ -207,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                    "tps_min": min(rates) if rates else None,
                    "tps_median": statistics.median(rates) if rates else None,
                    "prompt_tokens_median": statistics.median(s["prompt_n"] for s in steps),
-                   "load_average": load_average(), "steps": steps}
+                   "load_average": load_average(), "steps": steps, "critiques": r["critiques"]}
         cells[f"{name}/{condition}" + (f"#{rnd + 1}" if args.rounds > 1 else "")] = summary
         f = lambda x, spec_: format(x, spec_) if x is not None else "n/a"  # noqa: E731
         threads = "auto" if v["n_threads"] is None else f"{v['n_threads']}/{v['n_threads_batch']}"
@@ -243,6 +272,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key:<12} " + "; ".join(
             f"{kind} {statistics.median(s['first_token_ms'] for s in ss):.0f} ({len(ss)}; "
             f"{statistics.median(s['prompt_n'] for s in ss):.0f} tok)" for kind, ss in pooled.items() if ss))
+    print("\nthe critiques (every cell's rounds of that variant; quoting a line of the draft and naming a line are "
+          "what the prompt asks for, echoing the draft is a failure):")
+    for key in dict.fromkeys(k.split("#")[0] for k in cells):
+        cs = [c for k, cell in cells.items() if k.split("#")[0] == key for c in cell["critiques"]]
+        if cs:
+            n = len(cs)
+            print(f"  {key:<12} {n} critiques: quote the draft {sum(c['quotes_draft'] for c in cs)}/{n}, "
+                  f"name a line {sum(c['names_line'] for c in cs)}/{n}, "
+                  f"echo it {sum(c['echoes_draft'] for c in cs)}/{n}, "
+                  f"approve {sum(c.get('approves', False) for c in cs)}/{n}; "
+                  f"median {statistics.median(c['words'] for c in cs):.0f} words")
     print("\nagainst the seed's targets (worst step of each cell):")
     for key, c in cells.items():
         print(f"  {key:<16} load {c['load_s']:.2f} s {verdict(c['load_s'], TARGETS['load_s'], True)}; "
