@@ -94,12 +94,13 @@ def worker(spec: dict) -> dict:
             from distillery_assets.poetry.gguf_chat import common_prefix, prompt_tokens
 
             chat.select(messages)  # the context this turn is asked in (GGUFChat.__call__ does the same)
+            cpu0, first_cpu = _cpu_s(), None
+            kwargs = chat.completion_kwargs(messages, sampling)  # threads, and where on the grid it starts
             prompt = prompt_tokens(chat.llm, messages)  # what this turn evaluates: its prompt less what is held
             new_tokens = len(prompt) - min(common_prefix(chat.llm.input_ids[:chat.llm.n_tokens], prompt),
                                            len(prompt) - 1)
             p0, start, first, text, finish = _perf(chat.llm), time.perf_counter(), None, "", None
-            cpu0, first_cpu = _cpu_s(), None
-            for chunk in chat.llm.create_chat_completion(stream=True, **chat.completion_kwargs(messages, sampling)):
+            for chunk in chat.llm.create_chat_completion(stream=True, **kwargs):
                 choice = chunk["choices"][0]
                 piece = choice["delta"].get("content") or ""
                 if piece and first is None:

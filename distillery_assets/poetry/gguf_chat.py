@@ -102,6 +102,28 @@ READ_AHEAD_MIN_TOKENS = 8
 READ_AHEAD_CHUNK = 32
 """The most tokens one read-ahead evaluation takes, so closing it waits for at most one such chunk."""
 
+GRID = 16
+"""The grid a tutor context evaluates its prompts on: batches (``n_batch`` and ``n_ubatch``) of this many tokens,
+each from a multiple of it (:func:`aligned_start`). llama.cpp's logits move with how a prompt is split into
+batches (a Q4_K_M poet differed at 16 of 28 single split points of a 29-token probe; the bundled Q4_1 in 2 of 30
+random splits of 418 tokens), so a reply used to depend on how far a read-ahead had got, or on what an earlier turn
+left in the context. On the grid every position is evaluated in the same batch whatever the context held, so a
+reply depends on its prompt and seed only. Costs: up to GRID - 1 tokens evaluated again per turn (the cell the
+held prefix ends in), and prompt batches of 16 (about 10% slower than 512 at one thread, measured)."""
+
+
+def aligned_start(held: int, canonical: int, prompt_len: int, grid: int | None) -> int:
+    """Where a prompt's evaluation starts in a context that holds ``held`` of its tokens. Without a grid: there.
+    On a grid (:data:`GRID`): at the start of the cell that position falls in, and never past ``canonical`` (the end of the
+    context's cells that were each evaluated whole, in one batch), and before the prompt's last token (so a
+    prompt is never only partly re-evaluated from a lone last token). Every cell of the prompt is then
+    evaluated in one batch of the same rows, whatever the context held, so the logits are those of a fresh
+    context."""
+    if grid is None:
+        return held
+    start = min(held, canonical, prompt_len - 1)
+    return max(0, start - start % grid)
+
 class _Gate:
     """One read-ahead evaluation at a time in this process, the waiting one of lowest ``priority`` first: two
     read-aheads of one turn (the educator's revision brief, then the final note that follows an approval) share
@@ -145,8 +167,12 @@ class ReadAhead:
     decode and this prefill use two cores at once."""
 
     def __init__(self, llm, system: str, user_prefix: Callable[[str], str], *, threads: int = 1, margin: int = 2,
-                 release: Callable[[], None] | None = None, priority: int = 0):
+                 release: Callable[[], None] | None = None, priority: int = 0, grid: int | None = None,
+                 cells: dict[int, int] | None = None):
         self.llm, self.system, self.user_prefix, self._release = llm, system, user_prefix, release
+        # on a grid: whole cells only, from a cell's start; ``cells`` records per context how far its whole
+        # cells reach (GGUFChat.canonical)
+        self.grid, self.cells = grid, cells if cells is not None else {}
         self.priority = int(priority)  # among read-aheads running at once, the lowest evaluates first
         self.threads, self.margin = int(threads), int(margin)
         self.evaluated = 0  # tokens this read-ahead put into the context
@@ -184,16 +210,23 @@ class ReadAhead:
                         return
                     text = self._text
                 tokens = self._stable(text)
-                keep = common_prefix(llm.input_ids[:llm.n_tokens], tokens)
-                if len(tokens) - keep >= READ_AHEAD_MIN_TOKENS:
-                    chunk = tokens[keep:keep + READ_AHEAD_CHUNK]
+                held = common_prefix(llm.input_ids[:llm.n_tokens], tokens)
+                if self.grid is None:
+                    keep, end = held, len(tokens)
+                else:  # whole cells from a cell's start
+                    keep = aligned_start(held, self.cells.get(id(llm), 0), len(tokens) + 1, self.grid)
+                    end = len(tokens) - len(tokens) % self.grid
+                if end - keep >= max(READ_AHEAD_MIN_TOKENS, self.grid or 0):
+                    chunk = tokens[keep:min(end, keep + READ_AHEAD_CHUNK)]
                     with _READING.turn(self.priority):
                         if self._closing:
                             return
                         llm.n_tokens = keep
                         llm.eval(chunk)
+                        if self.grid is not None:
+                            self.cells[id(llm)] = keep + len(chunk)
                     self.evaluated += len(chunk)
-                    if keep + len(chunk) < len(tokens):
+                    if keep + len(chunk) < end:
                         continue  # more of this text to read: the next chunk, unless closed meanwhile
                 done = text
         except BaseException as exc:  # noqa: BLE001 - reported by close(); the next turn evaluates as usual
@@ -239,7 +272,7 @@ class GGUFChat:
         self.path = path
         def load():
             return Llama(model_path=str(path), n_ctx=s.n_ctx, **llama_threads(s.n_threads, s.n_threads_batch),
-                         n_gpu_layers=s.n_gpu_layers, verbose=False)
+                         n_batch=GRID, n_ubatch=GRID, n_gpu_layers=s.n_gpu_layers, verbose=False)
 
         self.llm = load()  # the context of the turn being asked (select() picks it)
         # more contexts on the same file: its weights are memory-mapped, so they share one copy in the page cache
@@ -254,6 +287,10 @@ class GGUFChat:
         self.stops = end_of_turn_stops(meta.get("tokenizer.chat_template"), eos)
 
         self.end_ids = end_of_turn_ids(self.llm, self.stops, eos_id)
+        # prompts are evaluated on a grid of GRID-token cells, so a reply does not depend on what the context held
+        # before, or on how far a read-ahead got (None: where the held prefix ends, llama-cpp-python's own way)
+        self.grid: int | None = GRID
+        self.canonical: dict[int, int] = {}  # per context (id): how far its cells evaluated whole reach
         self.primed_tokens = self.prime(system) if system else 0
 
     def prime(self, system: str) -> int:
@@ -261,11 +298,21 @@ class GGUFChat:
         the start of the user turn) and keep it in the context; returns the tokens now held. Done with one
         real chat completion of one token, so the prefix is tokenized exactly as the turns' prompts are; the
         next completion re-evaluates only from where its prompt differs."""
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": ""}]
         for llm in self.contexts:
-            llm.create_chat_completion(messages=[{"role": "system", "content": system},
-                                                 {"role": "user", "content": ""}], max_tokens=1, seed=0,
-                                       temperature=0.0)
+            self._align(llm, messages)
+            llm.create_chat_completion(messages=messages, max_tokens=1, seed=0, temperature=0.0)
         return int(self.llm.n_tokens)
+
+    def _align(self, llm, messages: list[dict[str, str]]) -> None:
+        """On a grid (:attr:`grid`): make ``llm``'s next completion of ``messages`` start at the cell its held
+        prefix ends in (:func:`aligned_start`), and record how far its cells will then reach whole."""
+        if self.grid is None:
+            return
+        prompt = prompt_tokens(llm, messages)
+        held = common_prefix(llm.input_ids[:llm.n_tokens], prompt)
+        llm.n_tokens = min(llm.n_tokens, aligned_start(held, self.canonical.get(id(llm), 0), len(prompt), self.grid))
+        self.canonical[id(llm)] = len(prompt) - len(prompt) % self.grid
 
     def _free(self) -> list:
         return [c for c in self.contexts if id(c) not in self._reserved]
@@ -287,6 +334,7 @@ class GGUFChat:
             from distillery_assets.threads import set_llama_threads
 
             set_llama_threads(self.llm, self.spare.check()[0])
+        self._align(self.llm, messages)
         processors = None
         if sampling.min_lines and self.end_ids:
             from llama_cpp import LogitsProcessorList
@@ -334,7 +382,8 @@ class GGUFChat:
                                          {"role": "user", "content": user_prefix("")}])
         llm = max(free, key=lambda c: common_prefix(c.input_ids[:c.n_tokens], start))
         self._reserved.add(id(llm))
-        return ReadAhead(llm, system, user_prefix, release=lambda: self._reserved.discard(id(llm)), priority=priority)
+        return ReadAhead(llm, system, user_prefix, release=lambda: self._reserved.discard(id(llm)), priority=priority,
+                         grid=self.grid, cells=self.canonical)
 
     def core_free(self) -> bool:
         """Whether a read-ahead would have a core to itself: with the thread policy's spare cores, when the rest

@@ -15,7 +15,7 @@ SAMPLING = StepSampling(brief=SHORT, critique=SHORT, revision_brief=SHORT, final
                         revision=SHORT)
 
 
-def _session(ahead: bool, educator_contexts: int = 1, approve: bool = False):
+def _session(ahead: bool, educator_contexts: int = 1, approve: bool = False, long_turns: int = 24):
     """One session with one critique round; each turn records the prompt tokens its own completion had to
     evaluate (its prompt less what the model's context held when it was asked)."""
     from distillery_assets.embedded import smollm2_gguf_path
@@ -50,7 +50,10 @@ def _session(ahead: bool, educator_contexts: int = 1, approve: bool = False):
 
     try:
         session = run_session("Write a poem about winter light", educator=counted(educator, "educator"),
-                              poet=counted(poet, "poet"), prompts=prompts, sampling=SAMPLING, max_revisions=1,
+                              poet=counted(poet, "poet"), prompts=prompts,
+                              sampling=SAMPLING.model_copy(update=dict.fromkeys(
+                                  ("draft", "critique"), SHORT.model_copy(update={"max_tokens": long_turns}))),
+                              max_revisions=1,
                               approval_phrases=[" "] if approve else ())  # " ": any critique of words approves
         for llm in educator.contexts:  # a read-ahead gives its context's threads back
             assert (llm.n_threads, llm.n_threads_batch) == (1, 1)
@@ -93,8 +96,10 @@ def test_the_final_note_after_an_approving_critique_was_read_during_the_draft_an
     instead of a revision brief finds its prompt read (in the educator's third context). That the draft goes
     into the note's context too is pinned by ``test_poetry_session.py``; the mechanism (a fed and waited read
     leaves only the template's tail) by ``test_a_read_leaves_only_the_template_tail``."""
-    plain, plain_new = _session(ahead=False, approve=True)
-    ahead, ahead_new = _session(ahead=True, educator_contexts=3, approve=True)
+    # a draft and a critique long enough for the note's reader, last in line during both, to get turns (a turn's
+    # readers are closed together when it ends, so 24-token turns could end before the last one read)
+    plain, plain_new = _session(ahead=False, approve=True, long_turns=128)
+    ahead, ahead_new = _session(ahead=True, educator_contexts=3, approve=True, long_turns=128)
     read = [s.get("next_read_ahead_tokens") for s in ahead["metadata"]["steps"]]
     for s in (*plain["metadata"]["steps"], *ahead["metadata"]["steps"]):
         s.pop("next_read_ahead_tokens", None)
@@ -141,7 +146,7 @@ def test_a_read_leaves_only_the_template_tail(same_model):
     evaluates only its template's tail. Another model's text goes to any free context; a model's own text
     (``beside``: it writes it) to its second context, never the one it writes in."""
     from distillery_assets.embedded import smollm2_gguf_path
-    from distillery_assets.poetry.gguf_chat import GGUFChat, common_prefix, prompt_tokens
+    from distillery_assets.poetry.gguf_chat import GRID, GGUFChat, common_prefix, prompt_tokens
     from distillery_assets.poetry.settings import ModelSettings
 
     system = "You are Wren, a poetry teacher."
@@ -158,6 +163,7 @@ def test_a_read_leaves_only_the_template_tail(same_model):
         held_by_writer = writer.n_tokens if same_model else None
         reader.feed(critique)
         target = len(reader._stable(critique))
+        target -= target % GRID  # a read takes whole cells of the grid
         deadline = time.monotonic() + 60
         while reader.llm.n_tokens < target and reader.error is None and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -167,7 +173,9 @@ def test_a_read_leaves_only_the_template_tail(same_model):
                      {"role": "user", "content": f"Your critique:\n{critique}\nBrief the poet on one change."}]
         asked = chat.select(following)
         prompt = prompt_tokens(asked, following)
-        assert asked is reader.llm and len(prompt) - common_prefix(asked.input_ids[:asked.n_tokens], prompt) <= 16
+        # what is left: the template's tail, and on the grid the cell the read ended in (GRID - 1 at most)
+        left = len(prompt) - common_prefix(asked.input_ids[:asked.n_tokens], prompt)
+        assert asked is reader.llm and left <= 16 + GRID
     finally:
         chat.close()
 
@@ -262,4 +270,79 @@ def test_closing_a_turns_readers_starts_no_new_chunk():
             closing.join(60)
         for r in readers:
             del r.llm.eval
+        chat.close()
+
+
+def test_aligned_start():
+    from distillery_assets.poetry.gguf_chat import aligned_start
+
+    assert aligned_start(45, 10**6, 100, None) == 45  # a split-invariant model starts where the held prefix ends
+    assert aligned_start(45, 10**6, 100, 32) == 32  # on a grid: at the start of that cell
+    assert aligned_start(45, 32, 100, 32) == 32 and aligned_start(70, 32, 100, 32) == 32  # whole cells only
+    assert aligned_start(100, 10**6, 100, 32) == 96  # never from the prompt's lone last token
+    assert aligned_start(64, 64, 64, 32) == 32 and aligned_start(5, 64, 100, 32) == 0
+
+
+@pytest.fixture(scope="module")
+def k_quant(tmp_path_factory):
+    """The bundled SmolLM2 requantized to Q4_K_M (the poet's export type), whose logits move with the batch split."""
+    import ctypes
+
+    import llama_cpp
+
+    from distillery_assets.embedded import smollm2_gguf_path
+
+    dst = tmp_path_factory.mktemp("kquant") / "SmolLM2-135M-Instruct-Q4_K_M.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.allow_requantize, params.nthread = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, True, 2
+    assert llama_cpp.llama_model_quantize(str(smollm2_gguf_path()).encode(), str(dst).encode(),
+                                          ctypes.byref(params)) == 0
+    return dst
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("model", ["bundled", "k_quant"])
+def test_a_reply_does_not_depend_on_what_the_context_held(model, k_quant):
+    """llama.cpp's logits move with how a prompt was split into batches, so a turn asked in a context that held
+    part of its prompt (a read-ahead that stopped anywhere, an earlier turn sharing a prefix) got other numbers,
+    and other samples, than in a fresh one; the tutor's replies then hung on the read-ahead's timing. Prompts
+    are evaluated on a grid of whole cells (``GGUFChat.grid``), and the first token's logits are the same bits
+    whatever was held. The premise is checked on the K-quant (the poet's export type): without the grid they
+    are not."""
+    import numpy as np
+
+    from distillery_assets.embedded import smollm2_gguf_path
+    from distillery_assets.poetry.gguf_chat import GRID, GGUFChat, prompt_tokens
+    from distillery_assets.poetry.settings import ModelSettings
+
+    system = "You are a poet."
+    messages = [{"role": "system", "content": system},
+                {"role": "user", "content": "Write about a heron standing in the grey water at dawn, waiting for "
+                                            "the light to move across the reeds, and the cold, and the fish."}]
+    one = Sampling(temperature=0.7, top_p=0.95, repeat_penalty=1.1, max_tokens=1)
+    chat = GGUFChat(k_quant if model == "k_quant" else smollm2_gguf_path(), ModelSettings(n_ctx=512, n_threads=1),
+                    system=system)
+    try:
+        assert chat.grid == GRID
+        llm = chat.llm
+        prompt = prompt_tokens(llm, messages)
+
+        def first_logits(held: int | None) -> np.ndarray:
+            llm.reset()
+            chat.canonical.pop(id(llm), None)
+            if held is not None:  # the context holds the prompt's first ``held`` tokens: whole cells as a
+                cells = held - held % GRID  # read-ahead leaves them, then the rest as an earlier turn's tail
+                llm.eval(prompt[:cells])
+                chat.canonical[id(llm)] = cells
+                llm.eval(prompt[cells:held])
+            chat(messages, one)
+            return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()
+
+        fresh = first_logits(None)
+        helds = [1, 5, 9, 17, 29, 33, 41, 50, len(prompt) - 3]
+        assert all(np.array_equal(first_logits(k), fresh) for k in helds)
+        if model == "k_quant":
+            chat.grid = None  # the premise: started where the held prefix ends, some of them differ
+            assert not all(np.array_equal(first_logits(k), fresh) for k in helds)
+    finally:
         chat.close()
