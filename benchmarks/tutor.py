@@ -82,6 +82,8 @@ def worker(spec: dict) -> dict:
     educator = GGUFChat(Path(spec["educator"]), settings, system=prompts.educator_system if spec["prime"] else None,
                         contexts=inf.models["educator"].contexts if spec.get("ahead") else 1)
     poet = GGUFChat(Path(spec["poet"]), settings, system=prompts.poet_system if spec["prime"] else None)
+    if not spec.get("grid", True):  # "nogrid": each turn starts where the held prefix ends (replies then depend on
+        educator.grid = poet.grid = None  # how far a read got; measures what the grid costs)
     load_s = time.perf_counter() - t
     steps: list[dict] = []
     last_end: list[float | None] = [None]  # when the previous turn's reply was complete
@@ -200,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                 "nonote": {"n_threads": None, "n_threads_batch": None, "prime": True, "ahead": True,
                            "note_draft": False},
                 "draftlast": {"n_threads": None, "n_threads_batch": None, "prime": True, "ahead": True,
-                              "critique": DRAFT_LAST_CRITIQUE}}
+                              "critique": DRAFT_LAST_CRITIQUE},
+                "nogrid": {"n_threads": None, "n_threads_batch": None, "prime": True, "ahead": True, "grid": False}}
     for extra in args.extra:
         d, _, b = extra.partition("/")
         variants[f"new {extra}"] = {"n_threads": int(d), "n_threads_batch": int(b or d), "prime": True,
